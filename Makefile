@@ -1,0 +1,29 @@
+# Every target bootstraps .venv from nothing, so a fresh clone needs only python3 (>= 3.10).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint demo bench bench-quick emulator clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[emulator,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+emulator: $(STAMP)
+	$(VENV)/bin/airflow-mps-emulator
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .demo
