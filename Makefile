@@ -27,3 +27,6 @@ emulator: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .demo
+
+demo: $(STAMP)
+	$(PY) demo/run_demo.py

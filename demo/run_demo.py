@@ -1,0 +1,195 @@
+"""`make demo`: run the main job (``mps_enhance_daily``) offline, end to end, against the emulator.
+
+What it does, in order, and what it leaves behind in ``.demo/``:
+
+1. starts the MPS + COS emulator as a subprocess (data in ``.demo/emulator``);
+2. seeds procedurally drawn sample photos into ``cos://<bucket>/raw/dt=<date>/`` for three dates;
+3. points ``tencentcloud_default`` at the emulator and ``mps_webhook`` at a local receiver;
+4. runs ``airflow dags test mps_enhance_daily <date>`` for each date (a fresh SQLite Airflow home);
+5. prints a per-image table from each date's manifest and the webhook payloads it received;
+6. writes a before/after contact sheet (``.demo/contact_sheet.png``);
+7. stops everything it started, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATES = ("2026-11-01", "2026-11-02", "2026-11-03")
+BUCKET = "photos-1250000000"
+
+
+class _WebhookReceiver(ThreadingHTTPServer):
+    """Collects the summaries the DAG's ``notify`` task POSTs, standing in for a team's webhook."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+        super().__init__(("127.0.0.1", 0), _WebhookHandler)
+
+
+class _WebhookHandler(BaseHTTPRequestHandler):
+    server: _WebhookReceiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            self.server.payloads.append(json.loads(body))
+        except ValueError:
+            self.server.payloads.append({"unparseable": body.decode("utf-8", "replace")})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet: the demo prints its own report
+        return
+
+
+def _airflow_env(home: Path, emulator_uri: str, webhook_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT": emulator_uri,
+            "AIRFLOW_CONN_MPS_WEBHOOK": f"http://127.0.0.1:{webhook_port}",
+            "MPS_DAGS_BUCKET": BUCKET,
+        }
+    )
+    for name in ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_TOKEN"):
+        env.pop(name, None)
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+
+
+def _contact_sheet(pairs: list[tuple[str, bytes, bytes]], path: Path) -> None:
+    """Before/after, one row per image, both scaled to the same height and labelled with their sizes."""
+    from PIL import Image, ImageDraw
+
+    row_height, pad, label = 220, 10, 18
+    rows = []
+    for name, before_data, after_data in pairs:
+        before, after = Image.open(io.BytesIO(before_data)), Image.open(io.BytesIO(after_data))
+        cells = []
+        for tag, img in (("before", before), ("after", after)):
+            caption = f"{tag}: {name} {img.width}x{img.height} {img.format}"
+            scaled = img.convert("RGB").resize((max(1, img.width * row_height // img.height), row_height))
+            cells.append((caption, scaled))
+        rows.append(cells)
+    width = max(sum(c[1].width for c in row) + pad * 3 for row in rows)
+    height = len(rows) * (row_height + label + pad) + pad
+    sheet = Image.new("RGB", (width, height), (245, 245, 245))
+    draw = ImageDraw.Draw(sheet)
+    y = pad
+    for row in rows:
+        x = pad
+        for caption, img in row:
+            draw.text((x, y), caption, fill=(20, 20, 20))
+            sheet.paste(img, (x, y + label))
+            x += img.width + pad
+        y += row_height + label + pad
+    sheet.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=REPO / ".demo")
+    parser.add_argument("--dates", nargs="+", default=list(DEFAULT_DATES))
+    parser.add_argument("--keep", action="store_true", help="keep the previous .demo state instead of starting fresh")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(REPO / "demo"))
+    from samples import sample_photos
+
+    from airflow_mps.emulator.testing import EmulatorProcess
+
+    work: Path = args.workdir
+    if work.exists() and not args.keep:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "demo.log"
+    print(f"airflow-mps demo — logs in {log}")
+
+    receiver = _WebhookReceiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with EmulatorProcess(data_dir=work / "emulator") as emulator:
+            from qcloud_cos import CosS3Client
+
+            print(f"emulator up at {emulator.endpoint}")
+            cos = CosS3Client(emulator.cos_config(), retry=1)
+            originals: dict[str, bytes] = {}
+            for ds in args.dates:
+                for photo in sample_photos(ds):
+                    key = f"raw/dt={ds}/{photo.name}"
+                    cos.put_object(Bucket=BUCKET, Key=key, Body=photo.data, ContentType=photo.content_type)
+                    originals[key] = photo.data
+            print(f"seeded {len(originals)} photos into cos://{BUCKET}/raw/ for {', '.join(args.dates)}")
+
+            env = _airflow_env(work / "airflow", emulator.connection_uri(), receiver.server_address[1])
+            airflow = str(Path(sys.executable).with_name("airflow"))
+            _run([airflow, "db", "migrate"], env, log)
+            for ds in args.dates:
+                t0 = time.monotonic()
+                _run([airflow, "dags", "test", "mps_enhance_daily", ds], env, log)
+                print(f"mps_enhance_daily {ds}: run finished in {time.monotonic() - t0:.1f} s")
+
+            print()
+            print(f"{'partition':<12} {'input':<28} {'state':<10} {'output':<42} {'mps task'}")
+            pairs: list[tuple[str, bytes, bytes]] = []
+            for ds in args.dates:
+                manifest_key = f"enhanced/dt={ds}/_mps_manifest.jsonl"
+                body = cos.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].get_raw_stream().read()
+                for line in body.decode().splitlines():
+                    rec = json.loads(line)
+                    short_in = rec["input"].split(f"dt={ds}/", 1)[-1]
+                    out = rec.get("output") or ""
+                    print(f"{ds:<12} {short_in:<28} {rec['state']:<10} {out.split(BUCKET + '/', 1)[-1]:<42} {rec.get('task_id') or '-'}")
+                    if ds == args.dates[0] and rec["state"] == "succeeded":
+                        out_key = out.split(BUCKET + "/", 1)[-1]
+                        after = cos.get_object(Bucket=BUCKET, Key=out_key)["Body"].get_raw_stream().read()
+                        in_key = rec["input"].split(BUCKET + "/", 1)[-1]
+                        pairs.append((short_in, originals[in_key], after))
+                print(f"{'':<12} manifest: cos://{BUCKET}/{manifest_key}")
+            sheet = work / "contact_sheet.png"
+            _contact_sheet(pairs, sheet)
+            print(f"\nbefore/after contact sheet: {sheet}")
+            print(f"webhook received {len(receiver.payloads)} summaries:")
+            for payload in receiver.payloads:
+                summary = payload.get("summary") or {}
+                print(f"  {payload.get('partition')}: {summary.get('succeeded')} succeeded, "
+                      f"{summary.get('failed')} failed, {summary.get('skipped')} skipped")
+            stats = emulator.stats()
+            print(f"emulator stats: {json.dumps(stats.get('actions', stats), sort_keys=True)[:400]}")
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; everything it started is stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
