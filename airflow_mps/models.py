@@ -1063,6 +1063,8 @@ class ProcessImageRequest:
         elif isinstance(output_storage, str):
             inherited = region or (media.region if media.type in ("COS", "AWS-S3") else None)
             storage, prefix_dir = parse_output_storage(output_storage, inherited, "output_storage")
+            if storage.region is None and media.type != "COS":
+                _missing("region", f"a region to go with output_storage={output_storage!r}")
             if prefix_dir is not None:
                 if output_dir:
                     _fail(
@@ -1350,6 +1352,16 @@ class ImageTaskStatus:
         err_msg = resp.get("ErrMsg") or None
         message = resp.get("Message") or None
 
+        # Outputs without their own OutputStorage were written next to a COS input (the API's default).
+        default_storage = None
+        input_info = resp.get("InputInfo") or {}
+        if isinstance(input_info, Mapping) and input_info.get("Type") == "COS":
+            cos_in = input_info.get("CosInputInfo") or {}
+            if isinstance(cos_in, Mapping) and cos_in.get("Bucket"):
+                default_storage = {
+                    "Type": "COS",
+                    "CosOutputStorage": {"Bucket": cos_in.get("Bucket"), "Region": cos_in.get("Region")},
+                }
         results_raw = resp.get("ImageProcessTaskResultSet") or []
         results: list[SubTaskResult] = []
         outputs: list[TaskOutput] = []
@@ -1367,14 +1379,15 @@ class ImageTaskStatus:
                     else None,
                 )
             )
-            out = TaskOutput.from_api(item.get("Output"))
+            out = TaskOutput.from_api(item.get("Output"), default_storage)
             if out is not None:
                 outputs.append(out)
 
         error_code: str | None = None
         error_message: str | None = None
         if state == "FINISH":
-            failing = [r for r in results if r.status != "SUCCESS" or r.err_msg]
+            # A sub-result with no Status at all (null-tolerance) is judged by its ErrMsg only.
+            failing = [r for r in results if r.status in ("FAIL", "PROCESSING") or r.err_msg]
             has_error = bool(err_msg) or (err_code not in (0, None)) or bool(failing)
             if has_error:
                 sub = failing[0] if failing else None
