@@ -1,0 +1,1001 @@
+"""MpsHook: a ``tencentcloud`` connection → official MPS SDK clients (sync + async) and COS access.
+
+Everything an operator, sensor or trigger needs goes through this hook, under one policy:
+
+* **Requests are SDK models** built from ``ProcessImageRequest.to_api()`` — never hand-signed.
+* **Retry is ours** (``_retry.py``): throttling is retried on any call; transient failures on reads;
+  ``ProcessImage`` only when it provably never arrived. An *ambiguous* ``ProcessImage`` failure
+  (read timeout, reset after sending, 5xx, answered InternalError) is **reconciled**: we list recent
+  tasks with ``DescribeImageTasks`` and match our input. The SDK's own retryer is never used (it
+  re-sends successful calls and raises a stale error; see docs/reliability.md).
+* **Pacing** (``_pacing.py``): a process-wide token bucket per account paces ``ProcessImage`` at the
+  connection's ``process_image_rate`` (default 20/s, the API limit) and ``Describe*`` at 100/s.
+* **No secret leaves**: SecretKey, token and any ``S3SecretKey`` in a request are registered with
+  Airflow's secrets masker, SDK debug logging stays off, ``repr`` and exceptions never carry them.
+* **Nothing heavy at import**: the SDKs are imported inside methods (DAG-parse cost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from airflow_mps.errors import (
+    MpsAmbiguousSubmissionError,
+    MpsError,
+    MpsThrottledError,
+    MpsTransientError,
+    MpsValidationError,
+    error_from_code,
+    error_from_exception,
+)
+from airflow_mps.hooks._credentials import ClientSettings, get_extra, resolve_settings
+from airflow_mps.hooks._pacing import TokenBucket, shared_bucket
+from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
+
+if TYPE_CHECKING:
+    from airflow_mps.models import ImageTaskInfo, ImageTaskStatus, ProcessImageRequest
+
+log = logging.getLogger(__name__)
+
+DESCRIBE_RATE = 100.0
+TASK_STATUSES = ("WAITING", "PROCESSING", "FINISH")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_SDK_LOGGERS = ("tencentcloud_sdk_common", "qcloud_cos")
+_SECRET_KEYS = frozenset({"S3SecretKey", "SecretKey", "Token"})
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The result of one ``ProcessImage``: the MPS task id and the RequestId of the call that created it.
+
+    ``reconciled`` is True when the id was found by listing after an ambiguous failure (then
+    ``request_id`` is the RequestId of the failed call, if any).
+    """
+
+    task_id: str
+    request_id: str | None
+    reconciled: bool = False
+
+
+@dataclass(frozen=True)
+class CosObject:
+    """One object of a COS listing (``key`` is unquoted, without a leading slash)."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: str
+
+
+@dataclass
+class _Failure:
+    """One failed attempt, classified."""
+
+    error: MpsError
+    arrival: Arrival
+    throttled: bool
+
+
+class _NeedsReconcile(Exception):
+    """Internal: a ProcessImage attempt failed ambiguously; carries the classified failure."""
+
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(str(failure.error))
+        self.failure = failure
+
+
+def _quiet_sdk_loggers() -> None:
+    """Keep the SDKs' debug logging off: it prints request headers (X-TC-Token, COS sign keys).
+
+    Only loggers nobody configured (level NOTSET) are raised to WARNING; a deliberate user setting wins.
+    """
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+def _mask(value: str | None) -> None:
+    """Register a secret with Airflow's secrets masker (task logs redact it)."""
+    if not value:
+        return
+    try:
+        from airflow.providers.common.compat.sdk import mask_secret
+    except ImportError:  # pragma: no cover - every supported Airflow has it
+        return
+    mask_secret(value)
+
+
+def _mask_request_secrets(body: Any) -> None:
+    """Register every S3SecretKey (or other secret-named field) found in an API body."""
+    if isinstance(body, Mapping):
+        for key, value in body.items():
+            if key in _SECRET_KEYS and isinstance(value, str):
+                _mask(value)
+            else:
+                _mask_request_secrets(value)
+    elif isinstance(body, list):
+        for item in body:
+            _mask_request_secrets(item)
+
+
+def _format_time(value: datetime | str | None, field: str) -> str | None:
+    """API time string ``YYYY-MM-DDThh:mm:ssZ`` (UTC) from a datetime or an already formatted string."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            datetime.strptime(value, _TIME_FORMAT)
+        except ValueError:
+            raise MpsValidationError(field=field, value=value, allowed="YYYY-MM-DDThh:mm:ssZ (UTC)") from None
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+    raise MpsValidationError(field=field, value=value, allowed="a datetime or a YYYY-MM-DDThh:mm:ssZ string")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0000"):
+        return None
+    try:
+        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# failure classification (sync: requests inside TencentCloudSDKException; async: raw httpx errors)
+# --------------------------------------------------------------------------------------------------
+def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+        for arg in getattr(current, "args", ()):
+            if isinstance(arg, BaseException):
+                stack.append(arg)
+
+
+_NEVER_ARRIVED_NAMES = frozenset(
+    {
+        # requests / urllib3
+        "ConnectTimeout",
+        "ConnectTimeoutError",
+        "NewConnectionError",
+        "NameResolutionError",
+        "ProxyError",
+        # httpx
+        "ConnectError",
+        "PoolTimeout",
+        "UnsupportedProtocol",
+        # stdlib
+        "ConnectionRefusedError",
+        "gaierror",
+    }
+)
+
+
+def _transport_arrival(exc: BaseException) -> Arrival:
+    """NEVER_ARRIVED when the connection was never established; AMBIGUOUS otherwise.
+
+    A connect failure (refused, DNS, connect timeout) proves the request was not sent. A read timeout,
+    a reset or a broken pipe after the connection was open may have happened after the service
+    received (and acted on) the request.
+    """
+    for item in _cause_chain(exc):
+        if type(item).__name__ in _NEVER_ARRIVED_NAMES:
+            return Arrival.NEVER_ARRIVED
+    return Arrival.AMBIGUOUS
+
+
+def _short(text: Any, limit: int = 300) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def classify_failure(exc: BaseException) -> _Failure:
+    """Map an exception from an SDK call to (typed error, what we know about arrival, throttled?)."""
+    if isinstance(exc, MpsError):
+        return _Failure(exc, Arrival.ANSWERED, isinstance(exc, MpsThrottledError))
+    get_code = getattr(exc, "get_code", None)
+    if callable(get_code):  # TencentCloudSDKException
+        code = get_code()
+        if code == "ClientNetworkError":
+            error = MpsTransientError(
+                "ClientNetworkError", _short(exc.get_message()), exc.get_request_id() or None
+            )
+            return _Failure(error, _transport_arrival(exc), False)
+        if code == "ServerNetworkError":
+            error = MpsTransientError(
+                "ServerNetworkError", "HTTP error status from the API endpoint: " + _short(exc.get_message())
+            )
+            return _Failure(error, Arrival.AMBIGUOUS, False)
+        error = error_from_exception(exc)
+        throttled = isinstance(error, MpsThrottledError)
+        return _Failure(error, Arrival.REFUSED if throttled else Arrival.ANSWERED, throttled)
+    module = type(exc).__module__ or ""
+    if module.startswith("httpx") or isinstance(exc, (OSError, TimeoutError)):
+        error = MpsTransientError("ClientNetworkError", f"{type(exc).__name__}: {_short(exc)}")
+        return _Failure(error, _transport_arrival(exc), False)
+    raise exc
+
+
+def _cos_failure(exc: BaseException) -> _Failure:
+    """Map qcloud_cos errors: CosServiceError (HTTP status, code, message, request id), CosClientError."""
+    name = type(exc).__name__
+    if name == "CosServiceError":
+        status = exc.get_status_code()  # type: ignore[attr-defined]
+        code = exc.get_error_code() or "Unknown"  # type: ignore[attr-defined]
+        message = exc.get_error_msg() or ""  # type: ignore[attr-defined]
+        request_id = exc.get_request_id()  # type: ignore[attr-defined]
+        text = f"COS HTTP {status}: {_short(message)}"
+        if status == 503 or code == "SlowDown":
+            return _Failure(MpsThrottledError(f"Cos.{code}", text, request_id), Arrival.REFUSED, True)
+        if status and int(status) >= 500:
+            return _Failure(MpsTransientError(f"Cos.{code}", text, request_id), Arrival.AMBIGUOUS, False)
+        if status == 404:
+            return _Failure(
+                error_from_code("ResourceNotFound", f"{code}: {text}", request_id), Arrival.ANSWERED, False
+            )
+        if status == 403:
+            return _Failure(
+                error_from_code("AuthFailure", f"{code}: {text}", request_id), Arrival.ANSWERED, False
+            )
+        return _Failure(
+            error_from_code("InvalidParameter", f"{code}: {text}", request_id), Arrival.ANSWERED, False
+        )
+    if name == "CosClientError":
+        message = _short(getattr(exc, "get_message", lambda: str(exc))())
+        if any(
+            word in message
+            for word in ("Connection", "connect", "Timeout", "timed out", "reset", "Max retries")
+        ):
+            return _Failure(
+                MpsTransientError("Cos.ClientNetworkError", message), _transport_arrival(exc), False
+            )
+        return _Failure(
+            error_from_code("InvalidParameter", f"COS client error: {message}"), Arrival.ANSWERED, False
+        )
+    raise exc
+
+
+# --------------------------------------------------------------------------------------------------
+# the hook
+# --------------------------------------------------------------------------------------------------
+class MpsHook(BaseHook):
+    """Tencent Cloud MPS image processing + COS access for one ``tencentcloud`` connection.
+
+    :param tencentcloud_conn_id: Airflow connection id (type ``tencentcloud``).
+    :param region: overrides the connection's ``region`` extra.
+    :param max_retry_seconds: bound on the time one logical call spends retrying (default 120 s).
+    :param reconcile_settle_seconds: wait before listing tasks after an ambiguous ProcessImage failure,
+        so a request still in flight on the service side has created its task (default 1 s).
+    :param reconcile_clock_skew_seconds: how far before our send time a task's ``CreateTime`` may be
+        and still count as ours (client/server clock skew and second truncation; default 5 s).
+    """
+
+    conn_name_attr = "tencentcloud_conn_id"
+    default_conn_name = "tencentcloud_default"
+    conn_type = "tencentcloud"
+    hook_name = "Tencent Cloud"
+
+    def __init__(
+        self,
+        tencentcloud_conn_id: str = default_conn_name,
+        region: str | None = None,
+        *,
+        max_retry_seconds: float = 120.0,
+        retry_policy: RetryPolicy | None = None,
+        reconcile_settle_seconds: float = 1.0,
+        reconcile_clock_skew_seconds: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.tencentcloud_conn_id = tencentcloud_conn_id
+        self.region = region
+        self.retry_policy = retry_policy or RetryPolicy(max_retry_seconds=max_retry_seconds)
+        self.reconcile_settle_seconds = reconcile_settle_seconds
+        self.reconcile_clock_skew_seconds = reconcile_clock_skew_seconds
+        self._settings: ClientSettings | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._cos_clients: dict[tuple[str, int], Any] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(tencentcloud_conn_id={self.tencentcloud_conn_id!r}, region={self.region!r})"
+
+    # ---- UI (Airflow 3.0/3.1; >= 3.2 reads conn-fields from provider info) ----------------------
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form (Airflow 3.0/3.1 UI). Lazy imports: web server only."""
+        try:
+            from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+            from flask_babel import lazy_gettext
+            from wtforms import DecimalField, IntegerField, PasswordField, SelectField, StringField
+            from wtforms.validators import NumberRange, Optional
+        except ImportError:  # no FAB UI installed: Airflow >= 3.2 uses provider-info conn-fields
+            return {}
+        return {
+            "region": StringField(lazy_gettext("Region"), widget=BS3TextFieldWidget()),
+            "endpoint": StringField(lazy_gettext("Endpoint (host[:port])"), widget=BS3TextFieldWidget()),
+            "protocol": SelectField(
+                lazy_gettext("Protocol"), choices=[("https", "https"), ("http", "http")], default="https"
+            ),
+            "token": PasswordField(lazy_gettext("Session token"), widget=BS3PasswordFieldWidget()),
+            "request_timeout": IntegerField(
+                lazy_gettext("Request timeout (s)"), validators=[Optional(), NumberRange(min=1)]
+            ),
+            "process_image_rate": DecimalField(
+                lazy_gettext("ProcessImage rate (req/s)"), validators=[Optional(), NumberRange(min=0.1)]
+            ),
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel login/password as SecretId/SecretKey and hide unused fields (same as provider info)."""
+        from airflow_mps import get_provider_info
+
+        behaviour = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+        return {
+            "hidden_fields": list(behaviour["hidden-fields"]),
+            "relabeling": dict(behaviour["relabeling"]),
+            "placeholders": dict(behaviour["placeholders"]),
+        }
+
+    # ---- settings / credentials ---------------------------------------------------------------
+    def _settings_from(self, conn: Any, extras: Mapping[str, Any]) -> ClientSettings:
+        settings = resolve_settings(
+            login=conn.login, password=conn.password, extras=extras, region=self.region
+        )
+        _mask(settings.secret_key)
+        _mask(settings.token)
+        _quiet_sdk_loggers()
+        return settings
+
+    def get_settings(self) -> ClientSettings:
+        """Resolve (once) the connection into client settings. Sync: do not call on an event loop."""
+        if self._settings is None:
+            conn = self.get_connection(self.tencentcloud_conn_id)
+            settings = self._settings_from(conn, conn.extra_dejson)
+            with self._lock:
+                if self._settings is None:
+                    self._settings = settings
+        return self._settings
+
+    async def aget_settings(self) -> ClientSettings:
+        """Resolve the connection without blocking the event loop (Airflow's async connection API)."""
+        if self._settings is None:
+            from airflow.providers.common.compat.connection import (
+                get_async_connection,
+                get_async_extra_dejson,
+            )
+
+            conn = await get_async_connection(self.tencentcloud_conn_id, hook=self)
+            extras = await get_async_extra_dejson(conn)
+            # Credential resolution may probe the SDK default chain (files, metadata server): off-loop.
+            settings = await asyncio.to_thread(self._settings_from, conn, extras)
+            with self._lock:
+                if self._settings is None:
+                    self._settings = settings
+        return self._settings
+
+    def get_conn(self) -> Any:
+        """The sync MPS client of the calling thread (BaseHook API)."""
+        return self._sync_client()
+
+    # ---- SDK clients ----------------------------------------------------------------------------
+    @staticmethod
+    def _profiles(settings: ClientSettings) -> Any:
+        from tencentcloud.common.profile.client_profile import ClientProfile
+        from tencentcloud.common.profile.http_profile import HttpProfile
+
+        http_profile = HttpProfile(
+            protocol=settings.protocol, endpoint=settings.endpoint, reqTimeout=settings.request_timeout
+        )
+        http_profile.keepAlive = True
+        # No retryer (the SDK's StandardRetryer is broken), no region breaker.
+        return ClientProfile(httpProfile=http_profile, request_client="airflow-mps")
+
+    @staticmethod
+    def _credential(settings: ClientSettings) -> Any:
+        if settings.provider is not None:
+            return settings.provider
+        from tencentcloud.common.credential import Credential
+
+        secret_id, secret_key, token = settings.credential_triplet()
+        return Credential(secret_id, secret_key, token)
+
+    def _sync_client(self) -> Any:
+        """One sync ``MpsClient`` per thread (its requests session is not shared between threads)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            from tencentcloud.mps.v20190612 import mps_client
+
+            settings = self.get_settings()
+            client = mps_client.MpsClient(
+                self._credential(settings), settings.region, self._profiles(settings)
+            )
+            self._local.client = client
+        return client
+
+    async def _async_client(self) -> Any:
+        """One async ``MpsClient`` per event loop (an httpx client is bound to its loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            settings = await self.aget_settings()
+            from tencentcloud.mps.v20190612 import mps_client_async
+
+            client = mps_client_async.MpsClient(
+                self._credential(settings), settings.region, self._profiles(settings)
+            )
+            self._async_clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the async client of the running loop (triggers call this when done)."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.pop(loop, None)
+        if client is not None:
+            await client.close()
+
+    def _buckets(self, settings: ClientSettings) -> tuple[TokenBucket, TokenBucket]:
+        return (
+            shared_bucket((settings.pacing_key, "ProcessImage"), settings.process_image_rate),
+            shared_bucket((settings.pacing_key, "Describe"), DESCRIBE_RATE),
+        )
+
+    # ---- the one call path (sync + async share all but the I/O) ---------------------------------
+    @staticmethod
+    def _build_request(action: str, params: Mapping[str, Any]) -> Any:
+        from tencentcloud.mps.v20190612 import models as sdk_models
+
+        request = getattr(sdk_models, f"{action}Request")()
+        request.from_json_string(json.dumps(params))
+        return request
+
+    def _after_failure(
+        self, exc: BaseException, action: str, clock: RetryClock, *, idempotent: bool
+    ) -> float:
+        """Classify a failed attempt; return the backoff delay, or raise (final error / reconcile)."""
+        failure = classify_failure(exc)
+        decision = self.retry_policy.decide(
+            retryable=failure.error.retryable,
+            throttled=failure.throttled,
+            arrival=failure.arrival,
+            idempotent=idempotent,
+        )
+        if decision is Decision.RAISE:
+            raise failure.error from None
+        if decision is Decision.RECONCILE:
+            raise _NeedsReconcile(failure) from None
+        delay = clock.next_delay()
+        if delay is None:
+            log.error(
+                "MPS %s failed after %d attempt(s) in %.1fs: %s",
+                action,
+                clock.attempt + 1,
+                time.monotonic() - clock.started,
+                failure.error,
+            )
+            raise failure.error from None
+        log.warning(
+            "MPS %s attempt %d failed (%s, %s): %s; retrying in %.2fs",
+            action,
+            clock.attempt,
+            failure.error.category,
+            failure.arrival.value,
+            failure.error,
+            delay,
+        )
+        return delay
+
+    def _call(self, action: str, params: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        """Sync: pace, send through the SDK, retry per policy; return the response as a dict."""
+        settings = self.get_settings()
+        submit_bucket, describe_bucket = self._buckets(settings)
+        bucket = submit_bucket if action == "ProcessImage" else describe_bucket
+        clock = RetryClock(self.retry_policy)
+        request = self._build_request(action, params)
+        while True:
+            bucket.acquire()
+            try:
+                response = getattr(self._sync_client(), action)(request)
+                return json.loads(response.to_json_string())
+            except Exception as exc:
+                delay = self._after_failure(exc, action, clock, idempotent=idempotent)
+            time.sleep(delay)
+
+    async def _acall(self, action: str, params: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        """Async twin of ``_call`` (httpx-based SDK client; never blocks the loop)."""
+        settings = await self.aget_settings()
+        submit_bucket, describe_bucket = self._buckets(settings)
+        bucket = submit_bucket if action == "ProcessImage" else describe_bucket
+        clock = RetryClock(self.retry_policy)
+        request = self._build_request(action, params)
+        while True:
+            await bucket.aacquire()
+            try:
+                client = await self._async_client()
+                response = await getattr(client, action)(request)
+                return json.loads(response.to_json_string())
+            except Exception as exc:
+                delay = self._after_failure(exc, action, clock, idempotent=idempotent)
+            await asyncio.sleep(delay)
+
+    # ---- ProcessImage ---------------------------------------------------------------------------
+    def process_image(self, request: ProcessImageRequest) -> Submission:
+        """Submit one ProcessImage; never creates a second task for one call.
+
+        Throttled / never-arrived attempts are retried. After an ambiguous failure the hook waits
+        ``reconcile_settle_seconds`` and lists recent tasks (all statuses) created since just before
+        the first attempt: exactly one task with our input → that task is returned; none (in two
+        complete listings) → the request is resubmitted once; several, or a listing that fails →
+        ``MpsAmbiguousSubmissionError``.
+        """
+        body = request.to_api()
+        _mask_request_secrets(body)
+        first_sent = datetime.now(timezone.utc)
+        resubmitted = False
+        while True:
+            try:
+                response = self._call("ProcessImage", body, idempotent=False)
+                return Submission(task_id=response["TaskId"], request_id=response.get("RequestId"))
+            except _NeedsReconcile as pending:
+                failure = pending.failure
+            log.warning(
+                "MPS ProcessImage outcome unknown (%s); reconciling by listing recent tasks", failure.error
+            )
+            time.sleep(self.reconcile_settle_seconds)
+            matches = self._reconcile_sync(body, first_sent, failure)
+            if len(matches) == 0:
+                # A second complete listing after another settle period must agree before resubmitting.
+                time.sleep(self.reconcile_settle_seconds)
+                matches = self._reconcile_sync(body, first_sent, failure)
+            outcome = self._reconcile_outcome(matches, failure, resubmitted)
+            if outcome is not None:
+                return outcome
+            resubmitted = True
+
+    async def aprocess_image(self, request: ProcessImageRequest) -> Submission:
+        """Async twin of ``process_image`` (same reconciliation)."""
+        body = request.to_api()
+        _mask_request_secrets(body)
+        first_sent = datetime.now(timezone.utc)
+        resubmitted = False
+        while True:
+            try:
+                response = await self._acall("ProcessImage", body, idempotent=False)
+                return Submission(task_id=response["TaskId"], request_id=response.get("RequestId"))
+            except _NeedsReconcile as pending:
+                failure = pending.failure
+            log.warning(
+                "MPS ProcessImage outcome unknown (%s); reconciling by listing recent tasks", failure.error
+            )
+            await asyncio.sleep(self.reconcile_settle_seconds)
+            matches = await self._reconcile_async(body, first_sent, failure)
+            if len(matches) == 0:
+                await asyncio.sleep(self.reconcile_settle_seconds)
+                matches = await self._reconcile_async(body, first_sent, failure)
+            outcome = self._reconcile_outcome(matches, failure, resubmitted)
+            if outcome is not None:
+                return outcome
+            resubmitted = True
+
+    def _reconcile_outcome(
+        self, matches: list[str], failure: _Failure, resubmitted: bool
+    ) -> Submission | None:
+        """Submission for one match; None to resubmit (once); raise for several or a second miss."""
+        if len(matches) == 1:
+            log.warning("MPS ProcessImage reconciled: the failed attempt created task %s", matches[0])
+            return Submission(task_id=matches[0], request_id=failure.error.request_id, reconciled=True)
+        if len(matches) > 1:
+            raise MpsAmbiguousSubmissionError(
+                message=f"ProcessImage failed ambiguously ({failure.error}) and {len(matches)} tasks with the "
+                f"same input were created since: {', '.join(sorted(matches))}",
+                request_id=failure.error.request_id,
+            )
+        if resubmitted:
+            raise MpsAmbiguousSubmissionError(
+                message=f"ProcessImage failed ambiguously twice ({failure.error}) and no task with this input "
+                "could be found; not resubmitting again",
+                request_id=failure.error.request_id,
+            )
+        log.warning("MPS ProcessImage created no task (two complete listings agree); resubmitting once")
+        return None
+
+    def _reconcile_window(self, first_sent: datetime) -> tuple[str, datetime]:
+        start = first_sent - timedelta(seconds=self.reconcile_clock_skew_seconds)
+        return start.strftime(_TIME_FORMAT), start.replace(microsecond=0)
+
+    def _reconcile_sync(self, body: Mapping[str, Any], first_sent: datetime, failure: _Failure) -> list[str]:
+        start, start_dt = self._reconcile_window(first_sent)
+        try:
+            candidates: dict[str, dict[str, Any]] = {}
+            for status in TASK_STATUSES:  # lifecycle order: a task moving on is seen in a later listing
+                for item in self._iter_task_pages(status, start, None, None, 100):
+                    candidates.setdefault(item["TaskId"], item)
+            matches = []
+            for task_id, item in candidates.items():
+                if not self._created_since(item, start_dt):
+                    continue
+                verdict = _input_matches(item.get("Input"), body)
+                if verdict is None:  # listing carries no input: ask the task itself
+                    detail = self._call("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
+                    verdict = _input_info_matches(detail.get("InputInfo"), body)
+                if verdict:
+                    matches.append(task_id)
+            return matches
+        except MpsError as exc:
+            raise MpsAmbiguousSubmissionError(
+                message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
+                request_id=failure.error.request_id,
+            ) from exc
+
+    async def _reconcile_async(
+        self, body: Mapping[str, Any], first_sent: datetime, failure: _Failure
+    ) -> list[str]:
+        start, start_dt = self._reconcile_window(first_sent)
+        try:
+            candidates: dict[str, dict[str, Any]] = {}
+            for status in TASK_STATUSES:
+                async for item in self._aiter_task_pages(status, start, None, None, 100):
+                    candidates.setdefault(item["TaskId"], item)
+            matches = []
+            for task_id, item in candidates.items():
+                if not self._created_since(item, start_dt):
+                    continue
+                verdict = _input_matches(item.get("Input"), body)
+                if verdict is None:
+                    detail = await self._acall(
+                        "DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True
+                    )
+                    verdict = _input_info_matches(detail.get("InputInfo"), body)
+                if verdict:
+                    matches.append(task_id)
+            return matches
+        except MpsError as exc:
+            raise MpsAmbiguousSubmissionError(
+                message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
+                request_id=failure.error.request_id,
+            ) from exc
+
+    @staticmethod
+    def _created_since(item: Mapping[str, Any], start: datetime) -> bool:
+        created = _parse_time(item.get("CreateTime"))
+        return created is None or created >= start
+
+    # ---- DescribeImageTaskDetail ----------------------------------------------------------------
+    @staticmethod
+    def _check_task_id(task_id: Any) -> str:
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise MpsValidationError(
+                field="mps_task_id",
+                value=task_id,
+                allowed="a non-empty MPS TaskId string",
+                code="MissingParameter",
+            )
+        return task_id.strip()
+
+    def describe_image_task(self, task_id: str) -> ImageTaskStatus:
+        """Status and outputs of one task (DescribeImageTaskDetail)."""
+        from airflow_mps.models import ImageTaskStatus
+
+        task_id = self._check_task_id(task_id)
+        response = self._call("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
+        return ImageTaskStatus.from_api(response, task_id=task_id)
+
+    async def adescribe_image_task(self, task_id: str) -> ImageTaskStatus:
+        """Async twin of ``describe_image_task`` (for triggers)."""
+        from airflow_mps.models import ImageTaskStatus
+
+        task_id = self._check_task_id(task_id)
+        response = await self._acall("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
+        return ImageTaskStatus.from_api(response, task_id=task_id)
+
+    # ---- DescribeImageTasks ---------------------------------------------------------------------
+    @staticmethod
+    def _list_params(
+        status: str,
+        start_time: datetime | str | None,
+        end_time: datetime | str | None,
+        sub_task_has_failed: bool | None,
+        page_size: int,
+    ) -> dict[str, Any]:
+        if status not in TASK_STATUSES:
+            raise MpsValidationError(field="status", value=status, allowed=", ".join(TASK_STATUSES))
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= 100:
+            raise MpsValidationError(field="page_size", value=page_size, allowed="an integer 1-100")
+        if sub_task_has_failed is not None and not isinstance(sub_task_has_failed, bool):
+            raise MpsValidationError(
+                field="sub_task_has_failed", value=sub_task_has_failed, allowed="True, False, None"
+            )
+        params: dict[str, Any] = {"Status": status, "Limit": page_size}
+        start = _format_time(start_time, "start_time")
+        end = _format_time(end_time, "end_time")
+        if start:
+            params["StartTime"] = start
+        if end:
+            params["EndTime"] = end
+        if sub_task_has_failed is not None:
+            params["SubTaskHasFailed"] = sub_task_has_failed
+        return params
+
+    def _iter_task_pages(
+        self, status: str, start_time: Any, end_time: Any, sub_task_has_failed: bool | None, page_size: int
+    ) -> Iterator[dict[str, Any]]:
+        params = self._list_params(status, start_time, end_time, sub_task_has_failed, page_size)
+        while True:
+            response = self._call("DescribeImageTasks", params, idempotent=True)
+            yield from response.get("TaskSet") or []
+            token = response.get("ScrollToken")
+            if not token:
+                return
+            params = {**params, "ScrollToken": token}
+
+    async def _aiter_task_pages(
+        self, status: str, start_time: Any, end_time: Any, sub_task_has_failed: bool | None, page_size: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        params = self._list_params(status, start_time, end_time, sub_task_has_failed, page_size)
+        while True:
+            response = await self._acall("DescribeImageTasks", params, idempotent=True)
+            for item in response.get("TaskSet") or []:
+                yield item
+            token = response.get("ScrollToken")
+            if not token:
+                return
+            params = {**params, "ScrollToken": token}
+
+    def list_image_tasks(
+        self,
+        status: str,
+        start_time: datetime | str | None = None,
+        end_time: datetime | str | None = None,
+        sub_task_has_failed: bool | None = None,
+        page_size: int = 100,
+    ) -> Iterator[ImageTaskInfo]:
+        """Every task in ``status`` (WAITING, PROCESSING, FINISH) in the time window, page by page."""
+        params = self._list_params(
+            status, start_time, end_time, sub_task_has_failed, page_size
+        )  # validate now
+        del params
+        return self._list_image_tasks(status, start_time, end_time, sub_task_has_failed, page_size)
+
+    def _list_image_tasks(self, *args: Any) -> Iterator[ImageTaskInfo]:
+        for item in self._iter_task_pages(*args):
+            yield _task_info(item)
+
+    async def alist_image_tasks(
+        self,
+        status: str,
+        start_time: datetime | str | None = None,
+        end_time: datetime | str | None = None,
+        sub_task_has_failed: bool | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[ImageTaskInfo]:
+        """Async twin of ``list_image_tasks`` (an async generator)."""
+        async for item in self._aiter_task_pages(
+            status, start_time, end_time, sub_task_has_failed, page_size
+        ):
+            yield _task_info(item)
+
+    # ---- connection test ------------------------------------------------------------------------
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated read (DescribeImageTasks, Limit 1) — what the UI's Test button runs."""
+        try:
+            settings = self.get_settings()
+            saved, self.retry_policy = self.retry_policy, RetryPolicy(max_retry_seconds=10)
+            try:
+                response = self._call("DescribeImageTasks", {"Status": "FINISH", "Limit": 1}, idempotent=True)
+            finally:
+                self.retry_policy = saved
+        except MpsError as exc:
+            request_id = f" (RequestId {exc.request_id})" if exc.request_id else ""
+            return False, f"{exc.code}: {exc.message}{request_id}"
+        return True, (
+            f"Connected to MPS at {settings.endpoint or 'mps.tencentcloudapi.com'} as {settings.secret_id} "
+            f"(credentials from {settings.credential_source}; RequestId {response.get('RequestId')})"
+        )
+
+    # ---- COS ------------------------------------------------------------------------------------
+    def _cos_client(self, region: str | None) -> Any:
+        """A ``CosS3Client`` for ``region`` (IP/Port mode when the connection sets an endpoint)."""
+        settings = self.get_settings()
+        region = region or settings.region
+        key = (region, threading.get_ident())
+        client = self._cos_clients.get(key)
+        if client is None:
+            from qcloud_cos import CosConfig, CosS3Client
+
+            _quiet_sdk_loggers()
+            kwargs: dict[str, Any] = {
+                "Region": region,
+                "Scheme": settings.protocol,
+                "Timeout": settings.request_timeout,
+            }
+            if settings.provider is not None:
+                kwargs["CredentialInstance"] = settings.provider
+            else:
+                secret_id, secret_key, token = settings.credential_triplet()
+                kwargs.update(SecretId=secret_id, SecretKey=secret_key, Token=token)
+            if settings.endpoint:
+                kwargs["IP"] = settings.host
+                kwargs["Port"] = settings.port or (443 if settings.protocol == "https" else 80)
+            client = CosS3Client(CosConfig(**kwargs), retry=0)  # retries are ours
+            with self._lock:
+                self._cos_clients[key] = client
+        return client
+
+    def _cos_call(
+        self, what: str, func: Callable[[], Any], *, treat_404: Callable[[], Any] | None = None
+    ) -> Any:
+        clock = RetryClock(self.retry_policy)
+        while True:
+            try:
+                return func()
+            except Exception as exc:
+                name = type(exc).__name__
+                if name not in ("CosServiceError", "CosClientError"):
+                    raise
+                if treat_404 is not None and name == "CosServiceError" and exc.get_status_code() == 404:  # type: ignore[attr-defined]
+                    return treat_404()
+                failure = _cos_failure(exc)
+                if not (failure.throttled or failure.error.retryable):
+                    raise failure.error from None
+                delay = clock.next_delay()
+                if delay is None:
+                    raise failure.error from None
+                log.warning("COS %s failed (%s); retrying in %.2fs", what, failure.error, delay)
+            time.sleep(delay)
+
+    def list_objects(self, bucket: str, prefix: str = "", region: str | None = None) -> Iterator[CosObject]:
+        """Every object under ``prefix`` (paged with Marker; keys come back unquoted)."""
+        client = self._cos_client(region)
+        marker = ""
+        while True:
+            response = self._cos_call(
+                f"ListObjects {bucket}/{prefix}",
+                lambda m=marker: client.list_objects(Bucket=bucket, Prefix=prefix, Marker=m, MaxKeys=1000),
+            )
+            for item in response.get("Contents") or []:
+                yield CosObject(
+                    key=item["Key"].lstrip("/") if item["Key"].startswith("/") else item["Key"],
+                    size=int(item.get("Size") or 0),
+                    etag=str(item.get("ETag") or "").strip('"'),
+                    last_modified=str(item.get("LastModified") or ""),
+                )
+            if str(response.get("IsTruncated", "false")).lower() != "true":
+                return
+            marker = response.get("NextMarker") or (response.get("Contents") or [{}])[-1].get("Key", "")
+            if not marker:
+                return
+
+    def object_exists(self, bucket: str, key: str, region: str | None = None) -> bool:
+        """True when ``key`` exists in ``bucket`` (HEAD)."""
+        client = self._cos_client(region)
+        return bool(
+            self._cos_call(
+                f"HeadObject {bucket}/{key}",
+                lambda: client.head_object(Bucket=bucket, Key=key) is not None,
+                treat_404=lambda: False,
+            )
+        )
+
+    def read_object(self, bucket: str, key: str, region: str | None = None) -> bytes:
+        """The whole object body."""
+        client = self._cos_client(region)
+
+        def _get() -> bytes:
+            response = client.get_object(Bucket=bucket, Key=key)
+            return response["Body"].get_raw_stream().read()
+
+        return self._cos_call(f"GetObject {bucket}/{key}", _get)
+
+    def write_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | str,
+        content_type: str | None = None,
+        region: str | None = None,
+    ) -> str:
+        """Write (overwrite) ``key``; returns the ETag. A PUT of the same bytes is idempotent, so retried."""
+        client = self._cos_client(region)
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        extra = {"ContentType": content_type} if content_type else {}
+        response = self._cos_call(
+            f"PutObject {bucket}/{key}",
+            lambda: client.put_object(Bucket=bucket, Key=key, Body=payload, **extra),
+        )
+        return str((response or {}).get("ETag", "")).strip('"')
+
+
+# --------------------------------------------------------------------------------------------------
+# reconciliation: does a listed task carry our input?
+# --------------------------------------------------------------------------------------------------
+def _our_input(body: Mapping[str, Any]) -> tuple[str, str | None, str]:
+    """(kind, bucket, key-or-url) of a ProcessImage body's InputInfo."""
+    info = body.get("InputInfo") or {}
+    kind = str(info.get("Type") or "").upper()
+    if kind == "COS":
+        cos = info.get("CosInputInfo") or {}
+        return "COS", cos.get("Bucket"), str(cos.get("Object") or "").lstrip("/")
+    if kind == "URL":
+        return "URL", None, str((info.get("UrlInputInfo") or {}).get("Url") or "")
+    if kind == "AWS-S3":
+        s3 = info.get("S3InputInfo") or {}
+        return "AWS-S3", s3.get("S3Bucket"), str(s3.get("S3Object") or "").lstrip("/")
+    if kind == "VOD":
+        vod = info.get("VODInputInfo") or {}
+        return "VOD", vod.get("Bucket"), str(vod.get("Object") or vod.get("FileId") or "").lstrip("/")
+    return kind, None, json.dumps(info, sort_keys=True)
+
+
+def _split_location(text: str) -> tuple[str | None, str]:
+    """(bucket or None, key) from ``cos://b/k``, ``cosn://b/k``, ``https://b.cos.r.myqcloud.com/k``, ``/k``."""
+    text = unquote(text.strip())
+    parts = urlsplit(text)
+    if parts.scheme in ("cos", "cosn", "s3"):
+        return parts.netloc or None, parts.path.lstrip("/")
+    if parts.scheme in ("http", "https"):
+        host = parts.hostname or ""
+        bucket = host.split(".", 1)[0] if (".cos." in host or ".s3." in host) else None
+        return bucket, parts.path.lstrip("/")
+    return None, text.lstrip("/")
+
+
+def _input_matches(listed: Any, body: Mapping[str, Any]) -> bool | None:
+    """Whether DescribeImageTasks' ``Input`` string names our input; None when it carries nothing."""
+    if listed in (None, ""):
+        return None
+    if isinstance(listed, Mapping):
+        return _input_info_matches(listed, body)
+    kind, bucket, key = _our_input(body)
+    text = str(listed).strip()
+    if kind == "URL":
+        return unquote(text) == unquote(key)
+    listed_bucket, listed_key = _split_location(text)
+    if listed_key != key:
+        return False
+    return listed_bucket is None or bucket is None or listed_bucket == bucket
+
+
+def _input_info_matches(info: Any, body: Mapping[str, Any]) -> bool:
+    """Whether a DescribeImageTaskDetail ``InputInfo`` object is our input."""
+    if not isinstance(info, Mapping):
+        return False
+    return _our_input({"InputInfo": info}) == _our_input(body)
+
+
+def _task_info(item: Mapping[str, Any]) -> ImageTaskInfo:
+    from airflow_mps.models import ImageTaskInfo
+
+    return ImageTaskInfo.from_api(item)
+
+
+__all__ = ["CosObject", "MpsHook", "Submission", "classify_failure", "get_extra"]

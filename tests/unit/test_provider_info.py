@@ -1,0 +1,100 @@
+"""Provider registration: the dict validates against Airflow's schemas and the CLI sees our hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from airflow_mps import __version__, get_provider_info
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _schema(name: str) -> dict:
+    return json.loads(resources.files("airflow").joinpath(name).read_text())
+
+
+def test_validates_against_runtime_provider_info_schema() -> None:
+    jsonschema.validate(get_provider_info(), _schema("provider_info.schema.json"))
+
+
+def test_connection_types_validate_against_provider_yaml_schema() -> None:
+    sub_schema = _schema("provider.yaml.schema.json")["properties"]["connection-types"]
+    info = get_provider_info()
+    jsonschema.validate(info["connection-types"], sub_schema)
+    (conn,) = info["connection-types"]
+    assert conn["connection-type"] == "tencentcloud"
+    assert conn["hook-class-name"] == "airflow_mps.hooks.mps.MpsHook"
+    assert set(conn["conn-fields"]) == {
+        "region",
+        "endpoint",
+        "protocol",
+        "token",
+        "request_timeout",
+        "process_image_rate",
+    }
+    assert conn["conn-fields"]["token"]["schema"]["format"] == "password"
+
+
+def test_schema_rejects_a_broken_connection_type() -> None:
+    """The sub-schema is strict enough to matter (guards against validating against nothing)."""
+    sub_schema = _schema("provider.yaml.schema.json")["properties"]["connection-types"]
+    broken = [
+        {"connection-type": "tencentcloud", "hook-class-name": "x", "conn-fields": {"region": {"label": 1}}}
+    ]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, sub_schema)
+
+
+def test_package_name_matches_the_installed_distribution() -> None:
+    from importlib.metadata import distribution
+
+    dist = distribution(get_provider_info()["package-name"])
+    assert dist.metadata["Name"] == "airflow-provider-tencentcloud-mps"
+    assert get_provider_info()["versions"] == [__version__]
+
+
+def test_hook_class_ui_matches_provider_info() -> None:
+    from airflow_mps.hooks.mps import MpsHook
+
+    behaviour = MpsHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"] == {"login": "SecretId", "password": "SecretKey"}
+    assert "host" in behaviour["hidden_fields"]
+    assert MpsHook.conn_type == "tencentcloud"
+    assert MpsHook.default_conn_name == "tencentcloud_default"
+
+
+def _airflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)  # conftest put the isolated AIRFLOW_HOME in place
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_airflow_providers_hooks_lists_tencentcloud() -> None:
+    result = _airflow_cli("providers", "hooks", "--output", "json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = next(line for line in result.stdout.splitlines() if line.startswith("[{"))
+    rows = json.loads(payload)
+    mine = [row for row in rows if row.get("connection_type") == "tencentcloud"]
+    assert mine, result.stdout[-2000:]
+    assert mine[0]["class"] == "airflow_mps.hooks.mps.MpsHook"
+    assert mine[0]["package_name"] == "airflow-provider-tencentcloud-mps"
+
+
+def test_airflow_providers_list_still_works() -> None:
+    result = _airflow_cli("providers", "list", "--output", "json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "airflow-provider-tencentcloud-mps" in result.stdout
