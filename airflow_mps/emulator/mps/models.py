@@ -1,0 +1,604 @@
+"""MPS backend state: image tasks (persisted in sqlite), the worker pool that runs them, rate limits.
+
+Wire concerns (envelopes, codes, JSON) live in `mps/responses.py`; this module knows nothing of HTTP.
+A task goes WAITING → PROCESSING → FINISH on a bounded pool of worker threads; every transition is
+committed to `<data-dir>/mps/tasks.sqlite3` before it becomes visible, so a stop (or kill -9) and start
+loses nothing: tasks found WAITING/PROCESSING at start-up are queued again and finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import queue
+import random
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_mps.emulator.config import EmulatorConfig
+from airflow_mps.emulator.faults import FaultPlan
+from airflow_mps.emulator.stats import Stats
+
+log = logging.getLogger(__name__)
+
+WAITING, PROCESSING, FINISH = "WAITING", "PROCESSING", "FINISH"
+STATUSES = (WAITING, PROCESSING, FINISH)
+
+#: Numeric ErrCode values used for failed tasks. The real service's numeric values for these cases
+#: are not published; the string code in ErrMsg is what clients should match on.
+ERR_INPUT = 70000
+ERR_PROCESSING = 70001
+ERR_OUTPUT = 70002
+
+_EXTENSIONS = {"jpeg": ("jpg", "jpeg"), "png": ("png",), "bmp": ("bmp",), "webp": ("webp",)}
+
+
+class TaskNotFound(KeyError):
+    """No task with this id (or it is older than the retention the emulator keeps: forever)."""
+
+
+@dataclass
+class TaskRecord:
+    """One image task. `request` is the ProcessImage body as submitted (API-shaped)."""
+
+    task_id: str
+    seq: int
+    status: str
+    request: dict[str, Any]
+    input_key: str
+    create_time: float
+    request_id: str = ""
+    begin_time: float | None = None
+    finish_time: float | None = None
+    err_code: int = 0
+    err_msg: str = ""
+    message: str = ""
+    result_status: str = "PROCESSING"
+    progress: int = 0
+    #: Where the output was written: {"bucket", "region", "key"}.
+    output: dict[str, str] | None = None
+    duration: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FINISH and (self.err_code != 0 or self.result_status == "FAIL")
+
+
+class TaskStore:
+    """sqlite persistence for `TaskRecord`s; one connection guarded by a lock (safe across threads)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._lock = threading.Lock()
+        target = ":memory:"
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target = str(path)
+        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        with self._lock:
+            if path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS tasks (seq INTEGER PRIMARY KEY, task_id TEXT UNIQUE NOT NULL,"
+                " status TEXT NOT NULL, create_time REAL NOT NULL, failed INTEGER NOT NULL DEFAULT 0,"
+                " record TEXT NOT NULL)"
+            )
+
+    def next_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()
+        return int(row[0]) + 1
+
+    def insert(self, rec: TaskRecord) -> TaskRecord:
+        """Insert a new task, assigning its `seq` atomically."""
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()
+            rec.seq = int(row[0]) + 1
+            self._db.execute(
+                "INSERT INTO tasks (seq, task_id, status, create_time, failed, record) VALUES (?,?,?,?,?,?)",
+                (rec.seq, rec.task_id, rec.status, rec.create_time, int(rec.failed), json.dumps(asdict(rec))),
+            )
+        return rec
+
+    def update(self, rec: TaskRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE tasks SET status=?, failed=?, record=? WHERE task_id=?",
+                (rec.status, int(rec.failed), json.dumps(asdict(rec)), rec.task_id),
+            )
+
+    def get(self, task_id: str) -> TaskRecord:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return TaskRecord(**json.loads(row[0]))
+
+    def unfinished(self) -> list[TaskRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM tasks WHERE status != ? ORDER BY seq", (FINISH,)
+            ).fetchall()
+        return [TaskRecord(**json.loads(r[0])) for r in rows]
+
+    def _where(
+        self, status: str | None, start: float | None, end: float | None, failed: bool | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if status:
+            clauses.append("status = ?")
+            args.append(status)
+        if start is not None:
+            clauses.append("create_time >= ?")
+            args.append(start)
+        if end is not None:
+            clauses.append("create_time <= ?")
+            args.append(end)
+        if failed is not None:
+            clauses.append("failed = ?")
+            args.append(int(failed))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def query(
+        self,
+        *,
+        status: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        failed: bool | None = None,
+        before_seq: int | None = None,
+        limit: int = 10,
+    ) -> tuple[list[TaskRecord], int]:
+        """Newest first; returns (page, total count matching the filters, ignoring the page cursor)."""
+        where, args = self._where(status, start, end, failed)
+        with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0])
+            page_where, page_args = where, list(args)
+            if before_seq is not None:
+                page_where = (where + " AND " if where else " WHERE ") + "seq < ?"
+                page_args.append(before_seq)
+            rows = self._db.execute(
+                f"SELECT record FROM tasks{page_where} ORDER BY seq DESC LIMIT ?", [*page_args, limit]
+            ).fetchall()
+        return [TaskRecord(**json.loads(r[0])) for r in rows], total
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RateLimiter:
+    """Per (SecretId, action) sliding one-second window over *accepted* requests.
+
+    A request is refused when `limit` requests were already accepted in the last second; refused
+    requests do not consume quota. `N` in the refusal message counts every request in the window
+    (accepted and refused), like the real service's "request times equals to N in a second".
+    """
+
+    def __init__(self, limits: Callable[[str], int], window: float = 1.0) -> None:
+        self._limits = limits
+        self._window = window
+        self._lock = threading.Lock()
+        self._accepted: dict[tuple[str, str], deque[float]] = {}
+        self._seen: dict[tuple[str, str], deque[float]] = {}
+
+    def check(self, secret_id: str, action: str, now: float | None = None) -> tuple[bool, int, int]:
+        """Return (allowed, requests in the window including this one, limit)."""
+        limit = self._limits(action)
+        if limit <= 0:
+            return True, 0, limit
+        now = time.monotonic() if now is None else now
+        key = (secret_id, action)
+        with self._lock:
+            accepted = self._accepted.setdefault(key, deque())
+            seen = self._seen.setdefault(key, deque())
+            horizon = now - self._window
+            while accepted and accepted[0] <= horizon:
+                accepted.popleft()
+            while seen and seen[0] <= horizon:
+                seen.popleft()
+            seen.append(now)
+            if len(accepted) >= limit:
+                return False, len(seen), limit
+            accepted.append(now)
+            return True, len(seen), limit
+
+    def reset(self) -> None:
+        with self._lock:
+            self._accepted.clear()
+            self._seen.clear()
+
+
+class SubmitError(Exception):
+    """ProcessImage refused at submit time; `code` is the MPS error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TaskFailure(Exception):
+    """Processing failed; the task FINISHes with these values."""
+
+    def __init__(self, err_code: int, err_msg: str, message: str) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+        self.err_msg = err_msg
+        self.message = message
+
+
+def input_key(info: dict[str, Any]) -> str:
+    """A stable identity of a ProcessImage input (for duplicate-submission stats and reconciliation)."""
+    kind = str(info.get("Type") or "").upper()
+    if kind == "COS":
+        cos = info.get("CosInputInfo") or {}
+        return f"cos://{cos.get('Bucket', '')}/{str(cos.get('Object', '')).lstrip('/')}"
+    if kind == "URL":
+        return str((info.get("UrlInputInfo") or {}).get("Url", ""))
+    return json.dumps(info, sort_keys=True)
+
+
+def extension_ok(path: str, fmt: str) -> bool:
+    return any(path.lower().endswith("." + ext) for ext in _EXTENSIONS.get(fmt, (fmt,)))
+
+
+def default_extension(fmt: str) -> str:
+    return _EXTENSIONS.get(fmt, (fmt,))[0]
+
+
+def requested_format(request: dict[str, Any]) -> str | None:
+    """EncodeConfig.Format normalised to jpeg|png|bmp|webp, or None (= keep the source format)."""
+    fmt = ((request.get("ImageTask") or {}).get("EncodeConfig") or {}).get("Format")
+    if not fmt:
+        return None
+    fmt = str(fmt).lower()
+    return "jpeg" if fmt == "jpg" else fmt
+
+
+def resolve_output(request: dict[str, Any], fmt: str) -> tuple[str, str, str]:
+    """(bucket, region, key) of the output per mps-api.md §3.
+
+    Storage: OutputStorage.CosOutputStorage, blank fields inherited from the COS input.
+    Directory: OutputDir, else the input's directory. Name: OutputPath (absolute when it starts with
+    "/", else relative to the directory; `{inputName}` and `{format}` are substituted; must end with the
+    format's extension), else `{inputName}.{ext}` (jpeg → .jpg).
+    """
+    info = request.get("InputInfo") or {}
+    kind = str(info.get("Type") or "").upper()
+    if kind == "COS":
+        cos = info.get("CosInputInfo") or {}
+        in_bucket, in_region = str(cos.get("Bucket") or ""), str(cos.get("Region") or "")
+        in_path = "/" + str(cos.get("Object") or "").lstrip("/")
+    else:
+        in_bucket, in_region = "", ""
+        in_path = urlsplit(str((info.get("UrlInputInfo") or {}).get("Url", ""))).path or "/"
+    storage = (request.get("OutputStorage") or {}).get("CosOutputStorage") or {}
+    bucket = str(storage.get("Bucket") or in_bucket)
+    region = str(storage.get("Region") or in_region)
+    in_dir, in_file = posixpath.split(in_path)
+    input_name = posixpath.splitext(in_file)[0] or "output"
+    out_dir = str(request.get("OutputDir") or "") or in_dir
+    out_dir = "/" + out_dir.strip("/")
+    out_path = request.get("OutputPath")
+    if out_path:
+        name = str(out_path).replace("{inputName}", input_name).replace("{format}", default_extension(fmt))
+        if not extension_ok(name, fmt):
+            raise TaskFailure(
+                ERR_OUTPUT,
+                "InvalidParameterValue.OutputPath",
+                f"OutputPath {out_path!r} must end with the output format's extension "
+                f"({', '.join('.' + e for e in _EXTENSIONS.get(fmt, (fmt,)))}).",
+            )
+        full = name if name.startswith("/") else posixpath.join(out_dir, name)
+    else:
+        full = posixpath.join(out_dir, f"{input_name}.{default_extension(fmt)}")
+    return bucket, region, posixpath.normpath(full).lstrip("/")
+
+
+@dataclass
+class _Clock:
+    wall: Callable[[], float] = time.time
+
+
+@dataclass
+class MpsBackend:
+    """Tasks, workers and limits of one emulator instance."""
+
+    config: EmulatorConfig
+    faults: FaultPlan
+    stats: Stats
+    cos: Any = None
+    clock: _Clock = field(default_factory=_Clock)
+
+    def __post_init__(self) -> None:
+        db = None if self.config.data_dir is None else Path(self.config.data_dir) / "mps" / "tasks.sqlite3"
+        self.store = TaskStore(db)
+        self.limiter = RateLimiter(self._limit_for)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._rng = random.Random(self.config.seed)
+        self._rng_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._submit_lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._busy = 0
+
+    def _limit_for(self, action: str) -> int:
+        if action == "ProcessImage":
+            return int(self.config.process_image_rate)
+        if action.startswith("Describe"):
+            return int(self.config.describe_rate)
+        return 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the workers and queue every task a previous run left unfinished."""
+        for rec in self.store.unfinished():
+            log.info("re-queueing unfinished task %s (%s)", rec.task_id, rec.status)
+            self._queue.put(rec.task_id)
+        for i in range(max(1, int(self.config.workers))):
+            t = threading.Thread(target=self._worker, name=f"mps-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        self.store.close()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until no task is queued or running (tests use it instead of sleeping)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._busy or not self._queue.empty():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.1))
+        return True
+
+    # -- API operations ----------------------------------------------------------------------------
+    def submit(self, body: dict[str, Any], request_id: str) -> TaskRecord:
+        """Create a task for an already validated ProcessImage body and queue it."""
+        self._check_supported(body)
+        info = body.get("InputInfo") or {}
+        rec = TaskRecord(
+            task_id=f"{self.config.appid}-WorkflowTask-{uuid.uuid4().hex}",
+            seq=0,
+            status=WAITING,
+            request=body,
+            input_key=input_key(info),
+            create_time=self.clock.wall(),
+            request_id=request_id,
+        )
+        with self._rng_lock:
+            lo, hi = self.config.task_duration
+            rec.duration = lo if hi <= lo else self._rng.uniform(lo, hi)
+        self.store.insert(rec)
+        self.stats.task_created(rec.input_key)
+        with self._idle:
+            self._queue.put(rec.task_id)
+        return rec
+
+    def _check_supported(self, body: dict[str, Any]) -> None:
+        info = body.get("InputInfo")
+        if not isinstance(info, dict):
+            raise SubmitError("MissingParameter", "The request is missing a required parameter `InputInfo`.")
+        kind = str(info.get("Type") or "")
+        if kind.upper() not in ("COS", "URL"):
+            raise SubmitError(
+                "InvalidParameterValue",
+                f"InputInfo.Type {kind!r} is not supported by the emulator; allowed values: COS, URL "
+                "(AWS-S3 and VOD inputs need the real service).",
+            )
+        if kind.upper() == "COS":
+            cos = info.get("CosInputInfo") or {}
+            for name in ("Bucket", "Region", "Object"):
+                if not cos.get(name):
+                    raise SubmitError(
+                        "MissingParameter", f"The request is missing a required parameter `InputInfo.CosInputInfo.{name}`."
+                    )
+        else:
+            url = str((info.get("UrlInputInfo") or {}).get("Url") or "")
+            if not url:
+                raise SubmitError("MissingParameter", "The request is missing a required parameter `InputInfo.UrlInputInfo.Url`.")
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise SubmitError(
+                    "InvalidParameterValue", f"InputInfo.UrlInputInfo.Url must be an http(s) URL, got {url!r}."
+                )
+        storage = body.get("OutputStorage")
+        if storage is not None:
+            stype = str((storage or {}).get("Type") or "")
+            if stype.upper() != "COS":
+                raise SubmitError(
+                    "InvalidParameterValue",
+                    f"OutputStorage.Type {stype!r} is not supported by the emulator; allowed values: COS "
+                    "(AWS-S3 and VOD outputs need the real service).",
+                )
+        cos_out = (storage or {}).get("CosOutputStorage") or {}
+        if kind.upper() == "URL" and not (cos_out.get("Bucket") and cos_out.get("Region")):
+            raise SubmitError(
+                "InvalidParameterValue",
+                "OutputStorage.CosOutputStorage (Bucket and Region) is required when InputInfo.Type is URL: "
+                "there is no input storage to inherit.",
+            )
+        fmt = requested_format(body)
+        path = body.get("OutputPath")
+        if fmt and path and not extension_ok(str(path).replace("{format}", default_extension(fmt)), fmt):
+            raise SubmitError(
+                "InvalidParameterValue",
+                f"OutputPath {path!r} must end with the extension of ImageTask.EncodeConfig.Format {fmt!r}.",
+            )
+
+    def get(self, task_id: str) -> TaskRecord:
+        return self.store.get(task_id)
+
+    def list(self, **filters: Any) -> tuple[list[TaskRecord], int]:
+        return self.store.query(**filters)
+
+    # -- workers -----------------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while not self._stopping.is_set():
+            task_id = self._queue.get()
+            if task_id is None:
+                return
+            with self._idle:
+                self._busy += 1
+            try:
+                self._run(task_id)
+            except Exception:  # a bug must not kill the worker; the task is finished as failed
+                log.exception("task %s crashed", task_id)
+                try:
+                    rec = self.store.get(task_id)
+                    self._finish(rec, TaskFailure(ERR_PROCESSING, "InternalError", "Emulator internal error."))
+                except Exception:
+                    log.exception("could not record the failure of %s", task_id)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+    def _run(self, task_id: str) -> None:
+        rec = self.store.get(task_id)
+        if rec.status == FINISH:
+            return
+        started = time.monotonic()
+        rec.status = PROCESSING
+        rec.begin_time = rec.begin_time or self.clock.wall()
+        rec.progress = 10
+        self.store.update(rec)
+        failure: TaskFailure | None = None
+        try:
+            injected = self.faults.for_task()
+            if injected is not None:
+                raise TaskFailure(injected.err_code, injected.err_msg, injected.message)
+            data = self._read_input(rec.request)
+            processed = self._process(data, rec.request)
+            bucket, region, key = resolve_output(rec.request, processed.format)
+            self._write_output(bucket, key, processed)
+            rec.output = {"bucket": bucket, "region": region, "key": key}
+        except TaskFailure as exc:
+            failure = exc
+        remaining = rec.duration - (time.monotonic() - started)
+        if remaining > 0 and not self._stopping.wait(remaining):
+            pass
+        if self._stopping.is_set():
+            return  # left PROCESSING on disk: re-queued at the next start
+        self._finish(rec, failure)
+
+    def _finish(self, rec: TaskRecord, failure: TaskFailure | None) -> None:
+        rec.status = FINISH
+        rec.finish_time = self.clock.wall()
+        if rec.begin_time is None:
+            rec.begin_time = rec.finish_time
+        if failure is None:
+            rec.result_status, rec.progress = "SUCCESS", 100
+            rec.err_code, rec.err_msg, rec.message = 0, "", "SUCCESS"
+        else:
+            rec.result_status, rec.progress = "FAIL", 0
+            rec.err_code, rec.err_msg, rec.message = failure.err_code, failure.err_msg, failure.message
+        self.store.update(rec)
+        self.stats.task_finished(failure is None)
+
+    def _read_input(self, request: dict[str, Any]) -> bytes:
+        info = request["InputInfo"]
+        if str(info.get("Type")).upper() == "URL":
+            url = str(info["UrlInputInfo"]["Url"])
+            try:
+                with urllib.request.urlopen(url, timeout=self.config.url_fetch_timeout) as resp:
+                    return resp.read()
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                raise TaskFailure(
+                    ERR_INPUT, "ResourceNotFound.DownloadError", f"Failed to download the input URL: {exc}"
+                ) from None
+        cos = info["CosInputInfo"]
+        bucket, key = str(cos["Bucket"]), str(cos["Object"]).lstrip("/")
+        if self.cos is None:
+            raise TaskFailure(ERR_INPUT, "InternalError", "The emulator's COS backend is not available.")
+        from airflow_mps.emulator.cos import models as cos_models
+
+        try:
+            obj = self.cos.get_object(bucket, key)
+        except cos_models.CosNoSuchBucket:
+            raise TaskFailure(
+                ERR_INPUT, "ResourceNotFound.CosBucketNotExist", f"The input bucket {bucket!r} does not exist."
+            ) from None
+        except cos_models.CosNoSuchKey:
+            raise TaskFailure(
+                ERR_INPUT,
+                "ResourceNotFound.CosObjectNotExist",
+                f"The input object cos://{bucket}/{key} does not exist.",
+            ) from None
+        return _object_bytes(obj)
+
+    def _process(self, data: bytes, request: dict[str, Any]) -> Any:
+        try:
+            from airflow_mps.emulator import imaging
+        except ImportError:
+            raise TaskFailure(ERR_PROCESSING, "InternalError", "The emulator's imaging module is not available.") from None
+        try:
+            return imaging.process(data, request.get("ImageTask"))
+        except imaging.ImagingError as exc:
+            code = str(getattr(exc, "code", "") or "InvalidParameterValue.SrcFile")
+            raise TaskFailure(ERR_PROCESSING, code, str(getattr(exc, "message", exc))) from None
+
+    def _write_output(self, bucket: str, key: str, processed: Any) -> None:
+        if self.cos is None:
+            raise TaskFailure(ERR_OUTPUT, "InternalError", "The emulator's COS backend is not available.")
+        from airflow_mps.emulator.cos import models as cos_models
+
+        content_type = {"jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp"}.get(
+            processed.format, "application/octet-stream"
+        )
+        try:
+            self.cos.put_object(bucket, key, processed.data, content_type=content_type)
+        except cos_models.CosNoSuchBucket:
+            raise TaskFailure(
+                ERR_OUTPUT, "ResourceNotFound.CosBucketNotExist", f"The output bucket {bucket!r} does not exist."
+            ) from None
+
+    def tasks(self) -> Iterator[TaskRecord]:
+        before = None
+        while True:
+            page, _ = self.store.query(before_seq=before, limit=100)
+            if not page:
+                return
+            yield from page
+            before = page[-1].seq
+
+
+def _object_bytes(obj: Any) -> bytes:
+    """Bytes of whatever `CosBackend.get_object` returns (bytes, or an object with `.data`/`.read()`)."""
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj)
+    for attr in ("data", "body", "content"):
+        value = getattr(obj, attr, None)
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+    if hasattr(obj, "read"):
+        return obj.read()
+    path = getattr(obj, "path", None)
+    if path is not None:
+        return Path(path).read_bytes()
+    raise TypeError(f"cannot read bytes from {type(obj).__name__}")

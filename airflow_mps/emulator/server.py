@@ -1,0 +1,468 @@
+"""The emulator's HTTP server: one `ThreadingHTTPServer` serving MPS, COS and the admin API.
+
+Why stdlib `http.server`: it keeps response header casing exactly as given (cos-python-sdk-v5 returns
+the headers as a case-sensitive dict, so `ETag` must stay `ETag`), needs no dependency and is enough
+for a local stand-in. On top of it this module adds HTTP/1.1 keep-alive, de-chunking of
+`Transfer-Encoding: chunked` bodies, absolute-form request targets (HTTP-proxy mode), optional TLS,
+injected latency and connection faults.
+
+Dispatch (docs/internals.md): `/_emulator/...` → admin; a POST with an `X-TC-Action` header → MPS;
+everything else → COS (`cos.responses.handle`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from socketserver import TCPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from airflow_mps.emulator.config import EmulatorConfig
+from airflow_mps.emulator.faults import FaultPlan, fault_from_dict, parse_fault_spec
+from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse, Headers
+from airflow_mps.emulator.mps.models import MpsBackend
+from airflow_mps.emulator.mps.responses import MAX_BODY_BYTES, MpsApi, error_response, throttle_message
+from airflow_mps.emulator.stats import Stats
+
+log = logging.getLogger(__name__)
+
+ADMIN_PREFIX = "/_emulator/"
+SERVER_HEADER = "airflow-mps-emulator"
+
+
+def _json_response(data: Any, status: int = 200) -> EmulatorResponse:
+    body = json.dumps(data, indent=2, sort_keys=True).encode()
+    return EmulatorResponse(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
+    )
+
+
+def _gateway_error(status: int) -> EmulatorResponse:
+    reason = {502: "Bad Gateway", 503: "Service Unavailable"}.get(status, "Error")
+    body = f"<html><body><h1>{status} {reason}</h1><p>injected by airflow-mps-emulator</p></body></html>".encode()
+    return EmulatorResponse(status, [("Content-Type", "text/html"), ("Content-Length", str(len(body)))], body)
+
+
+def _cos_xml_error(status: int, code: str, message: str, resource: str) -> EmulatorResponse:
+    import base64
+    import os
+
+    rid = base64.b64encode(os.urandom(18)).decode()
+    body = (
+        "<?xml version='1.0' encoding='utf-8' ?>\n<Error>\n"
+        f"\t<Code>{code}</Code>\n\t<Message>{message}</Message>\n\t<Resource>{resource}</Resource>\n"
+        f"\t<RequestId>{rid}</RequestId>\n</Error>\n"
+    ).encode()
+    return EmulatorResponse(
+        status,
+        [("Content-Type", "application/xml"), ("Content-Length", str(len(body))), ("x-cos-request-id", rid)],
+        body,
+    )
+
+
+class EmulatorApp:
+    """State and routing of one emulator instance (independent of the socket layer)."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._tmp_dir: str | None = None
+        if config.data_dir is None:
+            self._tmp_dir = tempfile.mkdtemp(prefix="mps-emulator-")
+            config.data_dir = Path(self._tmp_dir)
+        self.data_dir = Path(config.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.faults = FaultPlan(seed=config.seed)
+        for spec in config.faults:
+            self.faults.add_fault(parse_fault_spec(spec))
+        self.stats = Stats()
+        self.cos, self.cos_auth = self._make_cos()
+        self.mps = MpsBackend(config=config, faults=self.faults, stats=self.stats, cos=self.cos)
+        self.api = MpsApi(self.mps, signed_url=self.signed_url)
+        self.base_url = f"{config.scheme}://{config.host}:{config.port}"
+        self.started = time.time()
+
+    def _make_cos(self) -> tuple[Any, Any]:
+        try:
+            from airflow_mps.emulator.cos.auth import CosAuthConfig
+            from airflow_mps.emulator.cos.models import CosBackend
+        except ImportError:  # COS part not installed yet: MPS still works for URL inputs
+            return None, None
+        return CosBackend(self.data_dir / "cos"), CosAuthConfig(
+            credentials=self.config.credentials(), token=self.config.token
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def signed_url(self, bucket: str, region: str, key: str) -> str | None:
+        """SignedUrl of an output: a COS presigned URL against this emulator's own address."""
+        try:
+            from airflow_mps.emulator.cos.auth import presign_url
+        except ImportError:
+            return None
+        return presign_url(
+            self.base_url,
+            bucket,
+            key,
+            self.config.secret_id,
+            self.config.secret_key,
+            self.config.signed_url_expires,
+            token=self.config.token,
+        )
+
+    # -- routing -----------------------------------------------------------------------------------
+    def route(self, method: str, path: str, headers: Headers) -> tuple[str, str]:
+        """(service, action) of a request known from its head: service is admin|mps|cos."""
+        if path.startswith(ADMIN_PREFIX):
+            return "admin", path[len(ADMIN_PREFIX) :]
+        if method == "POST" and headers.get("X-TC-Action"):
+            return "mps", headers.get("X-TC-Action") or ""
+        return "cos", "cos:" + self._cos_action(method, path, headers)
+
+    @staticmethod
+    def _cos_action(method: str, path: str, headers: Headers) -> str:
+        try:
+            from airflow_mps.emulator.cos.responses import resolve_target
+
+            target = resolve_target(EmulatorRequest(method, path, "", headers))
+            has_key = bool(target.key)
+        except Exception:
+            has_key = path.strip("/") != ""
+        if has_key:
+            return {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
+                method, method
+            )
+        return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "PutBucket", "DELETE": "DeleteBucket",
+                "POST": "DeleteObjects"}.get(method, method)
+
+    def dispatch(self, service: str, action: str, request: EmulatorRequest) -> EmulatorResponse:
+        if service == "admin":
+            return self.admin(action, request)
+        if service == "mps":
+            outcome = self.api.handle(request)
+            code = outcome.error_code
+            if code is None:
+                self.stats.count(action, "succeeded")
+            elif code.startswith("RequestLimitExceeded"):
+                self.stats.count(action, "throttled", code)
+            else:
+                self.stats.count(action, "failed", code)
+            return outcome.response
+        if self.cos is None:
+            response = _cos_xml_error(501, "NotImplemented", "The COS emulator is not available.", request.path)
+        else:
+            from airflow_mps.emulator.cos import responses as cos_responses
+
+            response = cos_responses.handle(request, self.cos, self.cos_auth, region=self.config.region)
+        self.stats.count(action, "succeeded" if response.status < 400 else "failed",
+                         None if response.status < 400 else str(response.status))
+        return response
+
+    def injected(self, service: str, action: str, kind: str, request_path: str) -> EmulatorResponse:
+        """The answer for an injected terminal fault (throttle, internal_error, http_502/503)."""
+        if kind in ("http_502", "http_503"):
+            self.stats.count(action, "faulted", kind)
+            return _gateway_error(int(kind[-3:]))
+        if kind == "throttle":
+            self.stats.count(action, "throttled", "injected")
+            self.stats.count(action, "faulted", kind)
+            limit = self.mps._limit_for(action) or 20
+            if service == "mps":
+                return error_response("RequestLimitExceeded", throttle_message(limit + 1, limit))
+            return _cos_xml_error(503, "SlowDown", "Please reduce your request rate.", request_path)
+        self.stats.count(action, "faulted", kind)
+        if service == "mps":
+            return error_response("InternalError", "An internal error occurred; please retry later.")
+        return _cos_xml_error(500, "InternalError", "We encountered an internal error. Please try again.", request_path)
+
+    # -- admin -------------------------------------------------------------------------------------
+    def admin(self, name: str, request: EmulatorRequest) -> EmulatorResponse:
+        method = request.method
+        name = name.strip("/")
+        try:
+            if name == "health":
+                return _json_response(
+                    {"status": "ok", "endpoint": self.endpoint, "tasks": self.mps.store.count(),
+                     "uptime": round(time.time() - self.started, 3)}
+                )
+            if name == "config":
+                c = self.config
+                return _json_response(
+                    {"endpoint": self.endpoint, "scheme": c.scheme, "secret_id": c.secret_id, "region": c.region,
+                     "appid": c.appid, "process_image_rate": c.process_image_rate,
+                     "describe_rate": c.describe_rate, "workers": c.workers, "data_dir": str(c.data_dir),
+                     "token_required": bool(c.token)}
+                )
+            if name == "stats" and method == "GET":
+                return _json_response(self.stats.snapshot())
+            if name == "reset-stats" and method == "POST":
+                self.stats.reset()
+                return _json_response({"ok": True})
+            if name == "reset" and method == "POST":
+                self.reset()
+                return _json_response({"ok": True})
+            if name == "wait-idle" and method == "POST":
+                timeout = float(dict(parse_qsl(request.query)).get("timeout", "30"))
+                return _json_response({"idle": self.mps.wait_idle(timeout)})
+            if name == "faults":
+                if method == "GET":
+                    return _json_response({"faults": self.faults.list()})
+                if method == "DELETE":
+                    self.faults.clear()
+                    return _json_response({"faults": []})
+                if method == "POST":
+                    data = json.loads(request.body or b"{}")
+                    if isinstance(data, dict) and data.get("clear"):
+                        self.faults.clear()
+                    specs = data.get("faults", []) if isinstance(data, dict) else data
+                    if isinstance(data, dict) and "kind" in data:
+                        specs = [data]
+                    added = [
+                        self.faults.add_fault(parse_fault_spec(s) if isinstance(s, str) else fault_from_dict(s)).to_dict()
+                        for s in specs
+                    ]
+                    return _json_response({"added": added, "faults": self.faults.list()})
+        except (ValueError, TypeError) as exc:
+            return _json_response({"error": str(exc)}, 400)
+        return _json_response({"error": f"unknown admin endpoint {method} /_emulator/{name}"}, 404)
+
+    def reset(self) -> None:
+        """Clear faults, counters and rate-limit windows (tasks and objects are kept)."""
+        self.faults.clear()
+        self.stats.reset()
+        self.mps.limiter.reset()
+
+    def start(self) -> None:
+        self.mps.start()
+
+    def stop(self) -> None:
+        self.mps.stop()
+        if self._tmp_dir:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+
+class _Reset(Exception):
+    """Drop the connection with a TCP RST, without answering."""
+
+
+class EmulatorRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = SERVER_HEADER
+    sys_version = ""
+    timeout = 120
+    server: EmulatorHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def _serve(self) -> None:
+        app = self.server.app
+        target = self.path
+        if target.startswith(("http://", "https://")):
+            parts = urlsplit(target)
+            path, query = parts.path or "/", parts.query
+        else:
+            path, _, query = target.partition("?")
+        headers = Headers(list(self.headers.items()))
+        method = self.command.upper()
+        service, action = app.route(method, path, headers)
+        if service == "admin":
+            body = self._read_body(headers)
+            self._send(app.dispatch(service, action, EmulatorRequest(method, path, query, headers, body,
+                                                                     self.client_address)), method)
+            return
+        app.stats.count(action, "received")
+        decided = app.faults.for_request(action)
+        if decided.terminal == "reset_before":
+            app.stats.count(action, "faulted", "reset_before")
+            raise _Reset
+        if service == "mps":
+            length = int(headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self.close_connection = True
+                app.stats.count(action, "failed", "RequestSizeLimitExceeded")
+                response = error_response(
+                    "RequestSizeLimitExceeded",
+                    f"The request body is {length} bytes; the limit is {MAX_BODY_BYTES} bytes.",
+                )
+                response.headers.append(("Connection", "close"))
+                self._send(response, method)
+                return
+        body = self._read_body(headers)
+        delay = app.config.latency_ms / 1000.0 + decided.latency
+        if delay > 0:
+            time.sleep(delay)
+        absolute = service == "cos" and target.startswith(("http://", "https://"))
+        request = EmulatorRequest(method, target if absolute else path, query, headers, body, self.client_address)
+        if decided.terminal:
+            response = app.injected(service, action, decided.terminal, path)
+        else:
+            response = app.dispatch(service, action, request)
+        if decided.slow > 0:
+            time.sleep(decided.slow)
+        if decided.reset_after:
+            app.stats.count(action, "faulted", "reset_after")
+            raise _Reset
+        self._send(response, method)
+
+    def _read_body(self, headers: Headers) -> bytes:
+        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        length = int(headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, response: EmulatorResponse, method: str) -> None:
+        self.send_response_only(response.status)
+        names = {k.lower() for k, _ in response.headers}
+        if "server" not in names:
+            self.send_header("Server", SERVER_HEADER)
+        if "date" not in names:
+            self.send_header("Date", formatdate(usegmt=True))
+        for key, value in response.headers:
+            self.send_header(key, value)
+        if "content-length" not in names and "transfer-encoding" not in names:
+            self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if method != "HEAD" and response.body:
+            self.wfile.write(response.body)
+        self.wfile.flush()
+
+    def _dispatch_method(self) -> None:
+        try:
+            self._serve()
+        except _Reset:
+            self.close_connection = True
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+            except OSError:
+                pass
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            self.close_connection = True
+        except Exception:
+            log.exception("emulator request failed")
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send(_json_response({"error": "emulator internal error"}, 500), "GET")
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _dispatch_method
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    """Threaded HTTP(S) server bound to an `EmulatorApp`; tracks connections so `stop()` closes them."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, app: EmulatorApp, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.app = app
+        self.ssl_context = ssl_context
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        super().__init__((app.config.host, app.config.port), EmulatorRequestHandler)
+        app.config.port = self.server_address[1]
+        app.base_url = f"{app.config.scheme}://{app.config.host}:{app.config.port}"
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup that can stall; skip it.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        conn = request
+        if self.ssl_context is not None:
+            try:
+                request.settimeout(30)
+                conn = self.ssl_context.wrap_socket(request, server_side=True)
+                conn.settimeout(None)
+            except (OSError, ssl.SSLError):
+                return
+        with self._conn_lock:
+            self._connections.add(conn)
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            with self._conn_lock:
+                self._connections.discard(conn)
+            if conn is not request:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def close_connections(self) -> None:
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class RunningEmulator:
+    """An emulator serving in a background thread; `stop()` shuts it down cleanly."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.app = EmulatorApp(config)
+        ctx = None
+        self.tls_cert: Path | None = None
+        if config.tls or config.tls_cert:
+            from airflow_mps.emulator.tls import ensure_self_signed, server_context
+
+            if config.tls_cert and config.tls_key:
+                cert, key = Path(config.tls_cert), Path(config.tls_key)
+            else:
+                cert, key = ensure_self_signed(self.app.data_dir)
+            self.tls_cert = cert
+            config.tls = True
+            ctx = server_context(cert, key)
+        self.httpd = EmulatorHTTPServer(self.app, ctx)
+        self.app.start()
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="mps-emulator-http", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return self.app.endpoint
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.httpd.close_connections()
+        self._thread.join(5)
+        self.app.stop()
+
+
+def start(config: EmulatorConfig) -> RunningEmulator:
+    """Start an emulator for `config` in background threads (port 0 → a free port, see `.endpoint`)."""
+    return RunningEmulator(config)
+
+
+__all__ = ["EmulatorApp", "EmulatorHTTPServer", "FaultPlan", "RunningEmulator", "start"]

@@ -1,0 +1,352 @@
+"""Run the emulator from tests and benchmarks.
+
+- `EmulatorServer(data_dir=None, **config)`: in this process, on background threads, port 0 → a free
+  port. `.faults` is the live `FaultPlan`.
+- `EmulatorProcess(data_dir, **config)`: a `python -m airflow_mps.emulator` subprocess, for restart and
+  kill -9 tests; `.faults` drives the admin endpoint with the same method names.
+
+Both offer `.endpoint` ("127.0.0.1:PORT"), `.secret_id`, `.secret_key`, `.region`, `.http_profile()`,
+`.client_profile()`, `.credential()`, `.mps_client()`, `.cos_config()`, `.cos_client()`,
+`.connection_uri()`, `.stats()`, `.reset()`, `.wait_idle()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from airflow_mps.emulator.config import EmulatorConfig, parse_duration_range
+from airflow_mps.emulator.faults import FaultPlan
+
+
+class _ClientHelpers:
+    """SDK conveniences shared by the in-thread and subprocess emulators."""
+
+    endpoint: str
+    secret_id: str
+    secret_key: str
+    region: str
+    token: str | None
+    scheme: str
+    tls_cert: Path | None
+
+    def http_profile(self, **kwargs: Any) -> Any:
+        from tencentcloud.common.profile.http_profile import HttpProfile
+
+        profile = HttpProfile(endpoint=self.endpoint, protocol=self.scheme, **kwargs)
+        if self.tls_cert and "certification" not in kwargs:
+            profile.certification = str(self.tls_cert)
+        return profile
+
+    def client_profile(self, **kwargs: Any) -> Any:
+        from tencentcloud.common.profile.client_profile import ClientProfile
+
+        return ClientProfile(httpProfile=self.http_profile(), **kwargs)
+
+    def credential(self, secret_key: str | None = None, secret_id: str | None = None, token: str | None = None) -> Any:
+        from tencentcloud.common.credential import Credential
+
+        return Credential(secret_id or self.secret_id, secret_key or self.secret_key, token or self.token)
+
+    def mps_client(self, **cred: Any) -> Any:
+        """A sync `MpsClient` pointed at the emulator."""
+        from tencentcloud.mps.v20190612 import mps_client
+
+        return mps_client.MpsClient(self.credential(**cred), self.region, self.client_profile())
+
+    def async_mps_client(self, **cred: Any) -> Any:
+        """An async `MpsClient` (use with `async with`)."""
+        from tencentcloud.mps.v20190612 import mps_client_async
+
+        return mps_client_async.MpsClient(self.credential(**cred), self.region, self.client_profile())
+
+    def cos_config(self, region: str | None = None, **kwargs: Any) -> Any:
+        """qcloud_cos `CosConfig` in IP/Port mode (the bucket travels in the Host header)."""
+        from qcloud_cos import CosConfig
+
+        host, _, port = self.endpoint.rpartition(":")
+        options: dict[str, Any] = {
+            "Region": region or self.region,
+            "SecretId": self.secret_id,
+            "SecretKey": self.secret_key,
+            "Scheme": self.scheme,
+            "IP": host,
+            "Port": int(port),
+            "Timeout": 10,
+        }
+        if self.token:
+            options["Token"] = self.token
+        if self.tls_cert:
+            options["VerifySSL"] = str(self.tls_cert)
+        options.update(kwargs)
+        return CosConfig(**options)
+
+    def cos_client(self, region: str | None = None, retry: int = 0, **kwargs: Any) -> Any:
+        from qcloud_cos import CosS3Client
+
+        return CosS3Client(self.cos_config(region, **kwargs), retry=retry)
+
+    def connection_uri(self) -> str:
+        """Airflow connection URI for the `tencentcloud` connection type (contains the key)."""
+        cfg = EmulatorConfig(secret_id=self.secret_id, secret_key=self.secret_key, region=self.region,
+                             token=self.token, tls=self.scheme == "https")
+        return cfg.connection_uri(self.endpoint)
+
+    # -- admin ------------------------------------------------------------------------------------
+    def admin(self, name: str, method: str = "GET", data: Any = None, timeout: float = 30) -> Any:
+        url = f"{self.scheme}://{self.endpoint}/_emulator/{name}"
+        body = None if data is None else json.dumps(data).encode()
+        req = urllib.request.Request(url, data=body, method=method)
+        ctx = None
+        if self.scheme == "https":
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=str(self.tls_cert) if self.tls_cert else None)
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+            return json.loads(resp.read())
+
+
+class RemoteFaults:
+    """`FaultPlan`'s API over the admin endpoint (for an emulator in another process)."""
+
+    def __init__(self, owner: _ClientHelpers) -> None:
+        self._owner = owner
+
+    def add(self, kind: str, action: str = "*", **options: Any) -> dict[str, Any]:
+        return self._owner.admin("faults", "POST", {"kind": kind, "action": action, **options})["added"][0]
+
+    def clear(self) -> None:
+        self._owner.admin("faults", "DELETE")
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._owner.admin("faults")["faults"]
+
+    def latency(self, ms: float, action: str = "*", **opts: Any) -> Any:
+        return self.add("latency", action, ms=ms, **opts)
+
+    def slow(self, seconds: float, action: str = "*", **opts: Any) -> Any:
+        return self.add("slow", action, seconds=seconds, **opts)
+
+    def throttle(self, action: str = "*", **opts: Any) -> Any:
+        return self.add("throttle", action, **opts)
+
+    def internal_error(self, action: str = "*", **opts: Any) -> Any:
+        return self.add("internal_error", action, **opts)
+
+    def http_error(self, status: int, action: str = "*", **opts: Any) -> Any:
+        return self.add(f"http_{status}", action, **opts)
+
+    def reset_before(self, action: str = "*", **opts: Any) -> Any:
+        return self.add("reset_before", action, **opts)
+
+    def reset_after(self, action: str = "*", **opts: Any) -> Any:
+        return self.add("reset_after", action, **opts)
+
+    def fail_tasks(self, err_code: int = 70000, err_msg: str = "InternalError",
+                   message: str = "Injected task failure.", **opts: Any) -> Any:
+        return self.add("task_fail", "task", err_code=err_code, err_msg=err_msg, message=message, **opts)
+
+
+_CONFIG_FIELDS = {f.name for f in fields(EmulatorConfig)}
+
+
+def _make_config(data_dir: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> EmulatorConfig:
+    unknown = set(overrides) - _CONFIG_FIELDS - {"task_duration_ms"}
+    if unknown:
+        raise TypeError(f"unknown emulator option(s): {sorted(unknown)}")
+    overrides = dict(overrides)
+    if "task_duration_ms" in overrides:
+        overrides["task_duration"] = parse_duration_range(overrides.pop("task_duration_ms"))
+    overrides.setdefault("port", 0)
+    return EmulatorConfig(data_dir=Path(data_dir) if data_dir else None, **overrides)
+
+
+class EmulatorServer(_ClientHelpers):
+    """In-thread emulator; a context manager. `EmulatorServer(data_dir=None, **EmulatorConfig fields)`."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, **config: Any) -> None:
+        self.config = _make_config(data_dir, config)
+        self._running: Any = None
+
+    def start(self) -> EmulatorServer:
+        from airflow_mps.emulator.server import start
+
+        self._running = start(self.config)
+        return self
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.stop()
+            self._running = None
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def app(self) -> Any:
+        return self._running.app
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return self._running.endpoint
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.endpoint}"
+
+    secret_id = property(lambda self: self.config.secret_id)  # type: ignore[assignment]
+    secret_key = property(lambda self: self.config.secret_key)  # type: ignore[assignment]
+    region = property(lambda self: self.config.region)  # type: ignore[assignment]
+    token = property(lambda self: self.config.token)  # type: ignore[assignment]
+    scheme = property(lambda self: self.config.scheme)  # type: ignore[assignment]
+    tls_cert = property(lambda self: self._running.tls_cert if self._running else None)  # type: ignore[assignment]
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.app.faults
+
+    @property
+    def cos_backend(self) -> Any:
+        return self.app.cos
+
+    def stats(self) -> dict[str, Any]:
+        return self.app.stats.snapshot()
+
+    def reset(self) -> None:
+        self.app.reset()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        return self.app.mps.wait_idle(timeout)
+
+
+class EmulatorProcess(_ClientHelpers):
+    """The emulator as a subprocess (`python -m airflow_mps.emulator`); start/stop/kill/restart."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, **config: Any) -> None:
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="mps-emulator-proc-")
+        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
+        self.config = _make_config(self.data_dir, config)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._endpoint: str | None = None
+        self._tls_cert: Path | None = None
+        self.faults = RemoteFaults(self)
+
+    secret_id = property(lambda self: self.config.secret_id)  # type: ignore[assignment]
+    secret_key = property(lambda self: self.config.secret_key)  # type: ignore[assignment]
+    region = property(lambda self: self.config.region)  # type: ignore[assignment]
+    token = property(lambda self: self.config.token)  # type: ignore[assignment]
+    scheme = property(lambda self: self.config.scheme)  # type: ignore[assignment]
+    tls_cert = property(lambda self: self._tls_cert)  # type: ignore[assignment]
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        if self._endpoint is None:
+            raise RuntimeError("the emulator process is not running")
+        return self._endpoint
+
+    def _argv(self, ready_file: Path) -> list[str]:
+        c = self.config
+        port = int(self._endpoint.rpartition(":")[2]) if self._endpoint else c.port
+        argv = [
+            sys.executable, "-m", "airflow_mps.emulator", "--host", c.host, "--port", str(port),
+            "--data-dir", str(self.data_dir), "--secret-id", c.secret_id, "--secret-key", c.secret_key,
+            "--region", c.region, "--appid", str(c.appid),
+            "--process-image-rate", str(c.process_image_rate), "--describe-rate", str(c.describe_rate),
+            "--workers", str(c.workers), "--latency-ms", str(c.latency_ms),
+            "--task-duration-ms", f"{c.task_duration[0] * 1000:g}:{c.task_duration[1] * 1000:g}",
+            "--seed", str(c.seed), "--ready-file", str(ready_file), "--log-level", "WARNING",
+        ]
+        if c.token:
+            argv += ["--token", c.token]
+        if c.tls:
+            argv.append("--tls")
+        if c.tls_cert and c.tls_key:
+            argv += ["--tls-cert", str(c.tls_cert), "--tls-key", str(c.tls_key)]
+        for spec in c.faults:
+            argv += ["--fault", spec]
+        return argv
+
+    def start(self, timeout: float = 30.0) -> EmulatorProcess:
+        """Start (or restart on the same port) and wait until it answers its health endpoint."""
+        ready = self.data_dir / ".ready.json"
+        ready.unlink(missing_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.data_dir / "emulator.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(self._argv(ready), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"emulator exited with {self.proc.returncode}; see {self.data_dir}/emulator.log")
+            if ready.exists():
+                try:
+                    info = json.loads(ready.read_text())
+                except json.JSONDecodeError:
+                    info = None
+                if info:
+                    self._endpoint = info["endpoint"]
+                    self._tls_cert = Path(info["tls_cert"]) if info.get("tls_cert") else None
+                    self.admin("health")
+                    return self
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError("the emulator process did not become ready")
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait (clean stop)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        code = self.proc.returncode
+        self.proc = None
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL (kill -9): no clean-up at all."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(15)
+        self.proc = None
+        self._log.close()
+
+    def restart(self) -> EmulatorProcess:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> EmulatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def stats(self) -> dict[str, Any]:
+        return self.admin("stats")
+
+    def reset(self) -> None:
+        self.admin("reset", "POST", {})
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        return bool(self.admin(f"wait-idle?timeout={timeout}", "POST", {}, timeout=timeout + 5)["idle"])
+
+
+__all__ = ["EmulatorProcess", "EmulatorServer", "RemoteFaults"]
