@@ -1,0 +1,420 @@
+"""Unit tests of MpsProcessImageOperator's decisions (validation, submit-or-reconnect, waiting modes,
+error mapping, XCom, lineage) with a scripted hook and an in-memory task_state_store.
+
+The same flows run for real (SDK → HTTP → emulator, dag.test) in tests/integration/test_operator_mps.py;
+here each branch is driven deterministically and the call counts are asserted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+
+from airflow_mps.errors import (
+    MpsInvalidParameterError,
+    MpsResourceNotFoundError,
+    MpsTransientError,
+)
+from airflow_mps.hooks.mps import Submission
+from airflow_mps.models import ImageTaskStatus
+from airflow_mps.operators.mps import (
+    MpsProcessImageOperator,
+    build_task_xcom,
+    lineage_datasets,
+    openlineage_from_pairs,
+    result_from_event,
+)
+from airflow_mps.triggers.mps import MpsImageTaskTrigger
+
+REGION = "ap-guangzhou"
+
+
+def status(state: str, task_id: str = "task-1", err: str | None = None) -> ImageTaskStatus:
+    body: dict[str, Any] = {"Status": state, "RequestId": "req-d"}
+    if state == "FINISH":
+        body["ImageProcessTaskResultSet"] = [
+            {
+                "Status": "FAIL" if err else "SUCCESS",
+                "ErrMsg": err or "",
+                "Message": "bad input" if err else "",
+                "Output": None
+                if err
+                else {
+                    "Path": "/enhanced/a.webp",
+                    "OutputStorage": {"Type": "COS", "CosOutputStorage": {"Bucket": "out-1250000000", "Region": REGION}},
+                    "SignedUrl": "http://127.0.0.1/enhanced/a.webp?sig",
+                },
+            }
+        ]
+    return ImageTaskStatus.from_api(body, task_id=task_id)
+
+
+class FakeHook:
+    """Scripted MpsHook: records calls; describe answers from a per-task script."""
+
+    def __init__(self, store: FakeStore | None = None) -> None:
+        self.submitted: list[Any] = []
+        self.described: list[str] = []
+        self.scripts: dict[str, list[Any]] = {}
+        self.store = store
+        self.store_at_first_describe: dict[str, Any] | None = None
+
+    def process_image(self, request: Any) -> Submission:
+        self.submitted.append(request)
+        return Submission(task_id=f"task-{len(self.submitted)}", request_id=f"req-s{len(self.submitted)}")
+
+    def describe_image_task(self, task_id: str) -> ImageTaskStatus:
+        if self.store_at_first_describe is None and self.store is not None:
+            self.store_at_first_describe = dict(self.store.data)
+        self.described.append(task_id)
+        script = self.scripts.get(task_id) or [status("FINISH", task_id)]
+        item = script.pop(0) if len(script) > 1 else script[0]
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.data[key] = value
+
+
+class FakeTI:
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+        self.stats_tags: dict[str, str] = {}
+        self.start_date = datetime.now(timezone.utc)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+def make(**kwargs: Any) -> tuple[MpsProcessImageOperator, FakeHook, dict[str, Any]]:
+    args: dict[str, Any] = {
+        "task_id": "process",
+        "input": "cos://in-1250000000/raw/a.jpg",
+        "output_storage": "cos://out-1250000000",
+        "output_dir": "/enhanced/",
+        "image_task": {"EncodeConfig": {"Format": "webp"}},
+        "region": REGION,
+        "poll_interval": 0.01,
+    }
+    args.update(kwargs)
+    op = MpsProcessImageOperator(**args)
+    store = FakeStore()
+    hook = FakeHook(store)
+    op.__dict__["hook"] = hook
+    context: dict[str, Any] = {"ti": FakeTI(), "task_state_store": store}
+    return op, hook, context
+
+
+def retry(op: MpsProcessImageOperator, context: dict[str, Any]) -> dict[str, Any]:
+    """A new try of the same task instance: same store, fresh TI XComs."""
+    return {"ti": FakeTI(), "task_state_store": context["task_state_store"]}
+
+
+# ---------------------------------------------------------------------------------------------- init
+def test_templated_fields_are_not_validated_in_init() -> None:
+    op = MpsProcessImageOperator(task_id="t", input="{{ params.image }}", image_task="{{ params.cfg }}")
+    assert op.input == "{{ params.image }}"
+    assert set(op.template_fields) == {
+        "input", "output_storage", "output_dir", "output_path", "image_task", "definition",
+        "resource_id", "schedule_id", "add_on_parameter", "std_ext_info", "region",
+    }
+    assert op.template_fields_renderers == {"image_task": "json", "add_on_parameter": "json"}
+
+
+def test_defaults_follow_airflow_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MpsProcessImageOperator(task_id="a", input="x").deferrable is False
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    assert MpsProcessImageOperator(task_id="b", input="x").deferrable is True
+
+
+@pytest.mark.parametrize("bad", [{"poll_interval": 0}, {"timeout": -1}])
+def test_non_templated_waiting_args_are_checked_at_init(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        MpsProcessImageOperator(task_id="t", input="x", **bad)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"input": "ftp://nope/a.jpg"}, "input"),
+        ({"image_task": {"EncodeConfig": {"Format": "gif"}}}, "image_task.EncodeConfig.Format"),
+        ({"image_task": {"EncodeConfig": {"Quality": 101}}}, "image_task.EncodeConfig.Quality"),
+        ({"schedule_id": "abc"}, "schedule_id"),
+    ],
+)
+def test_invalid_arguments_fail_before_any_api_call(overrides: dict[str, Any], field: str) -> None:
+    op, hook, ctx = make(**overrides)
+    with pytest.raises(AirflowFailException) as info:
+        op.execute(ctx)
+    assert field.split(".")[0] in str(info.value)
+    assert hook.submitted == [] and hook.described == []
+    assert ctx["task_state_store"].data == {}
+
+
+# ---------------------------------------------------------------------------------------------- sync
+def test_sync_persists_task_id_before_waiting_and_returns_outputs() -> None:
+    op, hook, ctx = make()
+    hook.scripts["task-1"] = [status("WAITING"), status("PROCESSING"), status("FINISH")]
+    result = op.execute(ctx)
+    assert len(hook.submitted) == 1
+    stored = hook.store_at_first_describe[op.external_id_key]
+    assert stored["mps_task_id"] == "task-1" and stored["request_id"] == "req-s1"
+    assert result == {
+        "mps_task_id": "task-1",
+        "status": "SUCCESS",
+        "request_id": "req-s1",
+        "outputs": [
+            {
+                "bucket": "out-1250000000",
+                "region": REGION,
+                "path": "enhanced/a.webp",
+                "uri": "cosn://out-1250000000/enhanced/a.webp",
+                "signed_url": "http://127.0.0.1/enhanced/a.webp?sig",
+            }
+        ],
+        "error": None,
+    }
+    assert ctx["ti"].xcoms["mps_task_id"] == "task-1"
+    assert ctx["ti"].xcoms["_link_MpsTaskLink"].endswith("?taskId=task-1")
+
+
+def test_sync_failed_task_fails_without_retry_naming_code_task_and_request() -> None:
+    op, hook, ctx = make()
+    hook.scripts["task-1"] = [status("FINISH", err="ResourceNotFound.DownloadError")]
+    with pytest.raises(AirflowFailException) as info:
+        op.execute(ctx)
+    text = str(info.value)
+    assert "ResourceNotFound.DownloadError" in text and "task-1" in text and "req-s1" in text
+    assert "bad input" in text
+
+
+def test_sync_polls_through_transient_errors() -> None:
+    op, hook, ctx = make()
+    hook.scripts["task-1"] = [MpsTransientError("InternalError", "x", "r"), status("FINISH")]
+    assert op.execute(ctx)["status"] == "SUCCESS"
+    assert hook.described == ["task-1", "task-1"]
+
+
+def test_sync_deadline_is_a_retryable_failure() -> None:
+    op, hook, ctx = make(timeout=0.05)
+    hook.scripts["task-1"] = [status("PROCESSING")]
+    with pytest.raises(AirflowException) as info:
+        op.execute(ctx)
+    assert not isinstance(info.value, AirflowFailException)
+    assert "deadline" in str(info.value)
+
+
+def test_terminal_submission_error_fails_without_retry() -> None:
+    op, hook, ctx = make()
+
+    def refuse(request: Any) -> Submission:
+        raise MpsInvalidParameterError("InvalidParameter.InputInfo", "bad", "req-z")
+
+    hook.process_image = refuse  # type: ignore[method-assign]
+    with pytest.raises(AirflowFailException, match=r"InvalidParameter.InputInfo.*req-z"):
+        op.execute(ctx)
+
+
+# ---------------------------------------------------------------------------------------------- retries
+def test_retry_reconnects_to_running_task_instead_of_resubmitting() -> None:
+    op, hook, ctx = make()
+    hook.scripts["task-1"] = [status("PROCESSING")]
+    with pytest.raises(AirflowException):  # first try: dies while waiting (deadline)
+        op.timeout = 0.02
+        op.execute(ctx)
+    op.timeout = None
+    hook.scripts["task-1"] = [status("PROCESSING"), status("FINISH")]
+    result = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 1
+    assert result["mps_task_id"] == "task-1" and result["status"] == "SUCCESS"
+
+
+def test_retry_after_success_returns_the_stored_result() -> None:
+    op, hook, ctx = make()
+    op.execute(ctx)
+    second = retry(op, ctx)
+    result = op.execute(second)
+    assert len(hook.submitted) == 1
+    assert result["mps_task_id"] == "task-1" and result["outputs"][0]["path"] == "enhanced/a.webp"
+    assert second["ti"].xcoms["mps_task_id"] == "task-1"
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [status("FINISH", err="FailedOperation.X"), MpsResourceNotFoundError("ResourceNotFound", "gone", "r")],
+    ids=["failed", "not-found"],
+)
+def test_retry_resubmits_after_terminal_failure_or_unknown_task(prior: Any) -> None:
+    op, hook, ctx = make()
+    ctx["task_state_store"].set(
+        op.external_id_key,
+        {"mps_task_id": "task-0", "request_id": "r0", "fingerprint": op.request_fingerprint(op.build_request())},
+    )
+    hook.scripts["task-0"] = [prior]
+    result = op.execute(ctx)
+    assert len(hook.submitted) == 1 and result["mps_task_id"] == "task-1"
+    assert ctx["task_state_store"].data[op.external_id_key]["mps_task_id"] == "task-1"
+
+
+def test_retry_with_transient_error_on_stored_task_never_resubmits() -> None:
+    op, hook, ctx = make()
+    ctx["task_state_store"].set(
+        op.external_id_key,
+        {"mps_task_id": "task-0", "request_id": "r0", "fingerprint": op.request_fingerprint(op.build_request())},
+    )
+    hook.scripts["task-0"] = [MpsTransientError("InternalError", "down", "r")]
+    with pytest.raises(AirflowException) as info:
+        op.execute(ctx)
+    assert not isinstance(info.value, AirflowFailException)
+    assert hook.submitted == []
+
+
+def test_changed_arguments_submit_a_new_task() -> None:
+    op, hook, ctx = make()
+    op.execute(ctx)
+    op.image_task = {"EncodeConfig": {"Format": "png"}}
+    result = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 2 and result["mps_task_id"] == "task-2"
+
+
+def test_without_task_state_store_every_try_submits() -> None:
+    op, hook, ctx = make()
+    ctx.pop("task_state_store")
+    op.execute(ctx)
+    op.execute({"ti": FakeTI()})
+    assert len(hook.submitted) == 2
+
+
+# ---------------------------------------------------------------------------------------------- deferrable
+def test_deferrable_stores_then_defers_with_absolute_deadline() -> None:
+    op, hook, ctx = make(deferrable=True, timeout=600)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(ctx)
+    deferred = info.value
+    trig = deferred.trigger
+    assert isinstance(trig, MpsImageTaskTrigger)
+    assert trig.mps_task_id == "task-1" and trig.request_id == "req-s1"
+    assert before + 600 <= trig.end_time <= time.time() + 600
+    assert deferred.method_name == "execute_complete"
+    assert deferred.timeout > timedelta(seconds=600)
+    assert ctx["task_state_store"].data[op.external_id_key]["mps_task_id"] == "task-1"
+    assert hook.described == []
+    assert ctx["ti"].xcoms["mps_task_id"] == "task-1"
+
+
+def test_deferrable_deadline_respects_execution_timeout() -> None:
+    op, _hook, ctx = make(deferrable=True, timeout=3600, execution_timeout=timedelta(seconds=120))
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(ctx)
+    start = ctx["ti"].start_date.timestamp()
+    assert info.value.trigger.end_time == pytest.approx(start + 120, abs=1)
+
+
+def test_deferred_retry_whose_task_succeeded_does_not_defer_or_resubmit() -> None:
+    op, hook, ctx = make(deferrable=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(ctx)
+    result = op.execute(retry(op, ctx))  # e.g. the resume failed; the task has finished meanwhile
+    assert len(hook.submitted) == 1 and result["status"] == "SUCCESS"
+
+
+def test_execute_complete_maps_events() -> None:
+    op, _, ctx = make(deferrable=True)
+    ok = op.execute_complete(
+        ctx,
+        {"status": "success", "mps_task_id": "t", "request_id": "r", "result": status("FINISH", "t").to_dict(), "error": None},
+    )
+    assert ok["status"] == "SUCCESS" and ok["request_id"] == "r" and ok["outputs"][0]["bucket"] == "out-1250000000"
+    failed = {"status": "failed", "mps_task_id": "t", "request_id": "r", "result": None,
+              "error": {"code": "FailedOperation.Y", "message": "m", "request_id": "rd"}}
+    with pytest.raises(AirflowFailException, match=r"FailedOperation.Y.*RequestId: rd"):
+        op.execute_complete(ctx, failed)
+    with pytest.raises(AirflowException) as timeout:
+        op.execute_complete(ctx, {"status": "timeout", "mps_task_id": "t", "error": {}})
+    assert not isinstance(timeout.value, AirflowFailException)
+    with pytest.raises(AirflowFailException):
+        result_from_event({"status": "error", "mps_task_id": "t", "error": {"code": "AuthFailure", "retryable": False}}, what="x")
+    with pytest.raises(AirflowException) as transient:
+        result_from_event({"status": "error", "mps_task_id": "t", "error": {"code": "InternalError", "retryable": True}}, what="x")
+    assert not isinstance(transient.value, AirflowFailException)
+    with pytest.raises(AirflowException):
+        result_from_event(None, what="x")
+
+
+# ---------------------------------------------------------------------------------------------- fire-and-forget
+def test_fire_and_forget_returns_after_submission() -> None:
+    op, hook, ctx = make(wait_for_completion=False, deferrable=True)
+    result = op.execute(ctx)
+    assert result == {"mps_task_id": "task-1", "status": "SUBMITTED", "request_id": "req-s1", "outputs": [], "error": None}
+    assert hook.described == []
+    hook.scripts["task-1"] = [status("PROCESSING")]
+    again = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 1 and again["status"] == "PROCESSING"
+
+
+# ---------------------------------------------------------------------------------------------- XCom / lineage
+def test_build_task_xcom_shapes() -> None:
+    assert build_task_xcom("t", request_id=None)["status"] == "SUBMITTED"
+    failed = build_task_xcom("t", request_id="r", status=status("FINISH", "t", err="E.X"), error={"code": "E.X", "message": "m"})
+    assert failed["status"] == "FAILED" and failed["error"] == {"code": "E.X", "message": "m"}
+
+
+def test_lineage_dataset_mapping() -> None:
+    ins, outs = lineage_datasets(
+        {"Type": "COS", "CosInputInfo": {"Bucket": "in-1", "Region": REGION, "Object": "/raw/dt=1/a.jpg"}},
+        [{"bucket": "out-1", "path": "enhanced/a.webp"}, {"uri": "cosn://o2/b.png"}],
+    )
+    assert ins == [("cosn://in-1", "raw/dt=1/a.jpg")]
+    assert outs == [("cosn://out-1", "enhanced/a.webp"), ("cosn://o2", "b.png")]
+    assert lineage_datasets({"Type": "URL", "UrlInputInfo": {"Url": "https://img.example.com/p/a.png?x=1"}})[0] == [
+        ("https://img.example.com", "/p/a.png")
+    ]
+    assert lineage_datasets({"Type": "AWS-S3", "S3InputInfo": {"S3Bucket": "s", "S3Object": "k/a.jpg"}})[0] == [("s3://s", "k/a.jpg")]
+    assert lineage_datasets(None) == ([], [])
+
+
+def test_openlineage_degrades_without_provider() -> None:
+    try:
+        import airflow.providers.openlineage  # noqa: F401
+    except ImportError:
+        assert openlineage_from_pairs([("cosn://b", "k")], []) is None
+        op, _hook, ctx = make()
+        op.execute(ctx)
+        assert op.get_openlineage_facets_on_complete(None) is None
+    else:  # pragma: no cover - only where the provider is installed
+        lineage = openlineage_from_pairs([("cosn://b", "k")], [("cosn://o", "p")])
+        assert lineage.inputs[0].namespace == "cosn://b"
+
+
+# ---------------------------------------------------------------------------------------------- parse cost
+def test_parse_time_imports_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "from airflow.providers.common.compat.sdk import BaseOperator, BaseSensorOperator\n"
+        "import airflow.triggers.base\n"
+        "base = set(sys.modules)\n"
+        "import airflow_mps.operators.mps, airflow_mps.sensors.mps, airflow_mps.triggers.mps, airflow_mps.links.mps\n"
+        "new = set(sys.modules) - base\n"
+        "heavy = sorted(m for m in new if m.split('.')[0] in {'tencentcloud', 'qcloud_cos', 'PIL', 'httpx', 'requests'})\n"
+        "heavy += sorted(m for m in sys.modules if m.split('.')[0] in {'tencentcloud', 'qcloud_cos', 'PIL'})\n"
+        "print(repr(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
