@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 DESCRIBE_RATE = 100.0
 TASK_STATUSES = ("WAITING", "PROCESSING", "FINISH")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_SDK_LOGGERS = ("tencentcloud_sdk_common", "qcloud_cos")
+#: SDK loggers and the level we set when nobody configured them. qcloud_cos logs every HEAD 404 as a
+#: warning (object_exists) and its DEBUG output includes the security token; we report errors ourselves.
+_SDK_LOGGERS = {"tencentcloud_sdk_common": logging.WARNING, "qcloud_cos": logging.ERROR}
 _SECRET_KEYS = frozenset({"S3SecretKey", "SecretKey", "Token"})
 
 
@@ -99,12 +101,12 @@ class _NeedsReconcile(Exception):
 def _quiet_sdk_loggers() -> None:
     """Keep the SDKs' debug logging off: it prints request headers (X-TC-Token, COS sign keys).
 
-    Only loggers nobody configured (level NOTSET) are raised to WARNING; a deliberate user setting wins.
+    Only loggers nobody configured (level NOTSET) are raised; a deliberate user setting wins.
     """
-    for name in _SDK_LOGGERS:
+    for name, level in _SDK_LOGGERS.items():
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
-            logger.setLevel(logging.WARNING)
+            logger.setLevel(level)
 
 
 def _mask(value: str | None) -> None:
@@ -640,7 +642,7 @@ class MpsHook(BaseHook):
             for status in TASK_STATUSES:  # lifecycle order: a task moving on is seen in a later listing
                 for item in self._iter_task_pages(status, start, None, None, 100):
                     candidates.setdefault(item["TaskId"], item)
-            matches = []
+            matches: list[tuple[str, Mapping[str, Any]]] = []
             for task_id, item in candidates.items():
                 if not self._created_since(item, start_dt):
                     continue
@@ -649,8 +651,8 @@ class MpsHook(BaseHook):
                     detail = self._call("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
                     verdict = _input_info_matches(detail.get("InputInfo"), body)
                 if verdict:
-                    matches.append(task_id)
-            return matches
+                    matches.append((task_id, item))
+            return _narrow(matches, first_sent)
         except MpsError as exc:
             raise MpsAmbiguousSubmissionError(
                 message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
@@ -666,7 +668,7 @@ class MpsHook(BaseHook):
             for status in TASK_STATUSES:
                 async for item in self._aiter_task_pages(status, start, None, None, 100):
                     candidates.setdefault(item["TaskId"], item)
-            matches = []
+            matches: list[tuple[str, Mapping[str, Any]]] = []
             for task_id, item in candidates.items():
                 if not self._created_since(item, start_dt):
                     continue
@@ -677,8 +679,8 @@ class MpsHook(BaseHook):
                     )
                     verdict = _input_info_matches(detail.get("InputInfo"), body)
                 if verdict:
-                    matches.append(task_id)
-            return matches
+                    matches.append((task_id, item))
+            return _narrow(matches, first_sent)
         except MpsError as exc:
             raise MpsAmbiguousSubmissionError(
                 message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
@@ -956,6 +958,19 @@ def _our_input(body: Mapping[str, Any]) -> tuple[str, str | None, str]:
     return kind, None, json.dumps(info, sort_keys=True)
 
 
+def _narrow(matches: list[tuple[str, Mapping[str, Any]]], first_sent: datetime) -> list[str]:
+    """Prefer tasks created in or after the second of our first attempt.
+
+    ``CreateTime`` has one-second resolution and the window reaches back by the clock-skew allowance,
+    so an earlier submission of the same input (a previous try a few seconds ago) can fall inside it.
+    When a match is at/after our own send second, only those count; only when none is (the server
+    clock is behind ours) do the skew-window matches count.
+    """
+    floor = first_sent.replace(microsecond=0)
+    strict = [task_id for task_id, item in matches if (_parse_time(item.get("CreateTime")) or floor) >= floor]
+    return strict if strict else [task_id for task_id, _item in matches]
+
+
 def _split_location(text: str) -> tuple[str | None, str]:
     """(bucket or None, key) from ``cos://b/k``, ``cosn://b/k``, ``https://b.cos.r.myqcloud.com/k``, ``/k``."""
     text = unquote(text.strip())
@@ -975,8 +990,13 @@ def _input_matches(listed: Any, body: Mapping[str, Any]) -> bool | None:
         return None
     if isinstance(listed, Mapping):
         return _input_info_matches(listed, body)
-    kind, bucket, key = _our_input(body)
     text = str(listed).strip()
+    if text.startswith("{"):  # the InputInfo object serialised as JSON
+        try:
+            return _input_info_matches(json.loads(text), body)
+        except ValueError:
+            pass
+    kind, bucket, key = _our_input(body)
     if kind == "URL":
         return unquote(text) == unquote(key)
     listed_bucket, listed_key = _split_location(text)
