@@ -1303,9 +1303,10 @@ class SubTaskResult:
 class ImageTaskStatus:
     """The state of an image task (``DescribeImageTaskDetail``).
 
-    ``succeeded``: ``FINISH`` and ``ErrCode`` in (0, None) and ``ErrMsg`` empty and every sub-result
-    ``SUCCESS`` (an empty result set counts as success with no outputs). ``failed``: ``FINISH`` and not
-    succeeded. ``error_code``: ``ErrMsg`` when it is a code (``FailedOperation.Xxx``), else a failing
+    ``succeeded``: ``FINISH`` and ``ErrCode`` in (0, None) and ``ErrMsg`` empty and no sub-result is
+    ``FAIL`` (or still ``PROCESSING``) or carries an ``ErrMsg``; an empty result set counts as success
+    with no outputs, and a sub-result without any ``Status`` is judged by its ``ErrMsg`` alone (null
+    tolerance). ``failed``: ``FINISH`` and not succeeded. ``error_code``: ``ErrMsg`` when it is a code (``FailedOperation.Xxx``), else a failing
     sub-result's ``ErrMsg`` code, else ``str(ErrCode)`` when non-zero, else ``"TaskFailed"`` (a sub-result
     failed without a code). ``error_message``: ``Message``, else the failing sub-result's
     ``Message``/``ErrMsg``, else ``ErrMsg`` when it is prose.
