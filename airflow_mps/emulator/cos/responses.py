@@ -146,7 +146,7 @@ def _error(
         "<?xml version='1.0' encoding='utf-8' ?>\n<Error>\n"
         f"\t<Code>{escape(code)}</Code>\n"
         f"\t<Message>{escape(message)}</Message>\n"
-        f"\t<Resource>{escape(target.resource)}</Resource>\n"
+        f"\t<Resource>{escape(_xml_safe(target.resource))}</Resource>\n"
         f"\t<RequestId>{escape(request_id)}</RequestId>\n"
         f"\t<TraceId>{escape(trace_id)}</TraceId>\n"
         "</Error>\n"
@@ -160,6 +160,11 @@ def _error(
         *extra_headers,
     ]
     return EmulatorResponse(status=status, headers=headers, body=body)
+
+
+def _xml_safe(text: str) -> str:
+    """Percent-encode characters XML 1.0 cannot carry (control characters), so the SDK can parse."""
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", lambda m: f"%{ord(m.group()):02X}", text)
 
 
 def _xml(request_id: str, body: str, status: int = 200) -> EmulatorResponse:
