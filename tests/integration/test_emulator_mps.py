@@ -315,3 +315,14 @@ def test_limits_are_per_secret_id(tmp_path: Any) -> None:
         assert sdk_error(lambda: first.DescribeImageTasks(req)).get_code() == "RequestLimitExceeded"
         second = emu.mps_client(secret_id="AKIDSECOND000000000000000000000000", secret_key="second-key")
         assert second.DescribeImageTasks(req).TotalCount == 0
+
+
+def test_body_over_ten_megabytes_is_refused_unread(emulator: EmulatorServer) -> None:
+    resp = requests.post(
+        f"http://{emulator.endpoint}/",
+        data=b"x" * (10 * 1024 * 1024 + 1),
+        headers={"X-TC-Action": "ProcessImage", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.json()["Response"]["Error"]["Code"] == "RequestSizeLimitExceeded"
