@@ -209,9 +209,13 @@ def failure_message(mps_task_id: str, error: Mapping[str, Any] | None, submit_re
         f"MPS task {mps_task_id} failed: [{error.get('code') or 'FailedOperation'}] "
         f"{error.get('message') or ''}".rstrip()
     )
-    ids = [f"RequestId: {rid}" for rid in (error.get("request_id"), submit_request_id) if rid]
+    ids = []
+    if error.get("request_id"):
+        ids.append(f"RequestId: {error['request_id']}")
+    if submit_request_id and submit_request_id != error.get("request_id"):
+        ids.append(f"ProcessImage RequestId: {submit_request_id}")
     if ids:
-        text += f" ({', '.join(dict.fromkeys(ids))})"
+        text += f" ({'; '.join(ids)})"
     return text
 
 
