@@ -18,6 +18,7 @@ Flow (docs/batch.md has the user-facing version):
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -75,7 +76,17 @@ def _listed_location(listed: str | None) -> tuple[str | None, str] | None:
     """
     if not listed:
         return None
-    text = unquote(str(listed).strip())
+    text = str(listed).strip()
+    if text.startswith("{"):  # the InputInfo object as JSON (what the emulator sends)
+        try:
+            info = json.loads(text)
+        except ValueError:
+            return None
+        cos = (info.get("CosInputInfo") or {}) if isinstance(info, dict) else {}
+        if not cos.get("Object"):
+            return None
+        return cos.get("Bucket") or None, str(cos["Object"]).lstrip("/")
+    text = unquote(text)
     parts = urlsplit(text)
     if parts.scheme in ("cos", "cosn"):
         return parts.netloc or None, parts.path.lstrip("/")

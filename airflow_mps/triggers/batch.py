@@ -38,7 +38,7 @@ EVENT_TIMEOUT = "timeout"
 EVENT_ERROR = "error"
 
 #: At most this many DescribeImageTaskDetail calls in flight (the hook paces them anyway).
-DESCRIBE_CONCURRENCY = 8
+DESCRIBE_CONCURRENCY = 16
 
 
 def _error_dict(err: BaseException) -> dict[str, Any]:

@@ -1,0 +1,228 @@
+"""The batch operator end to end against the emulator: official SDKs over HTTP, real task lifecycle.
+
+Each test seeds tiny PNGs under its own prefix, runs the operator (catching ``TaskDeferred`` and
+driving the trigger with asyncio, or in non-deferrable mode), then checks the emulator's own counters
+and the manifest it stored. Assertions are on counts, never on elapsed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+BUCKET = "batch-1250000000"
+FAILED_CODE = "ResourceNotFound.DownloadError"
+
+
+class DictStore:
+    """``task_state_store`` stand-in (same get/set interface, JSON round trip)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(json.dumps(self.data[key])) if key in self.data else default
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = json.loads(json.dumps(value))
+
+
+@pytest.fixture(scope="module")
+def png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 80, 40)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def conn(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", emulator.connection_uri())
+    emulator.cos_backend.create_bucket(BUCKET)
+    return emulator
+
+
+def _seed(emulator: Any, png: bytes, n: int) -> str:
+    """``n`` images under a fresh partition prefix; returns the partition name."""
+    part = f"dt={uuid.uuid4().hex[:10]}"
+    for i in range(n):
+        emulator.cos_backend.put_object(BUCKET, f"raw/{part}/sub{i % 3}/img_{i:04d}.png", png, "image/png")
+    return part
+
+
+def _operator(part: str, **kwargs: Any) -> Any:
+    from airflow_mps.operators.batch import MpsBatchProcessImageOperator
+
+    args: dict[str, Any] = {
+        "task_id": "batch",
+        "source": f"cos://{BUCKET}/raw/{part}/",
+        "destination": f"cos://{BUCKET}/enhanced/{part}/",
+        "image_task": {"EncodeConfig": {"Format": "JPEG", "Quality": 80}},
+        "poll_interval": 0.5,
+        "deferrable": True,
+    }
+    args.update(kwargs)
+    return MpsBatchProcessImageOperator(**args)
+
+
+def _context(store: DictStore | None, try_number: int = 1) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"ti": SimpleNamespace(try_number=try_number)}
+    if store is not None:
+        ctx["task_state_store"] = store
+    return ctx
+
+
+async def _first_event(trigger: Any) -> Any:
+    async for event in trigger.run():
+        return event
+    raise AssertionError("the trigger yielded nothing")
+
+
+def _run(op: Any, ctx: dict[str, Any]) -> Any:
+    """execute → (defer → trigger.run() → execute_complete) like the triggerer would."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    try:
+        return op.execute(ctx)
+    except TaskDeferred as deferred:
+        trigger = type(deferred.trigger)(**deferred.trigger.serialize()[1])  # as a triggerer rebuilds it
+        event = asyncio.run(_first_event(trigger))
+        return getattr(op, deferred.method_name)(ctx, event.payload)
+
+
+def _manifest(emulator: Any, part: str) -> list[dict[str, Any]]:
+    data = emulator.cos_backend.get_object(BUCKET, f"enhanced/{part}/_mps_manifest.jsonl").data
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def _actions(emulator: Any) -> dict[str, dict[str, int]]:
+    return emulator.stats()["actions"]
+
+
+def _count(emulator: Any, action: str, outcome: str = "received") -> int:
+    return int(_actions(emulator).get(action, {}).get(outcome, 0))
+
+
+def test_300_images_at_the_limit_with_latency(conn: Any, png: bytes) -> None:
+    part = _seed(conn, png, 300)
+    conn.faults.latency(150)
+    summary = _run(_operator(part, submit_concurrency=8), _context(DictStore()))
+    stats = conn.stats()
+    assert summary["total"] == 300 and summary["succeeded"] == 300 and summary["failed"] == 0
+    assert stats["tasks_created"] == 300
+    assert not stats["duplicate_submissions"]
+    # Any throttled call was retried by the hook and none failed: every task created exactly once.
+    assert _count(conn, "ProcessImage", "succeeded") == 300
+    assert _count(conn, "ProcessImage", "failed") == 0
+    # Completion detection: one detail per task plus a few listings.
+    assert _count(conn, "DescribeImageTaskDetail") == 300
+    assert _count(conn, "DescribeImageTasks") <= 0.3 * 300
+    lines = _manifest(conn, part)
+    assert len(lines) == 300 and {line["state"] for line in lines} == {"succeeded"}
+    assert lines[0]["output"].startswith(f"cos://{BUCKET}/enhanced/{part}/sub0/") and lines[0][
+        "output"
+    ].endswith(".jpg")
+
+
+def test_status_calls_per_image_stay_low(conn: Any, png: bytes) -> None:
+    part = _seed(conn, png, 150)
+    summary = _run(_operator(part, poll_interval=2), _context(DictStore()))
+    assert summary["succeeded"] == 150
+    describe = _count(conn, "DescribeImageTasks") + _count(conn, "DescribeImageTaskDetail")
+    assert describe <= 1.3 * 150, describe
+
+
+def test_retry_after_a_crash_half_way_submits_nothing_twice(conn: Any, png: bytes) -> None:
+    from airflow_mps.hooks.mps import MpsHook
+
+    part = _seed(conn, png, 60)
+    store = DictStore()
+    op = _operator(part, submit_concurrency=4)
+    real = MpsHook.process_image
+    calls = {"n": 0}
+
+    def crashing(self: Any, request: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise SystemExit("worker killed")  # not an MpsError: the try dies
+        return real(self, request)
+
+    MpsHook.process_image = crashing  # type: ignore[method-assign]
+    try:
+        with pytest.raises(BaseException):  # noqa: B017 - the simulated crash
+            op.execute(_context(store))
+    finally:
+        MpsHook.process_image = real  # type: ignore[method-assign]
+    # Lose the records of the last few submissions, as if the worker died before flushing them.
+    shard = store.data["mps_batch/0000"]
+    lost = sorted(shard["t"])[-5:]
+    for key in lost:
+        del shard["t"][key]
+    assert conn.stats()["tasks_created"] == 30
+
+    summary = _run(_operator(part, submit_concurrency=4), _context(store, try_number=2))
+    stats = conn.stats()
+    assert summary["succeeded"] == 60 and summary["adopted"] == 30 and summary["submitted"] == 30
+    assert stats["tasks_created"] == 60
+    assert not stats["duplicate_submissions"]
+
+
+def test_rerun_submits_nothing_and_overwrite_resubmits(conn: Any, png: bytes) -> None:
+    part = _seed(conn, png, 20)
+    first = _run(_operator(part), _context(DictStore()))
+    assert first["succeeded"] == 20
+    created = conn.stats()["tasks_created"]
+    again = _run(_operator(part), _context(DictStore()))
+    assert again["skipped"] == 20 and again["submitted"] == 0
+    assert conn.stats()["tasks_created"] == created
+    assert {line["state"] for line in _manifest(conn, part)} == {"skipped"}
+    forced = _run(_operator(part, overwrite=True), _context(DictStore()))
+    assert forced["submitted"] == 20 and forced["succeeded"] == 20
+    assert conn.stats()["tasks_created"] == created + 20
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1])
+def test_partial_failure_policy(conn: Any, png: bytes, ratio: float) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    part = _seed(conn, png, 100)
+    conn.faults.fail_tasks(err_code=70001, err_msg=FAILED_CODE, message="download failed", count=5)
+    op = _operator(part, max_failed_ratio=ratio)
+    if ratio == 0.0:
+        with pytest.raises(AirflowFailException, match=r"5 of 100 images failed") as info:
+            _run(op, _context(DictStore()))
+        assert FAILED_CODE in str(info.value)
+    else:
+        summary = _run(op, _context(DictStore()))
+        assert summary["failed"] == 5 and summary["succeeded"] == 95
+        assert len(summary["failed_inputs"]) == 5
+    lines = _manifest(conn, part)  # written before the policy applied, with every task finished
+    assert len(lines) == 100
+    failed = [line for line in lines if line["state"] == "failed"]
+    assert len(failed) == 5 and all(line["error"]["code"] == FAILED_CODE for line in failed)
+    assert sum(line["state"] == "succeeded" for line in lines) == 95
+
+
+def test_non_deferrable_mode(conn: Any, png: bytes) -> None:
+    part = _seed(conn, png, 25)
+    summary = _operator(part, deferrable=False).execute(_context(None))
+    assert summary["succeeded"] == 25 and summary["total"] == 25
+    assert len(_manifest(conn, part)) == 25
+    assert conn.stats()["tasks_created"] == 25
+
+
+def test_empty_prefix_succeeds_or_fails_on_flag(conn: Any) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    part = f"dt=empty-{uuid.uuid4().hex[:6]}"
+    summary = _run(_operator(part), _context(DictStore()))
+    assert summary["total"] == 0 and summary["submitted"] == 0
+    with pytest.raises(AirflowFailException, match="No image"):
+        _run(_operator(part, fail_on_empty=True), _context(DictStore()))
