@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -85,7 +86,7 @@ def test_in_flight_task_is_finished_after_kill_9(tmp_path: Path) -> None:
         assert done.ImageProcessTaskResultSet[0].Status == "SUCCESS"
 
 
-def test_tls_with_generated_certificate(tmp_path: Path) -> None:
+def test_tls_with_generated_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with EmulatorServer(data_dir=tmp_path, tls=True) as emu:
         cert = emu.tls_cert
         assert cert is not None and cert.exists() and cert.parent == tmp_path / "tls"
@@ -99,3 +100,15 @@ def test_tls_with_generated_certificate(tmp_path: Path) -> None:
         assert requests.get(f"https://{emu.endpoint}/_emulator/health", verify=str(cert), timeout=5).ok
         emu.cos_client().put_object(Bucket=BUCKET, Key="tls.txt", Body=b"secure")
         assert emu.cos_client().get_object(Bucket=BUCKET, Key="tls.txt")["Body"].get_raw_stream().read() == b"secure"
+        # The async SDK (httpx) trusts the certificate through SSL_CERT_FILE.
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        from tencentcloud.common.profile.client_profile import ClientProfile
+        from tencentcloud.common.profile.http_profile import HttpProfile
+        from tencentcloud.mps.v20190612 import mps_client_async
+
+        async def listing() -> int:
+            profile = ClientProfile(httpProfile=HttpProfile(endpoint=emu.endpoint, protocol="https"))
+            async with mps_client_async.MpsClient(emu.credential(), REGION, profile) as client:
+                return (await client.DescribeImageTasks(req)).TotalCount
+
+        assert asyncio.run(listing()) == 0
