@@ -645,6 +645,11 @@ class MpsBatchProcessImageOperator(BaseOperator):
             summary["skipped"],
             manifest_uri,
         )
+        # Also under key "summary", so a downstream report (trigger_rule all_done) sees it when the
+        # policy below fails the task and no return value is pushed.
+        push = getattr(context.get("ti"), "xcom_push", None)
+        if callable(push):
+            push(key="summary", value=summary)
         if error is not None:  # timeout: a retry adopts the unfinished tasks
             raise AirflowException(
                 f"Timed out with {counts[UNFINISHED]} of {len(results)} tasks unfinished; manifest {manifest_uri}"
