@@ -1,4 +1,4 @@
-"""DAGs for the operator integration tests (tests/integration/test_operator_mps.py) — not examples.
+"""DAGs for the operator integration tests (tests/integration/test_operator_mps_emulator.py) — not examples.
 
 Every DAG reads its image from ``params.input`` so one file serves success and failure cases; the
 connection comes from ``AIRFLOW_CONN_TENCENTCLOUD_DEFAULT`` (the test points it at the emulator).
@@ -92,3 +92,18 @@ with DAG(
         retry_delay=timedelta(0),
         **COMMON,
     )
+
+with DAG(
+    "mps_test_reschedule", schedule=None, start_date=START, params=PARAMS, catchup=False
+) as reschedule_dag:
+    submit_r = MpsProcessImageOperator(
+        task_id="submit", input="{{ params.input }}", wait_for_completion=False, **COMMON
+    )
+    wait_r = MpsImageTaskSensor(
+        task_id="wait",
+        mps_task_id="{{ ti.xcom_pull(task_ids='submit', key='mps_task_id') }}",
+        mode="reschedule",
+        poke_interval=0.1,
+        timeout=120,
+    )
+    submit_r >> wait_r

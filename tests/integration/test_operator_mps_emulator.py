@@ -117,6 +117,7 @@ MODES = {
     "sync": ("mps_test_sync", "process"),
     "deferrable": ("mps_test_deferrable", "process"),
     "fire_and_forget": ("mps_test_fire_and_forget", "wait"),
+    "reschedule_sensor": ("mps_test_reschedule", "wait"),
 }
 
 
@@ -131,7 +132,8 @@ def test_same_dag_succeeds_in_every_mode_with_real_outputs(mode: str, emu: Emula
     assert submissions(emu, key) == before + 1
     result = xcom(dr, result_task)
     assert result["status"] == "SUCCESS" and result["error"] is None
-    assert result["mps_task_id"] == xcom(dr, "process" if mode != "fire_and_forget" else "submit", key="mps_task_id")
+    submitter = "process" if result_task == "process" else "submit"
+    assert result["mps_task_id"] == xcom(dr, submitter, key="mps_task_id")
     [out] = result["outputs"]
     fmt = "png" if mode == "sync" else "webp"
     assert out["bucket"] == OUT_BUCKET and out["region"] == "ap-guangzhou"
@@ -141,7 +143,7 @@ def test_same_dag_succeeds_in_every_mode_with_real_outputs(mode: str, emu: Emula
     assert image.format == fmt.upper() and image.size == SIZE
     link = xcom(dr, result_task, key="_link_MpsTaskLink")
     assert link.endswith(f"?taskId={result['mps_task_id']}")
-    if mode != "fire_and_forget":
+    if submitter == "process":
         assert result["request_id"]
     else:
         submitted = xcom(dr, "submit")
@@ -178,7 +180,7 @@ def test_failed_mps_task_fails_the_airflow_task_promptly_without_retry(
     assert ti.state == "failed"
     assert ti.try_number == 1  # AirflowFailException: no retry although retries=2
     assert submissions(emu, f"cos://{IN_BUCKET}/raw/missing-{mode}.jpg") == 1
-    mps_task_id = xcom(dr, "process" if mode != "fire_and_forget" else "submit", key="mps_task_id")
+    mps_task_id = xcom(dr, "process" if failing_task == "process" else "submit", key="mps_task_id")
     detail = emu.mps_client().call_json("DescribeImageTaskDetail", {"TaskId": mps_task_id})["Response"]
     code = detail.get("ErrMsg") or (detail.get("ImageProcessTaskResultSet") or [{}])[0].get("ErrMsg")
     assert code
