@@ -74,10 +74,18 @@ def test_reset_after_processing_creates_the_task(emulator: EmulatorServer, mps_c
     stats = emulator.stats()
     assert stats["tasks_created"] == 1  # the request was processed; only the answer was lost
     assert stats["submissions_by_input"] == {f"cos://{BUCKET}/{src}": 1}
-    listing = models.DescribeImageTasksRequest()
-    listing.Status, listing.Limit = "FINISH", 100
-    emulator.wait_idle(30)
-    inputs = [json.loads(t.Input)["CosInputInfo"]["Object"] for t in mps_client.DescribeImageTasks(listing).TaskSet]
+    assert emulator.wait_idle(30)
+    inputs: list[dict[str, Any]] = []
+    token = ""
+    while True:  # the session emulator holds other tests' tasks too: page through all of them
+        listing = models.DescribeImageTasksRequest()
+        listing.Status, listing.Limit, listing.ScrollToken = "FINISH", 100, token or None
+        page = mps_client.DescribeImageTasks(listing)
+        inputs += [json.loads(t.Input).get("CosInputInfo") or {} for t in page.TaskSet]
+        token = page.ScrollToken
+        if not token:
+            break
+    inputs = [i.get("Object") for i in inputs]
     assert "/" + src in inputs  # a client can reconcile the ambiguous submission by listing
 
 
