@@ -11,8 +11,9 @@ Every day (and in backfills over past days, ``catchup=True``) this DAG:
 2. ``publish``: records an asset event on the enhanced prefix, keyed by the partition (``ds``) on
    Airflow >= 3.3, so downstream DAGs scheduled on that asset see which day is ready.
 3. ``notify``: POSTs the run's summary (counts, manifest URI, failed inputs) to a webhook through the
-   HTTP provider's ``HttpOperator`` (connection ``mps_webhook``). It runs even when ``enhance`` failed,
-   so the failure report reaches the team too.
+   HTTP provider's ``HttpOperator`` (connection ``mps_webhook``). It runs even when ``enhance`` failed
+   (the batch operator pushes its summary under the XCom key ``summary`` before applying its failure
+   policy), so the failure report reaches the team too.
 
 Configuration (environment, read at parse time; every value has an offline default):
 ``MPS_DAGS_BUCKET`` (default ``photos-1250000000``), ``MPS_DAGS_START_DATE`` (default ``2026-11-01``),
@@ -90,7 +91,7 @@ with DAG(
         headers={"Content-Type": "application/json"},
         data=(
             '{"dag_run": {{ run_id | tojson }}, "partition": {{ ds | tojson }}, '
-            '"summary": {{ ti.xcom_pull(task_ids="enhance") | tojson }}}'
+            '"summary": {{ ti.xcom_pull(task_ids="enhance", key="summary") | tojson }}}'
         ),
         trigger_rule="all_done",
     )
