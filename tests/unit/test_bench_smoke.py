@@ -1,0 +1,69 @@
+"""CI smoke for ``make bench``: the harness runs end to end and writes the documented JSON shape.
+
+Runs ``benchmarks/run.py --smoke --only P5,P7`` in a subprocess (its own isolated Airflow home and
+emulator). Checks structure and internal consistency only — never a timing or a target verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ROW_KEYS = {"id", "title", "value", "target", "better", "met", "baseline", "detail"}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--only", "P5,P7", "--out", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=REPO, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| P5 |" in proc.stdout and "| P7 |" in proc.stdout  # the table is printed
+    data = json.loads((out / "latest.json").read_text())
+    data["_markdown"] = (out / "latest.md").read_text()
+    return data
+
+
+def test_top_level_shape(report: dict) -> None:
+    assert report["schema"] == 1 and report["mode"] == "smoke"
+    assert {"platform", "python", "cpu_count", "versions", "git_commit"} <= set(report["machine"])
+    assert report["settings"] == {"latency_ms": 150.0, "process_image_limit": 20.0, "describe_limit": 100.0}
+    assert [row["id"] for row in report["scenarios"]] == ["P5", "P7"]
+
+
+def test_rows_have_the_documented_fields_and_consistent_verdicts(report: dict) -> None:
+    for row in report["scenarios"]:
+        assert set(row) == ROW_KEYS, row["id"]
+        assert row["better"] in ("higher", "lower")
+        assert isinstance(row["value"], float) and row["value"] > 0
+        assert isinstance(row["detail"], dict)
+        if row["target"] is None:
+            assert row["met"] is None
+        else:
+            expected = row["value"] >= row["target"] if row["better"] == "higher" else row["value"] <= row["target"]
+            assert row["met"] is expected
+
+
+def test_scenarios_measured_real_work(report: dict) -> None:
+    p5, p7 = report["scenarios"]
+    assert set(p5["detail"]["file_exec_ms_median"]) == {"empty", "mps", "naive"}
+    assert isinstance(p5["baseline"], float)
+    assert p7["detail"]["tasks_finished"]["succeeded"] >= p7["detail"]["images"]
+    assert p7["detail"]["tasks_finished"]["failed"] == 0
+    assert "| P5 |" in report["_markdown"] and "| P7 |" in report["_markdown"]
+
+
+def test_unknown_scenario_is_refused_before_any_work(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--only", "P9", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+    )
+    assert proc.returncode == 2 and "P9" in proc.stderr and "P1" in proc.stderr
+    assert not (tmp_path / "latest.json").exists()
