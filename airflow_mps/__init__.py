@@ -34,7 +34,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.hooks.mps"]}],
         "operators": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.operators.mps"]}],
         "sensors": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.sensors.mps"]}],
-        "triggers": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.triggers.mps"]}],
+        "triggers": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.triggers.mps", "airflow_mps.triggers.batch"]}],
         "extra-links": ["airflow_mps.links.mps.MpsTaskLink"],
         "connection-types": [
             {

@@ -89,6 +89,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MpsBaseOperator",
+    "MpsBatchProcessImageOperator",
     "MpsProcessImageOperator",
     "airflow_exception_for",
     "build_task_xcom",
@@ -676,3 +677,7 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         input_info = request.to_api().get("InputInfo") if request is not None else None
         inputs, outputs = lineage_datasets(input_info, (self._result or {}).get("outputs") or ())
         return openlineage_from_pairs(inputs, outputs)
+
+
+# The batch operator lives in its own module (it is large); this is its public import path (design §2).
+from airflow_mps.operators.batch import MpsBatchProcessImageOperator  # noqa: E402

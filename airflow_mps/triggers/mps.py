@@ -205,3 +205,7 @@ class MpsImageTaskTrigger(BaseTrigger):
                     return
             remaining = self.end_time - time.time()
             await asyncio.sleep(max(0.0, min(jittered(self.poll_interval), remaining)))
+
+
+# The batch trigger lives in its own module; this is its public import path (design §2).
+from airflow_mps.triggers.batch import MpsImageBatchTrigger  # noqa: E402, F401
