@@ -1,0 +1,156 @@
+"""Secrets: a full batch run with DEBUG logging everywhere leaks no SecretKey, token or S3SecretKey.
+
+Captured: every stdlib log record (root at DEBUG, incl. the SDKs' and urllib3's), structlog / print
+output (file descriptors 1 and 2), exception texts and reprs, the returned XCom, the rendered template
+fields and the manifest written to COS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+BUCKET = "secrets-1250000000"
+SECRET_KEY = "SKEYsecret0123456789abcdefSECRET"
+TOKEN = "TOKENsession9876543210zyxwvuTOKEN"
+S3_SECRET = "S3SECRETshouldneverappear42"
+
+
+class _All(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.lines.append(text)
+
+
+@pytest.fixture
+def debug_logs() -> Any:
+    handler = _All()
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in ("airflow_mps", "tencentcloud", "qcloud_cos", "urllib3", "httpx", "httpcore", "airflow"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+
+
+def _assert_clean(what: str, text: str) -> None:
+    for secret in (SECRET_KEY, TOKEN, S3_SECRET):
+        assert secret not in text, f"{what} leaks a secret ({secret[:6]}…)"
+
+
+def test_full_batch_run_with_debug_logging_leaks_nothing(
+    tmp_path: Any, debug_logs: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+    from PIL import Image
+
+    from airflow_mps.emulator.testing import EmulatorServer
+    from airflow_mps.operators.batch import MpsBatchProcessImageOperator
+
+    with EmulatorServer(data_dir=tmp_path / "emu", secret_key=SECRET_KEY, token=TOKEN) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", server.connection_uri())
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, format="PNG")
+        part = f"dt={uuid.uuid4().hex[:8]}"
+        for i in range(5):
+            server.cos_backend.put_object(BUCKET, f"raw/{part}/i{i}.png", buf.getvalue(), "image/png")
+        server.faults.throttle("ProcessImage", count=2)  # exercise the retry paths' logging too
+        server.faults.internal_error("Describe*", count=2)
+        server.faults.fail_tasks(count=1)
+        op = MpsBatchProcessImageOperator(
+            task_id="batch", source="cos://{{ params.bucket }}/raw/" + part + "/",
+            destination=f"cos://{BUCKET}/enhanced/{part}/", image_task='{"EncodeConfig": {"Format": "JPEG"}}',
+            poll_interval=0.3, deferrable=True, max_failed_ratio=0.0,
+        )
+        ctx: dict[str, Any] = {"ti": SimpleNamespace(try_number=1), "params": {"bucket": BUCKET},
+                               "task_state_store": {}}
+        store: dict[str, Any] = {}
+        ctx["task_state_store"] = SimpleNamespace(get=lambda k, d=None: store.get(k, d),
+                                                  set=lambda k, v: store.__setitem__(k, v))
+        op.render_template_fields(ctx)
+        rendered = {name: getattr(op, name) for name in op.template_fields}
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(ctx)
+        serialized = json.dumps(deferred.value.trigger.serialize(), default=str)
+        trigger = type(deferred.value.trigger)(**deferred.value.trigger.serialize()[1])
+
+        async def first() -> Any:
+            async for event in trigger.run():
+                return event
+            return None
+
+        event = asyncio.run(first())
+        failure: BaseException | None = None
+        try:
+            op.execute_complete(ctx, event.payload)
+        except Exception as exc:  # the policy fails the task (1 of 5 failed)
+            failure = exc
+        assert failure is not None and "failed" in str(failure)
+        manifest = server.cos_backend.get_object(BUCKET, f"enhanced/{part}/_mps_manifest.jsonl").data.decode()
+        # Also: a hook error from a wrong secret must not echo the one it was given.
+        from airflow_mps.errors import MpsError
+        from airflow_mps.hooks.mps import MpsHook
+
+        bad_uri = server.connection_uri().replace(SECRET_KEY, SECRET_KEY[::-1])
+        monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_BAD", bad_uri)
+        with pytest.raises(MpsError) as auth:
+            list(MpsHook(tencentcloud_conn_id="tencentcloud_bad").list_image_tasks("FINISH"))
+    out, err = capfd.readouterr()
+    everything = "\n".join(debug_logs.lines) + out + err
+    assert "Submitted" in everything and everything.count("\n") > 20, "logging did not capture the run"
+    _assert_clean("log records", "\n".join(debug_logs.lines))
+    _assert_clean("stdout/stderr", out + err)
+    _assert_clean("exception", f"{failure!s} {failure!r} {auth.value!s} {auth.value!r}")
+    _assert_clean("auth exception (reversed key)", str(auth.value).replace(SECRET_KEY[::-1], SECRET_KEY))
+    _assert_clean("trigger serialization", serialized)
+    _assert_clean("trigger event", json.dumps(event.payload, default=str))
+    _assert_clean("rendered fields", json.dumps(rendered, default=str))
+    _assert_clean("task_state_store", json.dumps(store, default=str))
+    _assert_clean("manifest", manifest)
+
+
+def test_s3_secret_key_in_a_request_never_surfaces(debug_logs: Any, emulator: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``S3SecretKey`` travels in ``OutputStorage``: refused or sent, it never shows in a message."""
+    from airflow_mps.errors import MpsError
+    from airflow_mps.hooks.mps import MpsHook
+    from airflow_mps.models import ProcessImageRequest
+    from airflow_mps.operators.mps import MpsProcessImageOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", emulator.connection_uri())
+    storage = {"Type": "AWS-S3", "S3OutputStorage": {"S3Bucket": "b", "S3Region": "us-east-1",
+                                                     "S3SecretId": "AKIAEXAMPLE", "S3SecretKey": S3_SECRET}}
+    texts: list[str] = []
+    request = ProcessImageRequest.build(input="https://example.com/a.png", output_storage=storage,
+                                        image_task={"EncodeConfig": {"Format": "JPEG"}}, region="ap-guangzhou")
+    texts.append(repr(request))
+    try:  # a refusal by the service (the emulator cannot write to S3) must not echo the body
+        MpsHook().process_image(request)
+    except MpsError as exc:
+        texts += [str(exc), repr(exc), json.dumps(exc.to_dict(), default=str)]
+    # A validation error elsewhere in the same request must not print the storage block either.
+    op = MpsProcessImageOperator(task_id="s3", input="https://example.com/a.png", output_storage=storage,
+                                 image_task={"EncodeConfig": {"Quality": 900}}, deferrable=False)
+    with pytest.raises(Exception) as info:
+        op.execute({"ti": SimpleNamespace(try_number=1)})
+    texts += [str(info.value), repr(info.value)]
+    for line in debug_logs.lines + texts:
+        _assert_clean("S3 request", line)
