@@ -17,7 +17,7 @@ Every day (and in backfills over past days, ``catchup=True``) this DAG:
 
 Configuration (environment, read at parse time; every value has an offline default):
 ``MPS_DAGS_BUCKET`` (default ``photos-1250000000``), ``MPS_DAGS_START_DATE`` (default ``2026-11-01``),
-``MPS_DAGS_WEBHOOK_CONN_ID`` (default ``mps_webhook``). Credentials, region and endpoint come from the
+``MPS_DAGS_WEBHOOK_CONN_ID`` (default ``mps_webhook``), ``MPS_DAGS_POLL_INTERVAL`` (seconds, default 30). Credentials, region and endpoint come from the
 ``tencentcloud_default`` connection (see docs/connection.md).
 """
 
@@ -33,6 +33,8 @@ from airflow_mps.operators.mps import MpsBatchProcessImageOperator
 
 BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
 START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
+# How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
+POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 WEBHOOK_CONN_ID = os.environ.get("MPS_DAGS_WEBHOOK_CONN_ID", "mps_webhook")
 
 ENHANCED = Asset(uri=f"cosn://{BUCKET}/enhanced/", name="mps_enhanced_photos")
@@ -65,7 +67,7 @@ with DAG(
         # Tolerate a few bad uploads (corrupt files) without failing the whole day.
         max_failed_ratio=0.05,
         deferrable=True,
-        poll_interval=5,
+        poll_interval=POLL_INTERVAL,
         timeout=6 * 3600,
     )
 

@@ -22,6 +22,8 @@ from airflow_mps.operators.mps import MpsProcessImageOperator
 
 BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
 START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
+# How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
+POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 POOL = os.environ.get("MPS_DAGS_POOL", "mps")
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -55,5 +57,5 @@ with DAG(
             "EnhanceConfig": {"SharpEnhance": {"Switch": "ON", "Intensity": 0.5}},
         },
         deferrable=True,
-        poll_interval=5,
+        poll_interval=POLL_INTERVAL,
     ).expand(input=list_partition())

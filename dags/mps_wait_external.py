@@ -18,6 +18,8 @@ from airflow_mps.sensors.mps import MpsImageTaskSensor
 
 BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
 START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
+# How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
+POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 
 with DAG(
     dag_id="mps_wait_external",
@@ -40,7 +42,7 @@ with DAG(
         task_id="wait",
         mps_task_id="{{ ti.xcom_pull(task_ids='submit')['mps_task_id'] }}",
         deferrable=True,
-        poke_interval=5,
+        poke_interval=POLL_INTERVAL,
         timeout=3600,
     )
 

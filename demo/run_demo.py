@@ -67,6 +67,7 @@ def _airflow_env(home: Path, emulator_uri: str, webhook_port: int) -> dict[str, 
             "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT": emulator_uri,
             "AIRFLOW_CONN_MPS_WEBHOOK": f"http://127.0.0.1:{webhook_port}",
             "MPS_DAGS_BUCKET": BUCKET,
+            "MPS_DAGS_POLL_INTERVAL": "1",
         }
     )
     for name in ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_TOKEN"):
