@@ -1500,3 +1500,103 @@ class ImageTaskInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageTaskInfo:
         return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+# --------------------------------------------------------------------------------------------------
+# reconciliation: which input does a listed task carry?
+# --------------------------------------------------------------------------------------------------
+def _info_location(info: Mapping[str, Any]) -> tuple[str | None, str | None, str] | None:
+    """(kind, bucket, key-or-url) of an ``InputInfo`` object; None when it names nothing."""
+    kind = str(info.get("Type") or "").upper() or None
+    cos = info.get("CosInputInfo") if isinstance(info.get("CosInputInfo"), Mapping) else {}
+    if kind in (None, "COS") and cos.get("Object"):
+        return "COS", cos.get("Bucket") or None, str(cos["Object"]).lstrip("/")
+    if kind == "URL":
+        url = (
+            (info.get("UrlInputInfo") or {}).get("Url")
+            if isinstance(info.get("UrlInputInfo"), Mapping)
+            else None
+        )
+        return ("URL", None, str(url)) if url else None
+    if kind == "AWS-S3":
+        s3 = info.get("S3InputInfo") if isinstance(info.get("S3InputInfo"), Mapping) else {}
+        if s3.get("S3Object"):
+            return "AWS-S3", s3.get("S3Bucket") or None, str(s3["S3Object"]).lstrip("/")
+        return None
+    if kind == "VOD":
+        vod = info.get("VODInputInfo") if isinstance(info.get("VODInputInfo"), Mapping) else {}
+        name = vod.get("Object") or vod.get("FileId")
+        return ("VOD", vod.get("Bucket") or None, str(name).lstrip("/")) if name else None
+    return None
+
+
+def parse_listed_input(listed: Any) -> tuple[str | None, str | None, str] | None:
+    """``(kind, bucket, key)`` named by a DescribeImageTasks ``Input`` value; ``None`` if it names nothing.
+
+    The SDK types ``Input`` as a free-form string. Forms understood (the one place both the hook's
+    ProcessImage reconciliation and the batch operator's retry adoption read it):
+
+    * the ``InputInfo`` object, or that object as JSON (what the emulator sends): exact fields;
+    * ``cos://bucket/key`` / ``cosn://bucket/key`` / ``s3://bucket/key``: the key verbatim (``#``,
+      ``?`` and ``%`` are part of COS keys, not URL syntax);
+    * an ``http(s)://`` URL: percent-decoded path; the bucket from a ``<bucket>.cos.…`` host, kind
+      ``COS`` then, else kind ``URL`` with the URL as given;
+    * a bare ``/key``: kind and bucket unknown (``None``).
+
+    ``kind`` is ``COS``, ``URL``, ``AWS-S3``, ``VOD`` or ``None`` (unknown).
+    """
+    from urllib.parse import unquote
+
+    if listed in (None, ""):
+        return None
+    if isinstance(listed, Mapping):
+        return _info_location(listed)
+    text = str(listed).strip()
+    if text.startswith("{"):
+        try:
+            info = json.loads(text)
+        except ValueError:
+            return None
+        return _info_location(info) if isinstance(info, Mapping) else None
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme in ("cos", "cosn", "s3"):
+        bucket, _, key = rest.partition("/")
+        return ("AWS-S3" if scheme == "s3" else "COS"), bucket or None, key.lstrip("/")
+    if scheme in ("http", "https"):
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        if ".cos." in host:
+            return "COS", host.split(".", 1)[0], unquote(parts.path).lstrip("/")
+        return "URL", None, text
+    if sep:
+        return None
+    return None, None, text.lstrip("/")
+
+
+def listed_input_matches(listed: Any, kind: str | None, bucket: str | None, key: str) -> bool | None:
+    """Whether a listed ``Input`` names the input ``(kind, bucket, key)``; None when it names nothing.
+
+    Unknown parts (a bare path has no bucket or kind) do not contradict. A ``cos://`` key is compared
+    verbatim and, failing that, percent-decoded (a service might encode it); URLs are compared
+    percent-decoded.
+    """
+    from urllib.parse import unquote
+
+    parsed = parse_listed_input(listed)
+    if parsed is None:
+        return None
+    listed_kind, listed_bucket, listed_key = parsed
+    if kind == "URL" or listed_kind == "URL":
+        return kind == listed_kind and unquote(listed_key) == unquote(key)
+    if listed_kind is not None and kind is not None and listed_kind != kind:
+        return False
+    if listed_key != key and unquote(listed_key) != key:
+        return False
+    return listed_bucket is None or bucket is None or listed_bucket == bucket
+
+
+def request_input(body: Mapping[str, Any]) -> tuple[str | None, str | None, str] | None:
+    """``(kind, bucket, key-or-url)`` of a ProcessImage body's ``InputInfo`` (the API-shaped dict)."""
+    info = body.get("InputInfo")
+    return _info_location(info) if isinstance(info, Mapping) else None

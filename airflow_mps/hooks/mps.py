@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook
 
@@ -947,24 +946,6 @@ class MpsHook(BaseHook):
 # --------------------------------------------------------------------------------------------------
 # reconciliation: does a listed task carry our input?
 # --------------------------------------------------------------------------------------------------
-def _our_input(body: Mapping[str, Any]) -> tuple[str, str | None, str]:
-    """(kind, bucket, key-or-url) of a ProcessImage body's InputInfo."""
-    info = body.get("InputInfo") or {}
-    kind = str(info.get("Type") or "").upper()
-    if kind == "COS":
-        cos = info.get("CosInputInfo") or {}
-        return "COS", cos.get("Bucket"), str(cos.get("Object") or "").lstrip("/")
-    if kind == "URL":
-        return "URL", None, str((info.get("UrlInputInfo") or {}).get("Url") or "")
-    if kind == "AWS-S3":
-        s3 = info.get("S3InputInfo") or {}
-        return "AWS-S3", s3.get("S3Bucket"), str(s3.get("S3Object") or "").lstrip("/")
-    if kind == "VOD":
-        vod = info.get("VODInputInfo") or {}
-        return "VOD", vod.get("Bucket"), str(vod.get("Object") or vod.get("FileId") or "").lstrip("/")
-    return kind, None, json.dumps(info, sort_keys=True)
-
-
 def _narrow(matches: list[tuple[str, Mapping[str, Any]]], first_sent: datetime) -> list[str]:
     """Prefer tasks created in or after the second of our first attempt.
 
@@ -978,45 +959,24 @@ def _narrow(matches: list[tuple[str, Mapping[str, Any]]], first_sent: datetime) 
     return strict if strict else [task_id for task_id, _item in matches]
 
 
-def _split_location(text: str) -> tuple[str | None, str]:
-    """(bucket or None, key) from ``cos://b/k``, ``cosn://b/k``, ``https://b.cos.r.myqcloud.com/k``, ``/k``."""
-    text = unquote(text.strip())
-    parts = urlsplit(text)
-    if parts.scheme in ("cos", "cosn", "s3"):
-        return parts.netloc or None, parts.path.lstrip("/")
-    if parts.scheme in ("http", "https"):
-        host = parts.hostname or ""
-        bucket = host.split(".", 1)[0] if (".cos." in host or ".s3." in host) else None
-        return bucket, parts.path.lstrip("/")
-    return None, text.lstrip("/")
-
-
 def _input_matches(listed: Any, body: Mapping[str, Any]) -> bool | None:
-    """Whether DescribeImageTasks' ``Input`` string names our input; None when it carries nothing."""
-    if listed in (None, ""):
+    """Whether DescribeImageTasks' ``Input`` names our input; None when it carries nothing.
+
+    One parser for the hook and the batch operator: :func:`airflow_mps.models.listed_input_matches`.
+    """
+    from airflow_mps.models import listed_input_matches, request_input
+
+    ours = request_input(body)
+    if ours is None:
         return None
-    if isinstance(listed, Mapping):
-        return _input_info_matches(listed, body)
-    text = str(listed).strip()
-    if text.startswith("{"):  # the InputInfo object serialised as JSON
-        try:
-            return _input_info_matches(json.loads(text), body)
-        except ValueError:
-            pass
-    kind, bucket, key = _our_input(body)
-    if kind == "URL":
-        return unquote(text) == unquote(key)
-    listed_bucket, listed_key = _split_location(text)
-    if listed_key != key:
-        return False
-    return listed_bucket is None or bucket is None or listed_bucket == bucket
+    return listed_input_matches(listed, *ours)
 
 
 def _input_info_matches(info: Any, body: Mapping[str, Any]) -> bool:
     """Whether a DescribeImageTaskDetail ``InputInfo`` object is our input."""
     if not isinstance(info, Mapping):
         return False
-    return _our_input({"InputInfo": info}) == _our_input(body)
+    return bool(_input_matches(info, body))
 
 
 def _task_info(item: Mapping[str, Any]) -> ImageTaskInfo:

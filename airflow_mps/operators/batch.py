@@ -18,13 +18,11 @@ Flow (docs/batch.md has the user-facing version):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -70,30 +68,16 @@ def _iso(dt: datetime) -> str:
 
 
 def _listed_location(listed: str | None) -> tuple[str | None, str] | None:
-    """(bucket or None, key) named by a DescribeImageTasks ``Input`` string, ``None`` if it names nothing.
+    """(bucket or None, key) of a COS input named by a DescribeImageTasks ``Input``; None otherwise.
 
-    The field is free-form (a ``cos://`` URI, a COS URL or an object path, depending on the service).
+    The same parser as the hook's reconciliation (:func:`airflow_mps.models.parse_listed_input`).
     """
-    if not listed:
+    from airflow_mps.models import parse_listed_input
+
+    parsed = parse_listed_input(listed)
+    if parsed is None or parsed[0] not in (None, "COS"):
         return None
-    text = str(listed).strip()
-    if text.startswith("{"):  # the InputInfo object as JSON (what the emulator sends)
-        try:
-            info = json.loads(text)
-        except ValueError:
-            return None
-        cos = (info.get("CosInputInfo") or {}) if isinstance(info, dict) else {}
-        if not cos.get("Object"):
-            return None
-        return cos.get("Bucket") or None, str(cos["Object"]).lstrip("/")
-    text = unquote(text)
-    parts = urlsplit(text)
-    if parts.scheme in ("cos", "cosn"):
-        return parts.netloc or None, parts.path.lstrip("/")
-    if parts.scheme in ("http", "https"):
-        host = parts.hostname or ""
-        return (host.split(".", 1)[0] if ".cos." in host else None), parts.path.lstrip("/")
-    return None, text.lstrip("/")
+    return parsed[1], parsed[2]
 
 
 class MpsBatchProcessImageOperator(BaseOperator):
