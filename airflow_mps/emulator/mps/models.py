@@ -352,7 +352,7 @@ class MpsBackend:
         """Start the workers and queue every task a previous run left unfinished."""
         for rec in self.store.unfinished():
             log.info("re-queueing unfinished task %s (%s)", rec.task_id, rec.status)
-            self._queue.put(rec.task_id)
+            self._enqueue(rec.task_id)
         for i in range(max(1, int(self.config.workers))):
             t = threading.Thread(target=self._worker, name=f"mps-worker-{i}", daemon=True)
             t.start()
@@ -371,7 +371,7 @@ class MpsBackend:
         """Block until no task is queued or running (tests use it instead of sleeping)."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._busy or not self._queue.empty():
+            while self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -397,9 +397,14 @@ class MpsBackend:
             rec.duration = lo if hi <= lo else self._rng.uniform(lo, hi)
         self.store.insert(rec)
         self.stats.task_created(rec.input_key)
-        with self._idle:
-            self._queue.put(rec.task_id)
+        self._enqueue(rec.task_id)
         return rec
+
+    def _enqueue(self, task_id: str) -> None:
+        # `_busy` counts queued + running tasks, so `wait_idle` cannot miss one between get() and run.
+        with self._idle:
+            self._busy += 1
+        self._queue.put(task_id)
 
     def _check_supported(self, body: dict[str, Any]) -> None:
         info = body.get("InputInfo")
@@ -463,8 +468,6 @@ class MpsBackend:
             task_id = self._queue.get()
             if task_id is None:
                 return
-            with self._idle:
-                self._busy += 1
             try:
                 self._run(task_id)
             except Exception:  # a bug must not kill the worker; the task is finished as failed
