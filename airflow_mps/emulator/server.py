@@ -254,6 +254,42 @@ class EmulatorApp:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
 
+#: Largest COS object body the emulator accepts in one PUT. Real COS allows 5 GB per PUT, but the
+#: emulator holds a body in memory, so it refuses (EntityTooLarge) before reading anything larger.
+COS_MAX_BODY_BYTES = 512 * 1024 * 1024
+
+
+class _BadFraming(Exception):
+    """The request's body framing (Content-Length / chunk sizes) is malformed: a client error."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def _content_length(headers: Headers) -> int:
+    """The declared body length; malformed or negative values are the client's error, not ours."""
+    raw = (headers.get("Content-Length") or "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or len(raw) > 18:
+        raise _BadFraming(f"Content-Length must be a non-negative integer of bytes, got {raw[:40]!r}.")
+    return int(raw)
+
+
+def _framing_error(service: str, exc: _BadFraming, path: str) -> EmulatorResponse:
+    """A 4xx in the service's own error format, as a real front end answers a malformed request."""
+    if service == "mps":
+        code = "RequestSizeLimitExceeded" if exc.too_large else "InvalidParameter"
+        response = error_response(code, str(exc))
+    elif exc.too_large:
+        response = _cos_xml_error(400, "EntityTooLarge", str(exc), path)
+    else:
+        response = _cos_xml_error(400, "InvalidArgument", str(exc), path)
+    response.headers.append(("Connection", "close"))
+    return response
+
+
 class _Reset(Exception):
     """Drop the connection with a TCP RST, without answering."""
 
@@ -280,7 +316,12 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         method = self.command.upper()
         service, action = app.route(method, path, headers)
         if service == "admin":
-            body = self._read_body(headers)
+            try:
+                body = self._read_body(headers)
+            except _BadFraming as exc:
+                self.close_connection = True
+                self._send(_json_response({"error": str(exc)}, 400), method)
+                return
             self._send(app.dispatch(service, action, EmulatorRequest(method, path, query, headers, body,
                                                                      self.client_address)), method)
             return
@@ -289,19 +330,17 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if decided.terminal == "reset_before":
             app.stats.count(action, "faulted", "reset_before")
             raise _Reset
-        if service == "mps":
-            length = int(headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                app.stats.count(action, "failed", "RequestSizeLimitExceeded")
-                response = error_response(
-                    "RequestSizeLimitExceeded",
-                    f"The request body is {length} bytes; the limit is {MAX_BODY_BYTES} bytes.",
-                )
-                response.headers.append(("Connection", "close"))
-                self._send(response, method)
-                return
-        body = self._read_body(headers)
+        limit = MAX_BODY_BYTES if service == "mps" else COS_MAX_BODY_BYTES
+        try:
+            length = _content_length(headers)
+            if length > limit:
+                raise _BadFraming(f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True)
+            body = self._read_body(headers, limit)
+        except _BadFraming as exc:
+            self.close_connection = True  # the rest of the stream cannot be trusted to frame a next request
+            app.stats.count(action, "failed", "RequestSizeLimitExceeded" if exc.too_large else "BadFraming")
+            self._send(_framing_error(service, exc, path), method)
+            return
         delay = app.config.latency_ms / 1000.0 + decided.latency
         if delay > 0:
             time.sleep(delay)
@@ -318,20 +357,29 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             raise _Reset
         self._send(response, method)
 
-    def _read_body(self, headers: Headers) -> bytes:
+    def _read_body(self, headers: Headers, limit: int = MAX_BODY_BYTES) -> bytes:
+        """The request body with chunked transfer-encoding removed, at most ``limit`` bytes."""
         if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
             chunks: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(65537)
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                size_field = line.split(b";", 1)[0].strip() or b"0"
+                try:
+                    size = int(size_field, 16)
+                except ValueError:
+                    raise _BadFraming(f"Malformed chunk size {size_field[:40]!r}.") from None
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     break
+                total += size
+                if total > limit:
+                    raise _BadFraming(f"The chunked request body exceeds the limit of {limit} bytes.", too_large=True)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(65537)
             return b"".join(chunks)
-        length = int(headers.get("Content-Length") or 0)
+        length = _content_length(headers)
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, response: EmulatorResponse, method: str) -> None:

@@ -331,21 +331,14 @@ def test_mps_huge_and_lying_bodies(fuzz_env: dict[str, Any]) -> None:
     _no_new_crashes(fuzz_env, crashes_before)
 
 
-_CL_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="emulator/server.py int(Content-Length) raises ValueError/OverflowError -> catch-all 500 "
-    "(H-bugs.md #1)",
-)
-
-
 @pytest.mark.parametrize(
     "content_length",
     [
-        pytest.param("abc", marks=_CL_BUG),
+        "abc",
         "-1",
-        pytest.param("1e3", marks=_CL_BUG),
+        "1e3",
         " ",
-        pytest.param("99999999999999999999999", marks=_CL_BUG),
+        "99999999999999999999999",
     ],
 )
 def test_nonsense_content_length_is_a_client_error(fuzz_env: dict[str, Any], content_length: str) -> None:
