@@ -1323,6 +1323,10 @@ class ImageTaskStatus:
     progress: int | None = None
     err_code: int | None = None
     results: tuple[SubTaskResult, ...] = ()
+    #: The ``ImageTask`` the service echoes back, as canonical JSON (``None`` when not echoed). Used to
+    #: tell our task from another request with the same input (:meth:`conflicts_with`); not part of
+    #: :meth:`to_dict` (XCom and events stay small).
+    image_task: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def done(self) -> bool:
@@ -1431,7 +1435,46 @@ class ImageTaskStatus:
             progress=progress_value,
             err_code=err_code,
             results=tuple(results),
+            image_task=(
+                json.dumps(resp["ImageTask"], sort_keys=True, separators=(",", ":"))
+                if isinstance(resp.get("ImageTask"), Mapping)
+                else None
+            ),
         )
+
+    def conflicts_with(
+        self,
+        *,
+        image_task: Mapping[str, Any] | None,
+        output_bucket: str | None = None,
+        output_key: str | None = None,
+        output_dir: str | None = None,
+    ) -> str | None:
+        """Why this task cannot be the one a request with these values created, or ``None``.
+
+        Reconciliation matches listed tasks by input; another pipeline processing the same image
+        (thumbnails next to enhanced copies) creates tasks with the same input. Two proofs tell them
+        apart: the echoed ``ImageTask`` contradicts ours (:func:`image_task_conflicts`), or the task
+        finished with outputs none of which is at our output key (or under our output directory).
+        Fields the service did not return never conflict (null tolerance): no proof, no conflict.
+        """
+        if self.image_task is not None and image_task_conflicts(image_task, json.loads(self.image_task)):
+            return "its ImageTask differs from ours"
+        paths = [(o.bucket, (o.path or "").lstrip("/")) for o in self.outputs if o.path]
+        if paths and (output_key or output_dir):
+            want_key = (output_key or "").lstrip("/")
+            want_dir = (output_dir or "").strip("/")
+
+            def ours(bucket: str | None, path: str) -> bool:
+                if output_bucket and bucket and bucket != output_bucket:
+                    return False
+                if want_key:
+                    return path == want_key
+                return path.startswith(want_dir + "/") if want_dir else "/" not in path
+
+            if not any(ours(b, p) for b, p in paths):
+                return f"its outputs ({', '.join(p for _, p in paths)}) are not where ours go"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (XCom, trigger events); :meth:`from_dict` inverts it."""
@@ -1600,3 +1643,44 @@ def request_input(body: Mapping[str, Any]) -> tuple[str | None, str | None, str]
     """``(kind, bucket, key-or-url)`` of a ProcessImage body's ``InputInfo`` (the API-shaped dict)."""
     info = body.get("InputInfo")
     return _info_location(info) if isinstance(info, Mapping) else None
+
+
+def _blank(value: Any) -> bool:
+    """A value that asks for nothing: null, empty, zero, False, ``"OFF"`` (or containers of those)."""
+    if value is None or value is False or value == "" or (isinstance(value, (int, float)) and value == 0):
+        return True
+    if isinstance(value, str):
+        return value.strip().upper() == "OFF"
+    if isinstance(value, Mapping):
+        return all(_blank(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_blank(v) for v in value)
+    return False
+
+
+def image_task_conflicts(ours: Any, echoed: Any) -> bool:
+    """True when an echoed ``ImageTask`` definitely contradicts ours.
+
+    Tolerant of what a service adds or normalises: a field present on one side only conflicts only
+    when it asks for something (not null/empty/0/``"OFF"``); strings compare case-insensitively
+    (``jpeg`` = ``JPEG``), numbers by value (``80`` = ``80.0``).
+    """
+    if isinstance(ours, Mapping) or isinstance(echoed, Mapping):
+        if not isinstance(ours, Mapping) or not isinstance(echoed, Mapping):
+            return not (_blank(ours) and _blank(echoed))
+        return any(image_task_conflicts(ours.get(k), echoed.get(k)) for k in set(ours) | set(echoed))
+    if ours is None or echoed is None:
+        return not _blank(echoed if ours is None else ours)
+    if isinstance(ours, (list, tuple)) or isinstance(echoed, (list, tuple)):
+        if not isinstance(ours, (list, tuple)) or not isinstance(echoed, (list, tuple)):
+            return True
+        if len(ours) != len(echoed):
+            return not (_blank(ours) and _blank(echoed))
+        return any(image_task_conflicts(a, b) for a, b in zip(ours, echoed, strict=True))
+    if isinstance(ours, str) and isinstance(echoed, str):
+        return ours.strip().lower() != echoed.strip().lower()
+    if isinstance(ours, bool) or isinstance(echoed, bool):
+        return ours != echoed
+    if isinstance(ours, (int, float)) and isinstance(echoed, (int, float)):
+        return float(ours) != float(echoed)
+    return str(ours) != str(echoed)

@@ -653,10 +653,13 @@ class MpsHook(BaseHook):
                 if not self._created_since(item, start_dt):
                     continue
                 verdict = _input_matches(item.get("Input"), body)
+                if verdict is False:
+                    continue
+                # Same input (or unknown): the detail tells our task from another pipeline's.
+                detail = self._call("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
                 if verdict is None:  # listing carries no input: ask the task itself
-                    detail = self._call("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
                     verdict = _input_info_matches(detail.get("InputInfo"), body)
-                if verdict:
+                if verdict and _same_request(detail, body, task_id):
                     matches.append((task_id, item))
             return _narrow(matches, first_sent)
         except MpsError as exc:
@@ -679,12 +682,12 @@ class MpsHook(BaseHook):
                 if not self._created_since(item, start_dt):
                     continue
                 verdict = _input_matches(item.get("Input"), body)
+                if verdict is False:
+                    continue
+                detail = await self._acall("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
                 if verdict is None:
-                    detail = await self._acall(
-                        "DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True
-                    )
                     verdict = _input_info_matches(detail.get("InputInfo"), body)
-                if verdict:
+                if verdict and _same_request(detail, body, task_id):
                     matches.append((task_id, item))
             return _narrow(matches, first_sent)
         except MpsError as exc:
@@ -977,6 +980,33 @@ def _input_info_matches(info: Any, body: Mapping[str, Any]) -> bool:
     if not isinstance(info, Mapping):
         return False
     return bool(_input_matches(info, body))
+
+
+def _same_request(detail: Mapping[str, Any], body: Mapping[str, Any], task_id: str) -> bool:
+    """False when a task with our input provably came from another request (another pipeline).
+
+    Proofs (``ImageTaskStatus.conflicts_with``): the echoed ImageTask contradicts ours, or the task
+    finished with outputs outside our absolute ``OutputPath`` / our ``OutputDir``. Without a proof
+    the task counts as ours (null tolerance). A relative OutputPath or the default naming is not
+    checked: predicting the service's naming wrongly would turn our own task into "not ours" and
+    cause the duplicate reconciliation exists to prevent.
+    """
+    from airflow_mps.models import ImageTaskStatus, request_input
+
+    status = ImageTaskStatus.from_api(detail, task_id=task_id)
+    output_path = body.get("OutputPath")
+    absolute = isinstance(output_path, str) and output_path.startswith("/") and "{" not in output_path
+    storage = (body.get("OutputStorage") or {}).get("CosOutputStorage") or {}
+    ours = request_input(body)
+    reason = status.conflicts_with(
+        image_task=body.get("ImageTask"),
+        output_bucket=storage.get("Bucket") or (ours[1] if ours and ours[0] == "COS" else None),
+        output_key=output_path if absolute else None,
+        output_dir=body.get("OutputDir") if not absolute else None,
+    )
+    if reason is not None:
+        log.info("Reconciliation: task %s has our input but is not ours: %s", task_id, reason)
+    return reason is None
 
 
 def _task_info(item: Mapping[str, Any]) -> ImageTaskInfo:

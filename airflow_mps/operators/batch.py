@@ -257,30 +257,66 @@ class MpsBatchProcessImageOperator(BaseOperator):
 
     # ------------------------------------------------------------------ retry adoption
 
-    def _reconcile(self, hook: Any, items: list[batch_plan.BatchItem], window_start: str) -> dict[str, str]:
-        """Find tasks a previous try created for ``items`` but never recorded: input → task id."""
+    def _reconcile(
+        self, hook: Any, items: list[batch_plan.BatchItem], window_start: str, cfg: dict[str, Any]
+    ) -> dict[str, str]:
+        """Find tasks a previous try created for ``items`` but never recorded: input → task id.
+
+        Listing matches by input only, and another pipeline reading the same partition (thumbnails
+        next to enhanced copies) creates tasks with the same inputs in the same window. So every
+        candidate is described and kept only when nothing proves it is someone else's: its echoed
+        ImageTask agrees with ours and, once finished, its output is at our output key
+        (``ImageTaskStatus.conflicts_with``). Newest candidate first; a refused one is logged.
+        """
         wanted: dict[str, list[batch_plan.BatchItem]] = {}
         for item in items:
             wanted.setdefault(item.input_key, []).append(item)
-        found: dict[str, tuple[str, str]] = {}
+        candidates: dict[str, list[tuple[str, str]]] = {}
+        seen: set[str] = set()
         for status in RECONCILE_STATUSES:
             try:
                 for info in hook.list_image_tasks(status, start_time=window_start):
                     location = _listed_location(info.input)
-                    if location is None:
+                    if location is None or info.task_id in seen:
                         continue
+                    seen.add(info.task_id)
                     bucket, key = location
                     for item in wanted.get(key, ()):
                         if bucket is not None and bucket != item.input_bucket:
                             continue
-                        previous = found.get(item.input_uri)
-                        if previous is None or (info.create_time or "") > previous[1]:
-                            found[item.input_uri] = (info.task_id, info.create_time or "")
+                        candidates.setdefault(item.input_uri, []).append(
+                            (info.create_time or "", info.task_id)
+                        )
             except MpsInvalidParameterError as err:
                 self.log.info(
                     "Listing %s tasks is not supported (%s); skipping that status", status, err.code
                 )
-        return {uri: tid for uri, (tid, _) in found.items()}
+        if not candidates:
+            return {}
+        by_uri = {item.input_uri: item for item in items}
+        destination: batch_plan.CosLocation = cfg["destination"]
+
+        def verify(entry: tuple[str, list[tuple[str, str]]]) -> tuple[str, str | None]:
+            uri, found = entry
+            item = by_uri[uri]
+            for _created, task_id in sorted(found, reverse=True):
+                try:
+                    status = hook.describe_image_task(task_id)
+                except MpsResourceNotFoundError:
+                    continue
+                reason = status.conflicts_with(
+                    image_task=cfg["image_task"],
+                    output_bucket=destination.bucket,
+                    output_key=item.output_key,
+                )
+                if reason is None:
+                    return uri, task_id
+                self.log.info("Not adopting task %s for %s: %s", task_id, uri, reason)
+            return uri, None
+
+        with ThreadPoolExecutor(self.submit_concurrency) as pool:
+            verified = dict(pool.map(verify, candidates.items()))
+        return {uri: task_id for uri, task_id in verified.items() if task_id is not None}
 
     def _check_adopted(self, hook: Any, adopted: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """Split adopted tasks into (keep, resubmit): FINISHed-with-failure and vanished ones are redone."""
@@ -401,7 +437,7 @@ class MpsBatchProcessImageOperator(BaseOperator):
         if reconcile_from is not None:
             gap = [i for i in items if i.input_uri not in adopted]
             if gap:
-                recovered = self._reconcile(hook, gap, reconcile_from)
+                recovered = self._reconcile(hook, gap, reconcile_from, cfg)
                 if recovered:
                     self.log.info(
                         "Adopted %d tasks found by listing (records lost by the previous try)", len(recovered)

@@ -226,3 +226,46 @@ def test_empty_prefix_succeeds_or_fails_on_flag(conn: Any) -> None:
     assert summary["total"] == 0 and summary["submitted"] == 0
     with pytest.raises(AirflowFailException, match="No image"):
         _run(_operator(part, fail_on_empty=True), _context(DictStore()))
+
+
+def test_retry_does_not_adopt_another_pipelines_tasks_for_the_same_inputs(conn: Any, png: bytes) -> None:
+    """Two operators read one partition (enhanced JPEGs and PNG thumbnails). The enhanced one dies
+    before submitting anything; meanwhile the thumbnail one processes every image. The enhanced
+    retry lists the tasks created since its window start: they carry the same inputs, but they are
+    not its tasks (another ImageTask, other outputs), so it must submit its own."""
+    from airflow_mps.hooks.mps import MpsHook
+
+    part = _seed(conn, png, 6)
+    store = DictStore()
+    real = MpsHook.process_image
+
+    def dying(self: Any, request: Any) -> Any:
+        raise SystemExit("worker killed before the first submission")
+
+    MpsHook.process_image = dying  # type: ignore[method-assign]
+    try:
+        with pytest.raises(BaseException):  # noqa: B017 - the simulated crash
+            _operator(part).execute(_context(store))
+    finally:
+        MpsHook.process_image = real  # type: ignore[method-assign]
+    assert "mps_batch/meta" in store.data  # the window start was recorded before submitting
+
+    thumbs = _run(
+        _operator(
+            part,
+            task_id="thumbs",
+            destination=f"cos://{BUCKET}/thumbs/{part}/",
+            image_task={"EncodeConfig": {"Format": "PNG"}},
+        ),
+        _context(DictStore()),
+    )
+    assert thumbs["succeeded"] == 6
+    created = conn.stats()["tasks_created"]
+
+    summary = _run(_operator(part), _context(store, try_number=2))
+    assert summary["adopted"] == 0 and summary["submitted"] == 6 and summary["succeeded"] == 6
+    assert conn.stats()["tasks_created"] == created + 6
+    for line in _manifest(conn, part):
+        assert line["outputs"] and all(
+            o.startswith(f"cos://{BUCKET}/enhanced/{part}/") for o in line["outputs"]
+        )

@@ -364,3 +364,37 @@ def test_no_secret_in_any_log_output(emulator, monkeypatch, caplog, capsys, imag
     assert "ProcessImage" in everything  # the retries really were logged
     for secret in (emulator.secret_key, token, s3_key):
         assert secret not in everything
+
+
+def _thumbnail_request(key: str) -> ProcessImageRequest:
+    """Another pipeline's request for the same input: another ImageTask, another output."""
+    return ProcessImageRequest.build(
+        input=f"cos://{BUCKET}/{key}",
+        region=REGION,
+        output_path=f"/thumbs/{uuid.uuid4().hex}.jpg",
+        image_task={"EncodeConfig": {"Format": "JPEG", "Quality": 30}},
+    )
+
+
+def test_reconciliation_ignores_another_pipelines_task_for_the_same_input(hook, emulator, images) -> None:
+    """Ambiguous failure while another pipeline's task for the same image sits in the window: the
+    listing shows two tasks with our input, but only one carries our ImageTask → that one."""
+    (key,) = images(1)
+    emulator.reset()
+    other = hook.process_image(_thumbnail_request(key))
+    emulator.faults.reset_after("ProcessImage", count=1)
+    submission = hook.process_image(_request(key))
+    assert submission.reconciled and submission.task_id != other.task_id
+    assert emulator.stats()["tasks_created"] == 2
+
+
+def test_reconciliation_never_adopts_another_pipelines_task(hook, emulator, images) -> None:
+    """Our request never arrived; the only task with our input is another pipeline's. Adopting it
+    would report its output as ours: it must be resubmitted instead."""
+    (key,) = images(1)
+    emulator.reset()
+    other = hook.process_image(_thumbnail_request(key))
+    emulator.faults.reset_before("ProcessImage", count=1)
+    submission = hook.process_image(_request(key))
+    assert not submission.reconciled and submission.task_id != other.task_id
+    assert emulator.stats()["tasks_created"] == 2

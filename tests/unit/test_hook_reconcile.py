@@ -61,3 +61,94 @@ def test_a_url_task_never_matches_a_cos_input() -> None:
     listed = json.dumps({"Type": "URL", "UrlInputInfo": {"Url": f"https://x/{KEYS[0]}"}, "CosInputInfo": {}})
     assert _input_matches(listed, _body(KEYS[0])) is False
     assert _listed_location(listed) is None
+
+
+# ---- telling our task from another request with the same input -----------------------------------
+OURS = {
+    "EncodeConfig": {"Format": "JPEG", "Quality": 80},
+    "EnhanceConfig": {"SuperResolution": {"Switch": "ON"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("echoed", "conflict"),
+    [
+        (OURS, False),
+        # What a service adds or normalises is not a contradiction.
+        (
+            {
+                "EncodeConfig": {"Format": "jpeg", "Quality": 80.0},
+                "EnhanceConfig": {"SuperResolution": {"Switch": "ON", "Type": ""}},
+            },
+            False,
+        ),
+        (
+            {
+                **OURS,
+                "BeautyConfig": {"BeautyEffectItems": [{"ExtInfo": "", "ResourcePath": "", "Switch": "OFF"}]},
+            },
+            False,
+        ),
+        ({**OURS, "EraseConfig": None}, False),
+        # Another pipeline: another format, quality, a missing or an extra enhancement.
+        ({**OURS, "EncodeConfig": {"Format": "PNG", "Quality": 80}}, True),
+        ({**OURS, "EncodeConfig": {"Format": "JPEG", "Quality": 30}}, True),
+        ({"EncodeConfig": {"Format": "JPEG", "Quality": 80}}, True),
+        ({**OURS, "EnhanceConfig": {"SuperResolution": {"Switch": "ON"}, "Denoise": {"Switch": "ON"}}}, True),
+    ],
+)
+def test_image_task_conflicts(echoed: dict, conflict: bool) -> None:
+    from airflow_mps.models import image_task_conflicts
+
+    assert image_task_conflicts(OURS, echoed) is conflict
+    assert image_task_conflicts(echoed, OURS) is conflict  # symmetric
+
+
+def _status(image_task: dict | None, path: str | None) -> object:
+    from airflow_mps.models import ImageTaskStatus
+
+    result = (
+        {
+            "Status": "SUCCESS",
+            "Output": {
+                "Path": "/" + path,
+                "OutputStorage": {
+                    "Type": "COS",
+                    "CosOutputStorage": {"Bucket": BUCKET, "Region": "ap-guangzhou"},
+                },
+            },
+        }
+        if path
+        else None
+    )
+    return ImageTaskStatus.from_api(
+        {
+            "Status": "FINISH" if path else "PROCESSING",
+            "ImageTask": image_task,
+            "ImageProcessTaskResultSet": [result] if result else [],
+        }
+    )
+
+
+def test_conflicts_with_uses_only_what_the_service_returned() -> None:
+    # Unfinished, no ImageTask echoed: nothing proves it is not ours.
+    assert (
+        _status(None, None).conflicts_with(image_task=OURS, output_bucket=BUCKET, output_key="out/a.jpg")
+        is None
+    )
+    # Finished at our key with our ImageTask: ours.
+    assert (
+        _status(OURS, "out/a.jpg").conflicts_with(
+            image_task=OURS, output_bucket=BUCKET, output_key="/out/a.jpg"
+        )
+        is None
+    )
+    # Finished elsewhere: not ours, even with the same ImageTask.
+    assert "not where ours go" in _status(OURS, "thumbs/a.jpg").conflicts_with(
+        image_task=OURS, output_bucket=BUCKET, output_key="out/a.jpg"
+    )
+    assert _status(OURS, "thumbs/a.jpg").conflicts_with(image_task=OURS, output_dir="/thumbs/") is None
+    assert _status(OURS, "thumbs/a.jpg").conflicts_with(image_task=OURS, output_dir="/out") is not None
+    assert "ImageTask" in _status({"EncodeConfig": {"Format": "PNG"}}, None).conflicts_with(image_task=OURS)
+    # The echo is not part of the XCom form.
+    assert "image_task" not in _status(OURS, "out/a.jpg").to_dict()
