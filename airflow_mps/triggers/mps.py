@@ -26,6 +26,8 @@ Event payload (JSON-safe)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -65,6 +67,29 @@ def status_error(status: Any) -> dict[str, Any]:
         "request_id": status.request_id,
         "retryable": False,
     }
+
+
+_SDK_MODULES = ("airflow_mps.hooks.mps", "tencentcloud.mps.v20190612.mps_client_async")
+_sdk_loaded = False
+
+
+def _import_sdk() -> None:
+    for name in _SDK_MODULES:
+        # A missing SDK is reported by the hook itself, with a clear message, on first use.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+async def preload_sdk() -> None:
+    """Import the hook and the async Tencent Cloud SDK in a worker thread, once per process.
+
+    The import is lazy so that parsing a DAG never pays for it; done on the triggerer's event loop it
+    would stall every other trigger for as long as it takes (~0.1 s here, much more on a cold disk).
+    """
+    global _sdk_loaded
+    if not _sdk_loaded:
+        await asyncio.to_thread(_import_sdk)
+        _sdk_loaded = True
 
 
 class MpsImageTaskTrigger(BaseTrigger):
@@ -138,6 +163,7 @@ class MpsImageTaskTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the task finishes, a terminal error occurs or ``end_time`` passes; yield one event."""
+        await preload_sdk()
         hook = self._hook()
         try:
             async for event in self._poll(hook):
@@ -174,7 +200,12 @@ class MpsImageTaskTrigger(BaseTrigger):
                 return
             try:
                 polls += 1
-                status = await hook.adescribe_image_task(self.mps_task_id)
+                # Bounded by the deadline: a stalled call (the SDK's own request timeout is 60 s, and
+                # the hook retries) must not carry the wait past ``end_time``.
+                status = await asyncio.wait_for(
+                    hook.adescribe_image_task(self.mps_task_id),
+                    timeout=max(MIN_POLL_INTERVAL, self.end_time - time.time()),
+                )
             except MpsError as err:
                 if not err.retryable:
                     self.log.error("MPS task %s: terminal error while polling: %s", self.mps_task_id, err)
@@ -187,7 +218,7 @@ class MpsImageTaskTrigger(BaseTrigger):
                     err.request_id,
                     err.message,
                 )
-            except (OSError, asyncio.TimeoutError) as err:
+            except (OSError, asyncio.TimeoutError) as err:  # TimeoutError: the poll hit the deadline
                 self.log.warning("MPS task %s: network error while polling, retrying: %r", self.mps_task_id, err)
             else:
                 last = status

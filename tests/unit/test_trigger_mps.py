@@ -183,3 +183,100 @@ def test_poll_interval_never_busy_loops(interval: float) -> None:
     from airflow_mps.triggers.mps import MIN_POLL_INTERVAL, jittered
 
     assert jittered(interval) >= MIN_POLL_INTERVAL
+
+
+class HangingHook:
+    """A DescribeImageTaskDetail call that never answers (a stalled connection); records cancellation."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.cancelled = 0
+        self.closed = 0
+
+    async def adescribe_image_task(self, task_id: str) -> ImageTaskStatus:
+        self.calls += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def test_deadline_holds_while_a_poll_is_in_flight() -> None:
+    """A poll that stalls past the deadline is cut off at the deadline: the trigger yields its timeout
+    event instead of waiting for the SDK's own request timeout (and the hook's retries) to run out."""
+    hook = HangingHook()
+    trigger = _trigger(end_time=time.time() + 0.2)
+    trigger._hook = lambda: hook  # type: ignore[method-assign]
+
+    async def collect() -> list[dict[str, Any]]:
+        # The outer bound only turns a hang into a test failure; the trigger must finish long before.
+        return await asyncio.wait_for(_collect(trigger), timeout=30)
+
+    events = asyncio.run(collect())
+    assert [e["status"] for e in events] == ["timeout"]
+    assert hook.calls == 1 and hook.cancelled == 1 and hook.closed == 1
+
+
+async def _collect(trigger: MpsImageTaskTrigger) -> list[dict[str, Any]]:
+    return [e.payload async for e in trigger.run()]
+
+
+def test_cancellation_propagates_and_closes_the_client() -> None:
+    """The triggerer cancels a trigger whose task was cleared: CancelledError must propagate (never be
+    swallowed into an event) and the async client must still be closed."""
+    hook = HangingHook()
+    trigger = _trigger()
+    trigger._hook = lambda: hook  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(_collect(trigger))
+        while hook.calls == 0:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert hook.cancelled == 1 and hook.closed == 1
+
+
+def test_serialize_carries_no_secret_and_only_known_keys() -> None:
+    _, kwargs = _trigger(request_id="r").serialize()
+    assert set(kwargs) == {"mps_task_id", "end_time", "tencentcloud_conn_id", "region", "poll_interval", "request_id"}
+
+
+def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
+    """The Tencent SDK is imported lazily (never at DAG parse); the first trigger in a triggerer process
+    must not do that import on the event loop, where it would stall every other trigger."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys, threading, time\n"
+        "from airflow_mps.triggers.mps import MpsImageTaskTrigger\n"
+        "on_loop = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tencentcloud' or name.startswith('airflow_mps.hooks'):\n"
+        "            if threading.current_thread() is threading.main_thread():\n"
+        "                on_loop.append(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "async def main():\n"
+        "    t = MpsImageTaskTrigger(mps_task_id='t-1', end_time=time.time() + 0.5, poll_interval=0.05)\n"
+        "    return [e.payload['status'] async for e in t.run()]\n"
+        "print(asyncio.run(main()), sorted(set(on_loop)))\n"
+    )
+    env = {
+        **__import__("os").environ,
+        # Nothing listens on port 9: every poll is a refused connection until the deadline.
+        "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT": "tencentcloud://AKIDx:keyx@/?region=ap-guangzhou&endpoint=127.0.0.1%3A9&protocol=http",
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['timeout'] []", out.stdout + out.stderr[-2000:]
