@@ -94,6 +94,7 @@ __all__ = [
     "airflow_exception_for",
     "build_task_xcom",
     "default_deferrable",
+    "execution_deadline",
     "lineage_datasets",
     "push_task_id",
     "result_from_event",
@@ -274,6 +275,22 @@ def openlineage_from_pairs(inputs: list[tuple[str, str]], outputs: list[tuple[st
     )
 
 
+def execution_deadline(
+    context: Context | Mapping[str, Any] | None, execution_timeout: timedelta | None
+) -> float | None:
+    """Epoch seconds at which this try's ``execution_timeout`` runs out (``None`` without one).
+
+    Counted from the try's ``start_date``, which Airflow keeps across a deferral. Airflow itself does not
+    enforce ``execution_timeout`` while a task is deferred (apache/airflow #32580; the task runner says
+    "TODO: handle timeout in case of deferral"), so every wait here carries it into its deadline.
+    """
+    if not execution_timeout:
+        return None
+    start = getattr((context or {}).get("ti"), "start_date", None)
+    base = start.timestamp() if start is not None else time.time()
+    return base + execution_timeout.total_seconds()
+
+
 def push_task_id(context: Context | Mapping[str, Any] | None, mps_task_id: str) -> None:
     """Record the MPS task id in XCom (key ``mps_task_id``) and the console link at once, so both are
     visible while the task is still waiting (Airflow itself stores links only when a try ends)."""
@@ -374,15 +391,9 @@ class MpsBaseOperator(BaseOperator):
     def wait_deadline(self, context: Context | None) -> float:
         """Absolute deadline (epoch seconds) of a wait starting now: ``timeout`` from now,
         ``execution_timeout`` from the try's start, whichever is earlier (capped at 7 days)."""
-        now = time.time()
-        deadline = now + (self.timeout if self.timeout is not None else MAX_WAIT_SECONDS)
-        execution_timeout = getattr(self, "execution_timeout", None)
-        if execution_timeout:
-            ti = (context or {}).get("ti")
-            start = getattr(ti, "start_date", None)
-            base = start.timestamp() if start is not None else now
-            deadline = min(deadline, base + execution_timeout.total_seconds())
-        return deadline
+        deadline = time.time() + (self.timeout if self.timeout is not None else MAX_WAIT_SECONDS)
+        limit = execution_deadline(context, getattr(self, "execution_timeout", None))
+        return deadline if limit is None else min(deadline, limit)
 
     def push_task_id(self, context: Context | None, mps_task_id: str) -> None:
         """See :func:`push_task_id`."""

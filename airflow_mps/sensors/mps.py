@@ -11,7 +11,9 @@ Semantics (matching Airflow's sensors):
 * ``mode="reschedule"`` works as for every sensor. ``deferrable=True`` waits on the triggerer with the
   same ``MpsImageTaskTrigger`` as the operator; its deadline is the sensor's ``timeout`` counted from
   the deferral, carried into the trigger as an absolute time; reaching it raises
-  ``AirflowSensorTimeout`` (a skip with ``soft_fail``), as a poking sensor would.
+  ``AirflowSensorTimeout`` (a skip with ``soft_fail``), as a poking sensor would. ``execution_timeout``
+  is carried into that deadline too (Airflow does not enforce it while a task is deferred); reaching it
+  raises ``AirflowTaskTimeout`` (retried), as for a poking sensor.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
+    AirflowTaskTimeout,
     BaseSensorOperator,
     PokeReturnValue,
 )
@@ -36,6 +39,7 @@ from airflow_mps.operators.mps import (
     airflow_exception_for,
     build_task_xcom,
     default_deferrable,
+    execution_deadline,
     failure_message,
     push_task_id,
     result_from_event,
@@ -127,6 +131,9 @@ class MpsImageTaskSensor(BaseSensorOperator):
         if first:
             return first.xcom_value if isinstance(first, PokeReturnValue) else None
         end_time = time.time() + float(self.timeout)
+        limit = execution_deadline(context, self.execution_timeout)
+        if limit is not None:
+            end_time = min(end_time, limit)
         self.defer(
             trigger=MpsImageTaskTrigger(
                 mps_task_id=self._task_id(),
@@ -136,13 +143,20 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 poll_interval=float(self.poke_interval),
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout) + DEFERRAL_GRACE_SECONDS),
+            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + DEFERRAL_GRACE_SECONDS),
         )
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
-        """Trigger event → the result XCom, ``AirflowSensorTimeout`` at the deadline, or
+        """Trigger event → the result XCom; at the deadline ``AirflowTaskTimeout`` when the try's
+        ``execution_timeout`` has run out (retried, as for a poking sensor), else ``AirflowSensorTimeout``;
         ``AirflowFailException`` for a failed task (``resume_execution`` applies ``soft_fail``)."""
         if event and event.get("status") == EVENT_TIMEOUT:
+            limit = execution_deadline(context, self.execution_timeout)
+            if limit is not None and time.time() >= limit:
+                raise AirflowTaskTimeout(
+                    f"{self.task_id}: execution_timeout of {self.execution_timeout} reached while waiting "
+                    f"for MPS task {event.get('mps_task_id')}"
+                )
             raise AirflowSensorTimeout(
                 f"{self.task_id}: MPS task {event.get('mps_task_id')} did not finish within "
                 f"the sensor timeout of {self.timeout} seconds"

@@ -117,3 +117,30 @@ def test_execute_complete_maps_events_and_soft_fail() -> None:
         soft.resume_execution("execute_complete", {"event": failed}, ctx2)
     with pytest.raises(AirflowSkipException):
         soft.resume_execution("execute_complete", {"event": {"status": "timeout", "mps_task_id": "t"}}, ctx2)
+
+
+def test_deferrable_deadline_respects_execution_timeout() -> None:
+    """Airflow does not enforce execution_timeout while a task is deferred (task_runner: "TODO: handle
+    timeout in case of deferral"; apache/airflow #32580), so the sensor carries it into the trigger."""
+    sensor, hook, ctx = make(deferrable=True, timeout=3600, execution_timeout=timedelta(seconds=120))
+    hook.scripts["task-1"] = [status("PROCESSING")]
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute(ctx)
+    start = ctx["ti"].start_date.timestamp()
+    assert info.value.trigger.end_time == pytest.approx(start + 120, abs=1)
+    assert info.value.timeout <= timedelta(seconds=120 + 60 + 1)
+
+
+def test_deadline_event_past_execution_timeout_is_a_retryable_task_timeout() -> None:
+    """At the execution_timeout bound the sensor fails like a poking sensor would (AirflowTaskTimeout,
+    retried), not with AirflowSensorTimeout (which fails without retry, or skips with soft_fail)."""
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    sensor, _hook, ctx = make(deferrable=True, timeout=3600, execution_timeout=timedelta(seconds=120))
+    ctx["ti"].start_date -= timedelta(seconds=121)
+    with pytest.raises(AirflowTaskTimeout):
+        sensor.execute_complete(ctx, {"status": "timeout", "mps_task_id": "t"})
+    soft, _h, ctx2 = make(deferrable=True, soft_fail=True, timeout=3600, execution_timeout=timedelta(seconds=120))
+    ctx2["ti"].start_date -= timedelta(seconds=121)
+    with pytest.raises(AirflowTaskTimeout):
+        soft.execute_complete(ctx2, {"status": "timeout", "mps_task_id": "t"})
