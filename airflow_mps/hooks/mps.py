@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -111,6 +112,32 @@ def _quiet_sdk_loggers() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(level)
+
+
+#: Modules the async path needs. Their first import (the SDK's models.py alone is 3.6 MB; httpx
+#: is imported with it) takes long enough to stall every trigger sharing the event loop,
+#: so :func:`_aimport_sdk` performs it in a worker thread.
+_ASYNC_SDK_MODULES = (
+    "tencentcloud.common.credential",
+    "tencentcloud.common.profile.client_profile",
+    "tencentcloud.common.profile.http_profile",
+    "tencentcloud.mps.v20190612.models",
+    "tencentcloud.mps.v20190612.mps_client_async",
+)
+
+
+def _load_modules(names: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
+
+
+async def _aimport_sdk() -> None:
+    """Import the SDK off the event loop (once per process; afterwards a dict lookup)."""
+    if all(name in sys.modules for name in _ASYNC_SDK_MODULES):
+        return
+    await asyncio.to_thread(_load_modules, _ASYNC_SDK_MODULES)
 
 
 def _mask(value: str | None) -> None:
@@ -455,6 +482,7 @@ class MpsHook(BaseHook):
         client = self._async_clients.get(loop)
         if client is None:
             settings = await self.aget_settings()
+            await _aimport_sdk()
             from tencentcloud.mps.v20190612 import mps_client_async
 
             client = mps_client_async.MpsClient(
@@ -542,6 +570,7 @@ class MpsHook(BaseHook):
     async def _acall(self, action: str, params: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
         """Async twin of ``_call`` (httpx-based SDK client; never blocks the loop)."""
         settings = await self.aget_settings()
+        await _aimport_sdk()
         submit_bucket, describe_bucket = self._buckets(settings)
         bucket = submit_bucket if action == "ProcessImage" else describe_bucket
         clock = RetryClock(self.retry_policy)

@@ -147,8 +147,21 @@ class MpsImageBatchTrigger(BaseTrigger):
         return state.finished_in(listed)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        state = BatchWaitState((row[0], row[1]) for row in unpack(self.tasks))
         hook = self._hook()
+        try:
+            async for event in self._wait(hook):
+                yield event
+        finally:
+            # Each run opens an httpx client (connection pool) on this loop; a triggerer runs
+            # thousands of triggers over its life, so close it on success, timeout, error or cancel.
+            try:
+                await hook.aclose()
+            except Exception as err:  # closing must never mask the event or the cancellation
+                self.log.debug("Closing the MPS client failed: %s", err)
+
+    async def _wait(self, hook: Any) -> AsyncIterator[TriggerEvent]:
+        """The poll loop; yields exactly one event."""
+        state = BatchWaitState((row[0], row[1]) for row in unpack(self.tasks))
         self.log.info(
             "Waiting for %d MPS image tasks (window start %s, deadline %s)",
             state.total,

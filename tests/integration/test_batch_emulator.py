@@ -269,3 +269,94 @@ def test_retry_does_not_adopt_another_pipelines_tasks_for_the_same_inputs(conn: 
         assert line["outputs"] and all(
             o.startswith(f"cos://{BUCKET}/enhanced/{part}/") for o in line["outputs"]
         )
+
+
+_LOOP_PROBE = r"""
+import asyncio, json, sys, threading
+
+imports = []
+
+
+class Probe:
+    # Records every first import of the Tencent Cloud SDK and the thread doing it.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tencentcloud":
+            imports.append((name, threading.get_ident()))
+        return None
+
+
+import httpx  # noqa: F401  (a triggerer has it loaded already: the task SDK's API client uses it)
+
+sys.meta_path.insert(0, Probe())
+from airflow_mps.triggers.batch import MpsImageBatchTrigger
+
+loop = {}
+
+
+async def main():
+    loop["thread"] = threading.get_ident()
+    trigger = MpsImageBatchTrigger(tasks=[[sys.argv[1], "cos://b-1/k.png"]], poll_interval=0.2)
+    async for event in trigger.run():
+        return event
+
+
+event = asyncio.run(main())
+print(json.dumps({
+    "status": event.payload["status"],
+    "imported": len(imports),
+    "on_loop": sorted({name for name, thread in imports if thread == loop["thread"]}),
+}))
+"""
+
+
+def test_trigger_never_imports_the_sdk_on_the_event_loop(conn: Any, png: bytes) -> None:
+    """The SDK (models.py alone is 3.6 MB) is imported on the triggerer's first MPS call; doing that
+    on the loop stalls every other trigger of the process. Checked in a fresh interpreter by the
+    thread that performs each import, not by timing."""
+    import os
+    import subprocess
+    import sys
+
+    from airflow_mps.hooks.mps import MpsHook
+    from airflow_mps.models import ProcessImageRequest
+
+    conn.cos_backend.put_object(BUCKET, "loop/a.png", png, "image/png")
+    task_id = (
+        MpsHook()
+        .process_image(ProcessImageRequest.build(input=f"cos://{BUCKET}/loop/a.png", region="ap-guangzhou"))
+        .task_id
+    )
+    env = {**os.environ, "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT": conn.connection_uri()}
+    out = subprocess.run(
+        [sys.executable, "-c", _LOOP_PROBE, task_id], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "success" and result["imported"] > 0
+    assert result["on_loop"] == [], result["on_loop"]
+
+
+def test_trigger_closes_its_async_client(conn: Any, png: bytes) -> None:
+    """Each trigger run opens an httpx client; a triggerer runs thousands of them over its life."""
+    from airflow_mps.hooks.mps import MpsHook
+    from airflow_mps.models import ProcessImageRequest
+    from airflow_mps.triggers.batch import MpsImageBatchTrigger
+
+    conn.cos_backend.put_object(BUCKET, "loop/b.png", png, "image/png")
+    task_id = (
+        MpsHook()
+        .process_image(ProcessImageRequest.build(input=f"cos://{BUCKET}/loop/b.png", region="ap-guangzhou"))
+        .task_id
+    )
+    hooks: list[Any] = []
+    trigger = MpsImageBatchTrigger(tasks=[[task_id, f"cos://{BUCKET}/loop/b.png"]], poll_interval=0.2)
+    original = trigger._hook
+
+    def spy() -> Any:
+        hooks.append(original())
+        return hooks[-1]
+
+    trigger._hook = spy  # type: ignore[method-assign]
+    event = asyncio.run(_first_event(trigger))
+    assert event.payload["status"] == "success"
+    assert len(hooks) == 1 and len(hooks[0]._async_clients) == 0
