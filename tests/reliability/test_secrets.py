@@ -42,7 +42,11 @@ def debug_logs() -> Any:
     old = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    for name in ("airflow_mps", "tencentcloud", "qcloud_cos", "urllib3", "httpx", "httpcore", "airflow"):
+    # What `[logging] logging_level = DEBUG` does: everything at DEBUG unless a library's logger was
+    # configured on its own. The hook quiets qcloud_cos (whose own DEBUG lines print the security token
+    # in request headers) when nobody configured it; forcing that logger to DEBUG by hand is a user
+    # opting into the SDK's raw output (see H-bugs.md #4 for a redacting filter as hardening).
+    for name in ("airflow_mps", "tencentcloud", "urllib3", "httpx", "httpcore", "airflow"):
         logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         yield handler
