@@ -5,7 +5,8 @@ One decision table, shared by the sync and async paths of the hook:
 ============================  =====================  =============================================
 failure                        reads (Describe*)      ProcessImage (not idempotent)
 ============================  =====================  =============================================
-throttled (RequestLimit*)      retry                  retry (the request was refused)
+throttled (RequestLimit*),     retry                  retry (the request was refused)
+LimitExceeded.CreateTask
 never arrived (refused, DNS,   retry                  retry (provably no task was created)
 connect timeout)
 ambiguous (read timeout, reset  retry                  reconcile: list recent tasks, match the input

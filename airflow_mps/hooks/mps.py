@@ -229,6 +229,11 @@ _NEVER_ARRIVED_NAMES = frozenset(
 )
 
 
+#: Answered codes that say the request was refused before any task was created (besides
+#: throttling): safe to resend ProcessImage after a backoff, no reconciliation needed.
+_REFUSED_CODES = frozenset({"LimitExceeded.CreateTask"})
+
+
 def _transport_arrival(exc: BaseException) -> Arrival:
     """NEVER_ARRIVED when the connection was never established; AMBIGUOUS otherwise.
 
@@ -268,7 +273,8 @@ def classify_failure(exc: BaseException) -> _Failure:
             return _Failure(error, Arrival.AMBIGUOUS, False)
         error = error_from_exception(exc)
         throttled = isinstance(error, MpsThrottledError)
-        return _Failure(error, Arrival.REFUSED if throttled else Arrival.ANSWERED, throttled)
+        refused = throttled or error.code in _REFUSED_CODES
+        return _Failure(error, Arrival.REFUSED if refused else Arrival.ANSWERED, throttled)
     module = type(exc).__module__ or ""
     if module.startswith("httpx") or isinstance(exc, (OSError, TimeoutError)):
         error = MpsTransientError("ClientNetworkError", f"{type(exc).__name__}: {_short(exc)}")

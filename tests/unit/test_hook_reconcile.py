@@ -152,3 +152,33 @@ def test_conflicts_with_uses_only_what_the_service_returned() -> None:
     assert "ImageTask" in _status({"EncodeConfig": {"Format": "PNG"}}, None).conflicts_with(image_task=OURS)
     # The echo is not part of the XCom form.
     assert "image_task" not in _status(OURS, "out/a.jpg").to_dict()
+
+
+# ---- a refusal that is not throttling ------------------------------------------------------------
+def test_create_task_limit_is_a_refusal_so_process_image_is_retried_not_reconciled() -> None:
+    """``LimitExceeded.CreateTask`` ("无法创建任务": too many running tasks) says no task was created.
+    Treated like InternalError it sent every submission of a large batch through reconciliation
+    (listings, a second listing, one resubmission) and then ``MpsAmbiguousSubmissionError``."""
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+    from airflow_mps.hooks._retry import Arrival, Decision, RetryPolicy
+    from airflow_mps.hooks.mps import classify_failure
+
+    failure = classify_failure(TencentCloudSDKException("LimitExceeded.CreateTask", "busy", "rid-7"))
+    assert failure.arrival is Arrival.REFUSED and failure.error.request_id == "rid-7"
+    decision = RetryPolicy().decide(
+        retryable=failure.error.retryable,
+        throttled=failure.throttled,
+        arrival=failure.arrival,
+        idempotent=False,
+    )
+    assert decision is Decision.RETRY
+    # An answered InternalError stays ambiguous for ProcessImage (the backend may have created it).
+    internal = classify_failure(TencentCloudSDKException("InternalError", "boom", "rid-8"))
+    assert internal.arrival is Arrival.ANSWERED
+    assert (
+        RetryPolicy().decide(
+            retryable=internal.error.retryable, throttled=False, arrival=internal.arrival, idempotent=False
+        )
+        is Decision.RECONCILE
+    )
