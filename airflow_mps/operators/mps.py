@@ -14,7 +14,8 @@ that is ``context["task_state_store"]`` through Airflow's ``ResumableJobMixin`` 
 and fire-and-forget paths all go through it (the deferrable path stores, then defers). A retry reads the
 stored TaskId back and asks MPS about it: still running → reconnect (poll or defer again), finished
 successfully → return its result without resubmitting, finished with a failure or unknown to MPS →
-submit a fresh task. On Airflow 3.0-3.2 there is no task state store: every try submits, and the hook's
+submit a fresh task. The mixin's own gap (a try dying after MPS accepted the task but before the store
+write) is closed by a marker written before each submission; see ``adopt_unrecorded_submission``. On Airflow 3.0-3.2 there is no task state store: every try submits, and the hook's
 submission reconciliation is the only protection (see docs/operators.md).
 
 The pieces a second operator needs (connection + waiting arguments, deadline, error mapping, XCom
@@ -31,6 +32,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -109,6 +111,10 @@ MAX_WAIT_SECONDS = 7 * 24 * 3600.0
 #: Extra time the Airflow-level deferral timeout allows after the trigger's own deadline, so the
 #: trigger's ``timeout`` event (which names the MPS task) normally arrives first.
 DEFERRAL_GRACE_SECONDS = 60.0
+
+#: How far before a submission marker a task's ``CreateTime`` may lie and still count as that
+#: submission's (client/server clock skew and ``CreateTime``'s one-second resolution).
+RECONCILE_SKEW_SECONDS = 10.0
 
 #: Codes that mean "MPS does not know this task id" (unknown or older than 7 days).
 _TASK_NOT_FOUND_CODES = frozenset(
@@ -578,7 +584,107 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         self._result = None
         self._known_status = None
         self._end_time = None
+        self.adopt_unrecorded_submission(context)
         return self.execute_resumable(context)
+
+    # ---------------------------------------------------------------- the submit → store window
+    @property
+    def pending_key(self) -> str:
+        """task_state_store key of the marker written just before each ``ProcessImage``."""
+        return f"{self.external_id_key}_pending"
+
+    def _state_store(self, context: Context | Mapping[str, Any]) -> Any:
+        return context.get("task_state_store") if getattr(self, "durable", False) else None
+
+    def adopt_unrecorded_submission(self, context: Context) -> None:
+        """Close ``ResumableJobMixin``'s crash window between ``ProcessImage`` and the store write.
+
+        ``submit_job`` writes a marker (a fresh nonce + the time) before it calls MPS and puts the same
+        nonce into the TaskId record the mixin stores after it. A marker whose nonce is not in the stored
+        record means an earlier try reached MPS but died (or failed to write the store) before the
+        TaskId was recorded; the hook's reconciliation cannot help there — it only spans one call. So
+        the tasks created since the marker are listed and matched on input and request (the same rules
+        as the hook's reconciliation): exactly one → it is recorded as this task instance's, and the
+        mixin reconnects to it; none → nothing reached MPS, the mixin submits; several → the task fails
+        without retry, naming them (never a guess, never a blind duplicate).
+        """
+        store = self._state_store(context)
+        if store is None:
+            return
+        pending = store.get(self.pending_key)
+        assert self._request is not None
+        fingerprint = self.request_fingerprint(self._request)
+        if not isinstance(pending, Mapping) or pending.get("fingerprint") != fingerprint:
+            return
+        stored = store.get(self.external_id_key)
+        if isinstance(stored, Mapping) and stored.get("nonce") == pending.get("nonce"):
+            return  # the last submission was recorded
+        since = float(pending.get("since") or time.time()) - RECONCILE_SKEW_SECONDS
+        matches = self.find_submitted_tasks(since)
+        if not matches:
+            self.log.info("No MPS task was created by the unrecorded submission of an earlier try")
+            return
+        if len(matches) > 1:
+            raise AirflowFailException(
+                f"{self.task_id}: an earlier try submitted ProcessImage but died before recording the TaskId, "
+                f"and {len(matches)} tasks with this input and request exist since then "
+                f"({', '.join(sorted(matches))}); not guessing, not resubmitting"
+            )
+        self.log.warning(
+            "Adopting MPS task %s: created by an earlier try that died before recording it", matches[0]
+        )
+        store.set(
+            self.external_id_key,
+            {
+                "mps_task_id": matches[0],
+                "request_id": None,
+                "fingerprint": fingerprint,
+                "nonce": pending.get("nonce"),
+                "submitted_at": time.time(),
+                "adopted": True,
+            },
+        )
+
+    def find_submitted_tasks(self, since: float) -> list[str]:
+        """Ids of the tasks created at/after ``since`` (epoch seconds) whose input is ours and whose
+        echoed request does not contradict ours (``ImageTaskStatus.conflicts_with``)."""
+        from datetime import datetime, timezone
+
+        from airflow_mps.models import listed_input_matches, request_input
+
+        assert self._request is not None
+        body = self._request.to_api()
+        ours = request_input(body)
+        if ours is None:
+            return []
+        start = datetime.fromtimestamp(since, tz=timezone.utc).replace(microsecond=0)
+        output_path = body.get("OutputPath")
+        absolute = isinstance(output_path, str) and output_path.startswith("/") and "{" not in output_path
+        storage = (body.get("OutputStorage") or {}).get("CosOutputStorage") or {}
+        seen: set[str] = set()
+        matches: list[str] = []
+        try:
+            for state in ("WAITING", "PROCESSING", "FINISH"):  # lifecycle order: a moving task is seen later
+                for info in self.hook.list_image_tasks(state, start_time=start):
+                    if info.task_id in seen:
+                        continue
+                    seen.add(info.task_id)
+                    if listed_input_matches(info.input, *ours) is False:
+                        continue
+                    status = self.hook.describe_image_task(info.task_id)
+                    reason = status.conflicts_with(
+                        image_task=body.get("ImageTask"),
+                        output_bucket=storage.get("Bucket") or (ours[1] if ours[0] == "COS" else None),
+                        output_key=output_path if absolute else None,
+                        output_dir=body.get("OutputDir") if not absolute else None,
+                    )
+                    if reason is None:
+                        matches.append(info.task_id)
+                    else:
+                        self.log.info("MPS task %s has our input but is not ours: %s", info.task_id, reason)
+        except MpsError as err:
+            raise airflow_exception_for(err, f"{self.task_id}: looking for an unrecorded submission") from err
+        return matches
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the XCom on success, ``AirflowFailException`` on an MPS failure."""
@@ -590,6 +696,13 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Submit ProcessImage; the returned dict is what the mixin stores in ``task_state_store``."""
         assert self._request is not None
+        fingerprint = self.request_fingerprint(self._request)
+        nonce = uuid.uuid4().hex
+        store = self._state_store(context)
+        if store is not None:
+            # Before MPS is asked: a try that dies between ProcessImage and the mixin's store write
+            # leaves this marker, and the next try looks for the task (adopt_unrecorded_submission).
+            store.set(self.pending_key, {"fingerprint": fingerprint, "nonce": nonce, "since": time.time()})
         try:
             submission = self.hook.process_image(self._request)
         except MpsError as err:
@@ -599,7 +712,8 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         return {
             "mps_task_id": submission.task_id,
             "request_id": submission.request_id,
-            "fingerprint": self.request_fingerprint(self._request),
+            "fingerprint": fingerprint,
+            "nonce": nonce,
             "submitted_at": time.time(),
         }
 

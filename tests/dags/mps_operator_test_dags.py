@@ -39,6 +39,17 @@ class DiesOnceAfterStoring(MpsProcessImageOperator):
         return super().poll_until_complete(external_id, context)
 
 
+class DiesOnceBeforeStoring(MpsProcessImageOperator):
+    """Simulates a worker that dies on its first try after MPS accepted the task but before the TaskId
+    reached task_state_store (ResumableJobMixin's documented crash window, or a failing store write)."""
+
+    def submit_job(self, context: Any) -> Any:
+        external_id = super().submit_job(context)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("simulated worker death between ProcessImage and the task_state_store write")
+        return external_id
+
+
 class ResumeFailsOnce(MpsProcessImageOperator):
     """Simulates a deferred try whose resume fails (e.g. the worker running execute_complete dies)."""
 
@@ -78,6 +89,13 @@ with DAG("mps_test_mapped", schedule=None, start_date=START, params=PARAMS, catc
 
 with DAG("mps_test_dies_sync", schedule=None, start_date=START, params=PARAMS, catchup=False) as dies_dag:
     DiesOnceAfterStoring(
+        task_id="process", input="{{ params.input }}", retries=1, retry_delay=timedelta(0), **COMMON
+    )
+
+with DAG(
+    "mps_test_dies_before_store", schedule=None, start_date=START, params=PARAMS, catchup=False
+) as dies_before_store_dag:
+    DiesOnceBeforeStoring(
         task_id="process", input="{{ params.input }}", retries=1, retry_delay=timedelta(0), **COMMON
     )
 

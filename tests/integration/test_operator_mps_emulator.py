@@ -200,7 +200,10 @@ def test_injected_task_failure_names_the_mps_code(
 
 
 @pytest.mark.usefixtures("airflow_db")
-@pytest.mark.parametrize(("dag_id", "image"), [("mps_test_dies_sync", "m1"), ("mps_test_resume_fails", "m2")])
+@pytest.mark.parametrize(
+    ("dag_id", "image"),
+    [("mps_test_dies_sync", "m1"), ("mps_test_resume_fails", "m2"), ("mps_test_dies_before_store", "m8")],
+)
 def test_retry_after_dying_reconnects_exactly_one_task(dag_id: str, image: str, emu: EmulatorServer, dags: dict[str, Any]) -> None:
     key = f"cos://{IN_BUCKET}/raw/{image}.jpg"
     before = submissions(emu, key)

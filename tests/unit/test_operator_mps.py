@@ -418,3 +418,117 @@ def test_parse_time_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------------------------- submit → store window
+class ListingHook(FakeHook):
+    """FakeHook whose DescribeImageTasks lists every task it created (plus any extra rows)."""
+
+    def __init__(self, store: FakeStore | None = None) -> None:
+        super().__init__(store)
+        self.extra: list[Any] = []
+        self.listings = 0
+
+    def list_image_tasks(self, status: str, start_time: Any = None, **_: Any) -> Any:
+        import json
+
+        from airflow_mps.models import ImageTaskInfo
+
+        self.listings += 1
+        if status != "FINISH":
+            return iter(())
+        rows = [
+            ImageTaskInfo(task_id=f"task-{i}", status="FINISH", input=json.dumps(req.to_api()["InputInfo"]))
+            for i, req in enumerate(self.submitted, start=1)
+        ]
+        return iter(rows + self.extra)
+
+
+class StoreFailsOnce(FakeStore):
+    """The store write right after the submission fails once (execution API down / worker killed there)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.failed = False
+
+    def set(self, key: str, value: Any, **kw: Any) -> None:
+        if key == self.key and not self.failed:
+            self.failed = True
+            raise RuntimeError("worker died between ProcessImage and the task_state_store write")
+        super().set(key, value, **kw)
+
+
+def make_window(**kwargs: Any) -> tuple[MpsProcessImageOperator, ListingHook, dict[str, Any]]:
+    op, _hook, _ctx = make(**kwargs)
+    store = StoreFailsOnce(op.external_id_key)
+    hook = ListingHook(store)
+    op.__dict__["hook"] = hook
+    return op, hook, {"ti": FakeTI(), "task_state_store": store}
+
+
+def test_death_between_submit_and_store_is_adopted_not_resubmitted() -> None:
+    op, hook, ctx = make_window()
+    with pytest.raises(RuntimeError):
+        op.execute(ctx)
+    assert len(hook.submitted) == 1 and op.external_id_key not in ctx["task_state_store"].data
+    result = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 1, "the retry submitted a duplicate"
+    assert result["mps_task_id"] == "task-1" and result["status"] == "SUCCESS"
+    assert ctx["task_state_store"].data[op.external_id_key]["adopted"] is True
+    hook.listings = 0
+    op.execute(retry(op, ctx))  # recorded now: no listing, no submission
+    assert hook.listings == 0 and len(hook.submitted) == 1
+
+
+def test_recorded_submissions_never_list() -> None:
+    op, hook, ctx = make_window()
+    ctx["task_state_store"].failed = True  # every store write succeeds
+    op.execute(ctx)
+    op.execute(retry(op, ctx))
+    assert hook.listings == 0 and len(hook.submitted) == 1
+
+
+def test_unrecorded_submission_that_created_nothing_submits_once() -> None:
+    op, hook, ctx = make_window()
+
+    def refuse(request: Any) -> Submission:
+        raise MpsTransientError("InternalError", "down", "req-z")
+
+    hook.process_image = refuse  # type: ignore[method-assign]
+    with pytest.raises(AirflowException):
+        op.execute(ctx)
+    del hook.process_image
+    ctx["task_state_store"].failed = True
+    result = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 1 and result["mps_task_id"] == "task-1"
+    assert hook.listings == 3
+
+
+def test_another_pipelines_task_with_the_same_input_is_not_adopted() -> None:
+    from airflow_mps.models import ImageTaskInfo
+
+    op, hook, ctx = make_window()
+    with pytest.raises(RuntimeError):
+        op.execute(ctx)
+    theirs = "thumb-1"
+    hook.extra = [ImageTaskInfo(task_id=theirs, status="FINISH", input='{"Type":"COS","CosInputInfo":{"Bucket":"in-1250000000","Region":"ap-guangzhou","Object":"/raw/a.jpg"}}')]
+    hook.scripts[theirs] = [
+        ImageTaskStatus.from_api(
+            {"Status": "FINISH", "ImageTask": {"EncodeConfig": {"Format": "png", "Quality": 10}}}, task_id=theirs
+        )
+    ]
+    result = op.execute(retry(op, ctx))
+    assert result["mps_task_id"] == "task-1" and len(hook.submitted) == 1
+
+
+def test_two_candidates_fail_without_guessing_or_resubmitting() -> None:
+    from airflow_mps.models import ImageTaskInfo
+
+    op, hook, ctx = make_window()
+    with pytest.raises(RuntimeError):
+        op.execute(ctx)
+    hook.extra = [ImageTaskInfo(task_id="task-x", status="FINISH", input=None)]
+    with pytest.raises(AirflowFailException, match=r"task-1, task-x"):
+        op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 1
