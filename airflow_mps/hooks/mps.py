@@ -40,6 +40,7 @@ from airflow_mps.errors import (
     error_from_code,
     error_from_exception,
 )
+from airflow_mps.hooks import _redact
 from airflow_mps.hooks._credentials import ClientSettings, get_extra, resolve_settings
 from airflow_mps.hooks._pacing import TokenBucket, shared_bucket
 from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
@@ -106,8 +107,10 @@ class _NeedsReconcile(Exception):
 def _quiet_sdk_loggers() -> None:
     """Keep the SDKs' debug logging off: it prints request headers (X-TC-Token, COS sign keys).
 
-    Only loggers nobody configured (level NOTSET) are raised; a deliberate user setting wins.
+    Only loggers nobody configured (level NOTSET) are raised; a deliberate user setting wins, and
+    for that case the SDK loggers also carry a filter that blanks credentials (`_redact`).
     """
+    _redact.install()
     for name, level in _SDK_LOGGERS.items():
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
@@ -141,9 +144,10 @@ async def _aimport_sdk() -> None:
 
 
 def _mask(value: str | None) -> None:
-    """Register a secret with Airflow's secrets masker (task logs redact it)."""
+    """Register a secret with Airflow's secrets masker (task logs) and the SDK-log redaction filter."""
     if not value:
         return
+    _redact.register_secret(value)
     try:
         from airflow.providers.common.compat.sdk import mask_secret
     except ImportError:  # pragma: no cover - every supported Airflow has it
