@@ -30,3 +30,12 @@ clean:
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
+
+BENCH_ARGS ?=
+
+# Measured, never asserted: writes benchmarks/results/latest.{json,md} and prints the table.
+bench: $(STAMP)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
