@@ -59,12 +59,15 @@ class Result:
     better: str  # "higher" | "lower"
     baseline: float | None
     detail: dict[str, Any] = field(default_factory=dict)
+    #: A second target of the same scenario (P6: RSS growth); ``met`` requires it too. Kept in detail.
+    secondary_met: bool | None = None
 
     @property
     def met(self) -> bool | None:
         if self.value is None or self.target is None:
             return None
-        return self.value >= self.target if self.better == "higher" else self.value <= self.target
+        ok = self.value >= self.target if self.better == "higher" else self.value <= self.target
+        return ok and self.secondary_met is not False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,7 +78,8 @@ class Result:
             "better": self.better,
             "met": self.met,
             "baseline": _round(self.baseline),
-            "detail": self.detail,
+            "detail": {**self.detail, **({"secondary_met": self.secondary_met}
+                                          if self.secondary_met is not None else {})},
         }
 
 

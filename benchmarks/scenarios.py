@@ -42,14 +42,18 @@ class Sizes:
     p6_window: float = 30.0
     p7_images: int = 12
     p7_overhead_calls: int = 200
+    #: Also run P6 with one shared async SDK client (the change proposed in docs/performance.md).
+    p6_experiment: bool = True
     latency_ms: float = DEFAULT_LATENCY_MS
     profile_dir: str | None = None
 
 
-QUICK = Sizes(p1_n=100, p1_naive_n=30, p2_n=100, p2_poll=1.0, p3_n=40, p3_task_ms=2000, p4_n=100,
-              p4_task_ms=1000, p5_runs=3, p6_n=200, p6_window=8.0, p7_images=3, p7_overhead_calls=50)
+QUICK = Sizes(p1_n=100, p1_naive_n=20, p2_n=100, p2_poll=1.0, p3_n=30, p3_task_ms=2000, p4_n=100,
+              p4_task_ms=1000, p5_runs=2, p6_n=100, p6_window=5.0, p7_images=3, p7_overhead_calls=50,
+              p6_experiment=False)
 SMOKE = Sizes(p1_n=20, p1_naive_n=10, p2_n=20, p2_poll=0.5, p3_n=10, p3_task_ms=500, p4_n=20,
-              p4_task_ms=500, p5_runs=1, p6_n=20, p6_window=2.0, p7_images=1, p7_overhead_calls=10)
+              p4_task_ms=500, p5_runs=1, p6_n=20, p6_window=2.0, p7_images=1, p7_overhead_calls=10,
+              p6_experiment=False)
 
 
 def _describe_calls(stats: dict[str, dict[str, int]]) -> int:
@@ -346,26 +350,25 @@ with DAG("bench_parse_naive", schedule=None, start_date=datetime.datetime(2026, 
 
 
 def p5_parse_time(sizes: Sizes) -> Result:
-    """Fresh interpreter per run: pre-import the file's airflow.* modules like the DAG processor, then
-    time executing the file (the part paid per parse); median over runs, ratio to the EmptyOperator file."""
+    """Fresh interpreter per parse (includes importing Airflow, as design §7 defines it), median over
+    runs, ratio to the EmptyOperator file; plus the warm per-parse cost the DAG processor pays."""
     tmp = Path(tempfile.mkdtemp(prefix="mps-bench-dags-"))
     paths = {}
     for name, text in DAG_FILES.items():
         paths[name] = tmp / f"bench_{name}.py"
         paths[name].write_text(text)
-    samples: dict[str, list[float]] = {name: [] for name in DAG_FILES}
     cold: dict[str, list[float]] = {name: [] for name in DAG_FILES}
+    warm: dict[str, list[float]] = {name: [] for name in DAG_FILES}
     for _ in range(sizes.p5_runs):
         for name, path in paths.items():  # interleaved so drift hits every variant alike
-            t0 = time.perf_counter()
-            out = harness.python_subprocess([str(HERE / "_parse_one.py"), str(path)], timeout=120)
-            cold[name].append(time.perf_counter() - t0)
-            data = json.loads(out.strip().splitlines()[-1])
-            if data["tasks"] != 10:
-                raise RuntimeError(f"{path.name}: expected 10 tasks, parsed {data['tasks']}")
-            samples[name].append(data["file_seconds"])
-    med = {name: statistics.median(v) for name, v in samples.items()}
-    cold_med = {name: statistics.median(v) for name, v in cold.items()}
+            for flag, store in (([], cold), (["--warm"], warm)):
+                out = harness.python_subprocess([str(HERE / "_parse_one.py"), str(path), *flag], timeout=120)
+                data = json.loads(out.strip().splitlines()[-1])
+                if data["tasks"] != 10:
+                    raise RuntimeError(f"{path.name}: expected 10 tasks, parsed {data['tasks']}")
+                store[name].append(data["file_seconds"])
+    med = {name: statistics.median(v) for name, v in cold.items()}
+    warm_med = {name: statistics.median(v) for name, v in warm.items()}
     return Result(
         id="P5",
         title="DAG parse time, 10 MPS ops ÷ 10 EmptyOperators",
@@ -375,9 +378,12 @@ def p5_parse_time(sizes: Sizes) -> Result:
         baseline=med["naive"] / med["empty"],
         detail={
             "runs": sizes.p5_runs,
-            "file_exec_ms_median": {k: round(v * 1000, 1) for k, v in med.items()},
-            "whole_interpreter_ms_median": {k: round(v * 1000, 1) for k, v in cold_med.items()},
-            "whole_interpreter_ratio": round(cold_med["mps"] / cold_med["empty"], 4),
+            "fresh_interpreter_ms_median": {k: round(v * 1000, 1) for k, v in med.items()},
+            "warm_file_exec_ms_median": {k: round(v * 1000, 1) for k, v in warm_med.items()},
+            "warm_extra_ms_mps_vs_empty": round((warm_med["mps"] - warm_med["empty"]) * 1000, 1),
+            "warm_extra_ms_naive_vs_empty": round((warm_med["naive"] - warm_med["empty"]) * 1000, 1),
+            "warm_note": "Airflow and airflow.dag_processing.processor preloaded (what each parse is forked "
+                         "from): the provider import is paid per parse",
             "baseline_is": "10 PythonOperators with the Tencent Cloud SDK imported at the top of the file",
         },
     )
@@ -408,25 +414,35 @@ def p6_triggerer(sizes: Sizes) -> Result:
             args += ["--profile", str(Path(sizes.profile_dir) / "profile_P6_triggers.txt")]
         out = harness.python_subprocess(args, timeout=600)
         after = harness.action_counts(emu)
+        # The same load with one async SDK client shared by all hooks of the loop (proposed change).
+        shared: dict[str, Any] = {}
+        if sizes.p6_experiment:
+            shared_out = harness.python_subprocess(
+                [a for a in args if not a.startswith("--profile") and not a.endswith(".txt")] + ["--shared-client"],
+                timeout=600,
+            )
+            shared = json.loads(shared_out.strip().splitlines()[-1])
     data = json.loads(out.strip().splitlines()[-1])
     calls = _describe_calls(after) - _describe_calls(before)
     return Result(
         id="P6",
-        title=f"triggerer CPU share, {n} waits (fraction of a core)",
+        title=f"triggerer CPU share, {n} waits (+ RSS growth ≤ 100 MB)",
         value=data["cpu_share"],
         target=0.05,
         better="lower",
         baseline=None,
+        secondary_met=data["rss_growth_mb"] <= 100,
         detail={
             "n": n,
             "poll_interval_s": 10,
             "window_s": data["window_s"],
             "rss_growth_mb": data["rss_growth_mb"],
             "rss_target_mb": 100,
-            "rss_met": data["rss_growth_mb"] <= 100,
             "rss_before_mb": data["rss_before_mb"],
             "describe_calls_total": calls,
             "events_before_end": data["events"],
+            "experiment_shared_async_client": {"cpu_share": round(shared["cpu_share"], 4),
+                                               "rss_growth_mb": shared["rss_growth_mb"]} if shared else None,
             "baseline_note": "the naive way holds one worker slot (process) per waiting image instead",
         },
     )
