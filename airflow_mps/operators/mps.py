@@ -34,7 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -53,14 +53,6 @@ from airflow_mps.errors import (
     MpsValidationError,
 )
 from airflow_mps.links.mps import MPS_TASK_ID_XCOM_KEY, MpsTaskLink, mps_task_console_url
-from airflow_mps.triggers.mps import (
-    EVENT_ERROR,
-    EVENT_FAILED,
-    EVENT_SUCCESS,
-    EVENT_TIMEOUT,
-    MpsImageTaskTrigger,
-    jittered,
-)
 
 try:  # Airflow >= 3.3 (or common-compat's stand-in for older Airflow)
     from airflow.providers.common.compat.sdk import ResumableJobMixin
@@ -88,6 +80,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_mps.models import ImageTaskStatus, ProcessImageRequest
+    from airflow_mps.operators.batch import MpsBatchProcessImageOperator  # re-exported lazily, see the end
 
 __all__ = [
     "MpsBaseOperator",
@@ -297,6 +290,14 @@ def execution_deadline(
     return base + execution_timeout.total_seconds()
 
 
+def _listed_time(value: str | None) -> datetime | None:
+    """A ``YYYY-MM-DDThh:mm:ssZ`` time from a listing (``None`` when absent or malformed)."""
+    try:
+        return datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
 def push_task_id(context: Context | Mapping[str, Any] | None, mps_task_id: str) -> None:
     """Record the MPS task id in XCom (key ``mps_task_id``) and the console link at once, so both are
     visible while the task is still waiting (Airflow itself stores links only when a try ends)."""
@@ -314,6 +315,8 @@ def result_from_event(event: Mapping[str, Any] | None, *, what: str) -> dict[str
     """Turn an ``MpsImageTaskTrigger`` event into the XCom, or raise the right exception: failed →
     ``AirflowFailException`` at once (never a hang, apache/airflow #34017), terminal error →
     ``AirflowFailException``, transient error or deadline → ``AirflowException`` (retryable)."""
+    from airflow_mps.triggers.mps import EVENT_ERROR, EVENT_FAILED, EVENT_SUCCESS, EVENT_TIMEOUT
+
     if not event or "status" not in event:
         raise AirflowException(f"{what}: the trigger returned no event: {event!r}")
     mps_task_id = str(event.get("mps_task_id"))
@@ -415,6 +418,9 @@ class MpsBaseOperator(BaseOperator):
     ) -> None:
         """Defer to ``MpsImageTaskTrigger`` until ``end_time``; the Airflow-level deferral timeout is
         the same deadline plus a grace period (the trigger's own ``timeout`` event normally wins)."""
+        # Imported here: the trigger module (and Airflow's trigger base) is not needed to parse a DAG.
+        from airflow_mps.triggers.mps import MpsImageTaskTrigger
+
         remaining = max(0.0, end_time - time.time())
         self.defer(
             trigger=MpsImageTaskTrigger(
@@ -436,6 +442,8 @@ class MpsBaseOperator(BaseOperator):
         Returns the final status (the caller decides success vs failure). Raises ``AirflowException``
         (retryable) at the deadline.
         """
+        from airflow_mps.triggers.mps import jittered
+
         polls = 0
         while True:
             if time.time() >= end_time:
@@ -648,8 +656,6 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     def find_submitted_tasks(self, since: float) -> list[str]:
         """Ids of the tasks created at/after ``since`` (epoch seconds) whose input is ours and whose
         echoed request does not contradict ours (``ImageTaskStatus.conflicts_with``)."""
-        from datetime import datetime, timezone
-
         from airflow_mps.models import listed_input_matches, request_input
 
         assert self._request is not None
@@ -662,14 +668,14 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         absolute = isinstance(output_path, str) and output_path.startswith("/") and "{" not in output_path
         storage = (body.get("OutputStorage") or {}).get("CosOutputStorage") or {}
         seen: set[str] = set()
-        matches: list[str] = []
+        matches: list[tuple[str, datetime | None]] = []
         try:
             for state in ("WAITING", "PROCESSING", "FINISH"):  # lifecycle order: a moving task is seen later
                 for info in self.hook.list_image_tasks(state, start_time=start):
                     if info.task_id in seen:
                         continue
                     seen.add(info.task_id)
-                    if listed_input_matches(info.input, *ours) is False:
+                    if not listed_input_matches(info.input, *ours):  # None: no input listed, not provably ours
                         continue
                     status = self.hook.describe_image_task(info.task_id)
                     reason = status.conflicts_with(
@@ -679,12 +685,17 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
                         output_dir=body.get("OutputDir") if not absolute else None,
                     )
                     if reason is None:
-                        matches.append(info.task_id)
+                        matches.append((info.task_id, _listed_time(info.create_time)))
                     else:
                         self.log.info("MPS task %s has our input but is not ours: %s", info.task_id, reason)
         except MpsError as err:
             raise airflow_exception_for(err, f"{self.task_id}: looking for an unrecorded submission") from err
-        return matches
+        # The window reaches back by the clock-skew allowance, so an identical request submitted just
+        # before ours (another run, a mapped sibling) can fall in it: when some matches were created at or
+        # after the marker's second, only those count (as in the hook's reconciliation).
+        floor = datetime.fromtimestamp(since + RECONCILE_SKEW_SECONDS, tz=timezone.utc).replace(microsecond=0)
+        strict = [task_id for task_id, created in matches if created is None or created >= floor]
+        return strict or [task_id for task_id, _created in matches]
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the XCom on success, ``AirflowFailException`` on an MPS failure."""
@@ -805,4 +816,12 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
 
 
 # The batch operator lives in its own module (it is large); this is its public import path (design §2).
-from airflow_mps.operators.batch import MpsBatchProcessImageOperator  # noqa: E402
+# Resolved on first access (PEP 562) so that DAG files using only the single-image operator or the
+# sensor do not pay for importing the batch machinery while they are parsed.
+def __getattr__(name: str) -> Any:
+    if name == "MpsBatchProcessImageOperator":
+        from airflow_mps.operators.batch import MpsBatchProcessImageOperator
+
+        globals()[name] = MpsBatchProcessImageOperator
+        return MpsBatchProcessImageOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,7 +44,6 @@ from airflow_mps.operators.mps import (
     push_task_id,
     result_from_event,
 )
-from airflow_mps.triggers.mps import EVENT_TIMEOUT, MpsImageTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -130,6 +129,8 @@ class MpsImageTaskSensor(BaseSensorOperator):
         first = self.poke(context)
         if first:
             return first.xcom_value if isinstance(first, PokeReturnValue) else None
+        from airflow_mps.triggers.mps import MpsImageTaskTrigger  # not needed to parse a DAG
+
         end_time = time.time() + float(self.timeout)
         limit = execution_deadline(context, self.execution_timeout)
         if limit is not None:
@@ -150,6 +151,8 @@ class MpsImageTaskSensor(BaseSensorOperator):
         """Trigger event → the result XCom; at the deadline ``AirflowTaskTimeout`` when the try's
         ``execution_timeout`` has run out (retried, as for a poking sensor), else ``AirflowSensorTimeout``;
         ``AirflowFailException`` for a failed task (``resume_execution`` applies ``soft_fail``)."""
+        from airflow_mps.triggers.mps import EVENT_TIMEOUT
+
         if event and event.get("status") == EVENT_TIMEOUT:
             limit = execution_deadline(context, self.execution_timeout)
             if limit is not None and time.time() >= limit:

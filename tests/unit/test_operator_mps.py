@@ -528,7 +528,63 @@ def test_two_candidates_fail_without_guessing_or_resubmitting() -> None:
     op, hook, ctx = make_window()
     with pytest.raises(RuntimeError):
         op.execute(ctx)
-    hook.extra = [ImageTaskInfo(task_id="task-x", status="FINISH", input=None)]
+    same = '{"Type":"COS","CosInputInfo":{"Bucket":"in-1250000000","Region":"ap-guangzhou","Object":"/raw/a.jpg"}}'
+    hook.extra = [ImageTaskInfo(task_id="task-x", status="FINISH", input=same)]
     with pytest.raises(AirflowFailException, match=r"task-1, task-x"):
         op.execute(retry(op, ctx))
     assert len(hook.submitted) == 1
+
+
+def test_an_identical_request_just_before_the_marker_is_not_taken_for_ours() -> None:
+    """The listing window reaches back by the clock-skew allowance; a sibling's identical task created
+    before our marker's second must not make the adoption ambiguous when ours was created after it."""
+    from datetime import datetime, timezone
+
+    from airflow_mps.models import ImageTaskInfo
+
+    op, hook, ctx = make_window()
+    with pytest.raises(RuntimeError):
+        op.execute(ctx)
+    since = ctx["task_state_store"].data[op.pending_key]["since"]
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    same = '{"Type":"COS","CosInputInfo":{"Bucket":"in-1250000000","Region":"ap-guangzhou","Object":"/raw/a.jpg"}}'
+    hook.extra = [
+        ImageTaskInfo(task_id="sibling", status="FINISH", input=same,
+                      create_time=datetime.fromtimestamp(since - 3, tz=timezone.utc).strftime(fmt)),
+    ]
+    listed = hook.list_image_tasks
+
+    def with_times(status: str, **kw: Any) -> Any:
+        for row in listed(status, **kw):
+            if row.task_id == "task-1":
+                row = ImageTaskInfo(task_id="task-1", status="FINISH", input=row.input,
+                                    create_time=datetime.fromtimestamp(since + 1, tz=timezone.utc).strftime(fmt))
+            yield row
+
+    hook.list_image_tasks = with_times  # type: ignore[method-assign]
+    result = op.execute(retry(op, ctx))
+    assert result["mps_task_id"] == "task-1" and len(hook.submitted) == 1
+
+
+def test_parse_time_imports_no_trigger_or_batch_machinery() -> None:
+    """A DAG file that uses the single-image operator or the sensor pays only for those: the triggers
+    (and Airflow's trigger base), the batch operator and its planner are imported when first used
+    (deferral, the batch re-export), not while the DAG file is parsed (benchmark P5)."""
+    code = (
+        "import sys\n"
+        "from airflow.sdk import DAG, BaseOperator, BaseSensorOperator\n"
+        "base = set(sys.modules)\n"
+        "from airflow_mps.operators.mps import MpsProcessImageOperator\n"
+        "from airflow_mps.sensors.mps import MpsImageTaskSensor\n"
+        "new = set(sys.modules) - base\n"
+        "print(sorted(m for m in new if m.startswith(('airflow.triggers', 'airflow_mps.triggers', "
+        "'airflow_mps.operators.batch', 'airflow_mps.batch'))))\n"
+        "from airflow_mps.operators.mps import MpsBatchProcessImageOperator\n"
+        "from airflow_mps.triggers.mps import MpsImageBatchTrigger, MpsImageTaskTrigger\n"
+        "import airflow_mps.operators.mps as m\n"
+        "print(MpsBatchProcessImageOperator.__name__, m.MpsBatchProcessImageOperator is MpsBatchProcessImageOperator)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == "[]", out.stdout + out.stderr
+    assert lines[-1] == "MpsBatchProcessImageOperator True"
