@@ -203,6 +203,14 @@ def build_task_xcom(
     }
 
 
+def status_error(status: ImageTaskStatus) -> dict[str, Any]:
+    """The ``{"code", "message", "request_id", "retryable"}`` of a task that FINISHed with a failure
+    (the same dict the trigger puts in its ``failed`` event)."""
+    from airflow_mps.triggers.mps import status_error as from_status
+
+    return from_status(status)
+
+
 def failure_message(mps_task_id: str, error: Mapping[str, Any] | None, submit_request_id: str | None) -> str:
     """Message of the exception raised for an MPS task that finished with a failure."""
     error = error or {}
@@ -780,7 +788,7 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
             raise AirflowFailException(
                 failure_message(
                     mps_task_id,
-                    {"code": status.error_code, "message": status.error_message, "request_id": status.request_id},
+                    status_error(status),
                     request_id,
                 )
             )

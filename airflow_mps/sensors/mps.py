@@ -43,6 +43,7 @@ from airflow_mps.operators.mps import (
     failure_message,
     push_task_id,
     result_from_event,
+    status_error,
 )
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class MpsImageTaskSensor(BaseSensorOperator):
             raise AirflowFailException(
                 failure_message(
                     mps_task_id,
-                    {"code": status.error_code, "message": status.error_message, "request_id": status.request_id},
+                    status_error(status),
                     None,
                 )
             )

@@ -280,3 +280,14 @@ def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['timeout'] []", out.stdout + out.stderr[-2000:]
+
+
+def test_jitter_spreads_polls_within_ten_percent() -> None:
+    import random
+
+    from airflow_mps.triggers.mps import jittered
+
+    random.seed(7)
+    values = [jittered(10.0) for _ in range(200)]
+    assert all(9.0 <= v <= 11.0 for v in values)
+    assert len({round(v, 3) for v in values}) > 100  # not in lockstep
