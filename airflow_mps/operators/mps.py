@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -93,6 +94,7 @@ __all__ = [
     "lineage_datasets",
     "push_task_id",
     "result_from_event",
+    "seconds_argument",
 ]
 
 log = logging.getLogger(__name__)
@@ -352,6 +354,25 @@ def result_from_event(event: Mapping[str, Any] | None, *, what: str) -> dict[str
     raise AirflowException(f"{what}: unexpected trigger event status {status!r}")
 
 
+def seconds_argument(name: str, value: Any, *, positive: bool) -> float:
+    """``value`` as a finite number of seconds, or a ValueError naming the argument and what is allowed.
+
+    Strings that hold a number are accepted (a templated or env-sourced value arrives as text);
+    anything else — ``"fast"``, ``True``, NaN, infinity, a negative or (for ``positive``) zero value —
+    is refused when the DAG is parsed, before any API call.
+    """
+    allowed = "a positive number of seconds" if positive else "a non-negative number of seconds or None"
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
+    if math.isnan(number) or math.isinf(number) or number < 0 or (positive and number == 0):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return number
+
+
 class MpsBaseOperator(BaseOperator):
     """Connection and waiting arguments shared by the MPS operators.
 
@@ -381,16 +402,12 @@ class MpsBaseOperator(BaseOperator):
         super().__init__(**kwargs)
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
-        if poll_interval is None or float(poll_interval) <= 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
-        if timeout is not None and float(timeout) < 0:
-            raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
         self.tencentcloud_conn_id = tencentcloud_conn_id
         self.region = region
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
-        self.poll_interval = float(poll_interval)
-        self.timeout = None if timeout is None else float(timeout)
+        self.poll_interval = seconds_argument("poll_interval", poll_interval, positive=True)
+        self.timeout = None if timeout is None else seconds_argument("timeout", timeout, positive=False)
 
     @cached_property
     def hook(self) -> Any:

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 
+#: What a template renders when the value it pulled was missing; never a real MPS task id.
+_RENDERED_NOTHING = frozenset({"none", "null", "undefined"})
+
+
 class MpsImageTaskSensor(BaseSensorOperator):
     """Wait until an MPS image task finishes successfully.
 
@@ -92,6 +96,12 @@ class MpsImageTaskSensor(BaseSensorOperator):
         task_id = str(self.mps_task_id or "").strip()
         if not task_id:
             raise AirflowFailException(f"{self.task_id}: mps_task_id is empty (check the template)")
+        if task_id.lower() in _RENDERED_NOTHING:
+            # A template such as "{{ ti.xcom_pull(...) }}" renders a missing XCom as the text "None".
+            raise AirflowFailException(
+                f"{self.task_id}: mps_task_id is {task_id!r}: check the template; the upstream XCom it "
+                "pulls was probably empty (an MPS task id looks like '1250000000-WorkflowTask-<32 hex>')"
+            )
         return task_id
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

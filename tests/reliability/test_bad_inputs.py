@@ -122,9 +122,11 @@ CASES: list[Any] = [
     ("single", "resource_id", {"resource_id": 7}, None),
     ("single", "poll_interval", {"poll_interval": 0}, None),
     ("single", "poll_interval", {"poll_interval": -5}, None),
-    pytest.param("single", "poll_interval", {"poll_interval": "fast"}, None, marks=pytest.mark.xfail(
-        strict=True, reason="MpsBaseOperator.__init__: float('fast') ValueError does not name poll_interval "
-        "(H-bugs.md #2)")),
+    ("single", "poll_interval", {"poll_interval": "fast"}, None),
+    ("single", "poll_interval", {"poll_interval": True}, None),
+    ("single", "poll_interval", {"poll_interval": float("nan")}, None),
+    ("single", "timeout", {"timeout": "soon"}, None),
+    ("single", "timeout", {"timeout": float("inf")}, None),
     ("single", "timeout", {"timeout": -1}, None),
     # ---- batch operator
     ("batch", "source", {"source": ""}, None),
@@ -164,9 +166,8 @@ CASES: list[Any] = [
     ("sensor", "mps_task_id", {"mps_task_id": "   "}, None),
     ("sensor", "mps_task_id", {"mps_task_id": None}, None),
     ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": ""}),
-    pytest.param("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": "None"},
-                 marks=pytest.mark.xfail(strict=True, reason="sensor sends a rendered 'None' task id to MPS "
-                                         "(H-bugs.md #3)")),
+    ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": "None"}),
+    ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": "null"}),
     ("sensor", "poke_interval", {"poke_interval": -1}, None),
     ("sensor", "timeout", {"timeout": -1}, None),
     ("sensor", "mode", {"mode": "sometimes"}, None),
