@@ -18,6 +18,7 @@ Everything an operator, sensor or trigger needs goes through this hook, under on
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import sys
@@ -326,6 +327,130 @@ def _cos_failure(exc: BaseException) -> _Failure:
 
 
 # --------------------------------------------------------------------------------------------------
+# shared async SDK clients (one per event loop and connection identity)
+# --------------------------------------------------------------------------------------------------
+#: httpx keep-alive of the shared async clients. httpx's default (5 s) is shorter than a trigger's poll
+#: interval, so every poll opened (and TLS-handshook) a new connection; idle connections are checked
+#: before reuse, so one the server closed meanwhile is replaced, not failed.
+ASYNC_KEEPALIVE_SECONDS = 120.0
+#: Connections one shared client may open (and keep idle) towards the API: bounded in practice by the
+#: Describe pacing (100/s) times the round trip, far below this.
+ASYNC_MAX_CONNECTIONS = 100
+
+
+class _SharedAsyncClient:
+    """One async ``MpsClient`` shared by the hooks of one event loop and connection identity."""
+
+    __slots__ = ("client", "closed", "key", "refs")
+
+    def __init__(self, key: tuple[str, ...], client: Any) -> None:
+        self.key = key
+        self.client = client
+        self.refs = 0
+        self.closed = False
+
+
+#: event loop → connection identity → shared client. Weak on the loop: a loop that is gone takes its
+#: clients with it; closed loops are also purged whenever a client is created.
+_SHARED_ASYNC: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], _SharedAsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+_SHARED_ASYNC_LOCK = threading.Lock()  # loops of different threads share the mapping
+
+
+def _client_identity(settings: ClientSettings) -> tuple[str, ...]:
+    """What makes two hooks' async clients interchangeable: where they connect and as whom.
+
+    Secrets only enter a SHA-256 digest. For the SDK default chain (a provider that refreshes itself,
+    e.g. a CVM role's STS token) the provider class and the SecretId seen at resolution count; the
+    shared client keeps asking its provider per request, so rotation keeps working.
+    """
+    secret = "\0".join((settings.secret_id or "", settings.secret_key or "", settings.token or ""))
+    provider = type(settings.provider).__qualname__ if settings.provider is not None else ""
+    return (
+        settings.protocol,
+        settings.endpoint or "",
+        settings.region,
+        str(settings.request_timeout),
+        settings.credential_source,
+        provider,
+        hashlib.sha256(secret.encode("utf-8")).hexdigest(),
+    )
+
+
+def _new_async_client(settings: ClientSettings, profiles: Any, credential: Any) -> Any:
+    """An async ``MpsClient`` whose httpx client keeps connections alive across poll intervals.
+
+    The SDK builds its ``httpx.AsyncClient`` itself with httpx's default limits and exposes it as
+    ``http_client`` (every request goes through ``self.http_client.send``, the timeout is read from it
+    too); it is replaced here by one with the same timeout and a longer keep-alive.
+    """
+    import httpx
+    from tencentcloud.mps.v20190612 import mps_client_async
+
+    client = mps_client_async.MpsClient(credential(settings), settings.region, profiles(settings))
+    # The SDK's own httpx client is dropped unopened (httpx holds no socket or finalizer until a send).
+    client.http_client = httpx.AsyncClient(
+        timeout=settings.request_timeout,
+        limits=httpx.Limits(
+            max_connections=ASYNC_MAX_CONNECTIONS,
+            max_keepalive_connections=ASYNC_MAX_CONNECTIONS,
+            keepalive_expiry=ASYNC_KEEPALIVE_SECONDS,
+        ),
+    )
+    return client
+
+
+def _acquire_async_client(
+    loop: asyncio.AbstractEventLoop,
+    settings: ClientSettings,
+    profiles: Callable[[ClientSettings], Any],
+    credential: Callable[[ClientSettings], Any],
+) -> _SharedAsyncClient:
+    """Take one reference on the loop's client for ``settings`` (created on first use).
+
+    Runs without awaiting between the lookup and the insert, so hooks starting together on one loop
+    (a triggerer picking up 1,000 triggers) all find the same client.
+    """
+    key = _client_identity(settings)
+    with _SHARED_ASYNC_LOCK:
+        for other in [other for other in _SHARED_ASYNC if other.is_closed()]:
+            _SHARED_ASYNC.pop(other, None)
+        clients = _SHARED_ASYNC.setdefault(loop, {})
+        entry = clients.get(key)
+        if entry is None:
+            entry = _SharedAsyncClient(key, _new_async_client(settings, profiles, credential))
+            clients[key] = entry
+        entry.refs += 1
+        return entry
+
+
+async def _release_async_client(loop: asyncio.AbstractEventLoop, entry: _SharedAsyncClient) -> None:
+    """Drop one reference; the last one out closes the client (and forgets it, so a later hook on this
+    loop gets a fresh one)."""
+    with _SHARED_ASYNC_LOCK:
+        entry.refs -= 1
+        if entry.refs > 0 or entry.closed:
+            return
+        entry.closed = True
+        clients = _SHARED_ASYNC.get(loop) or {}
+        if clients.get(entry.key) is entry:
+            del clients[entry.key]
+        if not clients:
+            _SHARED_ASYNC.pop(loop, None)
+    await entry.client.close()
+
+
+def shared_async_clients(loop: asyncio.AbstractEventLoop | None = None) -> int:
+    """How many shared async clients are open (on ``loop``, or on every live loop): for tests and
+    diagnostics."""
+    with _SHARED_ASYNC_LOCK:
+        if loop is not None:
+            return len(_SHARED_ASYNC.get(loop) or {})
+        return sum(len(clients) for other, clients in _SHARED_ASYNC.items() if not other.is_closed())
+
+
+# --------------------------------------------------------------------------------------------------
 # the hook
 # --------------------------------------------------------------------------------------------------
 class MpsHook(BaseHook):
@@ -364,7 +489,8 @@ class MpsHook(BaseHook):
         self._settings: ClientSettings | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        # The shared client entry this hook holds a reference on, per event loop.
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedAsyncClient] = (
             weakref.WeakKeyDictionary()
         )
         self._cos_clients: dict[tuple[str, int], Any] = {}
@@ -487,26 +613,26 @@ class MpsHook(BaseHook):
         return client
 
     async def _async_client(self) -> Any:
-        """One async ``MpsClient`` per event loop (an httpx client is bound to its loop)."""
+        """The async ``MpsClient`` this hook uses on the running loop: shared by every hook of the same
+        connection identity on this loop (see :func:`_acquire_async_client`); one reference per hook."""
         loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
+        entry = self._async_clients.get(loop)
+        if entry is None or entry.closed:
             settings = await self.aget_settings()
             await _aimport_sdk()
-            from tencentcloud.mps.v20190612 import mps_client_async
-
-            client = mps_client_async.MpsClient(
-                self._credential(settings), settings.region, self._profiles(settings)
-            )
-            self._async_clients[loop] = client
-        return client
+            entry = self._async_clients.get(loop)  # another coroutine of this hook may have won
+            if entry is None or entry.closed:
+                entry = _acquire_async_client(loop, settings, self._profiles, self._credential)
+                self._async_clients[loop] = entry
+        return entry.client
 
     async def aclose(self) -> None:
-        """Close the async client of the running loop (triggers call this when done)."""
+        """Release this hook's reference to the running loop's shared async client (triggers call this
+        when done); the client itself is closed when its last hook releases it."""
         loop = asyncio.get_running_loop()
-        client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.close()
+        entry = self._async_clients.pop(loop, None)
+        if entry is not None:
+            await _release_async_client(loop, entry)
 
     def _buckets(self, settings: ClientSettings) -> tuple[TokenBucket, TokenBucket]:
         return (
