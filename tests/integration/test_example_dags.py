@@ -124,6 +124,18 @@ def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorSe
     assert payload["summary"]["succeeded"] == len(photos)
     assert payload["summary"]["manifest_uri"] == f"cos://{BUCKET}/enhanced/dt={DS}/_mps_manifest.jsonl"
 
+    # The day's partition is announced on the enhanced asset, keyed by the partition (Airflow >= 3.3).
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(
+            AssetEvent.source_dag_id == "mps_enhance_daily", AssetEvent.source_run_id == dr.run_id
+        ).all()
+        assert [(e.source_task_id, e.partition_key) for e in events] == [("publish", DS)]
+        assert events[0].extra["succeeded"] == len(photos)
+        assert events[0].extra["manifest_uri"].endswith(f"dt={DS}/_mps_manifest.jsonl")
+
     # A rerun of the same partition is idempotent: everything is skipped, nothing is submitted.
     before_tasks = server.stats()["tasks_created"]
     # (A second run needs a distinct logical date; one second later is still partition DS.)
