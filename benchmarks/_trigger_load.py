@@ -27,28 +27,6 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def share_async_client() -> None:
-    """Experiment (``--shared-client``): one async SDK client per event loop for every hook of a
-    connection, instead of one per hook (= per trigger). Shows what the change proposed in
-    docs/performance.md would buy; the provider itself is not modified."""
-    from airflow_mps.hooks.mps import MpsHook
-
-    shared: dict[tuple[int, str], object] = {}
-    original = MpsHook._async_client
-
-    async def _async_client(self: MpsHook) -> object:
-        key = (id(asyncio.get_running_loop()), self.tencentcloud_conn_id)
-        if key not in shared:
-            shared[key] = await original(self)
-        return shared[key]
-
-    async def aclose(self: MpsHook) -> None:  # the shared client outlives any one trigger
-        return None
-
-    MpsHook._async_client = _async_client  # type: ignore[method-assign]
-    MpsHook.aclose = aclose  # type: ignore[method-assign]
-
-
 async def main(ids: list[str], window: float, poll_interval: float, profile_path: str | None) -> dict:
     import gc
 
@@ -108,9 +86,6 @@ if __name__ == "__main__":
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--poll-interval", type=float, default=10.0)
     parser.add_argument("--profile", default=None)
-    parser.add_argument("--shared-client", action="store_true")
     args = parser.parse_args()
-    if args.shared_client:
-        share_async_client()
     task_ids = json.loads(Path(args.ids_file).read_text())
     print(json.dumps(asyncio.run(main(task_ids, args.window, args.poll_interval, args.profile))))

@@ -42,18 +42,14 @@ class Sizes:
     p6_window: float = 30.0
     p7_images: int = 12
     p7_overhead_calls: int = 200
-    #: Also run P6 with one shared async SDK client (the change proposed in docs/performance.md).
-    p6_experiment: bool = True
     latency_ms: float = DEFAULT_LATENCY_MS
     profile_dir: str | None = None
 
 
 QUICK = Sizes(p1_n=100, p1_naive_n=20, p2_n=100, p2_poll=1.0, p3_n=30, p3_task_ms=2000, p4_n=100,
-              p4_task_ms=1000, p5_runs=2, p6_n=100, p6_window=5.0, p7_images=3, p7_overhead_calls=50,
-              p6_experiment=False)
+              p4_task_ms=1000, p5_runs=2, p6_n=100, p6_window=5.0, p7_images=3, p7_overhead_calls=50)
 SMOKE = Sizes(p1_n=20, p1_naive_n=10, p2_n=20, p2_poll=0.5, p3_n=10, p3_task_ms=500, p4_n=20,
-              p4_task_ms=500, p5_runs=1, p6_n=20, p6_window=2.0, p7_images=1, p7_overhead_calls=10,
-              p6_experiment=False)
+              p4_task_ms=500, p5_runs=1, p6_n=20, p6_window=2.0, p7_images=1, p7_overhead_calls=10)
 
 
 def _describe_calls(stats: dict[str, dict[str, int]]) -> int:
@@ -410,18 +406,12 @@ def p6_triggerer(sizes: Sizes) -> Result:
         before = harness.action_counts(emu)
         args = [str(HERE / "_trigger_load.py"), str(ids_file), "--window", str(sizes.p6_window),
                 "--poll-interval", "10"]
-        if sizes.profile_dir:
-            args += ["--profile", str(Path(sizes.profile_dir) / "profile_P6_triggers.txt")]
-        out = harness.python_subprocess(args, timeout=600)
+        out = harness.python_subprocess(args, timeout=600)  # the measured pass: never under a profiler
         after = harness.action_counts(emu)
-        # The same load with one async SDK client shared by all hooks of the loop (proposed change).
-        shared: dict[str, Any] = {}
-        if sizes.p6_experiment:
-            shared_out = harness.python_subprocess(
-                [a for a in args if not a.startswith("--profile") and not a.endswith(".txt")] + ["--shared-client"],
-                timeout=600,
+        if sizes.profile_dir:  # a separate pass for the profile (cProfile inflates CPU time)
+            harness.python_subprocess(
+                [*args, "--profile", str(Path(sizes.profile_dir) / "profile_P6_triggers.txt")], timeout=600
             )
-            shared = json.loads(shared_out.strip().splitlines()[-1])
     data = json.loads(out.strip().splitlines()[-1])
     calls = _describe_calls(after) - _describe_calls(before)
     return Result(
@@ -441,8 +431,6 @@ def p6_triggerer(sizes: Sizes) -> Result:
             "rss_before_mb": data["rss_before_mb"],
             "describe_calls_total": calls,
             "events_before_end": data["events"],
-            "experiment_shared_async_client": {"cpu_share": round(shared["cpu_share"], 4),
-                                               "rss_growth_mb": shared["rss_growth_mb"]} if shared else None,
             "baseline_note": "the naive way holds one worker slot (process) per waiting image instead",
         },
     )
