@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -802,69 +802,101 @@ class MpsHook(BaseHook):
         log.warning("MPS ProcessImage created no task (two complete listings agree); resubmitting once")
         return None
 
-    def _reconcile_window(self, first_sent: datetime) -> tuple[str, datetime]:
-        start = first_sent - timedelta(seconds=self.reconcile_clock_skew_seconds)
-        return start.strftime(_TIME_FORMAT), start.replace(microsecond=0)
-
     def _reconcile_sync(self, body: Mapping[str, Any], first_sent: datetime, failure: _Failure) -> list[str]:
-        start, start_dt = self._reconcile_window(first_sent)
         try:
-            candidates: dict[str, dict[str, Any]] = {}
-            for status in TASK_STATUSES:  # lifecycle order: a task moving on is seen in a later listing
-                for item in self._iter_task_pages(status, start, None, None, 100):
-                    candidates.setdefault(item["TaskId"], item)
-            matches: list[tuple[str, Mapping[str, Any]]] = []
-            for task_id, item in candidates.items():
-                if not self._created_since(item, start_dt):
-                    continue
-                verdict = _input_matches(item.get("Input"), body)
-                if verdict is False:
-                    continue
-                # Same input (or unknown): the detail tells our task from another pipeline's.
-                detail = self._call("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
-                if verdict is None:  # listing carries no input: ask the task itself
-                    verdict = _input_info_matches(detail.get("InputInfo"), body)
-                if verdict and _same_request(detail, body, task_id):
-                    matches.append((task_id, item))
-            return _narrow(matches, first_sent)
+            return self.find_tasks_for(body, first_sent)
         except MpsError as exc:
-            raise MpsAmbiguousSubmissionError(
-                message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
-                request_id=failure.error.request_id,
-            ) from exc
+            raise _listing_failed(failure, exc) from exc
 
     async def _reconcile_async(
         self, body: Mapping[str, Any], first_sent: datetime, failure: _Failure
     ) -> list[str]:
-        start, start_dt = self._reconcile_window(first_sent)
         try:
-            candidates: dict[str, dict[str, Any]] = {}
-            for status in TASK_STATUSES:
-                async for item in self._aiter_task_pages(status, start, None, None, 100):
-                    candidates.setdefault(item["TaskId"], item)
-            matches: list[tuple[str, Mapping[str, Any]]] = []
-            for task_id, item in candidates.items():
-                if not self._created_since(item, start_dt):
-                    continue
-                verdict = _input_matches(item.get("Input"), body)
-                if verdict is False:
-                    continue
-                detail = await self._acall("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
-                if verdict is None:
-                    verdict = _input_info_matches(detail.get("InputInfo"), body)
-                if verdict and _same_request(detail, body, task_id):
-                    matches.append((task_id, item))
-            return _narrow(matches, first_sent)
+            return await self.afind_tasks_for(body, first_sent)
         except MpsError as exc:
-            raise MpsAmbiguousSubmissionError(
-                message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
-                request_id=failure.error.request_id,
-            ) from exc
+            raise _listing_failed(failure, exc) from exc
 
-    @staticmethod
-    def _created_since(item: Mapping[str, Any], start: datetime) -> bool:
-        created = _parse_time(item.get("CreateTime"))
-        return created is None or created >= start
+    # ---- which tasks did a ProcessImage create? (reconciliation, retry adoption) ----------------
+    def find_tasks_for(
+        self,
+        request: ProcessImageRequest | Mapping[str, Any],
+        since: datetime,
+        *,
+        clock_skew_seconds: float | None = None,
+    ) -> list[str]:
+        """Ids of the tasks a ``ProcessImage`` of ``request`` sent at ``since`` can have created.
+
+        The one implementation of "find the task this request created", used by the hook's own
+        reconciliation after an ambiguous failure and by the operators when a try died before it
+        recorded the TaskId. Rules (:func:`_task_finder`): tasks of every status listed from
+        ``since`` minus ``clock_skew_seconds`` (default: the hook's ``reconcile_clock_skew_seconds``);
+        our input named by the listing's ``Input`` (or, when the listing names none, by the task's
+        ``InputInfo``); not provably another request's (``ImageTaskStatus.conflicts_with``: echoed
+        ImageTask, or outputs outside our absolute OutputPath / OutputDir); when some were created in
+        or after ``since``'s second, only those. Empty: nothing was created; several: ambiguous, the
+        caller decides. Listing/describe failures raise the hook's ``MpsError`` classes.
+
+        :param request: a ``ProcessImageRequest`` or its API body (``to_api()``).
+        :param since: when the request was (first) sent; a naive datetime is taken as UTC.
+        """
+        body, floor, skew = self._finder_args(request, since, clock_skew_seconds)
+        steps = _task_finder(body, floor, skew)
+        reply: Any = None
+        try:
+            while True:
+                step = steps.send(reply)
+                if isinstance(step, _ListStep):
+                    reply = list(self.list_image_tasks(step.status, start_time=step.start))
+                else:
+                    reply = self._describe_response(step.task_id)
+        except StopIteration as done:
+            return done.value
+
+    async def afind_tasks_for(
+        self,
+        request: ProcessImageRequest | Mapping[str, Any],
+        since: datetime,
+        *,
+        clock_skew_seconds: float | None = None,
+    ) -> list[str]:
+        """Async twin of :meth:`find_tasks_for` (same rules, async SDK client)."""
+        body, floor, skew = self._finder_args(request, since, clock_skew_seconds)
+        steps = _task_finder(body, floor, skew)
+        reply: Any = None
+        try:
+            while True:
+                step = steps.send(reply)
+                if isinstance(step, _ListStep):
+                    reply = [row async for row in self.alist_image_tasks(step.status, start_time=step.start)]
+                else:
+                    reply = await self._adescribe_response(step.task_id)
+        except StopIteration as done:
+            return done.value
+
+    def _finder_args(
+        self, request: Any, since: Any, clock_skew_seconds: float | None
+    ) -> tuple[Mapping[str, Any], datetime, float]:
+        body = request.to_api() if hasattr(request, "to_api") else request
+        if not isinstance(body, Mapping):
+            raise MpsValidationError(
+                field="request", value=type(request).__name__, allowed="a ProcessImageRequest or its API body"
+            )
+        if not isinstance(since, datetime):
+            raise MpsValidationError(field="since", value=since, allowed="a datetime (naive = UTC)")
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        skew = self.reconcile_clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
+        if isinstance(skew, bool) or not isinstance(skew, (int, float)) or skew < 0:
+            raise MpsValidationError(field="clock_skew_seconds", value=skew, allowed="a number >= 0")
+        return body, since.astimezone(timezone.utc), float(skew)
+
+    def _describe_response(self, task_id: str) -> dict[str, Any]:
+        """The raw DescribeImageTaskDetail ``Response`` (the finder needs ``InputInfo``, which
+        ``ImageTaskStatus`` does not keep)."""
+        return self._call("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
+
+    async def _adescribe_response(self, task_id: str) -> dict[str, Any]:
+        return await self._acall("DescribeImageTaskDetail", {"TaskId": task_id}, idempotent=True)
 
     # ---- DescribeImageTaskDetail ----------------------------------------------------------------
     @staticmethod
@@ -1112,19 +1144,79 @@ class MpsHook(BaseHook):
 
 
 # --------------------------------------------------------------------------------------------------
-# reconciliation: does a listed task carry our input?
+# reconciliation: which listed tasks did our request create? (I/O-free; the hook drives it)
 # --------------------------------------------------------------------------------------------------
-def _narrow(matches: list[tuple[str, Mapping[str, Any]]], first_sent: datetime) -> list[str]:
-    """Prefer tasks created in or after the second of our first attempt.
+@dataclass(frozen=True)
+class _ListStep:
+    """I/O request of :func:`_task_finder`: every task in ``status`` listed from ``start`` → the
+    ``ImageTaskInfo`` rows."""
+
+    status: str
+    start: str
+
+
+@dataclass(frozen=True)
+class _DetailStep:
+    """I/O request of :func:`_task_finder`: the DescribeImageTaskDetail ``Response`` of ``task_id``."""
+
+    task_id: str
+
+
+def _task_finder(
+    body: Mapping[str, Any], since: datetime, skew_seconds: float
+) -> Generator[_ListStep | _DetailStep, Any, list[str]]:
+    """The matching rules of :meth:`MpsHook.find_tasks_for`, without I/O.
+
+    A generator that yields what it needs (a listing, a task's detail) and is sent the answer, so the
+    sync and the async hook paths drive the very same rules with their own I/O. Returns the ids.
+    """
+    from airflow_mps.models import listed_input_matches, request_input
+
+    ours = request_input(body)
+    if ours is None:  # no input we could recognise a task by
+        return []
+    start = since - timedelta(seconds=skew_seconds)
+    start_floor = start.replace(microsecond=0)
+    candidates: dict[str, ImageTaskInfo] = {}
+    for status in TASK_STATUSES:  # lifecycle order: a task moving on is seen in a later listing
+        rows = yield _ListStep(status, start.strftime(_TIME_FORMAT))
+        for row in rows:
+            candidates.setdefault(row.task_id, row)
+    matches: list[tuple[str, datetime | None]] = []
+    for task_id, row in candidates.items():
+        created = _parse_time(row.create_time)
+        if created is not None and created < start_floor:
+            continue
+        verdict = listed_input_matches(row.input, *ours)
+        if verdict is False:
+            continue
+        # Same input (or the listing names none): the detail tells our task from another pipeline's.
+        detail = yield _DetailStep(task_id)
+        if verdict is None:  # listing carries no input: ask the task itself
+            verdict = _input_info_matches(detail.get("InputInfo"), body)
+        if verdict and _same_request(detail, body, task_id):
+            matches.append((task_id, created))
+    return _narrow(matches, since)
+
+
+def _narrow(matches: list[tuple[str, datetime | None]], since: datetime) -> list[str]:
+    """Prefer tasks created in or after the second of ``since``.
 
     ``CreateTime`` has one-second resolution and the window reaches back by the clock-skew allowance,
-    so an earlier submission of the same input (a previous try a few seconds ago) can fall inside it.
-    When a match is at/after our own send second, only those count; only when none is (the server
-    clock is behind ours) do the skew-window matches count.
+    so an earlier submission of the same input (a previous try, a mapped sibling a few seconds ago)
+    can fall inside it. When a match is at/after our own send second, only those count; only when
+    none is (the server clock is behind ours) do the skew-window matches count.
     """
-    floor = first_sent.replace(microsecond=0)
-    strict = [task_id for task_id, item in matches if (_parse_time(item.get("CreateTime")) or floor) >= floor]
-    return strict if strict else [task_id for task_id, _item in matches]
+    floor = since.replace(microsecond=0)
+    strict = [task_id for task_id, created in matches if (created or floor) >= floor]
+    return strict if strict else [task_id for task_id, _created in matches]
+
+
+def _listing_failed(failure: _Failure, exc: MpsError) -> MpsAmbiguousSubmissionError:
+    return MpsAmbiguousSubmissionError(
+        message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
+        request_id=failure.error.request_id,
+    )
 
 
 def _input_matches(listed: Any, body: Mapping[str, Any]) -> bool | None:

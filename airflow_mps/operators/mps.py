@@ -300,14 +300,6 @@ def execution_deadline(
     return base + execution_timeout.total_seconds()
 
 
-def _listed_time(value: str | None) -> datetime | None:
-    """A ``YYYY-MM-DDThh:mm:ssZ`` time from a listing (``None`` when absent or malformed)."""
-    try:
-        return datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
 def push_task_id(context: Context | Mapping[str, Any] | None, mps_task_id: str) -> None:
     """Record the MPS task id in XCom (key ``mps_task_id``) and the console link at once, so both are
     visible while the task is still waiting (Airflow itself stores links only when a try ends)."""
@@ -636,8 +628,8 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         nonce into the TaskId record the mixin stores after it. A marker whose nonce is not in the stored
         record means an earlier try reached MPS but died (or failed to write the store) before the
         TaskId was recorded; the hook's reconciliation cannot help there — it only spans one call. So
-        the tasks created since the marker are listed and matched on input and request (the same rules
-        as the hook's reconciliation): exactly one → it is recorded as this task instance's, and the
+        the tasks created since the marker are found by ``MpsHook.find_tasks_for`` (the hook's own
+        reconciliation rules: input, request, marker second): exactly one → it is recorded as this task instance's, and the
         mixin reconnects to it; none → nothing reached MPS, the mixin submits; several → the task fails
         without retry, naming them (never a guess, never a blind duplicate).
         """
@@ -652,8 +644,14 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         stored = store.get(self.external_id_key)
         if isinstance(stored, Mapping) and stored.get("nonce") == pending.get("nonce"):
             return  # the last submission was recorded
-        since = float(pending.get("since") or time.time()) - RECONCILE_SKEW_SECONDS
-        matches = self.find_submitted_tasks(since)
+        marker = datetime.fromtimestamp(float(pending.get("since") or time.time()), tz=timezone.utc)
+        try:
+            # The hook's rules, shared with its own reconciliation (input, request, marker second).
+            matches = self.hook.find_tasks_for(
+                self._request, marker, clock_skew_seconds=RECONCILE_SKEW_SECONDS
+            )
+        except MpsError as err:
+            raise airflow_exception_for(err, f"{self.task_id}: looking for an unrecorded submission") from err
         if not matches:
             self.log.info("No MPS task was created by the unrecorded submission of an earlier try")
             return
@@ -677,50 +675,6 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
                 "adopted": True,
             },
         )
-
-    def find_submitted_tasks(self, since: float) -> list[str]:
-        """Ids of the tasks created at/after ``since`` (epoch seconds) whose input is ours and whose
-        echoed request does not contradict ours (``ImageTaskStatus.conflicts_with``)."""
-        from airflow_mps.models import listed_input_matches, request_input
-
-        assert self._request is not None
-        body = self._request.to_api()
-        ours = request_input(body)
-        if ours is None:
-            return []
-        start = datetime.fromtimestamp(since, tz=timezone.utc).replace(microsecond=0)
-        output_path = body.get("OutputPath")
-        absolute = isinstance(output_path, str) and output_path.startswith("/") and "{" not in output_path
-        storage = (body.get("OutputStorage") or {}).get("CosOutputStorage") or {}
-        seen: set[str] = set()
-        matches: list[tuple[str, datetime | None]] = []
-        try:
-            for state in ("WAITING", "PROCESSING", "FINISH"):  # lifecycle order: a moving task is seen later
-                for info in self.hook.list_image_tasks(state, start_time=start):
-                    if info.task_id in seen:
-                        continue
-                    seen.add(info.task_id)
-                    if not listed_input_matches(info.input, *ours):  # None: no input listed, not provably ours
-                        continue
-                    status = self.hook.describe_image_task(info.task_id)
-                    reason = status.conflicts_with(
-                        image_task=body.get("ImageTask"),
-                        output_bucket=storage.get("Bucket") or (ours[1] if ours[0] == "COS" else None),
-                        output_key=output_path if absolute else None,
-                        output_dir=body.get("OutputDir") if not absolute else None,
-                    )
-                    if reason is None:
-                        matches.append((info.task_id, _listed_time(info.create_time)))
-                    else:
-                        self.log.info("MPS task %s has our input but is not ours: %s", info.task_id, reason)
-        except MpsError as err:
-            raise airflow_exception_for(err, f"{self.task_id}: looking for an unrecorded submission") from err
-        # The window reaches back by the clock-skew allowance, so an identical request submitted just
-        # before ours (another run, a mapped sibling) can fall in it: when some matches were created at or
-        # after the marker's second, only those count (as in the hook's reconciliation).
-        floor = datetime.fromtimestamp(since + RECONCILE_SKEW_SECONDS, tz=timezone.utc).replace(microsecond=0)
-        strict = [task_id for task_id, created in matches if created is None or created >= floor]
-        return strict or [task_id for task_id, _created in matches]
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the XCom on success, ``AirflowFailException`` on an MPS failure."""

@@ -398,3 +398,39 @@ def test_reconciliation_never_adopts_another_pipelines_task(hook, emulator, imag
     submission = hook.process_image(_request(key))
     assert not submission.reconciled and submission.task_id != other.task_id
     assert emulator.stats()["tasks_created"] == 2
+
+
+# ---- find_tasks_for: the public "which task did this request create?" -------------------------------
+def test_find_tasks_for_finds_ours_and_not_another_pipelines(hook, emulator, images) -> None:
+    """Sync and async twins agree, through the SDK and the emulator: our task is found, another
+    pipeline's task for the same image is not, an image nobody submitted has none."""
+    from datetime import datetime, timezone
+
+    key, untouched = images(2)
+    since = datetime.now(timezone.utc)
+    thumbnail = _thumbnail_request(key)
+    theirs = hook.process_image(thumbnail)
+    ours = hook.process_image(_request(key))
+    assert hook.find_tasks_for(_request(key), since) == [ours.task_id]
+    assert hook.find_tasks_for(_request(key).to_api(), since) == [ours.task_id]  # the API body works too
+    assert hook.find_tasks_for(thumbnail, since) == [theirs.task_id]
+    assert hook.find_tasks_for(_request(untouched), since) == []
+
+    async def run():
+        try:
+            return await hook.afind_tasks_for(_request(key), since.replace(tzinfo=None))  # naive = UTC
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(run()) == [ours.task_id]
+
+
+def test_find_tasks_for_refuses_malformed_arguments_before_any_call(hook, emulator) -> None:
+    from airflow_mps.errors import MpsValidationError
+
+    emulator.reset()
+    with pytest.raises(MpsValidationError, match="since"):
+        hook.find_tasks_for(_request("raw/x.jpg"), "2026-11-01")  # type: ignore[arg-type]
+    with pytest.raises(MpsValidationError, match="clock_skew_seconds"):
+        hook.find_tasks_for(_request("raw/x.jpg"), __import__("datetime").datetime.now(), clock_skew_seconds=-1)
+    assert _action(emulator.stats(), "DescribeImageTasks")["received"] == 0

@@ -182,3 +182,68 @@ def test_create_task_limit_is_a_refusal_so_process_image_is_retried_not_reconcil
         )
         is Decision.RECONCILE
     )
+
+
+# ---- the finder core (shared by find_tasks_for, afind_tasks_for and the hook's reconciliation) ------
+def _drive(body: dict, since, rows: list, details: dict) -> tuple[list[str], list]:
+    """Run the I/O-free finder over scripted listings (FINISH only) and details; return (ids, steps)."""
+    from airflow_mps.hooks.mps import _ListStep, _task_finder
+
+    steps: list = []
+    finder = _task_finder(body, since, 5.0)
+    reply = None
+    try:
+        while True:
+            step = finder.send(reply)
+            steps.append(step)
+            if isinstance(step, _ListStep):
+                reply = rows if step.status == "FINISH" else []
+            else:
+                reply = details.get(step.task_id, {"Status": "FINISH"})
+    except StopIteration as done:
+        return done.value, steps
+
+
+def _row(task_id: str, listed: str | None, created: str | None = None):
+    from airflow_mps.models import ImageTaskInfo
+
+    return ImageTaskInfo(task_id=task_id, status="FINISH", input=listed, create_time=created)
+
+
+def test_finder_asks_the_task_when_the_listing_names_no_input() -> None:
+    """Real listings may carry an empty ``Input``: the task's own ``InputInfo`` decides (a miss here
+    would make the hook resubmit a request that did arrive)."""
+    from datetime import datetime, timezone
+
+    from airflow_mps.hooks.mps import _DetailStep, _ListStep
+
+    key = KEYS[0]
+    since = datetime(2026, 11, 1, 8, 0, 0, 500000, tzinfo=timezone.utc)
+    rows = [_row("ours", None), _row("other-image", None), _row("listed-other", _emulator_row(KEYS[1]))]
+    details = {"ours": _body(key), "other-image": _body(KEYS[1])}
+    ids, steps = _drive(_body(key), since, rows, details)
+    assert ids == ["ours"]
+    assert [s.status for s in steps if isinstance(s, _ListStep)] == ["WAITING", "PROCESSING", "FINISH"]
+    assert steps[0].start == "2026-11-01T07:59:55Z"  # since minus the skew allowance
+    # The listed other image is refused from the listing alone (no detail call).
+    assert {s.task_id for s in steps if isinstance(s, _DetailStep)} == {"ours", "other-image"}
+
+
+def test_finder_prefers_tasks_from_our_second_and_drops_rows_before_the_window() -> None:
+    from datetime import datetime, timezone
+
+    key = KEYS[0]
+    since = datetime(2026, 11, 1, 8, 0, 0, 700000, tzinfo=timezone.utc)
+    listed = _emulator_row(key)
+    rows = [
+        _row("too-old", listed, "2026-11-01T07:59:50Z"),
+        _row("sibling", listed, "2026-11-01T07:59:58Z"),
+        _row("ours", listed, "2026-11-01T08:00:00Z"),
+    ]
+    assert _drive(_body(key), since, rows, {})[0] == ["ours"]
+    # Server clock behind ours: nothing at/after our second, so the skew window's matches count.
+    assert _drive(_body(key), since, rows[:2], {})[0] == ["sibling"]
+    # Another request's echo (a different ImageTask) is not ours.
+    body = {**_body(key), "ImageTask": OURS}
+    details = {"ours": {"Status": "FINISH", "ImageTask": {"EncodeConfig": {"Format": "PNG"}}}}
+    assert _drive(body, since, rows, details)[0] == ["sibling"]

@@ -422,12 +422,33 @@ def test_parse_time_imports_nothing_heavy() -> None:
 
 # ---------------------------------------------------------------------------------------------- submit → store window
 class ListingHook(FakeHook):
-    """FakeHook whose DescribeImageTasks lists every task it created (plus any extra rows)."""
+    """FakeHook whose DescribeImageTasks lists every task it created (plus any extra rows).
+
+    ``find_tasks_for`` is the real ``MpsHook`` method (the matching rules under test) driven over this
+    fake's listing and ``details`` (raw DescribeImageTaskDetail responses, default: a FINISHed task that
+    echoes nothing).
+    """
 
     def __init__(self, store: FakeStore | None = None) -> None:
         super().__init__(store)
         self.extra: list[Any] = []
         self.listings = 0
+        self.details: dict[str, dict[str, Any]] = {}
+        self.reconcile_clock_skew_seconds = 5.0
+
+    def find_tasks_for(self, request: Any, since: Any, **kwargs: Any) -> list[str]:
+        from airflow_mps.hooks.mps import MpsHook
+
+        return MpsHook.find_tasks_for(self, request, since, **kwargs)  # type: ignore[arg-type]
+
+    def _finder_args(self, *args: Any) -> Any:
+        from airflow_mps.hooks.mps import MpsHook
+
+        return MpsHook._finder_args(self, *args)  # type: ignore[arg-type]
+
+    def _describe_response(self, task_id: str) -> dict[str, Any]:
+        self.described.append(task_id)
+        return self.details.get(task_id, {"Status": "FINISH", "RequestId": "req-d"})
 
     def list_image_tasks(self, status: str, start_time: Any = None, **_: Any) -> Any:
         import json
@@ -513,11 +534,7 @@ def test_another_pipelines_task_with_the_same_input_is_not_adopted() -> None:
         op.execute(ctx)
     theirs = "thumb-1"
     hook.extra = [ImageTaskInfo(task_id=theirs, status="FINISH", input='{"Type":"COS","CosInputInfo":{"Bucket":"in-1250000000","Region":"ap-guangzhou","Object":"/raw/a.jpg"}}')]
-    hook.scripts[theirs] = [
-        ImageTaskStatus.from_api(
-            {"Status": "FINISH", "ImageTask": {"EncodeConfig": {"Format": "png", "Quality": 10}}}, task_id=theirs
-        )
-    ]
+    hook.details[theirs] = {"Status": "FINISH", "ImageTask": {"EncodeConfig": {"Format": "png", "Quality": 10}}}
     result = op.execute(retry(op, ctx))
     assert result["mps_task_id"] == "task-1" and len(hook.submitted) == 1
 
