@@ -629,9 +629,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         record means an earlier try reached MPS but died (or failed to write the store) before the
         TaskId was recorded; the hook's reconciliation cannot help there — it only spans one call. So
         the tasks created since the marker are found by ``MpsHook.find_tasks_for`` (the hook's own
-        reconciliation rules: input, request, marker second): exactly one → it is recorded as this task instance's, and the
-        mixin reconnects to it; none → nothing reached MPS, the mixin submits; several → the task fails
-        without retry, naming them (never a guess, never a blind duplicate).
+        reconciliation rules: input, request, marker second): exactly one → it is recorded as this
+        task instance's, and the mixin reconnects to it; none → nothing reached MPS, the mixin submits;
+        several → the task fails without retry, naming them (never a guess, never a blind duplicate).
         """
         store = self._state_store(context)
         if store is None:
