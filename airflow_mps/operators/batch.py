@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_mps.batch import plan as batch_plan
 from airflow_mps.batch.ledger import FLUSH_SECONDS, LedgerState, SubmissionLedger
+from airflow_mps.batch.overlap import SubmitTimeWatcher
 from airflow_mps.batch.progress import (
     FAILED,
     SKIPPED,
@@ -345,39 +346,66 @@ class MpsBatchProcessImageOperator(BaseOperator):
         cfg: dict[str, Any],
         region: str,
         ledger: SubmissionLedger,
+        watcher: SubmitTimeWatcher | None = None,
     ) -> tuple[dict[str, str], dict[str, MpsError]]:
-        """Submit ``items`` concurrently; returns (input → task id, input → per-image rejection)."""
+        """Submit ``items`` concurrently; returns (input → task id, input → per-image rejection).
+
+        At most ``2 × submit_concurrency`` submissions are queued or in flight (a bounded window,
+        refilled as each completes): waiting on a set of all N futures per completion was O(N²) —
+        for 10,000 images, tens of seconds of lock churn competing with the submit threads for the
+        GIL. The ledger is flushed at least every :data:`FLUSH_SECONDS` (the wait below wakes that
+        often even when nothing completes). Each task is handed to ``watcher`` as it is created, and
+        the watcher is drained once the last image is queued (see :mod:`airflow_mps.batch.overlap`).
+        """
         submitted: dict[str, str] = {}
         rejected: dict[str, MpsError] = {}
         fatal: BaseException | None = None
         if not items:
             return submitted, rejected
 
-        def one(item: batch_plan.BatchItem) -> Any:
-            return hook.process_image(self._build_request(item, cfg, region))
+        def one(item: batch_plan.BatchItem) -> tuple[Any, float, float]:
+            request = self._build_request(item, cfg, region)
+            sent = time.time()
+            submission = hook.process_image(request)
+            return submission, sent, time.time()
 
+        window = 2 * self.submit_concurrency
+        upcoming = iter(items)
+        in_flight: dict[Future[tuple[Any, float, float]], batch_plan.BatchItem] = {}
+        logged = 0
         with ThreadPoolExecutor(self.submit_concurrency, thread_name_prefix="mps-submit") as pool:
-            futures = {pool.submit(one, item): item for item in items}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+            while True:
+                while fatal is None and len(in_flight) < window:
+                    item = next(upcoming, None)
+                    if item is None:
+                        if watcher is not None:
+                            watcher.drain()
+                        break
+                    in_flight[pool.submit(one, item)] = item
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
-                    item = futures[future]
+                    item = in_flight.pop(future)
                     if future.cancelled():
                         continue
                     err = future.exception()
                     if err is None:
-                        task_id = future.result().task_id
+                        submission, sent, received = future.result()
+                        task_id = submission.task_id
                         submitted[item.input_uri] = task_id
                         ledger.add(item.input_uri, task_id)
+                        if watcher is not None:
+                            watcher.add(task_id, item.input_uri, sent, received)
                     elif isinstance(err, (MpsInvalidParameterError, MpsResourceNotFoundError)):
                         rejected[item.input_uri] = err  # this image only; the batch goes on
                     elif fatal is None:
-                        fatal = err
-                        for other in pending:
+                        fatal = err  # stop: nothing new starts; what is in flight completes and is recorded
+                        for other in in_flight:
                             other.cancel()
                 ledger.maybe_flush()
-                if len(submitted) and len(submitted) % 100 == 0:
+                if len(submitted) // 100 > logged:
+                    logged = len(submitted) // 100
                     self.log.info("Submitted %d/%d", len(submitted), len(items))
         ledger.flush()
         self.log.info("Submitted %d tasks (%d rejected)", len(submitted), len(rejected))
@@ -401,6 +429,16 @@ class MpsBatchProcessImageOperator(BaseOperator):
         # Build (= validate) one request before any API call so a bad image_task fails fast.
         from airflow_mps.models import ProcessImageRequest  # noqa: F401  (import cost paid once here)
 
+        # The destination listing (skip-existing) runs alongside the source listing: one round trip
+        # less of worker-slot time before the first submission.
+        dest: batch_plan.CosLocation = cfg["destination"]
+        lister = ThreadPoolExecutor(1, thread_name_prefix="mps-list")
+        existing_keys: Future[set[str]] | None = None
+        if not self.overwrite:
+            existing_keys = lister.submit(
+                lambda: {obj.key for obj in hook.list_objects(dest.bucket, dest.key)}
+            )
+        lister.shutdown(wait=False)
         items = self._list_inputs(hook, cfg)
         for item in items:
             try:
@@ -448,10 +486,7 @@ class MpsBatchProcessImageOperator(BaseOperator):
                     ledger.flush()
                 window_start = min(window_start, reconcile_from)
 
-        existing: set[str] = set()
-        if not self.overwrite and items:
-            dest = cfg["destination"]
-            existing = {obj.key for obj in hook.list_objects(dest.bucket, dest.key)}
+        existing: set[str] = existing_keys.result() if existing_keys is not None else set()
 
         if adopted:
             unfinished = {u: t for u, t in adopted.items() if by_uri[u].output_key not in existing}
@@ -475,7 +510,18 @@ class MpsBatchProcessImageOperator(BaseOperator):
             len(adopted),
             len(skipped),
         )
-        submitted, rejected = self._submit(hook, to_submit, cfg, region, ledger)
+        # Overlap: describe tasks that finish while the rest is still being submitted (the Describe
+        # budget is idle meanwhile), so only the tail is left to wait for afterwards.
+        watcher: SubmitTimeWatcher | None = None
+        if self.wait_for_completion and (to_submit or adopted):
+            watcher = SubmitTimeWatcher(hook, window_start, float(self.poll_interval), log=self.log)
+            for uri, tid in adopted.items():
+                watcher.add(tid, uri)
+            watcher.start()
+        try:
+            submitted, rejected = self._submit(hook, to_submit, cfg, region, ledger, watcher)
+        finally:
+            state = watcher.stop() if watcher is not None else BatchWaitState([])
 
         tasks = {**adopted, **submitted}
         carry = {
@@ -487,39 +533,49 @@ class MpsBatchProcessImageOperator(BaseOperator):
             "adopted": len(adopted),
         }
         end_time = time.time() + (self.timeout or DEFAULT_WAIT)
-        task_rows = [[tid, uri] for uri, tid in tasks.items()]
 
         if not self.wait_for_completion or not tasks:
-            rows = [TaskResult(tid, uri, SUBMITTED).to_row() for tid, uri in task_rows]
+            rows = [TaskResult(tid, uri, SUBMITTED).to_row() for uri, tid in tasks.items()]
             return self._finish(context, hook, cfg, carry, rows, ledger)
+        self.log.info(
+            "%s while submitting (%d listings, %d details); waiting for the other %d",
+            state.progress_line(),
+            state.listing_calls,
+            state.detail_calls,
+            len(state.pending),
+        )
+        if state.done:  # everything finished during the submission: nothing to wait for
+            return self._finish(context, hook, cfg, carry, state.result_rows(), ledger)
         if self.deferrable:
             from airflow_mps.triggers.batch import MpsImageBatchTrigger
 
             self.defer(
                 trigger=MpsImageBatchTrigger(
-                    tasks=pack(task_rows),
+                    tasks=pack(state.pending_rows()),
                     tencentcloud_conn_id=self.tencentcloud_conn_id,
                     region=self.region,
                     poll_interval=self.poll_interval,
                     end_time=end_time,
                     window_start=window_start,
                     carry=pack(carry),
+                    known=pack(state.known_rows()) if state.results else None,
+                    prior_calls=[state.listing_calls, state.detail_calls],
                 ),
                 method_name="execute_complete",
             )
-        rows, error = self._poll(hook, task_rows, window_start, end_time)
+        rows, error = self._poll(hook, state, window_start, end_time)
         return self._finish(context, hook, cfg, carry, rows, ledger, error)
 
     def _poll(
-        self, hook: Any, task_rows: list[list[str]], window_start: str, end_time: float
+        self, hook: Any, state: BatchWaitState, window_start: str, end_time: float
     ) -> tuple[list[list[Any]], dict[str, Any] | None]:
-        """The non-deferrable wait: the trigger's logic through the sync hook."""
-        state = BatchWaitState((r[0], r[1]) for r in task_rows)
+        """The non-deferrable wait: the trigger's logic through the sync hook, continuing ``state``."""
         last = ""
         while True:
             try:
-                listed = [info.task_id for info in hook.list_image_tasks("FINISH", start_time=window_start)]
-                state.listing_calls += 1
+                start = state.listing_start(window_start)
+                listed = [info.task_id for info in hook.list_image_tasks("FINISH", start_time=start)]
+                state.listing_calls += max(1, -(-len(listed) // 100))
                 finished = state.finished_in(listed)
                 finished += [t for t in state.direct_check_due() if t not in finished]
 

@@ -5,6 +5,13 @@ since the batch's window start) to learn which of *its* tasks finished, then cal
 ``DescribeImageTaskDetail`` once per newly finished task for its outputs or error code. The hook paces
 both calls under the API's Describe limit, and nothing blocks the event loop (the hook's async path).
 
+The operator already describes the tasks that finish while it is still submitting; it hands over only
+the pending tail (``tasks``) plus the results known so far (``known``, echoed in the event). Each
+pending row may carry a floor of the task's creation time, which narrows the listing to the tail.
+Every poll is bounded by the time left to ``end_time`` (a stalled call never carries the wait past
+the deadline), and the first run imports the hook and the async SDK in a worker thread
+(:func:`airflow_mps.triggers.mps.preload_sdk`), not on the triggerer's loop.
+
 The trigger carries everything it needs in ``serialize()`` — the task list, the absolute deadline and
 the window start — so a triggerer restart (or an HA peer) rebuilds it and re-derives progress (tasks are
 described again; harmless, reads only) while keeping the original deadline (apache/airflow #32580).
@@ -39,6 +46,8 @@ EVENT_ERROR = "error"
 
 #: At most this many DescribeImageTaskDetail calls in flight (the hook paces them anyway).
 DESCRIBE_CONCURRENCY = 16
+#: A poll started at (or past) the deadline still gets this long before it is abandoned.
+MIN_CALL_SECONDS = 1.0
 
 
 def _error_dict(err: BaseException) -> dict[str, Any]:
@@ -59,6 +68,9 @@ class MpsImageBatchTrigger(BaseTrigger):
     :param window_start: ``YYYY-MM-DDThh:mm:ssZ``; the listings ask for tasks created since then (the
         operator sets it a few minutes before the first submission to absorb clock skew).
     :param carry: opaque text echoed in the event (what the operator needs to write the manifest).
+    :param known: result rows already resolved before deferring (packed; the operator describes tasks
+        that finish while it is still submitting), returned in the event with the others.
+    :param prior_calls: ``[listing_calls, detail_calls]`` already spent before deferring (reporting).
     """
 
     def __init__(
@@ -70,6 +82,8 @@ class MpsImageBatchTrigger(BaseTrigger):
         end_time: float | None = None,
         window_start: str | None = None,
         carry: str | None = None,
+        known: str | None = None,
+        prior_calls: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.tasks = tasks if isinstance(tasks, str) else pack([list(t) for t in tasks])
@@ -79,6 +93,8 @@ class MpsImageBatchTrigger(BaseTrigger):
         self.end_time = float(end_time) if end_time is not None else time.time() + 7 * 24 * 3600
         self.window_start = window_start
         self.carry = carry
+        self.known = known
+        self.prior_calls = [int(n) for n in prior_calls] if prior_calls else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -91,6 +107,8 @@ class MpsImageBatchTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "window_start": self.window_start,
                 "carry": self.carry,
+                "known": self.known,
+                "prior_calls": self.prior_calls,
             },
         )
 
@@ -133,11 +151,17 @@ class MpsImageBatchTrigger(BaseTrigger):
 
         await asyncio.gather(*(one(t) for t in task_ids))
 
+    async def _poll_once(self, hook: Any, state: BatchWaitState) -> None:
+        """One listing, then one detail call per newly finished (or direct-check due) task."""
+        finished = await self._finished_ids(hook, state)
+        finished += [t for t in state.direct_check_due() if t not in finished]
+        await self._describe(hook, state, finished)
+
     async def _finished_ids(self, hook: Any, state: BatchWaitState) -> list[str]:
         """Our pending tasks that the FINISH listing shows as finished."""
         listed: list[str] = []
         pages_before = getattr(hook, "list_calls", None)
-        async for info in hook.alist_image_tasks("FINISH", start_time=self.window_start):
+        async for info in hook.alist_image_tasks("FINISH", start_time=state.listing_start(self.window_start)):
             listed.append(info.task_id)
         pages_after = getattr(hook, "list_calls", None)
         if isinstance(pages_before, int) and isinstance(pages_after, int):
@@ -147,6 +171,11 @@ class MpsImageBatchTrigger(BaseTrigger):
         return state.finished_in(listed)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_mps.triggers.mps import preload_sdk
+
+        # The hook module and the async SDK are imported in a worker thread, not on the triggerer's
+        # loop (where the import would stall every other trigger of the process).
+        await preload_sdk()
         hook = self._hook()
         try:
             async for event in self._wait(hook):
@@ -161,10 +190,13 @@ class MpsImageBatchTrigger(BaseTrigger):
 
     async def _wait(self, hook: Any) -> AsyncIterator[TriggerEvent]:
         """The poll loop; yields exactly one event."""
-        state = BatchWaitState((row[0], row[1]) for row in unpack(self.tasks))
+        state = BatchWaitState(unpack(self.tasks), known=unpack(self.known) if self.known else ())
+        if self.prior_calls:
+            state.listing_calls, state.detail_calls = self.prior_calls[0], self.prior_calls[1]
         self.log.info(
-            "Waiting for %d MPS image tasks (window start %s, deadline %s)",
-            state.total,
+            "Waiting for %d MPS image tasks, %d already finished (window start %s, deadline %s)",
+            len(state.pending),
+            len(state.results),
             self.window_start,
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.end_time)),
         )
@@ -172,15 +204,21 @@ class MpsImageBatchTrigger(BaseTrigger):
         while True:
             try:
                 if state.pending:
-                    finished = await self._finished_ids(hook, state)
-                    finished += [t for t in state.direct_check_due() if t not in finished]
-                    await self._describe(hook, state, finished)
+                    # Bounded by the deadline: a stalled call (the SDK's request timeout is 60 s, plus
+                    # the hook's retries) must not carry the wait past end_time. What was described
+                    # before the bound hit stays recorded in ``state``.
+                    await asyncio.wait_for(
+                        self._poll_once(hook, state),
+                        timeout=max(MIN_CALL_SECONDS, self.end_time - time.time()),
+                    )
             except MpsError as err:
                 if not err.retryable:
                     self.log.error("Batch wait stopped by a terminal MPS error: %s", err)
                     yield self._event(EVENT_ERROR, state, _error_dict(err))
                     return
                 self.log.warning("Polling the batch failed, retrying: %s", err)
+            except asyncio.TimeoutError:  # the bound above, or a socket timeout the hook let through
+                self.log.warning("A poll did not complete in time (deadline %.0f); abandoned", self.end_time)
             except Exception as err:  # transport trouble the hook could not classify: keep polling
                 self.log.warning("Polling the batch failed, retrying: %s: %s", type(err).__name__, err)
             line = state.progress_line()
