@@ -360,3 +360,44 @@ def test_trigger_closes_its_async_client(conn: Any, png: bytes) -> None:
     event = asyncio.run(_first_event(trigger))
     assert event.payload["status"] == "success"
     assert len(hooks) == 1 and len(hooks[0]._async_clients) == 0
+
+
+def test_tasks_finished_while_submitting_are_described_before_deferring(conn: Any, png: bytes) -> None:
+    """The overlap: the Describe budget works during the submission, the trigger gets only the tail
+    (plus the results known so far), and still each task is described exactly once."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_mps.batch.progress import unpack
+
+    n = 120  # 6 s of submission at the 20/s limit, with the 0.5 s poll interval of _operator()
+    part = _seed(conn, png, n)
+    conn.faults.latency(150)
+    op = _operator(part, submit_concurrency=8)
+    ctx = _context(DictStore())
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    kwargs = deferred.value.trigger.serialize()[1]
+    pending = unpack(kwargs["tasks"])
+    known = unpack(kwargs["known"])
+    assert known and pending, (len(known), len(pending))  # the last submissions always form a tail
+    assert len(known) + len(pending) == n
+    assert {row[0] for row in known}.isdisjoint(row[0] for row in pending)
+    assert _count(conn, "DescribeImageTaskDetail") == len(known)
+    assert all(len(row) == 3 and row[2] is not None for row in pending)  # creation floors: a narrow listing
+    trigger = type(deferred.value.trigger)(**kwargs)
+    event = asyncio.run(_first_event(trigger))
+    summary = op.execute_complete(ctx, event.payload)
+    assert summary["succeeded"] == n and summary["failed"] == 0
+    assert _count(conn, "DescribeImageTaskDetail") == n  # once per task, overlap and trigger together
+    assert conn.stats()["tasks_created"] == n
+    lines = _manifest(conn, part)
+    assert len(lines) == n and all(line["outputs"] for line in lines)
+
+
+def test_non_deferrable_mode_overlaps_too_and_describes_each_task_once(conn: Any, png: bytes) -> None:
+    part = _seed(conn, png, 60)
+    conn.faults.latency(150)
+    summary = _operator(part, deferrable=False).execute(_context(DictStore()))
+    assert summary["succeeded"] == 60 and summary["total"] == 60
+    assert _count(conn, "DescribeImageTaskDetail") == 60
+    assert len(_manifest(conn, part)) == 60
