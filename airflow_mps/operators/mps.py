@@ -432,9 +432,12 @@ class MpsBaseOperator(BaseOperator):
         end_time: float,
         request_id: str | None,
         method_name: str = "execute_complete",
+        created_after: float | None = None,
     ) -> None:
         """Defer to ``MpsImageTaskTrigger`` until ``end_time``; the Airflow-level deferral timeout is
-        the same deadline plus a grace period (the trigger's own ``timeout`` event normally wins)."""
+        the same deadline plus a grace period (the trigger's own ``timeout`` event normally wins).
+        ``created_after`` (epoch seconds, no later than the task's creation) lets the trigger share
+        the triggerer's one listing per round instead of polling its own detail."""
         # Imported here: the trigger module (and Airflow's trigger base) is not needed to parse a DAG.
         from airflow_mps.triggers.mps import MpsImageTaskTrigger
 
@@ -447,6 +450,7 @@ class MpsBaseOperator(BaseOperator):
                 region=self.region,
                 poll_interval=self.poll_interval,
                 request_id=request_id,
+                created_after=created_after,
             ),
             method_name=method_name,
             timeout=timedelta(seconds=remaining + DEFERRAL_GRACE_SECONDS),
@@ -753,7 +757,12 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         self._end_time = self.wait_deadline(context)
         if self.deferrable:
             self.log.info("Deferring until MPS task %s finishes", mps_task_id)
-            self.defer_to_trigger(mps_task_id=mps_task_id, end_time=self._end_time, request_id=request_id)
+            self.defer_to_trigger(
+                mps_task_id=mps_task_id,
+                end_time=self._end_time,
+                request_id=request_id,
+                created_after=self._created_after(external_id),
+            )
         status = self.wait_in_worker(mps_task_id, self._end_time)
         if not status.succeeded:
             raise AirflowFailException(
@@ -765,6 +774,20 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
             )
         self._result = build_task_xcom(mps_task_id, request_id=request_id, status=status)
         return self._result
+
+    def _created_after(self, external_id: Mapping[str, Any]) -> float | None:
+        """The earliest time the task can have been created, for the trigger's shared listing: the
+        CreateTime MPS reported (a reconnecting retry has read it), else the recorded submission time
+        of a task this operator submitted (an adopted task's is the adoption time: unknown → None)."""
+        from airflow_mps.triggers.mps import parse_api_time
+
+        known = self._known_status
+        if known is not None and getattr(known, "create_time", None):
+            return parse_api_time(known.create_time)
+        if external_id.get("adopted"):
+            return None
+        submitted = external_id.get("submitted_at")
+        return float(submitted) if isinstance(submitted, (int, float)) else None
 
     def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
         """The XCom: from the wait just done, or (already-succeeded retry) from the status just read."""

@@ -120,6 +120,11 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 )
                 return False
             raise airflow_exception_for(err, f"{self.task_id}: describing MPS task {mps_task_id}") from err
+        if status.create_time and getattr(self, "_created_after", None) is None:
+            from airflow_mps.triggers.mps import parse_api_time  # not needed to parse a DAG
+
+            # Remembered for a deferral: the trigger then shares the triggerer's one listing per round.
+            self._created_after = parse_api_time(status.create_time)
         if not status.done:
             self.log.info("MPS task %s is %s", mps_task_id, status.state)
             return False
@@ -153,6 +158,7 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 tencentcloud_conn_id=self.tencentcloud_conn_id,
                 region=self.region,
                 poll_interval=float(self.poke_interval),
+                created_after=getattr(self, "_created_after", None),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(0.0, end_time - time.time()) + DEFERRAL_GRACE_SECONDS),

@@ -247,7 +247,16 @@ def test_cancellation_propagates_and_closes_the_client() -> None:
 
 def test_serialize_carries_no_secret_and_only_known_keys() -> None:
     _, kwargs = _trigger(request_id="r").serialize()
-    assert set(kwargs) == {"mps_task_id", "end_time", "tencentcloud_conn_id", "region", "poll_interval", "request_id"}
+    assert set(kwargs) == {
+        "mps_task_id",
+        "end_time",
+        "tencentcloud_conn_id",
+        "region",
+        "poll_interval",
+        "request_id",
+        "created_after",
+        "share_polling",
+    }
 
 
 def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
@@ -291,3 +300,354 @@ def test_jitter_spreads_polls_within_ten_percent() -> None:
     values = [jittered(10.0) for _ in range(200)]
     assert all(9.0 <= v <= 11.0 for v in values)
     assert len({round(v, 3) for v in values}) > 100  # not in lockstep
+
+
+
+# ------------------------------------------------------------------------------------------------
+# shared polling: one listing per round for every trigger of a loop
+# ------------------------------------------------------------------------------------------------
+from airflow_mps.errors import MpsTransientError as _Transient  # noqa: E402
+from airflow_mps.errors import MpsUnauthorizedError  # noqa: E402
+from airflow_mps.models import ImageTaskInfo  # noqa: E402
+from airflow_mps.triggers import mps as trigger_mod  # noqa: E402
+
+
+class FleetHook:
+    """Stands in for MPS for many triggers and their shared poller: ``finished`` is the set of task ids
+    that DescribeImageTasks(FINISH) lists; ``done`` the ones whose detail says FINISH (by default the
+    same). ``list_script`` items are raised before the listing answers normally."""
+
+    def __init__(self) -> None:
+        self.finished: set[str] = set()
+        self.done: set[str] | None = None
+        self.failed: set[str] = set()
+        self.list_script: list[BaseException] = []
+        self.list_calls = 0
+        self.list_args: list[dict[str, Any]] = []
+        self.detail_calls: dict[str, int] = {}
+        self.closed = 0
+
+    async def adescribe_image_task(self, task_id: str) -> ImageTaskStatus:
+        self.detail_calls[task_id] = self.detail_calls.get(task_id, 0) + 1
+        done = self.finished if self.done is None else self.done
+        if task_id in done:
+            return _status("FINISH", err="X" if task_id in self.failed else None, task_id=task_id)
+        return _status("PROCESSING", task_id=task_id)
+
+    async def alist_image_tasks(self, status: str, start_time: Any = None, page_size: int = 100, **kw: Any) -> Any:
+        self.list_calls += 1
+        self.list_args.append({"status": status, "start_time": start_time, "page_size": page_size})
+        if self.list_script:
+            raise self.list_script.pop(0)
+        for task_id in sorted(self.finished):
+            yield ImageTaskInfo(task_id=task_id, status="FINISH")
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+    def total_details(self) -> int:
+        return sum(self.detail_calls.values())
+
+
+def _shared(task_id: str, hook: FleetHook, **kw: Any) -> MpsImageTaskTrigger:
+    args: dict[str, Any] = {
+        "mps_task_id": task_id,
+        "end_time": time.time() + 60,
+        "poll_interval": 0.02,
+        "created_after": time.time() - 5,
+    }
+    args.update(kw)
+    trig = MpsImageTaskTrigger(**args)
+    trig._hook = lambda: hook  # type: ignore[method-assign]
+    return trig
+
+
+@pytest.fixture
+def fleet(monkeypatch: pytest.MonkeyPatch) -> FleetHook:
+    hook = FleetHook()
+    monkeypatch.setattr(trigger_mod.SharedTaskPoller, "_hook", lambda self: hook)
+    return hook
+
+
+async def _until(predicate: Any, limit: int = 20000) -> None:
+    """Yield to the loop until ``predicate()`` holds (bounded by a count, not by time)."""
+    for _ in range(limit):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never held")
+
+
+def test_shared_polling_lists_once_per_round_and_details_only_finished_tasks(fleet: FleetHook) -> None:
+    """20 triggers on one loop: the poller lists once per round (not 20 detail calls per round) and each
+    trigger makes exactly ONE detail call, after the listing showed its task finished."""
+    ids = [f"t-{i:02d}" for i in range(20)]
+
+    async def main() -> list[dict[str, Any]]:
+        tasks = [asyncio.ensure_future(_collect(_shared(t, fleet))) for t in ids]
+        await _until(lambda: fleet.list_calls >= 5)
+        assert fleet.total_details() == 0  # nothing finished yet: waiting costs no detail call at all
+        assert trigger_mod.active_pollers(asyncio.get_running_loop()) == 1
+        fleet.finished.update(ids[:10])
+        await _until(lambda: sum(t.done() for t in tasks) == 10)
+        rounds_mid = fleet.list_calls
+        fleet.finished.update(ids[10:])
+        out = await asyncio.gather(*tasks)
+        assert fleet.list_calls > rounds_mid
+        return [e for events in out for e in events]
+
+    events = asyncio.run(main())
+    assert sorted(e["mps_task_id"] for e in events) == ids
+    assert {e["status"] for e in events} == {"success"}
+    assert fleet.detail_calls == {t: 1 for t in ids}
+    assert {a["status"] for a in fleet.list_args} == {"FINISH"}
+    assert {a["page_size"] for a in fleet.list_args} == {100}
+    # The poller ended with its last trigger and closed its client; nothing is left for this loop.
+    assert trigger_mod.active_pollers() == 0
+    assert fleet.closed >= 1
+
+
+def test_listing_window_starts_at_the_earliest_created_after_minus_skew(fleet: FleetHook) -> None:
+    early, late = time.time() - 3600, time.time() - 10
+
+    async def main() -> None:
+        tasks = [
+            asyncio.ensure_future(_collect(_shared("a", fleet, created_after=late))),
+            asyncio.ensure_future(_collect(_shared("b", fleet, created_after=early))),
+        ]
+        await _until(lambda: fleet.list_calls >= 3)
+        fleet.finished.update({"a", "b"})
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    start = fleet.list_args[-1]["start_time"]
+    assert start.tzinfo is not None
+    assert start.timestamp() == int(early - trigger_mod.LISTING_SKEW_SECONDS)
+
+
+def test_failed_task_found_by_listing_yields_failed_event(fleet: FleetHook) -> None:
+    fleet.finished.add("t-1")
+    fleet.failed.add("t-1")
+    events = asyncio.run(_collect(_shared("t-1", fleet)))
+    assert [e["status"] for e in events] == ["failed"]  # FINISH is not success: the detail decides
+    assert fleet.detail_calls == {"t-1": 1}
+
+
+def test_listing_ahead_of_detail_keeps_waiting(fleet: FleetHook) -> None:
+    """Eventual consistency: the listing says FINISH but the detail still says PROCESSING. The trigger
+    goes back to waiting (no event) and finishes once the detail agrees."""
+    fleet.finished.add("t-1")
+    fleet.done = set()
+
+    async def main() -> list[dict[str, Any]]:
+        task = asyncio.ensure_future(_collect(_shared("t-1", fleet)))
+        await _until(lambda: fleet.detail_calls.get("t-1", 0) >= 2)
+        assert not task.done()
+        fleet.done = {"t-1"}
+        return await task
+
+    events = asyncio.run(main())
+    assert [e["status"] for e in events] == ["success"]
+
+
+def test_trigger_without_created_after_polls_its_own_detail(fleet: FleetHook) -> None:
+    async def main() -> list[dict[str, Any]]:
+        task = asyncio.ensure_future(_collect(_shared("t-1", fleet, created_after=None)))
+        await _until(lambda: fleet.detail_calls.get("t-1", 0) >= 3)
+        assert trigger_mod.active_pollers() == 0
+        fleet.finished.add("t-1")
+        return await task
+
+    events = asyncio.run(main())
+    assert [e["status"] for e in events] == ["success"]
+    assert fleet.list_calls == 0
+
+
+def test_share_polling_false_is_plain_per_task_polling(fleet: FleetHook) -> None:
+    """The P2 baseline's switch: each trigger polls its own detail, no listing at all."""
+    trig = _shared("t-1", fleet, share_polling=False)
+    assert MpsImageTaskTrigger(**trig.serialize()[1]).share_polling is False
+
+    async def main() -> list[dict[str, Any]]:
+        task = asyncio.ensure_future(_collect(trig))
+        await _until(lambda: fleet.detail_calls.get("t-1", 0) >= 3)
+        assert trigger_mod.active_pollers() == 0
+        fleet.finished.add("t-1")
+        return await task
+
+    assert [e["status"] for e in asyncio.run(main())] == ["success"]
+    assert fleet.list_calls == 0
+
+
+def test_safety_detail_finds_a_task_the_listing_misses(fleet: FleetHook, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task the listing never shows (outside its window, eventual consistency) is still found by the
+    trigger's own periodic detail call: at most one per SAFETY_ROUNDS rounds, not one per round."""
+    monkeypatch.setattr(trigger_mod, "SAFETY_SECONDS", 0.0)
+    monkeypatch.setattr(trigger_mod, "SAFETY_ROUNDS", 10)
+    fleet.done = set()  # the listing (``finished``) never has it
+
+    async def main() -> list[dict[str, Any]]:
+        task = asyncio.ensure_future(_collect(_shared("t-1", fleet, poll_interval=0.01)))
+        await _until(lambda: fleet.detail_calls.get("t-1", 0) >= 2)
+        assert not task.done()
+        fleet.done = {"t-1"}
+        return await task
+
+    events = asyncio.run(main())
+    assert [e["status"] for e in events] == ["success"]
+    # Own detail calls are rarer than listing rounds (10 rounds apart, ±50% for the first one).
+    assert fleet.detail_calls["t-1"] < fleet.list_calls
+
+
+def test_terminal_listing_error_falls_back_to_per_task_polling_and_logs_once(
+    fleet: FleetHook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some CAM policies allow DescribeImageTaskDetail but not DescribeImageTasks: the poller stops
+    listing, logs once, and every trigger (also one registering later) polls its own detail."""
+    fleet.list_script = [MpsUnauthorizedError("UnauthorizedOperation", "not allowed", "req-l")]
+    ids = [f"t-{i}" for i in range(5)]
+
+    async def main() -> list[dict[str, Any]]:
+        tasks = [asyncio.ensure_future(_collect(_shared(t, fleet))) for t in ids]
+        await _until(lambda: all(fleet.detail_calls.get(t, 0) >= 2 for t in ids))
+        late = asyncio.ensure_future(_collect(_shared("t-late", fleet)))
+        await _until(lambda: fleet.detail_calls.get("t-late", 0) >= 2)
+        fleet.finished.update([*ids, "t-late"])
+        out = await asyncio.gather(*tasks, late)
+        return [e for events in out for e in events]
+
+    with caplog.at_level("ERROR", logger="airflow_mps.triggers.mps.SharedTaskPoller"):
+        events = asyncio.run(main())
+    assert {e["status"] for e in events} == {"success"} and len(events) == 6
+    assert fleet.list_calls == 1
+    logged = [r for r in caplog.records if "fall back" in r.getMessage()]
+    assert len(logged) == 1 and "UnauthorizedOperation" in logged[0].getMessage()
+    assert "not allowed" in logged[0].getMessage()
+
+
+def test_transient_listing_errors_are_retried_next_round(fleet: FleetHook) -> None:
+    fleet.list_script = [
+        _Transient("InternalError", "boom", "req-a"),
+        ConnectionResetError("reset"),
+        _Transient("RequestLimitExceeded", "slow", "req-b"),
+    ]
+    fleet.finished.add("t-1")
+    events = asyncio.run(_collect(_shared("t-1", fleet)))
+    assert [e["status"] for e in events] == ["success"]
+    assert fleet.list_calls == 4
+    assert fleet.detail_calls == {"t-1": 1}
+
+
+def test_transient_detail_error_after_wake_is_retried(fleet: FleetHook) -> None:
+    fleet.finished.add("t-1")
+    real = fleet.adescribe_image_task
+    failures = [_Transient("InternalError", "boom", "req-d")]
+
+    async def flaky(task_id: str) -> ImageTaskStatus:
+        if failures:
+            fleet.detail_calls[task_id] = fleet.detail_calls.get(task_id, 0) + 1
+            raise failures.pop()
+        return await real(task_id)
+
+    fleet.adescribe_image_task = flaky  # type: ignore[method-assign]
+    events = asyncio.run(_collect(_shared("t-1", fleet)))
+    assert [e["status"] for e in events] == ["success"]
+    assert fleet.detail_calls == {"t-1": 2}
+
+
+def test_shared_trigger_deadline_times_out_without_detail_calls(fleet: FleetHook) -> None:
+    events = asyncio.run(_collect(_shared("t-1", fleet, end_time=time.time() + 0.3)))
+    assert [e["status"] for e in events] == ["timeout"]
+    assert fleet.detail_calls == {}
+    assert trigger_mod.active_pollers() == 0
+
+
+def test_shared_trigger_deadline_holds_while_the_listing_keeps_failing(fleet: FleetHook) -> None:
+    fleet.list_script = [_Transient("InternalError", "down", "req") for _ in range(10_000)]
+    events = asyncio.run(_collect(_shared("t-1", fleet, end_time=time.time() + 0.3)))
+    assert [e["status"] for e in events] == ["timeout"]
+    assert fleet.list_calls >= 2
+
+
+def test_cancelling_a_shared_trigger_propagates_and_unregisters(fleet: FleetHook) -> None:
+    async def main() -> None:
+        keep = asyncio.ensure_future(_collect(_shared("keep", fleet)))
+        gone = asyncio.ensure_future(_collect(_shared("gone", fleet)))
+        await _until(lambda: fleet.list_calls >= 2)
+        poller = trigger_mod.shared_poller("tencentcloud_default", None)
+        assert set(poller.registrations) == {"keep", "gone"}
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert set(poller.registrations) == {"keep"}
+        keep.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await keep
+        assert poller.registrations == {}
+        assert trigger_mod.active_pollers(asyncio.get_running_loop()) == 0
+        await _until(lambda: poller._task is not None and poller._task.done())
+
+    asyncio.run(main())
+    assert fleet.closed >= 3  # two triggers' hooks and the poller's
+
+
+def test_rebuilt_shared_trigger_resumes_mid_wait(fleet: FleetHook) -> None:
+    """A triggerer restart rebuilds the trigger from serialize(): it registers again with the same
+    created_after and deadline and is woken by the listing."""
+    original = _shared("t-1", fleet, created_after=1_700_000_000.5)
+    kwargs = original.serialize()[1]
+    assert kwargs["created_after"] == 1_700_000_000.5 and kwargs["share_polling"] is True
+    import json
+
+    rebuilt = MpsImageTaskTrigger(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == original.serialize()
+    rebuilt._hook = lambda: fleet  # type: ignore[method-assign]
+
+    async def main() -> list[dict[str, Any]]:
+        task = asyncio.ensure_future(_collect(rebuilt))
+        await _until(lambda: fleet.list_calls >= 2)
+        fleet.finished.add("t-1")
+        return await task
+
+    assert [e["status"] for e in asyncio.run(main())] == ["success"]
+    assert fleet.detail_calls == {"t-1": 1}
+
+
+def test_no_poller_state_leaks_across_event_loops(fleet: FleetHook) -> None:
+    seen: list[Any] = []
+
+    async def one() -> None:
+        task = asyncio.ensure_future(_collect(_shared("t-1", fleet)))
+        await _until(lambda: trigger_mod.active_pollers(asyncio.get_running_loop()) == 1)
+        seen.append(trigger_mod.shared_poller("tencentcloud_default", None))
+        fleet.finished.add("t-1")
+        await task
+        fleet.finished.clear()
+
+    asyncio.run(one())
+    asyncio.run(one())
+    assert seen[0] is not seen[1]
+    assert trigger_mod.active_pollers() == 0
+
+
+def test_pollers_are_per_connection_and_region(fleet: FleetHook) -> None:
+    async def main() -> None:
+        tasks = [
+            asyncio.ensure_future(_collect(_shared("a", fleet))),
+            asyncio.ensure_future(_collect(_shared("b", fleet, region="ap-shanghai"))),
+            asyncio.ensure_future(_collect(_shared("c", fleet, tencentcloud_conn_id="other"))),
+            asyncio.ensure_future(_collect(_shared("d", fleet))),
+        ]
+        await _until(lambda: trigger_mod.active_pollers(asyncio.get_running_loop()) == 3)
+        assert len(trigger_mod.shared_poller("tencentcloud_default", None)) == 2
+        fleet.finished.update("abcd")
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert trigger_mod.active_pollers() == 0
+
+
+def test_parse_api_time() -> None:
+    assert trigger_mod.parse_api_time("2026-04-30T06:26:49Z") == 1777530409.0
+    assert trigger_mod.parse_api_time(None) is None
+    assert trigger_mod.parse_api_time("garbage") is None
