@@ -336,6 +336,69 @@ def test_trigger_never_blocks_the_event_loop(emu: EmulatorServer, monkeypatch: p
     assert slow == []
 
 
+def _actions(emu: EmulatorServer, action: str) -> int:
+    return int(emu.stats()["actions"].get(action, {}).get("received", 0))
+
+
+def _shared_run(emu: EmulatorServer, images: list[str]) -> list[dict[str, Any]]:
+    """Submit one task per image, then wait for all with shared-polling triggers on one loop."""
+    from airflow_mps.triggers.mps import MpsImageTaskTrigger, active_pollers
+
+    created_after = time.time()
+    ids = [_submit(emu, image) for image in images]
+
+    async def main() -> list[dict[str, Any]]:
+        triggers = [
+            MpsImageTaskTrigger(mps_task_id=t, end_time=time.time() + 60, poll_interval=0.05,
+                                created_after=created_after)
+            for t in ids
+        ]
+        async def one(trig: MpsImageTaskTrigger) -> list[dict[str, Any]]:
+            return [e.payload async for e in trig.run()]
+
+        out = await asyncio.gather(*(one(trig) for trig in triggers))
+        assert active_pollers() == 0  # the poller left with its last trigger
+        return [events[0] for events in out if len(events) == 1]
+
+    events = asyncio.run(main())
+    assert sorted(e["mps_task_id"] for e in events) == sorted(ids)
+    return events
+
+
+def test_shared_polling_one_detail_call_per_trigger(emu: EmulatorServer) -> None:
+    """Six triggers on one loop share DescribeImageTasks(FINISH): each makes exactly one
+    DescribeImageTaskDetail (for its outputs), however many rounds the listing took."""
+    details, listings = _describe_calls(emu), _actions(emu, "DescribeImageTasks")
+    events = _shared_run(emu, ["m0", "m1", "m2", "m7", "m8", "m9"])
+    assert {e["status"] for e in events} == {"success"}
+    assert all(e["result"]["outputs"][0]["path"].startswith("trigger/m") for e in events)
+    assert _describe_calls(emu) - details == 6
+    assert _actions(emu, "DescribeImageTasks") - listings >= 1
+
+
+def test_shared_polling_retries_a_failing_listing(emu: EmulatorServer) -> None:
+    emu.faults.internal_error(action="DescribeImageTasks", count=3)
+    details = _describe_calls(emu)
+    events = _shared_run(emu, ["m1", "m2"])
+    assert {e["status"] for e in events} == {"success"}
+    assert _describe_calls(emu) - details == 2
+    assert sum(emu.stats()["errors"]["DescribeImageTasks"].values()) >= 3
+
+
+def test_shared_polling_falls_back_when_the_listing_is_refused(
+    emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing that can never work (here the hook refuses the page size before any call; with MPS it
+    is e.g. UnauthorizedOperation) turns shared polling into per-task detail polling: still success."""
+    from airflow_mps.triggers import mps as trigger_mod
+
+    monkeypatch.setattr(trigger_mod, "LISTING_PAGE_SIZE", 0)
+    listings = _actions(emu, "DescribeImageTasks")
+    events = _shared_run(emu, ["m3", "m4", "m5"])
+    assert {e["status"] for e in events} == {"success"}
+    assert _actions(emu, "DescribeImageTasks") == listings
+
+
 def test_sensor_poke_against_emulator(emu: EmulatorServer) -> None:
     from airflow_mps.sensors.mps import MpsImageTaskSensor
 
