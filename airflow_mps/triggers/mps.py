@@ -170,6 +170,7 @@ class SharedTaskPoller:
         self.registrations: dict[str, list[_Registration]] = {}
         self.listing_disabled = False
         self.rounds = 0
+        self.over_budget_rounds = 0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -237,18 +238,30 @@ class SharedTaskPoller:
         start = min(reg.created_after for reg in self._all()) - LISTING_SKEW_SECONDS
         start = max(start, now - LISTING_WINDOW_SECONDS + 60.0)
         wanted = set(self.registrations)
+        # Page budget: listing must never cost more than polling each task would. Many OTHER tasks
+        # finished in the window (a large batch) can make the listing long; past the budget the
+        # unseen triggers make their own detail call this round instead (bounded: ceil(R/2) pages plus
+        # one detail per unseen trigger, against R detail calls for per-task polling).
+        budget_rows = max(1, -(-len(wanted) // 2)) * LISTING_PAGE_SIZE
+        seen = 0
         try:
-            async for info in hook.alist_image_tasks(
+            rows = hook.alist_image_tasks(
                 "FINISH",
                 start_time=datetime.fromtimestamp(int(start), tz=timezone.utc),
                 page_size=LISTING_PAGE_SIZE,
-            ):
-                if info.task_id in wanted:
-                    wanted.discard(info.task_id)
-                    for reg in self.registrations.get(info.task_id, ()):
-                        reg.found.set()
+            )
+            async with contextlib.aclosing(rows):
+                async for info in rows:
+                    seen += 1
+                    if info.task_id in wanted:
+                        wanted.discard(info.task_id)
+                        for reg in self.registrations.get(info.task_id, ()):
+                            reg.found.set()
                     if not wanted:
                         break  # every registered task seen: no need for the remaining pages
+                    if seen >= budget_rows:
+                        self._over_budget(wanted, seen)
+                        break
         except MpsError as err:
             if err.retryable:
                 _poller_log.warning(
@@ -263,6 +276,19 @@ class SharedTaskPoller:
             _poller_log.warning("Listing finished MPS tasks failed (network), next round retries: %r", err)
         except Exception as err:  # e.g. an SDK without DescribeImageTasks: per-task polling still works
             self._fall_back(repr(err))
+
+    def _over_budget(self, unseen: set[str], rows: int) -> None:
+        if not self.over_budget_rounds:
+            _poller_log.info(
+                "Listing finished MPS tasks needs more than %d rows this round (other tasks finished in the "
+                "window); %d trigger(s) check their own detail instead",
+                rows,
+                len(unseen),
+            )
+        self.over_budget_rounds += 1
+        for task_id in unseen:
+            for reg in self.registrations.get(task_id, ()):
+                reg.found.set()
 
     def _fall_back(self, why: str) -> None:
         self.listing_disabled = True

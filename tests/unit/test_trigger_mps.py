@@ -192,6 +192,8 @@ class HangingHook:
         self.calls = 0
         self.cancelled = 0
         self.closed = 0
+        self.others = 0  # unrelated finished tasks listed before ours (newest first)
+        self.rows_listed: list[int] = []
 
     async def adescribe_image_task(self, task_id: str) -> ImageTaskStatus:
         self.calls += 1
@@ -326,6 +328,8 @@ class FleetHook:
         self.list_args: list[dict[str, Any]] = []
         self.detail_calls: dict[str, int] = {}
         self.closed = 0
+        self.others = 0  # unrelated finished tasks listed before ours (newest first)
+        self.rows_listed: list[int] = []
 
     async def adescribe_image_task(self, task_id: str) -> ImageTaskStatus:
         self.detail_calls[task_id] = self.detail_calls.get(task_id, 0) + 1
@@ -339,7 +343,9 @@ class FleetHook:
         self.list_args.append({"status": status, "start_time": start_time, "page_size": page_size})
         if self.list_script:
             raise self.list_script.pop(0)
-        for task_id in sorted(self.finished):
+        self.rows_listed.append(0)
+        for task_id in [f"other-{i}" for i in range(self.others)] + sorted(self.finished):
+            self.rows_listed[-1] += 1
             yield ImageTaskInfo(task_id=task_id, status="FINISH")
 
     async def aclose(self) -> None:
@@ -651,3 +657,26 @@ def test_parse_api_time() -> None:
     assert trigger_mod.parse_api_time("2026-04-30T06:26:49Z") == 1777530409.0
     assert trigger_mod.parse_api_time(None) is None
     assert trigger_mod.parse_api_time("garbage") is None
+
+
+def test_listing_is_bounded_when_many_other_tasks_finished(fleet: FleetHook) -> None:
+    """Many unrelated tasks finished in the window (say a big batch): one round never reads more than
+    ceil(registered / 2) pages; past that, the unseen triggers check their own detail instead."""
+    fleet.others = 1000
+    fleet.finished.update({"a", "b", "c"})
+
+    async def main() -> list[dict[str, Any]]:
+        tasks = [asyncio.ensure_future(_collect(_shared(t, fleet))) for t in ("a", "b", "c")]
+        out = await asyncio.gather(*tasks)
+        return [e for events in out for e in events]
+
+    events = asyncio.run(main())
+    assert {e["status"] for e in events} == {"success"} and len(events) == 3
+    assert fleet.rows_listed and max(fleet.rows_listed) <= 2 * trigger_mod.LISTING_PAGE_SIZE
+    assert fleet.detail_calls == {"a": 1, "b": 1, "c": 1}
+
+
+def test_listing_stops_paging_once_every_registered_task_is_seen(fleet: FleetHook) -> None:
+    fleet.finished.update({"a"})
+    asyncio.run(_collect(_shared("a", fleet)))
+    assert fleet.rows_listed == [1]
