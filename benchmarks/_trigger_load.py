@@ -4,6 +4,9 @@ Reads the task ids (JSON list) from a file and the connection from ``AIRFLOW_CON
 After every trigger has started and one poll interval has passed (the start-up burst), it measures
 ``process_time / wall`` (the share of one core) and RSS over ``--window`` seconds, optionally under
 cProfile, then cancels the triggers and prints one JSON line.
+
+``--created-after`` (epoch seconds, the submission time) is what the operator hands its triggers: they
+then share one ``DescribeImageTasks`` listing per round. ``--no-share`` measures per-task polling.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def rss_mb() -> float:
     return float("nan")
 
 
-async def main(ids: list[str], window: float, poll_interval: float, profile_path: str | None) -> dict:
+async def main(ids: list[str], window: float, poll_interval: float, profile_path: str | None,
+               created_after: float | None = None, share: bool = True) -> dict:
     import gc
 
     from airflow_mps.hooks.mps import MpsHook  # noqa: F401  (what a triggerer has loaded already)
@@ -39,7 +43,8 @@ async def main(ids: list[str], window: float, poll_interval: float, profile_path
 
     async def one(task_id: str) -> None:
         trigger = MpsImageTaskTrigger(mps_task_id=task_id, end_time=time.time() + 3600,
-                                      poll_interval=poll_interval)
+                                      poll_interval=poll_interval, created_after=created_after,
+                                      share_polling=share)
         async for event in trigger.run():
             events.append(event.payload["status"])
             return
@@ -86,6 +91,9 @@ if __name__ == "__main__":
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--poll-interval", type=float, default=10.0)
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--created-after", type=float, default=None)
+    parser.add_argument("--no-share", action="store_true")
     args = parser.parse_args()
     task_ids = json.loads(Path(args.ids_file).read_text())
-    print(json.dumps(asyncio.run(main(task_ids, args.window, args.poll_interval, args.profile))))
+    print(json.dumps(asyncio.run(main(task_ids, args.window, args.poll_interval, args.profile,
+                                      args.created_after, not args.no_share))))
