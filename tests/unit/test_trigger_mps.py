@@ -680,3 +680,61 @@ def test_listing_stops_paging_once_every_registered_task_is_seen(fleet: FleetHoo
     fleet.finished.update({"a"})
     asyncio.run(_collect(_shared("a", fleet)))
     assert fleet.rows_listed == [1]
+
+
+# ------------------------------------------------------------------------------------------------
+# where created_after comes from: the operator's submission, a retry's CreateTime, the sensor's poke
+# ------------------------------------------------------------------------------------------------
+def _processing_since(create_time: str, task_id: str = "task-1") -> ImageTaskStatus:
+    return ImageTaskStatus.from_api(
+        {"Status": "PROCESSING", "CreateTime": create_time, "RequestId": "req-d"}, task_id=task_id
+    )
+
+
+def test_operator_defers_with_its_submission_time_as_created_after() -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from tests.unit.test_operator_mps import make as make_operator
+
+    op, _hook, ctx = make_operator(deferrable=True)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(ctx)
+    trig = info.value.trigger
+    assert trig.share_polling is True
+    assert trig.created_after is not None and before <= trig.created_after <= time.time()
+    assert trig.serialize()[1]["created_after"] == trig.created_after
+
+
+def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from tests.unit.test_operator_mps import make as make_operator
+    from tests.unit.test_operator_mps import retry
+
+    op, hook, ctx = make_operator(deferrable=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(ctx)
+    hook.scripts["task-1"] = [_processing_since("2026-04-30T06:26:49Z")]
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(retry(op, ctx))
+    assert info.value.trigger.mps_task_id == "task-1"
+    assert info.value.trigger.created_after == trigger_mod.parse_api_time("2026-04-30T06:26:49Z")
+
+
+@pytest.mark.parametrize(
+    ("create_time", "expected"), [("2026-04-30T06:26:49Z", 1777530409.0), (None, None)]
+)
+def test_sensor_defers_with_the_create_time_of_its_first_poke(create_time: str | None, expected: Any) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from tests.unit.test_sensor_mps import make as make_sensor
+
+    sensor, hook, ctx = make_sensor(deferrable=True, timeout=300)
+    body: dict[str, Any] = {"Status": "PROCESSING", "RequestId": "req-d"}
+    if create_time:
+        body["CreateTime"] = create_time
+    hook.scripts["task-1"] = [ImageTaskStatus.from_api(body, task_id="task-1")]
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute(ctx)
+    assert info.value.trigger.created_after == expected
