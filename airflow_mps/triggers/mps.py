@@ -172,7 +172,6 @@ class SharedTaskPoller:
         self.rounds = 0
         self.over_budget_rounds = 0
         self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
 
     # -- registration -----------------------------------------------------------------------------
     def register(self, task_id: str, created_after: float, poll_interval: float) -> _Registration:
@@ -184,7 +183,6 @@ class SharedTaskPoller:
         self.registrations.setdefault(task_id, []).append(reg)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mps-shared-poller-{id(self)}")
-        self._changed.set()
         return reg
 
     def unregister(self, reg: _Registration) -> None:
@@ -216,7 +214,6 @@ class SharedTaskPoller:
         hook = self._hook()
         try:
             while self.registrations and not self.listing_disabled:
-                self._changed.clear()
                 await self._round(hook)
                 self.rounds += 1
                 if not self.registrations or self.listing_disabled:
