@@ -31,12 +31,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 REQUEST_KINDS = frozenset(
-    {"latency", "slow", "throttle", "internal_error", "http_502", "http_503", "reset_before", "reset_after"}
+    {"latency", "slow", "throttle", "internal_error", "api_error", "http_502", "http_503", "reset_before",
+     "reset_after"}
 )
 TASK_KINDS = frozenset({"task_fail"})
 KINDS = REQUEST_KINDS | TASK_KINDS
 #: Kinds that replace the normal answer; at most one of them fires per request.
-TERMINAL_KINDS = ("reset_before", "http_502", "http_503", "throttle", "internal_error")
+TERMINAL_KINDS = ("reset_before", "http_502", "http_503", "throttle", "internal_error", "api_error")
 
 
 @dataclass
@@ -53,6 +54,10 @@ class Fault:
     err_code: int = 70000
     err_msg: str = "InternalError"
     message: str = "Injected task failure."
+    #: For ``api_error``: the error code and message answered instead of the normal response (any
+    #: MPS or common code, e.g. ``UnauthorizedOperation`` for a CAM policy that denies one action).
+    api_code: str = "UnauthorizedOperation"
+    api_message: str = "Injected API error."
     id: int = 0
     created: float = field(default_factory=time.monotonic)
     fired: int = 0
@@ -94,6 +99,8 @@ _SPEC_KEYS = {
     "errmsg": ("err_msg", str),
     "err_msg": ("err_msg", str),
     "message": ("message", str),
+    "api_code": ("api_code", str),
+    "api_message": ("api_message", str),
 }
 
 
@@ -133,6 +140,8 @@ class RequestFaults:
     slow: float = 0.0
     terminal: str | None = None
     reset_after: bool = False
+    #: (code, message) when ``terminal`` is ``api_error``.
+    api_error: tuple[str, str] | None = None
 
     @property
     def any(self) -> bool:
@@ -194,6 +203,10 @@ class FaultPlan:
     def internal_error(self, action: str = "*", **opts: Any) -> Fault:
         return self.add("internal_error", action, **opts)
 
+    def api_error(self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any) -> Fault:
+        """Answer ``action`` with the error envelope ``code``/``message`` (e.g. an access denial)."""
+        return self.add("api_error", action, api_code=code, api_message=message, **opts)
+
     def http_error(self, status: int, action: str = "*", **opts: Any) -> Fault:
         if status not in (502, 503):
             raise ValueError(f"http_error status must be 502 or 503, got {status}")
@@ -238,6 +251,8 @@ class FaultPlan:
                         decided.reset_after = True
                 elif decided.terminal is None and not decided.reset_after and self._fires(fault, now):
                     decided.terminal = fault.kind
+                    if fault.kind == "api_error":
+                        decided.api_error = (fault.api_code, fault.api_message)
             self._faults = [f for f in self._faults if not f.expired(now)]
         return decided
 

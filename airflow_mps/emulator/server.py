@@ -171,8 +171,16 @@ class EmulatorApp:
                          None if response.status < 400 else str(response.status))
         return response
 
-    def injected(self, service: str, action: str, kind: str, request_path: str) -> EmulatorResponse:
-        """The answer for an injected terminal fault (throttle, internal_error, http_502/503)."""
+    def injected(
+        self, service: str, action: str, kind: str, request_path: str, api_error: tuple[str, str] | None = None
+    ) -> EmulatorResponse:
+        """The answer for an injected terminal fault (throttle, internal_error, api_error, http_502/503)."""
+        if kind == "api_error" and api_error is not None:
+            self.stats.count(action, "faulted", kind)
+            code, message = api_error
+            if service == "mps":
+                return error_response(code, message)
+            return _cos_xml_error(403, code, message, request_path)
         if kind in ("http_502", "http_503"):
             self.stats.count(action, "faulted", kind)
             return _gateway_error(int(kind[-3:]))
@@ -347,7 +355,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         absolute = service == "cos" and target.startswith(("http://", "https://"))
         request = EmulatorRequest(method, target if absolute else path, query, headers, body, self.client_address)
         if decided.terminal:
-            response = app.injected(service, action, decided.terminal, path)
+            response = app.injected(service, action, decided.terminal, path, decided.api_error)
         else:
             response = app.dispatch(service, action, request)
         if decided.slow > 0:

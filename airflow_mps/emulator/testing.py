@@ -142,6 +142,9 @@ class RemoteFaults:
     def internal_error(self, action: str = "*", **opts: Any) -> Any:
         return self.add("internal_error", action, **opts)
 
+    def api_error(self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any) -> Any:
+        return self.add("api_error", action, api_code=code, api_message=message, **opts)
+
     def http_error(self, status: int, action: str = "*", **opts: Any) -> Any:
         return self.add(f"http_{status}", action, **opts)
 

@@ -385,18 +385,17 @@ def test_shared_polling_retries_a_failing_listing(emu: EmulatorServer) -> None:
     assert sum(emu.stats()["errors"]["DescribeImageTasks"].values()) >= 3
 
 
-def test_shared_polling_falls_back_when_the_listing_is_refused(
-    emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A listing that can never work (here the hook refuses the page size before any call; with MPS it
-    is e.g. UnauthorizedOperation) turns shared polling into per-task detail polling: still success."""
-    from airflow_mps.triggers import mps as trigger_mod
-
-    monkeypatch.setattr(trigger_mod, "LISTING_PAGE_SIZE", 0)
+def test_shared_polling_falls_back_when_the_listing_is_refused(emu: EmulatorServer) -> None:
+    """A CAM policy that allows DescribeImageTaskDetail but denies DescribeImageTasks: the emulator
+    answers the listing UnauthorizedOperation (terminal), and shared polling turns into per-task detail
+    polling for its triggers — still success, and the denied listing is not asked again and again."""
+    emu.faults.api_error("UnauthorizedOperation", "DescribeImageTasks", message="CAM denies DescribeImageTasks")
     listings = _actions(emu, "DescribeImageTasks")
     events = _shared_run(emu, ["m3", "m4", "m5"])
     assert {e["status"] for e in events} == {"success"}
-    assert _actions(emu, "DescribeImageTasks") == listings
+    denied = _actions(emu, "DescribeImageTasks") - listings
+    assert denied == 1  # one refused listing, then per-task polling
+    assert emu.stats()["actions"]["DescribeImageTasks"]["faulted"] >= 1
 
 
 def test_sensor_poke_against_emulator(emu: EmulatorServer) -> None:
