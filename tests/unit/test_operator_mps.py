@@ -34,6 +34,18 @@ from airflow_mps.triggers.mps import MpsImageTaskTrigger
 
 REGION = "ap-guangzhou"
 
+#: Whether the operator persists its TaskId through ``task_state_store`` (Airflow's own
+#: ``ResumableJobMixin``, Airflow >= 3.3). Probed on the operator itself, not on a version string:
+#: common-compat's stand-in for older Airflow leaves ``durable`` False and every try submits.
+HAS_TASK_STATE_STORE = bool(MpsProcessImageOperator(task_id="probe", input="x").durable)
+needs_store = pytest.mark.skipif(
+    not HAS_TASK_STATE_STORE,
+    reason="task_state_store / ResumableJobMixin absent (Airflow < 3.3): every try submits, nothing is stored",
+)
+without_store = pytest.mark.skipif(
+    HAS_TASK_STATE_STORE, reason="behaviour of Airflow < 3.3 (no task_state_store); this Airflow has one"
+)
+
 
 def status(state: str, task_id: str = "task-1", err: str | None = None) -> ImageTaskStatus:
     body: dict[str, Any] = {"Status": state, "RequestId": "req-d"}
@@ -168,13 +180,21 @@ def test_invalid_arguments_fail_before_any_api_call(overrides: dict[str, Any], f
 
 
 # ---------------------------------------------------------------------------------------------- sync
-def test_sync_persists_task_id_before_waiting_and_returns_outputs() -> None:
+@needs_store
+def test_sync_persists_task_id_before_waiting() -> None:
+    op, hook, ctx = make()
+    hook.scripts["task-1"] = [status("WAITING"), status("PROCESSING"), status("FINISH")]
+    op.execute(ctx)
+    stored = hook.store_at_first_describe[op.external_id_key]
+    assert stored["mps_task_id"] == "task-1" and stored["request_id"] == "req-s1"
+
+
+def test_sync_waits_and_returns_outputs() -> None:
     op, hook, ctx = make()
     hook.scripts["task-1"] = [status("WAITING"), status("PROCESSING"), status("FINISH")]
     result = op.execute(ctx)
     assert len(hook.submitted) == 1
-    stored = hook.store_at_first_describe[op.external_id_key]
-    assert stored["mps_task_id"] == "task-1" and stored["request_id"] == "req-s1"
+    assert hook.described == ["task-1"] * 3
     assert result == {
         "mps_task_id": "task-1",
         "status": "SUCCESS",
@@ -232,6 +252,7 @@ def test_terminal_submission_error_fails_without_retry() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- retries
+@needs_store
 def test_retry_reconnects_to_running_task_instead_of_resubmitting() -> None:
     op, hook, ctx = make()
     hook.scripts["task-1"] = [status("PROCESSING")]
@@ -245,6 +266,7 @@ def test_retry_reconnects_to_running_task_instead_of_resubmitting() -> None:
     assert result["mps_task_id"] == "task-1" and result["status"] == "SUCCESS"
 
 
+@needs_store
 def test_retry_after_success_returns_the_stored_result() -> None:
     op, hook, ctx = make()
     op.execute(ctx)
@@ -255,6 +277,7 @@ def test_retry_after_success_returns_the_stored_result() -> None:
     assert second["ti"].xcoms["mps_task_id"] == "task-1"
 
 
+@needs_store
 @pytest.mark.parametrize(
     "prior",
     [status("FINISH", err="FailedOperation.X"), MpsResourceNotFoundError("ResourceNotFound", "gone", "r")],
@@ -272,6 +295,7 @@ def test_retry_resubmits_after_terminal_failure_or_unknown_task(prior: Any) -> N
     assert ctx["task_state_store"].data[op.external_id_key]["mps_task_id"] == "task-1"
 
 
+@needs_store
 def test_retry_with_transient_error_on_stored_task_never_resubmits() -> None:
     op, hook, ctx = make()
     ctx["task_state_store"].set(
@@ -301,8 +325,77 @@ def test_without_task_state_store_every_try_submits() -> None:
     assert len(hook.submitted) == 2
 
 
+# ---------------------------------------------------------------------------------------------- Airflow < 3.3
+# No task_state_store: the operator documents "every try submits; the hook's reconciliation applies".
+# Each test hands the operator a store anyway (as a context might carry one) to show it is not used.
+@without_store
+def test_before_3_3_durable_is_ignored_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="durable"):
+        op = MpsProcessImageOperator(task_id="t", input="x", durable=True)
+    assert op.durable is False
+
+
+@without_store
+def test_before_3_3_a_retry_after_dying_while_waiting_submits_a_new_task() -> None:
+    op, hook, ctx = make(timeout=0.02)
+    hook.scripts["task-1"] = [status("PROCESSING")]
+    with pytest.raises(AirflowException) as info:  # first try: its deadline passes while waiting
+        op.execute(ctx)
+    assert not isinstance(info.value, AirflowFailException)
+    assert ctx["ti"].xcoms["mps_task_id"] == "task-1"
+    op.timeout = None
+    second = retry(op, ctx)
+    result = op.execute(second)
+    assert len(hook.submitted) == 2 and result["mps_task_id"] == "task-2" and result["status"] == "SUCCESS"
+    assert second["ti"].xcoms["mps_task_id"] == "task-2"
+    assert "task-1" not in hook.described[hook.described.index("task-2"):]
+    assert ctx["task_state_store"].data == {}
+
+
+@without_store
+def test_before_3_3_a_retry_after_success_submits_again() -> None:
+    op, hook, ctx = make()
+    op.execute(ctx)
+    result = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 2 and result["mps_task_id"] == "task-2"
+    assert ctx["task_state_store"].data == {}
+
+
+@without_store
+def test_before_3_3_every_deferral_hands_the_trigger_a_new_task() -> None:
+    op, hook, ctx = make(deferrable=True)
+    with pytest.raises(TaskDeferred) as first:
+        op.execute(ctx)
+    with pytest.raises(TaskDeferred) as second:
+        op.execute(retry(op, ctx))
+    assert (first.value.trigger.mps_task_id, second.value.trigger.mps_task_id) == ("task-1", "task-2")
+    assert hook.described == [] and ctx["task_state_store"].data == {}
+
+
+@without_store
+def test_before_3_3_fire_and_forget_submits_on_every_try() -> None:
+    op, hook, ctx = make(wait_for_completion=False)
+    op.execute(ctx)
+    again = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 2 and again == {
+        "mps_task_id": "task-2", "status": "SUBMITTED", "request_id": "req-s2", "outputs": [], "error": None,
+    }
+    assert hook.described == []
+
+
+@without_store
+def test_before_3_3_no_marker_and_no_adoption_listing() -> None:
+    """The submit → store window does not exist without a store: no marker is written and a retry never
+    lists MPS to adopt a task (the hook's own submission reconciliation is the protection)."""
+    op, hook, ctx = make_window()
+    op.execute(ctx)
+    op.execute(retry(op, ctx))
+    assert hook.listings == 0 and len(hook.submitted) == 2
+    assert ctx["task_state_store"].data == {}
+
+
 # ---------------------------------------------------------------------------------------------- deferrable
-def test_deferrable_stores_then_defers_with_absolute_deadline() -> None:
+def test_deferrable_defers_with_absolute_deadline() -> None:
     op, hook, ctx = make(deferrable=True, timeout=600)
     before = time.time()
     with pytest.raises(TaskDeferred) as info:
@@ -314,9 +407,16 @@ def test_deferrable_stores_then_defers_with_absolute_deadline() -> None:
     assert before + 600 <= trig.end_time <= time.time() + 600
     assert deferred.method_name == "execute_complete"
     assert deferred.timeout > timedelta(seconds=600)
-    assert ctx["task_state_store"].data[op.external_id_key]["mps_task_id"] == "task-1"
     assert hook.described == []
     assert ctx["ti"].xcoms["mps_task_id"] == "task-1"
+
+
+@needs_store
+def test_deferrable_stores_before_deferring() -> None:
+    op, _hook, ctx = make(deferrable=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(ctx)
+    assert ctx["task_state_store"].data[op.external_id_key]["mps_task_id"] == "task-1"
 
 
 def test_deferrable_deadline_respects_execution_timeout() -> None:
@@ -327,6 +427,7 @@ def test_deferrable_deadline_respects_execution_timeout() -> None:
     assert info.value.trigger.end_time == pytest.approx(start + 120, abs=1)
 
 
+@needs_store
 def test_deferred_retry_whose_task_succeeded_does_not_defer_or_resubmit() -> None:
     op, hook, ctx = make(deferrable=True)
     with pytest.raises(TaskDeferred):
@@ -364,6 +465,12 @@ def test_fire_and_forget_returns_after_submission() -> None:
     result = op.execute(ctx)
     assert result == {"mps_task_id": "task-1", "status": "SUBMITTED", "request_id": "req-s1", "outputs": [], "error": None}
     assert hook.described == []
+
+
+@needs_store
+def test_fire_and_forget_retry_reports_the_stored_task() -> None:
+    op, hook, ctx = make(wait_for_completion=False, deferrable=True)
+    op.execute(ctx)
     hook.scripts["task-1"] = [status("PROCESSING")]
     again = op.execute(retry(op, ctx))
     assert len(hook.submitted) == 1 and again["status"] == "PROCESSING"
@@ -488,6 +595,7 @@ def make_window(**kwargs: Any) -> tuple[MpsProcessImageOperator, ListingHook, di
     return op, hook, {"ti": FakeTI(), "task_state_store": store}
 
 
+@needs_store
 def test_death_between_submit_and_store_is_adopted_not_resubmitted() -> None:
     op, hook, ctx = make_window()
     with pytest.raises(RuntimeError):
@@ -502,6 +610,7 @@ def test_death_between_submit_and_store_is_adopted_not_resubmitted() -> None:
     assert hook.listings == 0 and len(hook.submitted) == 1
 
 
+@needs_store
 def test_recorded_submissions_never_list() -> None:
     op, hook, ctx = make_window()
     ctx["task_state_store"].failed = True  # every store write succeeds
@@ -510,6 +619,7 @@ def test_recorded_submissions_never_list() -> None:
     assert hook.listings == 0 and len(hook.submitted) == 1
 
 
+@needs_store
 def test_unrecorded_submission_that_created_nothing_submits_once() -> None:
     op, hook, ctx = make_window()
 
@@ -526,6 +636,7 @@ def test_unrecorded_submission_that_created_nothing_submits_once() -> None:
     assert hook.listings == 3
 
 
+@needs_store
 def test_another_pipelines_task_with_the_same_input_is_not_adopted() -> None:
     from airflow_mps.models import ImageTaskInfo
 
@@ -539,6 +650,7 @@ def test_another_pipelines_task_with_the_same_input_is_not_adopted() -> None:
     assert result["mps_task_id"] == "task-1" and len(hook.submitted) == 1
 
 
+@needs_store
 def test_two_candidates_fail_without_guessing_or_resubmitting() -> None:
     from airflow_mps.models import ImageTaskInfo
 
@@ -552,6 +664,7 @@ def test_two_candidates_fail_without_guessing_or_resubmitting() -> None:
     assert len(hook.submitted) == 1
 
 
+@needs_store
 def test_an_identical_request_just_before_the_marker_is_not_taken_for_ours() -> None:
     """The listing window reaches back by the clock-skew allowance; a sibling's identical task created
     before our marker's second must not make the adoption ambiguous when ours was created after it."""
