@@ -75,7 +75,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorServ
 
 
 def _dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.1 keeps DagBag in airflow.models
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     return DagBag(dag_folder=str(REPO / "dags"))  # examples are off (tests/conftest.py)
 
@@ -94,6 +97,17 @@ def test_example_dags_import_without_errors(env: Any) -> None:
         assert "example" in dag.tags
 
 
+def _asset_events_have_partitions() -> bool:
+    from airflow.models.asset import AssetEvent
+
+    return hasattr(AssetEvent, "partition_key")
+
+
+@pytest.mark.skipif(
+    not _asset_events_have_partitions(),
+    reason="partitioned asset events are absent (Airflow < 3.3), and this Airflow's dag.test() never "
+    "registers the DAG's assets, so the publish task's outlet fails as an inactive asset",
+)
 @pytest.mark.usefixtures("airflow_db")
 def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorServer, _Receiver]) -> None:
     server, receiver = env
