@@ -112,6 +112,34 @@ def download(url: str) -> Image.Image:
         return Image.open(io.BytesIO(resp.read()))
 
 
+def _has_task_state_store() -> bool:
+    """The operator persists its TaskId (Airflow's ResumableJobMixin + task_state_store, Airflow >= 3.3)."""
+    from airflow_mps.operators.mps import MpsProcessImageOperator
+
+    return bool(MpsProcessImageOperator(task_id="probe", input="x").durable)
+
+
+def _dag_test_task_log_is_captured() -> bool:
+    """Airflow 3.0's in-process ``dag.test()`` writes the task's own log (the failure text) through a
+    structlog logger that pytest's capture does not see (seen on 3.0.6; 3.3 routes it to the captured
+    output; 3.1/3.2 are assumed to behave like 3.3 and are not tested here)."""
+    from importlib.metadata import version
+
+    major, minor = (int(p) for p in version("apache-airflow-core").split(".")[:2])
+    return (major, minor) >= (3, 1)
+
+
+needs_store = pytest.mark.skipif(
+    not _has_task_state_store(),
+    reason="no task_state_store (Airflow < 3.3): every try submits; tests/floor covers that behaviour",
+)
+needs_captured_task_log = pytest.mark.skipif(
+    not _dag_test_task_log_is_captured(),
+    reason="Airflow 3.0's dag.test() task log bypasses pytest's capture, so the failure text cannot be "
+    "read here; tests/floor asserts the same failure's state, try count and single submission",
+)
+
+
 # ------------------------------------------------------------------------------------------ dag.test
 MODES = {
     "sync": ("mps_test_sync", "process"),
@@ -167,6 +195,7 @@ def test_mapped_ten_images_each_with_own_xcom_and_link(emu: EmulatorServer, dags
     assert len(task_ids) == 10 and len(links) == 10
 
 
+@needs_captured_task_log
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize("mode", list(MODES))
 def test_failed_mps_task_fails_the_airflow_task_promptly_without_retry(
@@ -188,6 +217,7 @@ def test_failed_mps_task_fails_the_airflow_task_promptly_without_retry(
     assert f"MPS task {mps_task_id} failed: [{code}]" in captured.out + captured.err
 
 
+@needs_captured_task_log
 @pytest.mark.usefixtures("airflow_db")
 def test_injected_task_failure_names_the_mps_code(
     emu: EmulatorServer, dags: dict[str, Any], capfd: pytest.CaptureFixture[str]
@@ -202,7 +232,11 @@ def test_injected_task_failure_names_the_mps_code(
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize(
     ("dag_id", "image"),
-    [("mps_test_dies_sync", "m1"), ("mps_test_resume_fails", "m2"), ("mps_test_dies_before_store", "m8")],
+    [
+        pytest.param("mps_test_dies_sync", "m1", marks=needs_store),
+        ("mps_test_resume_fails", "m2"),
+        pytest.param("mps_test_dies_before_store", "m8", marks=needs_store),
+    ],
 )
 def test_retry_after_dying_reconnects_exactly_one_task(dag_id: str, image: str, emu: EmulatorServer, dags: dict[str, Any]) -> None:
     key = f"cos://{IN_BUCKET}/raw/{image}.jpg"
