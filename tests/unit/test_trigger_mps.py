@@ -281,7 +281,7 @@ def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
         "async def main():\n"
         "    t = MpsImageTaskTrigger(mps_task_id='t-1', end_time=time.time() + 0.5, poll_interval=0.05)\n"
         "    return [e.payload['status'] async for e in t.run()]\n"
-        "print(asyncio.run(main()), sorted(set(on_loop)))\n"
+        "print('RESULT', asyncio.run(main()), sorted(set(on_loop)), flush=True)\n"
     )
     env = {
         **__import__("os").environ,
@@ -290,7 +290,9 @@ def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
     }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "['timeout'] []", out.stdout + out.stderr[-2000:]
+    # Airflow 3.0 logs to stdout, and a worker thread may still log after the result: pick the marked line.
+    results = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert results == ["RESULT ['timeout'] []"], out.stdout + out.stderr[-2000:]
 
 
 def test_jitter_spreads_polls_within_ten_percent() -> None:
@@ -709,7 +711,11 @@ def test_operator_defers_with_its_submission_time_as_created_after() -> None:
 def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
+    from tests.unit.test_operator_mps import HAS_TASK_STATE_STORE
     from tests.unit.test_operator_mps import make as make_operator
+
+    if not HAS_TASK_STATE_STORE:
+        pytest.skip("a retry reconnects only where task_state_store exists (Airflow >= 3.3)")
     from tests.unit.test_operator_mps import retry
 
     op, hook, ctx = make_operator(deferrable=True)
