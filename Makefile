@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo bench bench-quick emulator clean
+.PHONY: venv test test-floor lint demo bench bench-quick emulator clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,16 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Prove the declared floor (apache-airflow>=3.0): builds .venv-floor with Airflow 3.0.6 and runs the
+# unit, integration and floor tests on it (see .ci/floor for the two pins 3.0.6 needs).
+test-floor:
+	bash .ci/floor $(PYTEST_ARGS)
+
 emulator: $(STAMP)
 	$(VENV)/bin/airflow-mps-emulator
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .demo
+	rm -rf $(VENV) .venv-floor .pytest_cache .ruff_cache .demo
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
