@@ -46,8 +46,8 @@ class Sizes:
     profile_dir: str | None = None
 
 
-QUICK = Sizes(p1_n=100, p1_naive_n=20, p2_n=100, p2_poll=1.0, p3_n=30, p3_task_ms=2000, p4_n=100,
-              p4_task_ms=1000, p5_runs=2, p6_n=100, p6_window=5.0, p7_images=3, p7_overhead_calls=50)
+QUICK = Sizes(p1_n=80, p1_naive_n=20, p2_n=100, p2_poll=0.6, p3_n=30, p3_task_ms=1000, p4_n=100,
+              p4_task_ms=1000, p5_runs=2, p6_n=100, p6_window=3.0, p7_images=3, p7_overhead_calls=50)
 SMOKE = Sizes(p1_n=20, p1_naive_n=10, p2_n=20, p2_poll=0.5, p3_n=10, p3_task_ms=500, p4_n=20,
               p4_task_ms=500, p5_runs=1, p6_n=20, p6_window=2.0, p7_images=1, p7_overhead_calls=10)
 
