@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import platform
 import subprocess
@@ -159,23 +158,12 @@ def seed(emu: Any, n: int, data: bytes | None = None, *, prefix: str | None = No
 
 
 # ------------------------------------------------------------------------------ driving operators
-class DictStore:
-    """``task_state_store`` stand-in with the same get/set interface (JSON round trip)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return json.loads(json.dumps(self.data[key])) if key in self.data else default
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = json.loads(json.dumps(value))
-
-
 def context() -> dict[str, Any]:
     from types import SimpleNamespace
 
-    return {"ti": SimpleNamespace(try_number=1), "task_state_store": DictStore()}
+    from airflow_mps.emulator.testing import MemoryTaskStateStore
+
+    return {"ti": SimpleNamespace(try_number=1), "task_state_store": MemoryTaskStateStore()}
 
 
 def batch_operator(part: str, **kwargs: Any) -> Any:

@@ -115,6 +115,31 @@ class _ClientHelpers:
             return json.loads(resp.read())
 
 
+class MemoryTaskStateStore:
+    """An in-memory stand-in for Airflow's ``context["task_state_store"]`` (get/set/delete/clear).
+
+    Values make a JSON round trip on the way in and out, as they do through Airflow's execution API,
+    so code that stores non-JSON values or mutates what it read fails here as it would for real. Use it
+    to drive an operator's ``execute()`` against the emulator without a scheduler; ``data`` holds what
+    was stored.
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(json.dumps(self.data[key])) if key in self.data else default
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = json.loads(json.dumps(value))
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def clear(self) -> None:
+        self.data.clear()
+
+
 class RemoteFaults:
     """`FaultPlan`'s API over the admin endpoint (for an emulator in another process)."""
 

@@ -16,21 +16,10 @@ from typing import Any
 
 import pytest
 
+from airflow_mps.emulator.testing import MemoryTaskStateStore
+
 BUCKET = "batch-1250000000"
 FAILED_CODE = "ResourceNotFound.DownloadError"
-
-
-class DictStore:
-    """``task_state_store`` stand-in (same get/set interface, JSON round trip)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return json.loads(json.dumps(self.data[key])) if key in self.data else default
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = json.loads(json.dumps(value))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +61,7 @@ def _operator(part: str, **kwargs: Any) -> Any:
     return MpsBatchProcessImageOperator(**args)
 
 
-def _context(store: DictStore | None, try_number: int = 1) -> dict[str, Any]:
+def _context(store: MemoryTaskStateStore | None, try_number: int = 1) -> dict[str, Any]:
     ctx: dict[str, Any] = {"ti": SimpleNamespace(try_number=try_number)}
     if store is not None:
         ctx["task_state_store"] = store
@@ -113,7 +102,7 @@ def _count(emulator: Any, action: str, outcome: str = "received") -> int:
 def test_300_images_at_the_limit_with_latency(conn: Any, png: bytes) -> None:
     part = _seed(conn, png, 300)
     conn.faults.latency(150)
-    summary = _run(_operator(part, submit_concurrency=8), _context(DictStore()))
+    summary = _run(_operator(part, submit_concurrency=8), _context(MemoryTaskStateStore()))
     stats = conn.stats()
     assert summary["total"] == 300 and summary["succeeded"] == 300 and summary["failed"] == 0
     assert stats["tasks_created"] == 300
@@ -133,7 +122,7 @@ def test_300_images_at_the_limit_with_latency(conn: Any, png: bytes) -> None:
 
 def test_status_calls_per_image_stay_low(conn: Any, png: bytes) -> None:
     part = _seed(conn, png, 150)
-    summary = _run(_operator(part, poll_interval=2), _context(DictStore()))
+    summary = _run(_operator(part, poll_interval=2), _context(MemoryTaskStateStore()))
     assert summary["succeeded"] == 150
     describe = _count(conn, "DescribeImageTasks") + _count(conn, "DescribeImageTaskDetail")
     assert describe <= 1.3 * 150, describe
@@ -143,7 +132,7 @@ def test_retry_after_a_crash_half_way_submits_nothing_twice(conn: Any, png: byte
     from airflow_mps.hooks.mps import MpsHook
 
     part = _seed(conn, png, 60)
-    store = DictStore()
+    store = MemoryTaskStateStore()
     op = _operator(part, submit_concurrency=4)
     real = MpsHook.process_image
     calls = {"n": 0}
@@ -176,14 +165,14 @@ def test_retry_after_a_crash_half_way_submits_nothing_twice(conn: Any, png: byte
 
 def test_rerun_submits_nothing_and_overwrite_resubmits(conn: Any, png: bytes) -> None:
     part = _seed(conn, png, 20)
-    first = _run(_operator(part), _context(DictStore()))
+    first = _run(_operator(part), _context(MemoryTaskStateStore()))
     assert first["succeeded"] == 20
     created = conn.stats()["tasks_created"]
-    again = _run(_operator(part), _context(DictStore()))
+    again = _run(_operator(part), _context(MemoryTaskStateStore()))
     assert again["skipped"] == 20 and again["submitted"] == 0
     assert conn.stats()["tasks_created"] == created
     assert {line["state"] for line in _manifest(conn, part)} == {"skipped"}
-    forced = _run(_operator(part, overwrite=True), _context(DictStore()))
+    forced = _run(_operator(part, overwrite=True), _context(MemoryTaskStateStore()))
     assert forced["submitted"] == 20 and forced["succeeded"] == 20
     assert conn.stats()["tasks_created"] == created + 20
 
@@ -197,10 +186,10 @@ def test_partial_failure_policy(conn: Any, png: bytes, ratio: float) -> None:
     op = _operator(part, max_failed_ratio=ratio)
     if ratio == 0.0:
         with pytest.raises(AirflowFailException, match=r"5 of 100 images failed") as info:
-            _run(op, _context(DictStore()))
+            _run(op, _context(MemoryTaskStateStore()))
         assert FAILED_CODE in str(info.value)
     else:
-        summary = _run(op, _context(DictStore()))
+        summary = _run(op, _context(MemoryTaskStateStore()))
         assert summary["failed"] == 5 and summary["succeeded"] == 95
         assert len(summary["failed_inputs"]) == 5
     lines = _manifest(conn, part)  # written before the policy applied, with every task finished
@@ -222,10 +211,10 @@ def test_empty_prefix_succeeds_or_fails_on_flag(conn: Any) -> None:
     from airflow.providers.common.compat.sdk import AirflowFailException
 
     part = f"dt=empty-{uuid.uuid4().hex[:6]}"
-    summary = _run(_operator(part), _context(DictStore()))
+    summary = _run(_operator(part), _context(MemoryTaskStateStore()))
     assert summary["total"] == 0 and summary["submitted"] == 0
     with pytest.raises(AirflowFailException, match="No image"):
-        _run(_operator(part, fail_on_empty=True), _context(DictStore()))
+        _run(_operator(part, fail_on_empty=True), _context(MemoryTaskStateStore()))
 
 
 def test_retry_does_not_adopt_another_pipelines_tasks_for_the_same_inputs(conn: Any, png: bytes) -> None:
@@ -236,7 +225,7 @@ def test_retry_does_not_adopt_another_pipelines_tasks_for_the_same_inputs(conn: 
     from airflow_mps.hooks.mps import MpsHook
 
     part = _seed(conn, png, 6)
-    store = DictStore()
+    store = MemoryTaskStateStore()
     real = MpsHook.process_image
 
     def dying(self: Any, request: Any) -> Any:
@@ -257,7 +246,7 @@ def test_retry_does_not_adopt_another_pipelines_tasks_for_the_same_inputs(conn: 
             destination=f"cos://{BUCKET}/thumbs/{part}/",
             image_task={"EncodeConfig": {"Format": "PNG"}},
         ),
-        _context(DictStore()),
+        _context(MemoryTaskStateStore()),
     )
     assert thumbs["succeeded"] == 6
     created = conn.stats()["tasks_created"]
@@ -373,7 +362,7 @@ def test_tasks_finished_while_submitting_are_described_before_deferring(conn: An
     part = _seed(conn, png, n)
     conn.faults.latency(150)
     op = _operator(part, submit_concurrency=8)
-    ctx = _context(DictStore())
+    ctx = _context(MemoryTaskStateStore())
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
     kwargs = deferred.value.trigger.serialize()[1]
@@ -397,7 +386,7 @@ def test_tasks_finished_while_submitting_are_described_before_deferring(conn: An
 def test_non_deferrable_mode_overlaps_too_and_describes_each_task_once(conn: Any, png: bytes) -> None:
     part = _seed(conn, png, 60)
     conn.faults.latency(150)
-    summary = _operator(part, deferrable=False).execute(_context(DictStore()))
+    summary = _operator(part, deferrable=False).execute(_context(MemoryTaskStateStore()))
     assert summary["succeeded"] == 60 and summary["total"] == 60
     assert _count(conn, "DescribeImageTaskDetail") == 60
     assert len(_manifest(conn, part)) == 60

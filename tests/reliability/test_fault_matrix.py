@@ -27,25 +27,11 @@ from typing import Any
 
 import pytest
 
+from airflow_mps.emulator.testing import MemoryTaskStateStore
+
 BUCKET = "faults-1250000000"
 N = 16
 FAIL_CODE = "ResourceNotFound.DownloadError"
-
-
-class DictStore:
-    """``task_state_store`` stand-in for in-process cases (JSON round trip like the real one)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return json.loads(json.dumps(self.data[key])) if key in self.data else default
-
-    def set(self, key: str, value: Any) -> None:
-        self.data[key] = json.loads(json.dumps(value))
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +151,7 @@ def test_request_fault_loses_nothing_and_duplicates_nothing(
     part = _seed(_put(conn), png)
     spec = dict(fault)
     conn.faults.add(spec.pop("kind"), spec.pop("action"), **spec)
-    summary = _run(_batch(part), _ctx(DictStore()))
+    summary = _run(_batch(part), _ctx(MemoryTaskStateStore()))
     lines = _check_no_loss_no_dupes(conn, part, N)
     assert summary["succeeded"] == N and summary["failed"] == 0, summary
     assert {line["state"] for line in lines} == {"succeeded"}
@@ -180,7 +166,7 @@ def test_responses_slower_than_the_client_timeout(emulator: Any, png: bytes, mon
     conn = _use(emulator, monkeypatch, request_timeout=1)
     part = _seed(_put(conn), png, 6)
     conn.faults.slow(2.5, "ProcessImage", count=2)
-    summary = _run(_batch(part, submit_concurrency=2), _ctx(DictStore()))
+    summary = _run(_batch(part, submit_concurrency=2), _ctx(MemoryTaskStateStore()))
     _check_no_loss_no_dupes(conn, part, 6)
     assert summary["succeeded"] == 6, summary
     assert conn.stats()["tasks_created"] == 6
@@ -192,7 +178,7 @@ def test_tasks_failing_inside_mps_carry_code_and_request_id(conn: Any, png: byte
     part = _seed(_put(conn), png)
     conn.faults.fail_tasks(err_code=70001, err_msg=FAIL_CODE, message="download failed", count=3)
     with pytest.raises(AirflowFailException) as info:
-        _run(_batch(part, max_failed_ratio=0.0), _ctx(DictStore()))
+        _run(_batch(part, max_failed_ratio=0.0), _ctx(MemoryTaskStateStore()))
     assert FAIL_CODE in str(info.value) and "manifest" in str(info.value)
     lines = _check_no_loss_no_dupes(conn, part, N)
     failed = [line for line in lines if line["state"] == "failed"]
@@ -211,7 +197,7 @@ def test_single_image_task_failure_message_has_code_task_and_request_id(conn: An
         deferrable=True, poll_interval=0.3, durable=False,
     )
     ctx = {"ti": SimpleNamespace(try_number=1, xcom_push=lambda *a, **k: None, start_date=None,
-                                 stats_tags={}), "task_state_store": DictStore()}
+                                 stats_tags={}), "task_state_store": MemoryTaskStateStore()}
     with pytest.raises(AirflowFailException) as info:
         _run(op, ctx)
     message = str(info.value)
@@ -221,7 +207,7 @@ def test_single_image_task_failure_message_has_code_task_and_request_id(conn: An
 
 def test_corrupt_and_zero_byte_inputs_fail_alone(conn: Any, png: bytes) -> None:
     part = _seed(_put(conn), png, 6, extra={"corrupt.png": b"\x89PNG\r\n\x1a\nthis is not a png", "empty.png": b""})
-    summary = _run(_batch(part), _ctx(DictStore()))
+    summary = _run(_batch(part), _ctx(MemoryTaskStateStore()))
     lines = _check_no_loss_no_dupes(conn, part, 8)
     failed = {line["input"].rsplit("/", 1)[1]: line["error"]["code"] for line in lines if line["state"] == "failed"}
     assert set(failed) == {"corrupt.png", "empty.png"}, failed
@@ -234,10 +220,10 @@ def test_prefix_with_no_images(conn: Any) -> None:
     conn.cos_backend.put_object(BUCKET, f"raw/{part}/README.txt", b"no images here", "text/plain")
     from airflow.providers.common.compat.sdk import AirflowFailException
 
-    summary = _batch(part).execute(_ctx(DictStore()))
+    summary = _batch(part).execute(_ctx(MemoryTaskStateStore()))
     assert summary["total"] == 0 and summary["submitted"] == 0
     with pytest.raises(AirflowFailException, match="No image"):
-        _batch(part, fail_on_empty=True).execute(_ctx(DictStore()))
+        _batch(part, fail_on_empty=True).execute(_ctx(MemoryTaskStateStore()))
     assert conn.stats()["tasks_created"] == 0
 
 
@@ -246,7 +232,7 @@ def test_ten_thousand_keys_listing_only(conn: Any) -> None:
     part = f"dt=many-{uuid.uuid4().hex[:6]}"
     for i in range(10_000):
         conn.cos_backend.put_object(BUCKET, f"raw/{part}/f{i:05d}.txt", b"x", "text/plain")
-    summary = _batch(part).execute(_ctx(DictStore()))
+    summary = _batch(part).execute(_ctx(MemoryTaskStateStore()))
     assert summary["total"] == 0
     listing = conn.stats()["actions"]
     list_calls = sum(v["received"] for k, v in listing.items() if "List" in k or k in ("cos:GetBucket",))
@@ -269,7 +255,7 @@ def test_emulator_killed_and_restarted_mid_batch(tmp_path: Path, png: bytes, mon
         cos.create_bucket(Bucket=BUCKET)
         for i in range(N):
             cos.put_object(Bucket=BUCKET, Key=f"raw/{part}/img_{i:03d}.png", Body=png)
-        op, ctx = _batch(part), _ctx(DictStore())
+        op, ctx = _batch(part), _ctx(MemoryTaskStateStore())
         deferred = _deferred(op, ctx)
         assert proc.stats()["tasks_created"] == N
         proc.kill()
