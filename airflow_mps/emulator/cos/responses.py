@@ -253,6 +253,18 @@ def _unsupported(query: dict[str, str], allowed: set[str]) -> str | None:
     return extra[0] if extra else None
 
 
+def _method_not_allowed(request: EmulatorRequest, target: CosTarget, request_id: str) -> EmulatorResponse:
+    """405 for a method the addressed resource (object or bucket) does not support."""
+    return _error(
+        request,
+        target,
+        request_id,
+        405,
+        "MethodNotAllowed",
+        f"The specified method {request.method.upper()} is not allowed against this resource.",
+    )
+
+
 def _not_implemented(
     request: EmulatorRequest, target: CosTarget, request_id: str, what: str
 ) -> EmulatorResponse:
@@ -350,14 +362,7 @@ def _object_op(
     if method == "DELETE":
         backend.delete_object(bucket, key)
         return _empty(request_id, 204)
-    return _error(
-        request,
-        target,
-        request_id,
-        405,
-        "MethodNotAllowed",
-        f"The specified method {method} is not allowed against this resource.",
-    )
+    return _method_not_allowed(request, target, request_id)
 
 
 def _apply_overrides(headers: list[tuple[str, str]], query: dict[str, str]) -> list[tuple[str, str]]:
@@ -531,14 +536,7 @@ def _bucket_op(
         extra = _unsupported(query, set())
         if extra is not None:
             return _not_implemented(request, target, request_id, extra)
-    return _error(
-        request,
-        target,
-        request_id,
-        405,
-        "MethodNotAllowed",
-        f"The specified method {method} is not allowed against this resource.",
-    )
+    return _method_not_allowed(request, target, request_id)
 
 
 def _list_objects(
