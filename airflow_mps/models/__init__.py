@@ -40,6 +40,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_mps.errors import MpsValidationError
+from airflow_mps.models.constants import (
+    ACCEPTED_EXTENSIONS,
+    FORMATS,
+    INPUT_TYPES,
+    MASK,
+    MAX_PATH,
+    OUTPUT_EXTENSIONS,
+    OUTPUT_TYPES,
+    TASK_STATES,
+    UNSET_TIMES,
+)
 
 __all__ = [
     "FORMATS",
@@ -58,24 +69,9 @@ __all__ = [
     "validate_image_task",
 ]
 
-#: Output formats accepted by ``ImageTask.EncodeConfig.Format`` (upper-case key → spelling in the docs).
-FORMATS: dict[str, str] = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "WEBP": "WebP"}
-#: File extension MPS gives an output of each format (lower-case format → extension, no dot).
-OUTPUT_EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "png": "png", "bmp": "bmp", "webp": "webp"}
-#: Extensions accepted at the end of ``OutputPath`` for each format.
-_ACCEPTED_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "jpeg": ("jpg", "jpeg"),
-    "png": ("png",),
-    "bmp": ("bmp",),
-    "webp": ("webp",),
-}
-
-INPUT_TYPES = ("COS", "URL", "AWS-S3", "VOD")
-OUTPUT_TYPES = ("COS", "AWS-S3", "VOD")
-TASK_STATES = ("WAITING", "PROCESSING", "FINISH")
-MASK = "***"
-_MAX_PATH = 1024
-_UNSET_TIMES = {"", "0000-00-00T00:00:00Z"}
+_ACCEPTED_EXTENSIONS = ACCEPTED_EXTENSIONS
+_MAX_PATH = MAX_PATH
+_UNSET_TIMES = UNSET_TIMES
 
 
 # ==================================================================================================
