@@ -3,8 +3,8 @@
 Everything here is a property of the service (or of the ProcessImage request shape), not a tuning
 choice: task states and how long tasks are kept, the time format, output formats and their
 extensions, the input/output storage types, the path length limit. Tuning knobs (poll intervals,
-page sizes, margins) belong to the module that uses them. Sources: ``/work/shared/reference/mps-api.md``
-§1–§2 and the SDK 3.1.194 model docstrings (see ``docs/internals.md``).
+page sizes, margins) belong to the module that uses them. Sources: mps-api.md §1–§2 and the SDK
+3.1.194 model docstrings (see ``docs/internals.md``).
 
 Pure stdlib: imported at DAG-parse time, by the triggerer and by the emulator.
 """
@@ -42,9 +42,9 @@ PROCESSING = "PROCESSING"
 FINISH = "FINISH"
 TASK_STATES: tuple[str, str, str] = (WAITING, PROCESSING, FINISH)
 
-#: MPS keeps image tasks for 7 days: DescribeImageTaskDetail answers for tasks "submitted within 7
-#: days" and DescribeImageTasks/DescribeTasks list "the last seven days (168 hours)". So it is both
-#: the longest useful wait on a task and how far back a listing's ``StartTime`` can reach.
+#: MPS keeps image tasks for 7 days: DescribeImageTaskDetail answers for tasks "submitted within
+#: 7 days" and DescribeTasks lists "the last seven days (168 hours)" (mps-api.md §2.1, §2.3). So it
+#: is both the longest useful wait on a task and how far back a listing's ``StartTime`` can reach.
 TASK_RETENTION_SECONDS: int = 7 * 24 * 3600
 
 # --------------------------------------------------------------------------------------------------

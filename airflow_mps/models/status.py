@@ -1,9 +1,9 @@
 """What MPS says about image tasks: :class:`ImageTaskStatus` (one task's detail), its outputs and
 sub-results, and :class:`ImageTaskInfo` (one row of a listing).
 
-Every reader is null-tolerant: the service documents most fields as "may return null", and a
-``FINISH`` task of 2025 came back with no result set at all. Hence the rules (relied on by the
-operators, the sensor and the triggers):
+Every reader is null-tolerant: the service documents most fields as "may return null"
+(DescribeImageTaskDetail; mps-api.md §2.1). The rules relied on by the operators, the sensor and
+the triggers:
 
 * ``FINISH`` is not success: ``ErrCode``, ``ErrMsg`` and each sub-result's ``Status``/``ErrMsg`` decide.
 * A ``FINISH`` task with no error signal and an empty result set counts as succeeded with no outputs
