@@ -37,7 +37,7 @@ from airflow_mps.operators.mps import MpsProcessImageOperator
 
 try:
     from airflow.sdk import CronDataIntervalTimetable
-except ImportError:  # Airflow < 3.2: the timetable lives in airflow-core only
+except ImportError:  # older Airflow (3.0): only airflow-core defines it
     from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef]
 
 BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
