@@ -73,7 +73,7 @@ from airflow_mps.operators.mps import MpsBatchProcessImageOperator
 try:
     from airflow.sdk import CronDataIntervalTimetable
 except ImportError:  # older Airflow (3.0): only airflow-core defines it
-    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef]
+    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[assignment]  # core class, same constructor
 
 BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
 TIMEZONE = os.environ.get("MPS_DAGS_TIMEZONE", "UTC")
