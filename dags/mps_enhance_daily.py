@@ -11,7 +11,9 @@ The day is rendered by the macro ``partition_day`` below, in this order:
 * the ``partition`` param, when a run is triggered with one (``{"partition": "2026-11-01"}`` in the
   UI's trigger form or ``--conf``): reprocess exactly that day;
 * the run's data interval: scheduled and backfill runs (the interval's day), and manual runs with a
-  logical date, for which Airflow infers the last complete day *before* that date;
+  logical date, for which Airflow infers the last complete day before the logical date (UI, REST API,
+  ``dags test``) or before the trigger time (``airflow dags trigger``, ``TriggerDagRunOperator``) —
+  so to pick a day by hand, pass the ``partition`` param;
 * a manual run without a logical date (allowed on Airflow 3) has no data interval: the last complete
   day before it was triggered (``run_after``), the same day Airflow would infer.
 
