@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-floor lint demo bench bench-quick emulator clean
+.PHONY: venv test test-floor lint demo bench bench-quick emulator clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,3 +44,25 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
+
+# Build the sdist + wheel into dist/ and check their metadata (twine), then prove the wheel stands on its
+# own: a fresh virtualenv gets only the wheel (with the emulator extra; dependencies pinned to the
+# versions .venv tests with) and `airflow providers list` there must show the provider. build and twine
+# come from the `test` extra.
+DIST_NAME := airflow-provider-tencentcloud-mps
+dist: $(STAMP)
+	rm -rf dist build
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
+	@set -e; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	wheel="$$(ls dist/*.whl)"; \
+	$(PY) -m pip freeze --exclude-editable | grep -v -i -e '^$(DIST_NAME)=' -e ' @ ' > "$$tmp/constraints.txt"; \
+	$(PY) -m venv --without-pip "$$tmp/venv"; \
+	echo "installing $$wheel into a fresh virtualenv"; \
+	$(PY) -m pip --python "$$tmp/venv/bin/python" install --quiet -c "$$tmp/constraints.txt" "$$wheel[emulator]"; \
+	export AIRFLOW_HOME="$$tmp/home" AIRFLOW__CORE__LOAD_EXAMPLES=False; \
+	"$$tmp/venv/bin/airflow" providers list -o json > "$$tmp/providers.json"; \
+	"$$tmp/venv/bin/python" -c 'import json, sys; rows = [r for r in json.load(open(sys.argv[1])) if r["package_name"] == sys.argv[2]]; assert rows, f"{sys.argv[2]} missing from airflow providers list"; print("airflow providers list (fresh venv):", rows[0]["package_name"], rows[0]["version"])' "$$tmp/providers.json" "$(DIST_NAME)"; \
+	"$$tmp/venv/bin/python" -c 'from airflow.providers_manager import ProvidersManager; info = ProvidersManager().providers["$(DIST_NAME)"]; print("documentation-url:", info.data["documentation-url"]); assert info.data["documentation-url"]'; \
+	"$$tmp/venv/bin/airflow-mps-emulator" --help > /dev/null; \
+	echo "dist OK: $$(ls dist | tr '\n' ' ')"

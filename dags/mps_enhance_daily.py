@@ -1,39 +1,88 @@
 """Enhance every image that landed in one day's COS partition — the provider's main job.
 
-Every day (and in backfills over past days, ``catchup=True``) this DAG:
+**Which day a run processes.** Each run processes the day that has *completed*: the run that starts
+at 00:00 UTC on 2 Nov reads ``cos://<bucket>/raw/dt=2026-11-01/``. The schedule is an explicit
+data-interval timetable (``CronDataIntervalTimetable("0 0 * * *")``): a run covers the interval
+[day, day + 1) and starts when the interval ends, so the partition is ``data_interval_start`` as a
+date. (A plain ``schedule="@daily"`` on Airflow 3 triggers at the *start* of a day with an empty data
+interval, and ``dt={{ ds }}`` would then read the day that has just begun, before its images land.)
+The day is rendered by the macro ``partition_day`` below, in this order:
 
-1. ``enhance``: one ``MpsBatchProcessImageOperator`` task takes every image under
-   ``cos://<bucket>/raw/dt=<ds>/``, submits it to MPS ``ProcessImage`` (denoise + 2x super-resolution +
+* the ``partition`` param, when a run is triggered with one (``{"partition": "2026-11-01"}`` in the
+  UI's trigger form or ``--conf``): reprocess exactly that day;
+* the run's data interval: scheduled and backfill runs (the interval's day), and manual runs with a
+  logical date, for which Airflow infers the last complete day before the logical date (UI, REST API,
+  ``dags test``) or before the trigger time (``airflow dags trigger``, ``TriggerDagRunOperator``) —
+  so to pick a day by hand, pass the ``partition`` param;
+* a manual run without a logical date (allowed on Airflow 3) has no data interval: the last complete
+  day before it was triggered (``run_after``), the same day Airflow would infer.
+
+Days are in ``MPS_DAGS_TIMEZONE`` (default ``UTC``); set it to e.g. ``Asia/Shanghai`` when your
+partitions are local days — the timetable and the partition follow it together.
+
+**Catch-up.** ``catchup=False``: unpausing starts one run, for the latest complete day, not one per day
+since ``start_date``. Process past days with a backfill — one run per day, ``--from-date`` and
+``--to-date`` are the partition days, both inclusive::
+
+    airflow backfill create --dag-id mps_enhance_daily --from-date 2026-11-01 --to-date 2026-11-07
+
+**Tasks.**
+
+1. ``enhance``: one ``MpsBatchProcessImageOperator`` task takes every image under the day's
+   ``raw/dt=<day>/`` prefix, submits it to MPS ``ProcessImage`` (denoise + 2x super-resolution +
    colour, converted to JPEG) at the API's rate limit, defers while MPS works (no worker slot held),
-   and writes a manifest (one JSON line per image) next to the outputs in
-   ``cos://<bucket>/enhanced/dt=<ds>/``. Images whose output already exists are skipped, so reruns
-   and backfills are idempotent; a retry never submits an image twice.
-2. ``publish``: records an asset event on the enhanced prefix, keyed by the partition (``ds``) on
+   and writes a manifest (one JSON line per image) next to the outputs in ``enhanced/dt=<day>/``.
+   Images whose output already exists are skipped, so reruns and backfills are idempotent; a retry
+   never submits an image twice. More than 5 % failed images (``max_failed_ratio``) fail the task.
+2. ``publish``: records an asset event on the enhanced prefix, keyed by the partition on
    Airflow >= 3.3, so downstream DAGs scheduled on that asset see which day is ready.
 3. ``notify``: POSTs the run's summary (counts, manifest URI, failed inputs) to a webhook through the
    HTTP provider's ``HttpOperator`` (connection ``mps_webhook``). It runs even when ``enhance`` failed
-   (the batch operator pushes its summary under the XCom key ``summary`` before applying its failure
-   policy), so the failure report reaches the team too.
+   (``trigger_rule="all_done"``; the batch operator pushes its summary under the XCom key ``summary``
+   before applying its failure policy), so the failure report reaches the team too. When the
+   connection is not defined it is *skipped*, with a log line saying so: the DAG needs only the
+   ``tencentcloud_default`` connection.
+4. ``watcher``: fails the run when any task above failed. Without it ``notify`` (all_done) would be
+   the only leaf, and a run whose batch failed would still be marked successful. It is skipped on a
+   good run.
 
+Prerequisites: the ``tencentcloud_default`` connection (credentials, region; see docs/connection.md)
+and ``apache-airflow-providers-http`` installed. Optional: an ``mps_webhook`` HTTP connection.
 Configuration (environment, read at parse time; every value has an offline default):
 ``MPS_DAGS_BUCKET`` (default ``photos-1250000000``), ``MPS_DAGS_START_DATE`` (default ``2026-11-01``),
-``MPS_DAGS_WEBHOOK_CONN_ID`` (default ``mps_webhook``), ``MPS_DAGS_POLL_INTERVAL`` (seconds, default 30). Credentials, region and endpoint come from the
-``tencentcloud_default`` connection (see docs/connection.md).
+``MPS_DAGS_TIMEZONE`` (default ``UTC``), ``MPS_DAGS_WEBHOOK_CONN_ID`` (default ``mps_webhook``),
+``MPS_DAGS_POLL_INTERVAL`` (seconds, default 30).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
+import pendulum
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+)
 from airflow.providers.http.operators.http import HttpOperator
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, Connection, Param, task
 
 from airflow_mps.operators.mps import MpsBatchProcessImageOperator
 
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # older Airflow (3.0): only airflow-core defines it
+    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[assignment]  # core class, same constructor
+
 BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
-START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
-# How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
+TIMEZONE = os.environ.get("MPS_DAGS_TIMEZONE", "UTC")
+START_DATE = pendulum.instance(
+    datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01")), tz=TIMEZONE
+)
+# How often to ask MPS about unfinished work (seconds); the demo and tests use 1 or less.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 WEBHOOK_CONN_ID = os.environ.get("MPS_DAGS_WEBHOOK_CONN_ID", "mps_webhook")
 
@@ -49,20 +98,59 @@ IMAGE_TASK = {
     },
 }
 
+
+def partition_day(dag_run: Any, params: Mapping[str, Any]) -> str:
+    """The day (``YYYY-MM-DD`` in ``TIMEZONE``) a run processes; the rules are in the module docstring.
+
+    Registered as a template macro, so every templated field says ``{{ partition_day(dag_run, params) }}``
+    and all tasks of a run agree on the day.
+    """
+    if params.get("partition"):
+        return str(params["partition"])
+    tz = pendulum.timezone(TIMEZONE)
+    if dag_run.data_interval_start is not None:
+        return dag_run.data_interval_start.astimezone(tz).date().isoformat()
+    # No logical date, hence no data interval: the last complete day before the run was triggered.
+    return (dag_run.run_after.astimezone(tz).date() - timedelta(days=1)).isoformat()
+
+
+PARTITION = "{{ partition_day(dag_run, params) }}"
+
+
+def skip_without_webhook(context: Any) -> None:
+    """``pre_execute`` of ``notify``: skip it (at run time, not parse time) when no webhook is defined."""
+    try:
+        Connection.get(WEBHOOK_CONN_ID)
+    except AirflowNotFoundException:
+        raise AirflowSkipException(
+            f"No connection {WEBHOOK_CONN_ID!r} is defined, so the run's summary is not sent anywhere. "
+            f"Define it to be notified, e.g. AIRFLOW_CONN_{WEBHOOK_CONN_ID.upper()}='https://hooks.example.com'."
+        ) from None
+
+
 with DAG(
     dag_id="mps_enhance_daily",
-    schedule="@daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=TIMEZONE),
     start_date=START_DATE,
-    catchup=True,
+    catchup=False,
     max_active_runs=2,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "partition": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Process this day (YYYY-MM-DD) instead of the run's data interval.",
+        )
+    },
+    user_defined_macros={"partition_day": partition_day},
     tags=["mps", "example"],
     doc_md=__doc__,
 ):
     enhance = MpsBatchProcessImageOperator(
         task_id="enhance",
-        source=f"cos://{BUCKET}/raw/dt={{{{ ds }}}}/",
-        destination=f"cos://{BUCKET}/enhanced/dt={{{{ ds }}}}/",
+        source=f"cos://{BUCKET}/raw/dt={PARTITION}/",
+        destination=f"cos://{BUCKET}/enhanced/dt={PARTITION}/",
         image_task=IMAGE_TASK,
         # Tolerate a few bad uploads (corrupt files) without failing the whole day.
         max_failed_ratio=0.05,
@@ -72,17 +160,18 @@ with DAG(
     )
 
     @task(outlets=[ENHANCED])
-    def publish(summary: dict, *, outlet_events=None, ds=None) -> dict:
+    def publish(summary: dict, *, outlet_events: Any = None, dag_run: Any = None, params: Any = None) -> dict:
         """Announce the day's enhanced partition to asset-aware downstream DAGs."""
+        day = partition_day(dag_run, params)
         event = outlet_events[ENHANCED]
         event.extra = {
-            "partition": ds,
+            "partition": day,
             "manifest_uri": summary["manifest_uri"],
             "succeeded": summary["succeeded"],
             "failed": summary["failed"],
         }
         if hasattr(event, "add_partitions"):  # partitioned asset events: Airflow >= 3.3
-            event.add_partitions(ds)
+            event.add_partitions(day)
         return summary
 
     notify = HttpOperator(
@@ -92,11 +181,21 @@ with DAG(
         method="POST",
         headers={"Content-Type": "application/json"},
         data=(
-            '{"dag_run": {{ run_id | tojson }}, "partition": {{ ds | tojson }}, '
+            '{"dag_run": {{ run_id | tojson }}, "partition": {{ partition_day(dag_run, params) | tojson }}, '
             '"summary": {{ ti.xcom_pull(task_ids="enhance", key="summary") | tojson }}}'
         ),
         trigger_rule="all_done",
+        pre_execute=skip_without_webhook,
     )
+
+    @task(trigger_rule="one_failed", retries=0)
+    def watcher() -> None:
+        """Fail the run when a task above failed (``notify`` runs anyway and would leave it green)."""
+        raise AirflowFailException(
+            "A task of this run failed (see its log; enhance's message names the failed images and "
+            "the manifest). The summary was still sent by notify."
+        )
 
     published = publish(enhance.output)
     [enhance, published] >> notify
+    [enhance, published, notify] >> watcher()

@@ -5,42 +5,86 @@ Use this when a partition holds a few dozen images and you want each image as it
 ``mps_enhance_daily``: every mapped instance costs scheduler time (~70 ms each) and Airflow refuses to
 map more than ``[core] max_map_length`` (1,024) items.
 
-All instances share the ``mps`` pool (create it with ``airflow pools set mps 8 "MPS ProcessImage"``),
-which bounds how many tasks wait on MPS at once; the hook also paces ProcessImage to the connection's
-rate limit inside each worker.
+Schedule and partition day are the same as ``mps_enhance_daily`` (read its docstring): each run
+processes the day that has completed, ``catchup=False``, and a ``partition`` param reprocesses a
+chosen day.
+
+At most ``MPS_DAGS_MAX_ACTIVE`` (default 8) instances of ``enhance_one`` run at once per DAG run
+(``max_active_tis_per_dagrun``); a deferred instance, waiting on MPS in the triggerer, holds no worker
+slot. The hook also paces ProcessImage to the connection's rate limit inside each worker. No pool is
+needed: to share one bound across several DAGs, create a pool *first*
+(``airflow pools set mps 4 "MPS ProcessImage"``) and add ``pool="mps"`` to ``partial()`` — a task
+whose pool does not exist is never queued (it stays ``scheduled``, with only a warning in the
+scheduler's log), and a task cannot check for a pool itself on Airflow 3.
+
+Prerequisites: the ``tencentcloud_default`` connection only. Configuration (environment, parse time):
+``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_TIMEZONE``, ``MPS_DAGS_POLL_INTERVAL`` as for
+``mps_enhance_daily``, and ``MPS_DAGS_MAX_ACTIVE``.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import DAG, task
+import pendulum
+from airflow.sdk import DAG, Param, task
 
 from airflow_mps.hooks.mps import MpsHook
 from airflow_mps.operators.mps import MpsProcessImageOperator
 
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # older Airflow (3.0): only airflow-core defines it
+    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[assignment]  # core class, same constructor
+
 BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
-START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
-# How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
+TIMEZONE = os.environ.get("MPS_DAGS_TIMEZONE", "UTC")
+START_DATE = pendulum.instance(
+    datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01")), tz=TIMEZONE
+)
+# How often to ask MPS about unfinished work (seconds); the demo and tests use 1 or less.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
-POOL = os.environ.get("MPS_DAGS_POOL", "mps")
+MAX_ACTIVE = int(os.environ.get("MPS_DAGS_MAX_ACTIVE", "8"))
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def partition_day(dag_run: Any, params: Mapping[str, Any]) -> str:
+    """The day (``YYYY-MM-DD`` in ``TIMEZONE``) a run processes — the same rule as ``mps_enhance_daily``."""
+    if params.get("partition"):
+        return str(params["partition"])
+    tz = pendulum.timezone(TIMEZONE)
+    if dag_run.data_interval_start is not None:
+        return dag_run.data_interval_start.astimezone(tz).date().isoformat()
+    # No logical date, hence no data interval: the last complete day before the run was triggered.
+    return (dag_run.run_after.astimezone(tz).date() - timedelta(days=1)).isoformat()
+
 
 with DAG(
     dag_id="mps_enhance_mapped",
-    schedule="@daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=TIMEZONE),
     start_date=START_DATE,
     catchup=False,
+    params={
+        "partition": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Process this day (YYYY-MM-DD) instead of the run's data interval.",
+        )
+    },
+    user_defined_macros={"partition_day": partition_day},
     tags=["mps", "example"],
     doc_md=__doc__,
 ):
 
     @task
-    def list_partition(ds=None) -> list[str]:
+    def list_partition(*, dag_run: Any = None, params: Any = None) -> list[str]:
         """The partition's images as ``cos://`` URIs (one mapped task each)."""
         hook = MpsHook()
-        prefix = f"raw/dt={ds}/"
+        prefix = f"raw/dt={partition_day(dag_run, params)}/"
         return [
             f"cos://{BUCKET}/{obj.key}"
             for obj in hook.list_objects(BUCKET, prefix)
@@ -49,9 +93,9 @@ with DAG(
 
     MpsProcessImageOperator.partial(
         task_id="enhance_one",
-        pool=POOL,
+        max_active_tis_per_dagrun=MAX_ACTIVE,
         output_storage=f"cos://{BUCKET}",
-        output_dir="/enhanced-mapped/dt={{ ds }}/",
+        output_dir="/enhanced-mapped/dt={{ partition_day(dag_run, params) }}/",
         image_task={
             "EncodeConfig": {"Format": "WebP", "Quality": 85},
             "EnhanceConfig": {"SharpEnhance": {"Switch": "ON", "Intensity": 0.5}},

@@ -4,6 +4,13 @@ The split is useful when something other than this DAG run should own the wait â
 the two halves: ``submit`` returns as soon as MPS accepted the task (its XCom carries ``mps_task_id``),
 and ``wait`` defers to the triggerer until that task finishes, failing promptly with the MPS error code
 if the task fails. No worker slot is held while MPS works.
+
+It converts ``cos://<bucket>/raw/dt=<day>/landscape.jpg`` to PNG, where ``<day>`` is the ``partition``
+param when given, else the run's logical date â€” or, for a manual run without a logical date (Airflow 3
+allows one; ``{{ ds }}`` is then undefined), the day the run was triggered (``dag_run.run_after``).
+
+Prerequisites: the ``tencentcloud_default`` connection only. Configuration (environment, parse time):
+``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_POLL_INTERVAL`` as for ``mps_enhance_daily``.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from airflow_mps.operators.mps import MpsProcessImageOperator
 from airflow_mps.sensors.mps import MpsImageTaskSensor
@@ -20,20 +27,30 @@ BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
 START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
 # How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
+# The run's day: never {{ ds }}, which a run without a logical date does not have.
+DAY = "{{ params.partition or (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="mps_wait_external",
     schedule=None,
     start_date=START_DATE,
     catchup=False,
+    params={
+        "partition": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Read the image from this day's partition (YYYY-MM-DD).",
+        )
+    },
     tags=["mps", "example"],
     doc_md=__doc__,
 ):
     submit = MpsProcessImageOperator(
         task_id="submit",
-        input=f"cos://{BUCKET}/raw/dt={{{{ ds }}}}/landscape.jpg",
+        input=f"cos://{BUCKET}/raw/dt={DAY}/landscape.jpg",
         output_storage=f"cos://{BUCKET}",
-        output_path="/converted/dt={{ ds }}/landscape.png",
+        output_path=f"/converted/dt={DAY}/landscape.png",
         image_task={"EncodeConfig": {"Format": "PNG"}},
         wait_for_completion=False,
     )

@@ -2,7 +2,11 @@
 
 These run the DAG files exactly as shipped in ``dags/`` (configured only through the environment
 variables their docstrings name), with the webhook of ``mps_enhance_daily`` pointed at a local
-receiver, so a broken example fails here before it reaches a user.
+receiver, so a broken example fails here before it reaches a user. Besides the happy paths they pin
+what issue 14 found in a real deployment: a failed batch must turn the run red (while the summary
+still goes out), the webhook is optional, and a run without a logical date still has a day.
+Which partition each *scheduled* run reads is tested without Airflow's database in
+tests/unit/test_example_dags_schedule.py.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,9 @@ from airflow_mps.emulator.testing import EmulatorServer
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "photos-1250000000"
 DS = "2026-11-01"
+# mps_enhance_daily reads the day that has completed: the run for DS has this logical date (the
+# interval [DS, DS + 1 day) ends then; a manual run at a date processes the day before it).
+RUN_FOR_DS = datetime(2026, 11, 2, tzinfo=timezone.utc)
 
 sys.path.insert(0, str(REPO / "demo"))
 from samples import sample_photos  # noqa: E402
@@ -52,7 +59,12 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorServer, _Receiver]]:
-    names = ("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", "AIRFLOW_CONN_MPS_WEBHOOK", "MPS_DAGS_BUCKET", "MPS_DAGS_POLL_INTERVAL")
+    names = (
+        "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT",
+        "AIRFLOW_CONN_MPS_WEBHOOK",
+        "MPS_DAGS_BUCKET",
+        "MPS_DAGS_POLL_INTERVAL",
+    )
     saved = {k: os.environ.get(k) for k in names}
     receiver = _Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -74,6 +86,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorServ
             os.environ[key] = value
 
 
+def _asset_events_have_partitions() -> bool:
+    from airflow.models.asset import AssetEvent
+
+    return hasattr(AssetEvent, "partition_key")
+
+
 def _dagbag() -> Any:
     try:
         from airflow.dag_processing.dagbag import DagBag
@@ -87,6 +105,19 @@ def _states(dr: Any) -> dict[tuple[str, int], str]:
     return {(ti.task_id, ti.map_index): str(ti.state) for ti in dr.get_task_instances()}
 
 
+def _posts_during(receiver: _Receiver) -> list[tuple[str, dict[str, Any]]]:
+    """The webhook posts received from now on (the receiver lives for the whole module)."""
+    receiver.posts.clear()
+    return receiver.posts
+
+
+_needs_partitioned_asset_events = pytest.mark.skipif(
+    not _asset_events_have_partitions(),
+    reason="partitioned asset events are absent (Airflow < 3.3), and this Airflow's dag.test() never "
+    "registers the DAG's assets, so the publish task's outlet fails as an inactive asset",
+)
+
+
 def test_example_dags_import_without_errors(env: Any) -> None:
     bag = _dagbag()
     assert bag.import_errors == {}
@@ -97,25 +128,22 @@ def test_example_dags_import_without_errors(env: Any) -> None:
         assert "example" in dag.tags
 
 
-def _asset_events_have_partitions() -> bool:
-    from airflow.models.asset import AssetEvent
-
-    return hasattr(AssetEvent, "partition_key")
-
-
-@pytest.mark.skipif(
-    not _asset_events_have_partitions(),
-    reason="partitioned asset events are absent (Airflow < 3.3), and this Airflow's dag.test() never "
-    "registers the DAG's assets, so the publish task's outlet fails as an inactive asset",
-)
+@_needs_partitioned_asset_events
 @pytest.mark.usefixtures("airflow_db")
 def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorServer, _Receiver]) -> None:
     server, receiver = env
+    posts = _posts_during(receiver)
     photos = {p.name: p for p in sample_photos(DS)}
     dag = _dagbag().dags["mps_enhance_daily"]
-    dr = dag.test(logical_date=datetime.fromisoformat(DS).replace(tzinfo=timezone.utc))
+    dr = dag.test(logical_date=RUN_FOR_DS)
 
-    assert _states(dr) == {("enhance", -1): "success", ("publish", -1): "success", ("notify", -1): "success"}
+    assert _states(dr) == {
+        ("enhance", -1): "success",
+        ("publish", -1): "success",
+        ("notify", -1): "success",
+        ("watcher", -1): "skipped",  # nothing failed
+    }
+    assert str(dr.state) == "success"
     assert server.stats()["tasks_created"] == len(photos)
 
     # Every image enhanced: JPEG, twice the size (2x super-resolution), under the mirrored layout.
@@ -128,11 +156,13 @@ def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorSe
 
     manifest = server.cos_backend.get_object(BUCKET, f"enhanced/dt={DS}/_mps_manifest.jsonl").data
     lines = [json.loads(line) for line in manifest.decode().splitlines()]
-    assert sorted(line["input"] for line in lines) == sorted(f"cos://{BUCKET}/raw/dt={DS}/{n}" for n in photos)
+    assert sorted(line["input"] for line in lines) == sorted(
+        f"cos://{BUCKET}/raw/dt={DS}/{n}" for n in photos
+    )
     assert {line["state"] for line in lines} == {"succeeded"}
 
-    assert len(receiver.posts) == 1
-    path, payload = receiver.posts[0]
+    assert len(posts) == 1
+    path, payload = posts[0]
     assert path == "/mps/daily"
     assert payload["partition"] == DS
     assert payload["summary"]["succeeded"] == len(photos)
@@ -143,9 +173,11 @@ def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorSe
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        events = session.query(AssetEvent).filter(
-            AssetEvent.source_dag_id == "mps_enhance_daily", AssetEvent.source_run_id == dr.run_id
-        ).all()
+        events = (
+            session.query(AssetEvent)
+            .filter(AssetEvent.source_dag_id == "mps_enhance_daily", AssetEvent.source_run_id == dr.run_id)
+            .all()
+        )
         assert [(e.source_task_id, e.partition_key) for e in events] == [("publish", DS)]
         assert events[0].extra["succeeded"] == len(photos)
         assert events[0].extra["manifest_uri"].endswith(f"dt={DS}/_mps_manifest.jsonl")
@@ -153,29 +185,98 @@ def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorSe
     # A rerun of the same partition is idempotent: everything is skipped, nothing is submitted.
     before_tasks = server.stats()["tasks_created"]
     # (A second run needs a distinct logical date; one second later is still partition DS.)
-    dr2 = dag.test(logical_date=datetime(2026, 11, 1, 0, 0, 1, tzinfo=timezone.utc))
+    dr2 = dag.test(logical_date=RUN_FOR_DS + timedelta(seconds=1))
     assert _states(dr2)[("enhance", -1)] == "success"
     assert server.stats()["tasks_created"] == before_tasks
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_enhance_daily_run_fails_when_the_batch_fails_and_still_notifies(
+    env: tuple[EmulatorServer, _Receiver],
+) -> None:
+    """Issue 14: a corrupt upload made `enhance` fail, yet the run was green (notify, all_done, was
+    the only leaf). Now the run is failed — by `watcher` — and the failure summary is still posted."""
+    server, receiver = env
+    posts = _posts_during(receiver)
+    day = "2026-11-05"
+    photos = list(sample_photos(day))
+    for photo in photos:
+        server.cos_backend.put_object(BUCKET, f"raw/dt={day}/{photo.name}", photo.data, photo.content_type)
+    server.cos_backend.put_object(BUCKET, f"raw/dt={day}/corrupt.jpg", b"not a picture at all", "image/jpeg")
+
+    dag = _dagbag().dags["mps_enhance_daily"]
+    dr = dag.test(logical_date=datetime(2026, 11, 6, tzinfo=timezone.utc))  # the run for 5 Nov
+
+    # 1 of 5 images failed > max_failed_ratio 0.05: enhance fails, without an Airflow retry.
+    assert _states(dr) == {
+        ("enhance", -1): "failed",
+        ("publish", -1): "upstream_failed",
+        ("notify", -1): "success",
+        ("watcher", -1): "failed",
+    }
+    assert str(dr.state) == "failed"
+    assert len(posts) == 1
+    _, payload = posts[0]
+    assert payload["partition"] == day
+    assert payload["summary"]["failed"] == 1 and payload["summary"]["succeeded"] == len(photos)
+    assert [f["input"] for f in payload["summary"]["failed_inputs"]] == [
+        f"cos://{BUCKET}/raw/dt={day}/corrupt.jpg"
+    ]
+
+
+@_needs_partitioned_asset_events
+@pytest.mark.usefixtures("airflow_db")
+def test_enhance_daily_needs_only_the_tencentcloud_connection(
+    env: tuple[EmulatorServer, _Receiver], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Without an `mps_webhook` connection `notify` is skipped (checked at run time, with a reason
+    in its log) and the run succeeds. Also: the `partition` param picks the day to (re)process."""
+    server, receiver = env
+    monkeypatch.delenv("AIRFLOW_CONN_MPS_WEBHOOK")
+    posts = _posts_during(receiver)
+    dag = _dagbag().dags["mps_enhance_daily"]
+    dr = dag.test(logical_date=datetime(2026, 11, 20, tzinfo=timezone.utc), run_conf={"partition": DS})
+
+    assert _states(dr) == {
+        ("enhance", -1): "success",
+        ("publish", -1): "success",
+        ("notify", -1): "skipped",
+        ("watcher", -1): "skipped",
+    }
+    assert str(dr.state) == "success"
+    assert posts == []
+    # The param made this run read DS, whatever its dates (DS's images exist already or are enhanced now).
+    manifest = server.cos_backend.get_object(BUCKET, f"enhanced/dt={DS}/_mps_manifest.jsonl").data
+    lines = [json.loads(line) for line in manifest.decode().splitlines()]
+    assert sorted(line["input"] for line in lines) == sorted(
+        f"cos://{BUCKET}/raw/dt={DS}/{p.name}" for p in sample_photos(DS)
+    )
+    assert {line["state"] for line in lines} <= {"succeeded", "skipped"}
+    assert "No connection 'mps_webhook' is defined" in capfd.readouterr().out
 
 
 @pytest.mark.usefixtures("airflow_db")
 def test_enhance_mapped_runs_one_task_per_image(env: tuple[EmulatorServer, _Receiver]) -> None:
     server, _ = env
     dag = _dagbag().dags["mps_enhance_mapped"]
-    dr = dag.test(logical_date=datetime.fromisoformat(DS).replace(tzinfo=timezone.utc))
+    dr = dag.test(logical_date=RUN_FOR_DS)
     states = _states(dr)
     mapped = {k: v for k, v in states.items() if k[0] == "enhance_one"}
     assert len(mapped) == len(list(sample_photos(DS)))
     assert set(mapped.values()) == {"success"}
-    keys = {o.key for o in server.cos_backend.list_objects(BUCKET, prefix=f"enhanced-mapped/dt={DS}/").contents}
+    keys = {
+        o.key for o in server.cos_backend.list_objects(BUCKET, prefix=f"enhanced-mapped/dt={DS}/").contents
+    }
     assert len(keys) == len(mapped) and all(k.endswith(".webp") for k in keys)
 
 
 @pytest.mark.usefixtures("airflow_db")
 def test_wait_external_submits_then_sensor_waits(env: tuple[EmulatorServer, _Receiver]) -> None:
+    """A manual trigger without a logical date (Airflow 3): no `ds`, the day comes from run_after."""
     server, _ = env
     dag = _dagbag().dags["mps_wait_external"]
-    dr = dag.test(logical_date=datetime.fromisoformat(DS).replace(tzinfo=timezone.utc))
+    dr = dag.test(logical_date=None, run_after=datetime(2026, 11, 1, 12, tzinfo=timezone.utc))
+    assert dr.logical_date is None
     assert _states(dr) == {("submit", -1): "success", ("wait", -1): "success"}
     out = server.cos_backend.get_object(BUCKET, f"converted/dt={DS}/landscape.png")
     assert out.data[:8] == b"\x89PNG\r\n\x1a\n"
