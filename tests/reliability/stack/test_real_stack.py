@@ -1,8 +1,9 @@
 """The real Airflow stack runs ``mps_enhance_daily``: api-server, scheduler, dag-processor, triggerer
 (LocalExecutor, SQLite, parallelism 4) plus the emulator in its own process and a webhook receiver.
 
-Catchup runs (one per missed daily tick): ``enhance`` defers, the triggerer completes it.
-Then new images land in today's partition and a manual run (ds = today) submits only those; once ``enhance`` is deferred and held by the
+The scheduled run (``catchup=False``: one run, for the last complete day, yesterday): ``enhance`` defers,
+the triggerer completes it. Then late images land in yesterday's partition and a manual run for that
+partition (``--conf '{"partition": …}'``) submits only those; once ``enhance`` is deferred and held by the
 triggerer, the triggerer is SIGKILLed and a new one started; the new one adopts the trigger (~32 s after
 the dead one's last heartbeat), the run succeeds, and the emulator counted one submission per image.
 
@@ -185,7 +186,7 @@ def test_scheduler_and_triggerer_run_the_daily_dag_and_survive_a_triggerer_kill(
         procs.start("triggerer", [airflow, "triggerer"], env, logs)
         db = home / "airflow.db"
 
-        # ---- run 1: the catchup run(s) (one per missed daily tick, each its own partition)
+        # ---- run 1: the scheduled run(s) (catchup=False: one, for the last complete day)
         run1 = _wait("the catchup run", lambda: _first_run(db), 120, procs)
         _wait("run 1 deferred", lambda: _ti_state(db, run1) == "deferred", 120, procs)
         _wait("catchup runs finished", lambda: _all_runs_done(db), 150, procs)
@@ -193,14 +194,14 @@ def test_scheduler_and_triggerer_run_the_daily_dag_and_survive_a_triggerer_kill(
         assert catchup and all(state == "success" for _, state in catchup), (catchup, _logs_tail(logs))
         created_catchup = emulator.stats()["tasks_created"]
 
-        # ---- run 2: new images land in today's partition; a manual run (ds = today) submits only
-        # those, and the triggerer is SIGKILLed mid-wait and restarted.
+        # ---- run 2: late images land in yesterday's partition; a manual run for that partition submits
+        # only those, and the triggerer is SIGKILLed mid-wait and restarted.
         for i in range(IMAGES):
-            cos.put_object(Bucket=BUCKET, Key=f"raw/dt={today:%Y-%m-%d}/late_{i}.png", Body=buf.getvalue())
+            cos.put_object(Bucket=BUCKET, Key=f"raw/dt={yesterday:%Y-%m-%d}/late_{i}.png", Body=buf.getvalue())
         run2 = f"manual_{today:%Y%m%d}_late"
         trig = subprocess.run(
             [airflow, "dags", "trigger", DAG_ID, "--run-id", run2, "--logical-date",
-             (today + timedelta(hours=1)).isoformat()],
+             (today + timedelta(hours=1)).isoformat(), "--conf", json.dumps({"partition": f"{yesterday:%Y-%m-%d}"})],
             env=env, capture_output=True, text=True, timeout=120,
         )
         assert trig.returncode == 0, trig.stdout[-2000:] + trig.stderr[-3000:]
