@@ -1,5 +1,9 @@
 """`python -m airflow_mps.emulator` / `airflow-mps-emulator`: run the local MPS + COS emulator.
 
+Without a command it serves (``airflow-mps-emulator --port 9100 ...``). ``airflow-mps-emulator seed
+[--data-dir DIR] SOURCE cos://bucket/prefix/`` copies a local folder of images into a bucket prefix of a
+data dir, whether a server is running on it or not (`airflow_mps.emulator.seed`).
+
 Every flag has an environment variable `MPS_EMULATOR_<FLAG>` (e.g. `MPS_EMULATOR_SECRET_KEY`); a flag
 wins over the variable, which wins over the built-in default. SIGTERM and SIGINT stop it cleanly
 (in-flight tasks stay PROCESSING on disk and are finished at the next start).
@@ -27,12 +31,18 @@ from airflow_mps.emulator.config import (
     parse_duration_range,
 )
 
+SEED_EXAMPLE = "airflow-mps-emulator seed --data-dir DIR ./photos cos://photos-1250000000/raw/dt=2026-11-01/"
+
 
 def build_parser() -> argparse.ArgumentParser:
     env = env_default
     p = argparse.ArgumentParser(
         prog="airflow-mps-emulator",
-        description="Local Tencent Cloud MPS (ProcessImage) + COS emulator for the official SDKs.",
+        description="Local Tencent Cloud MPS (ProcessImage) + COS emulator for the official SDKs. "
+        "Its web page (tasks, buckets, thumbnails) is GET / on the same port.",
+        epilog=f"commands:\n  seed    copy a local folder into a bucket prefix: {SEED_EXAMPLE}\n"
+        "          (see: airflow-mps-emulator seed --help)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default=env("host", DEFAULT_HOST), help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(env("port", str(DEFAULT_PORT)) or DEFAULT_PORT),
@@ -66,6 +76,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_seed_parser() -> argparse.ArgumentParser:
+    env = env_default
+    p = argparse.ArgumentParser(
+        prog="airflow-mps-emulator seed",
+        description="Copy a local folder of images (recursively, hidden entries skipped, relative paths kept, "
+        "Content-Type from the suffix) into a bucket prefix of an emulator data dir. If an emulator is "
+        "running on that data dir the files go through its COS API (signed with the credentials below); "
+        "otherwise they are written into the data dir directly.",
+        epilog=f"example: {SEED_EXAMPLE}",
+    )
+    p.add_argument("source", help="a folder (or one file) to upload")
+    p.add_argument("destination", help="cos://<bucket>-<appid>/<prefix>/ (the prefix is a folder)")
+    p.add_argument("--data-dir", default=env("data_dir", ".mps-emulator"),
+                   help="the emulator data dir (default ./.mps-emulator, as the server's)")
+    p.add_argument("--secret-id", default=env("secret_id"),
+                   help="for a running server (default: the SecretId it announces)")
+    p.add_argument("--secret-key", default=env("secret_key", DEFAULT_SECRET_KEY),
+                   help="for a running server (default: the emulator's public default key)")
+    p.add_argument("--token", default=env("token"), help="for a running server started with --token")
+    p.add_argument("--wait", type=float, default=30.0,
+                   help="seconds to wait for a server that is starting (or another seed) to settle")
+    p.add_argument("--quiet", action="store_true", help="print only the summary line")
+    return p
+
+
+def seed_main(argv: list[str]) -> int:
+    """The `seed` command: prints each object as it is stored, then a summary line."""
+    from airflow_mps.emulator.seed import SeedError, seed
+    from airflow_mps.emulator.web.pages import bucket_path, fmt_size
+
+    args = build_seed_parser().parse_args(argv)
+
+    def _progress(key: str, size: int, content_type: str) -> None:
+        if not args.quiet:
+            print(f"  cos://{bucket_name}/{key}  {fmt_size(size)}  {content_type}", flush=True)
+
+    bucket_name = args.destination[len("cos://") :].partition("/")[0]
+    try:
+        result = seed(args.source, args.destination, data_dir=args.data_dir, secret_id=args.secret_id,
+                      secret_key=args.secret_key, token=args.token or None, wait=args.wait, progress=_progress)
+    except (SeedError, OSError) as exc:
+        print(f"airflow-mps-emulator seed: {exc}", file=sys.stderr)
+        return 1
+    target = f"cos://{result.bucket}/{result.prefix}"
+    count = f"{len(result.objects)} object{'s' if len(result.objects) != 1 else ''} ({fmt_size(result.total_bytes)})"
+    if result.via == "server":
+        print(f"seeded {count} into {target} through the emulator running at {result.where}")
+        print(f"  look at them: {result.where}{bucket_path(result.bucket, result.prefix)}")
+    else:
+        print(f"seeded {count} into {target} directly in the data dir {result.where} (no emulator is running on it)")
+    return 0
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("--tls-cert and --tls-key must be given together")
@@ -92,6 +155,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["seed"]:
+        return seed_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -99,11 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"airflow-mps-emulator: {exc}", file=sys.stderr)
         return 2
+    from airflow_mps.emulator.datadir import DataDirBusy
     from airflow_mps.emulator.server import start
 
-    running = start(config)
+    try:
+        running = start(config)
+    except DataDirBusy as exc:
+        print(f"airflow-mps-emulator: {exc}", file=sys.stderr)
+        return 2
     endpoint = running.endpoint
     print(f"airflow-mps emulator listening on {config.scheme}://{endpoint}", flush=True)
+    print(f"  web page:   {config.scheme}://{endpoint}/")
     print(f"  data dir:   {config.data_dir}")
     print(f"  SecretId:   {config.secret_id}")
     if config.secret_key == DEFAULT_SECRET_KEY:

@@ -7,7 +7,11 @@ for a local stand-in. On top of it this module adds HTTP/1.1 keep-alive, de-chun
 injected latency and connection faults.
 
 Dispatch (docs/internals.md): `/_emulator/...` → admin; a POST with an `X-TC-Action` header → MPS;
-everything else → COS (`cos.responses.handle`).
+an unsigned path-style GET/HEAD of `/`, `/tasks…` or `/buckets…` → the web pages (`web.ui`); everything
+else → COS (`cos.responses.handle`).
+
+The app locks its data dir (`datadir.claim_for_server`) for its whole life and announces its endpoint
+there, so the `seed` command uploads through this server instead of writing behind its in-memory index.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from airflow_mps.emulator.config import EmulatorConfig
+from airflow_mps.emulator.datadir import DataDirLock, claim_for_server
 from airflow_mps.emulator.faults import FaultPlan, fault_from_dict, parse_fault_spec
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse, Headers
 from airflow_mps.emulator.mps.models import MpsBackend
@@ -83,15 +88,37 @@ class EmulatorApp:
             config.data_dir = Path(self._tmp_dir)
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.faults = FaultPlan(seed=config.seed)
-        for spec in config.faults:
-            self.faults.add_fault(parse_fault_spec(spec))
-        self.stats = Stats()
-        self.cos, self.cos_auth = self._make_cos()
-        self.mps = MpsBackend(config=config, faults=self.faults, stats=self.stats, cos=self.cos)
+        # Before anything reads the data dir: a `seed` command writing directly must finish first.
+        self.dir_lock: DataDirLock = claim_for_server(self.data_dir, on_wait=self._waiting_for_seed)
+        try:
+            self.faults = FaultPlan(seed=config.seed)
+            for spec in config.faults:
+                self.faults.add_fault(parse_fault_spec(spec))
+            self.stats = Stats()
+            self.cos, self.cos_auth = self._make_cos()
+            self.mps = MpsBackend(config=config, faults=self.faults, stats=self.stats, cos=self.cos)
+        except BaseException:
+            self.dir_lock.release()
+            raise
         self.api = MpsApi(self.mps, signed_url=self.signed_url)
         self.base_url = f"{config.scheme}://{config.host}:{config.port}"
         self.started = time.time()
+        from airflow_mps.emulator.web import WebUI
+
+        self.web = WebUI(self)
+
+    def _waiting_for_seed(self, holder: dict[str, Any] | None) -> None:
+        who = f"pid {holder.get('pid')}" if holder else "another process"
+        log.warning("data dir %s is locked by a seed command (%s); starting once it has finished", self.data_dir, who)
+
+    def announce(self, tls_cert: Path | None = None) -> None:
+        """Write this server's address into the data dir lock note, for the `seed` command to find."""
+        c = self.config
+        self.dir_lock.update(
+            {"role": "server", "endpoint": self.endpoint, "scheme": c.scheme, "region": c.region,
+             "secret_id": c.secret_id, "token_required": bool(c.token),
+             "tls_cert": str(tls_cert) if tls_cert else None}
+        )
 
     def _make_cos(self) -> tuple[Any, Any]:
         try:
@@ -124,12 +151,16 @@ class EmulatorApp:
         )
 
     # -- routing -----------------------------------------------------------------------------------
-    def route(self, method: str, path: str, headers: Headers) -> tuple[str, str]:
-        """(service, action) of a request known from its head: service is admin|mps|cos."""
+    def route(self, method: str, path: str, headers: Headers, query: str = "") -> tuple[str, str]:
+        """(service, action) of a request known from its head: service is admin|mps|web|cos."""
         if path.startswith(ADMIN_PREFIX):
             return "admin", path[len(ADMIN_PREFIX) :]
         if method == "POST" and headers.get("X-TC-Action"):
             return "mps", headers.get("X-TC-Action") or ""
+        from airflow_mps.emulator.web import is_web_request
+
+        if is_web_request(method, path, query, headers):
+            return "web", path
         return "cos", "cos:" + self._cos_action(method, path, headers)
 
     @staticmethod
@@ -151,6 +182,8 @@ class EmulatorApp:
     def dispatch(self, service: str, action: str, request: EmulatorRequest) -> EmulatorResponse:
         if service == "admin":
             return self.admin(action, request)
+        if service == "web":
+            return self.web.handle(request)
         if service == "mps":
             outcome = self.api.handle(request)
             code = outcome.error_code
@@ -258,6 +291,7 @@ class EmulatorApp:
 
     def stop(self) -> None:
         self.mps.stop()
+        self.dir_lock.release()
         if self._tmp_dir:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
@@ -322,8 +356,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             path, _, query = target.partition("?")
         headers = Headers(list(self.headers.items()))
         method = self.command.upper()
-        service, action = app.route(method, path, headers)
-        if service == "admin":
+        service, action = app.route(method, path, headers, query)
+        if service in ("admin", "web"):  # not API calls: no stats, faults or latency
             try:
                 body = self._read_body(headers)
             except _BadFraming as exc:
@@ -497,12 +531,17 @@ class RunningEmulator:
             self.tls_cert = cert
             config.tls = True
             ctx = server_context(cert, key)
-        self.httpd = EmulatorHTTPServer(self.app, ctx)
+        try:
+            self.httpd = EmulatorHTTPServer(self.app, ctx)
+        except BaseException:
+            self.app.stop()  # e.g. the port is taken: let go of the data dir again
+            raise
         self.app.start()
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="mps-emulator-http", daemon=True
         )
         self._thread.start()
+        self.app.announce(self.tls_cert)
 
     @property
     def endpoint(self) -> str:
