@@ -235,8 +235,8 @@ def task_list(
             f'<td><a class="mono nowrap" href="{esc(task_path(rec.task_id))}" title="{esc(rec.task_id)}">…{esc(rec.task_id[-12:])}</a></td>'
             f"<td>{status_badge(rec)}</td><td>{_error_cell(rec)}</td>"
             f"<td>{_input_cell(rec)}</td><td>{_output_cell(rec)}</td>"
-            f'<td class="small">{fmt_time(rec.create_time)}</td>'
-            f'<td class="small">{fmt_time(rec.finish_time)}<br><span class="muted">{_duration(rec)}</span></td>'
+            f'<td class="small nowrap">{fmt_time(rec.create_time)}</td>'
+            f'<td class="small nowrap">{fmt_time(rec.finish_time)}<br><span class="muted">{_duration(rec)}</span></td>'
             "</tr>"
         )
     table = (
@@ -400,7 +400,7 @@ def object_list(ctx: PageContext, listing: CosListResult) -> str:
             f"<tr><td>{thumb}</td>"
             f'<td><a class="mono" href="{esc(object_path(bucket, meta.key))}">{esc(meta.key[len(prefix) :])}</a></td>'
             f'<td class="small">{esc(meta.content_type)}</td><td class="small">{fmt_size(meta.size)}</td>'
-            f'<td class="small">{fmt_time(meta.last_modified)}</td></tr>'
+            f'<td class="small nowrap">{fmt_time(meta.last_modified)}</td></tr>'
         )
     table = (
         "<table><thead><tr><th></th><th>Key</th><th>Content-Type</th><th>Size</th><th>Last modified</th></tr>"

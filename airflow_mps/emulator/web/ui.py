@@ -67,7 +67,7 @@ def is_web_request(method: str, path: str, query: str, headers: Headers) -> bool
         return False
     if not target.path_style:
         return False
-    return target.bucket is None or target.bucket in WEB_ROOTS
+    return path == "/" or target.bucket in WEB_ROOTS
 
 
 class WebUI:
