@@ -392,7 +392,7 @@ def object_list(ctx: PageContext, listing: CosListResult) -> str:
     for folder in listing.common_prefixes:
         rows.append(
             f'<tr><td></td><td><a class="mono" href="{esc(bucket_path(bucket, folder))}">'
-            f'{esc(folder[len(prefix) :])}</a></td><td class="muted">folder</td><td></td><td></td></tr>'
+            f'{esc(folder[len(prefix) :])}</a></td><td class="muted small">folder</td><td></td><td></td></tr>'
         )
     for meta in listing.contents:
         thumb = _thumb(bucket, meta.key) if is_image(meta) else ""
