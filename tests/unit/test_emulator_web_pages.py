@@ -243,7 +243,7 @@ def test_bucket_pages_empty_states_and_paging() -> None:
 def test_breadcrumbs_link_every_folder_of_the_prefix() -> None:
     doc = pages.object_list(CTX, _listing(prefix="raw/dt=2026-11-01/par"))
     assert f'href="/buckets/{BUCKET}?prefix=raw/"' in doc
-    assert f'href="/buckets/{BUCKET}?prefix=raw/dt%3D2026-11-01/"' in doc
+    assert f'href="/buckets/{BUCKET}?prefix=raw/dt=2026-11-01/"' in doc
     assert "par*" in doc
 
 

@@ -76,7 +76,7 @@ def esc(value: object) -> str:
 def url(path: str, **query: object) -> str:
     """``path`` (already percent-encoded by the caller) plus ``query`` encoded; None and "" values dropped."""
     pairs = [(k, str(v)) for k, v in query.items() if v is not None and v != ""]
-    return path + ("?" + urlencode(pairs, safe="/", quote_via=quote) if pairs else "")
+    return path + ("?" + urlencode(pairs, safe="/=", quote_via=quote) if pairs else "")
 
 
 def task_path(task_id: str) -> str:
