@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_mps.emulator.config import EmulatorConfig
+
+log = logging.getLogger(__name__)
 
 try:
     import fcntl
@@ -102,6 +108,24 @@ def read_holder(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     return note if isinstance(note, dict) else None
 
 
+def server_note(config: EmulatorConfig, endpoint: str, tls_cert: Path | None) -> dict[str, Any]:
+    """What a listening server writes into the lock note: how to reach it, never its key."""
+    return {
+        "role": "server",
+        "endpoint": endpoint,
+        "scheme": config.scheme,
+        "region": config.region,
+        "secret_id": config.secret_id,
+        "token_required": bool(config.token),
+        "tls_cert": str(tls_cert) if tls_cert else None,
+    }
+
+
+def _log_wait(data_dir: str | os.PathLike[str], holder: dict[str, Any] | None) -> None:
+    who = f"pid {holder.get('pid')}" if holder else "another process"
+    log.warning("data dir %s is locked by a seed command (%s); starting once it has finished", data_dir, who)
+
+
 def claim_for_server(
     data_dir: str | os.PathLike[str],
     *,
@@ -110,8 +134,8 @@ def claim_for_server(
 ) -> DataDirLock:
     """Lock ``data_dir`` for a server starting up.
 
-    A `seed` command holding it is waited for (it finishes its writes, then lets go; ``on_wait`` is told
-    once, so the CLI can say why it pauses); another *server* holding it is an error at once, because two
+    A `seed` command holding it is waited for (it finishes its writes, then lets go; ``on_wait`` — by
+    default a log warning — is told once, so the wait is never silent); another *server* holding it is an error at once, because two
     servers on one data dir would each keep their own index and re-run each other's tasks.
     """
     lock = DataDirLock(data_dir)
@@ -129,11 +153,11 @@ def claim_for_server(
             raise DataDirBusy(
                 f"the data dir {data_dir} stayed locked by {holder or 'another process'} for {timeout:g} s"
             )
-        if not told and on_wait is not None:
-            on_wait(holder)
+        if not told:
+            (on_wait or (lambda h: _log_wait(data_dir, h)))(holder)
             told = True
         time.sleep(0.05)
     return lock
 
 
-__all__ = ["LOCK_NAME", "DataDirBusy", "DataDirLock", "claim_for_server", "read_holder"]
+__all__ = ["LOCK_NAME", "DataDirBusy", "DataDirLock", "claim_for_server", "read_holder", "server_note"]

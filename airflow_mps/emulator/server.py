@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from airflow_mps.emulator.config import EmulatorConfig
-from airflow_mps.emulator.datadir import DataDirLock, claim_for_server
+from airflow_mps.emulator.datadir import DataDirLock, claim_for_server, server_note
 from airflow_mps.emulator.faults import FaultPlan, fault_from_dict, parse_fault_spec
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse, Headers
 from airflow_mps.emulator.mps.models import MpsBackend
@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_emulator/"
 SERVER_HEADER = "airflow-mps-emulator"
+#: COS action names (stats, fault patterns) by HTTP method, for object and bucket requests.
+_OBJECT_ACTIONS = {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}
+_BUCKET_ACTIONS = dict(
+    GET="ListObjects", HEAD="HeadBucket", PUT="PutBucket", DELETE="DeleteBucket", POST="DeleteObjects"
+)
 
 
 def _json_response(data: Any, status: int = 200) -> EmulatorResponse:
@@ -89,7 +94,7 @@ class EmulatorApp:
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Before anything reads the data dir: a `seed` command writing directly must finish first.
-        self.dir_lock: DataDirLock = claim_for_server(self.data_dir, on_wait=self._waiting_for_seed)
+        self.dir_lock: DataDirLock = claim_for_server(self.data_dir)
         try:
             self.faults = FaultPlan(seed=config.seed)
             for spec in config.faults:
@@ -107,18 +112,9 @@ class EmulatorApp:
 
         self.web = WebUI(self)
 
-    def _waiting_for_seed(self, holder: dict[str, Any] | None) -> None:
-        who = f"pid {holder.get('pid')}" if holder else "another process"
-        log.warning("data dir %s is locked by a seed command (%s); starting once it has finished", self.data_dir, who)
-
     def announce(self, tls_cert: Path | None = None) -> None:
         """Write this server's address into the data dir lock note, for the `seed` command to find."""
-        c = self.config
-        self.dir_lock.update(
-            {"role": "server", "endpoint": self.endpoint, "scheme": c.scheme, "region": c.region,
-             "secret_id": c.secret_id, "token_required": bool(c.token),
-             "tls_cert": str(tls_cert) if tls_cert else None}
-        )
+        self.dir_lock.update(server_note(self.config, self.endpoint, tls_cert))
 
     def _make_cos(self) -> tuple[Any, Any]:
         try:
@@ -172,12 +168,7 @@ class EmulatorApp:
             has_key = bool(target.key)
         except Exception:
             has_key = path.strip("/") != ""
-        if has_key:
-            return {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
-                method, method
-            )
-        return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "PutBucket", "DELETE": "DeleteBucket",
-                "POST": "DeleteObjects"}.get(method, method)
+        return (_OBJECT_ACTIONS if has_key else _BUCKET_ACTIONS).get(method, method)
 
     def dispatch(self, service: str, action: str, request: EmulatorRequest) -> EmulatorResponse:
         if service == "admin":
@@ -195,17 +186,27 @@ class EmulatorApp:
                 self.stats.count(action, "failed", code)
             return outcome.response
         if self.cos is None:
-            response = _cos_xml_error(501, "NotImplemented", "The COS emulator is not available.", request.path)
+            response = _cos_xml_error(
+                501, "NotImplemented", "The COS emulator is not available.", request.path
+            )
         else:
             from airflow_mps.emulator.cos import responses as cos_responses
 
             response = cos_responses.handle(request, self.cos, self.cos_auth, region=self.config.region)
-        self.stats.count(action, "succeeded" if response.status < 400 else "failed",
-                         None if response.status < 400 else str(response.status))
+        self.stats.count(
+            action,
+            "succeeded" if response.status < 400 else "failed",
+            None if response.status < 400 else str(response.status),
+        )
         return response
 
     def injected(
-        self, service: str, action: str, kind: str, request_path: str, api_error: tuple[str, str] | None = None
+        self,
+        service: str,
+        action: str,
+        kind: str,
+        request_path: str,
+        api_error: tuple[str, str] | None = None,
     ) -> EmulatorResponse:
         """The answer for an injected terminal fault (throttle, internal_error, api_error, http_502/503)."""
         if kind == "api_error" and api_error is not None:
@@ -227,7 +228,9 @@ class EmulatorApp:
         self.stats.count(action, "faulted", kind)
         if service == "mps":
             return error_response("InternalError", "An internal error occurred; please retry later.")
-        return _cos_xml_error(500, "InternalError", "We encountered an internal error. Please try again.", request_path)
+        return _cos_xml_error(
+            500, "InternalError", "We encountered an internal error. Please try again.", request_path
+        )
 
     # -- admin -------------------------------------------------------------------------------------
     def admin(self, name: str, request: EmulatorRequest) -> EmulatorResponse:
@@ -236,16 +239,28 @@ class EmulatorApp:
         try:
             if name == "health":
                 return _json_response(
-                    {"status": "ok", "endpoint": self.endpoint, "tasks": self.mps.store.count(),
-                     "uptime": round(time.time() - self.started, 3)}
+                    {
+                        "status": "ok",
+                        "endpoint": self.endpoint,
+                        "tasks": self.mps.store.count(),
+                        "uptime": round(time.time() - self.started, 3),
+                    }
                 )
             if name == "config":
                 c = self.config
                 return _json_response(
-                    {"endpoint": self.endpoint, "scheme": c.scheme, "secret_id": c.secret_id, "region": c.region,
-                     "appid": c.appid, "process_image_rate": c.process_image_rate,
-                     "describe_rate": c.describe_rate, "workers": c.workers, "data_dir": str(c.data_dir),
-                     "token_required": bool(c.token)}
+                    {
+                        "endpoint": self.endpoint,
+                        "scheme": c.scheme,
+                        "secret_id": c.secret_id,
+                        "region": c.region,
+                        "appid": c.appid,
+                        "process_image_rate": c.process_image_rate,
+                        "describe_rate": c.describe_rate,
+                        "workers": c.workers,
+                        "data_dir": str(c.data_dir),
+                        "token_required": bool(c.token),
+                    }
                 )
             if name == "stats" and method == "GET":
                 return _json_response(self.stats.snapshot())
@@ -272,7 +287,9 @@ class EmulatorApp:
                     if isinstance(data, dict) and "kind" in data:
                         specs = [data]
                     added = [
-                        self.faults.add_fault(parse_fault_spec(s) if isinstance(s, str) else fault_from_dict(s)).to_dict()
+                        self.faults.add_fault(
+                            parse_fault_spec(s) if isinstance(s, str) else fault_from_dict(s)
+                        ).to_dict()
                         for s in specs
                     ]
                     return _json_response({"added": added, "faults": self.faults.list()})
@@ -364,8 +381,12 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._send(_json_response({"error": str(exc)}, 400), method)
                 return
-            self._send(app.dispatch(service, action, EmulatorRequest(method, path, query, headers, body,
-                                                                     self.client_address)), method)
+            self._send(
+                app.dispatch(
+                    service, action, EmulatorRequest(method, path, query, headers, body, self.client_address)
+                ),
+                method,
+            )
             return
         app.stats.count(action, "received")
         decided = app.faults.for_request(action)
@@ -376,7 +397,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         try:
             length = _content_length(headers)
             if length > limit:
-                raise _BadFraming(f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True)
+                raise _BadFraming(
+                    f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True
+                )
             body = self._read_body(headers, limit)
         except _BadFraming as exc:
             self.close_connection = True  # the rest of the stream cannot be trusted to frame a next request
@@ -387,7 +410,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if delay > 0:
             time.sleep(delay)
         absolute = service == "cos" and target.startswith(("http://", "https://"))
-        request = EmulatorRequest(method, target if absolute else path, query, headers, body, self.client_address)
+        request = EmulatorRequest(
+            method, target if absolute else path, query, headers, body, self.client_address
+        )
         if decided.terminal:
             response = app.injected(service, action, decided.terminal, path, decided.api_error)
         else:
@@ -417,7 +442,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                     break
                 total += size
                 if total > limit:
-                    raise _BadFraming(f"The chunked request body exceeds the limit of {limit} bytes.", too_large=True)
+                    raise _BadFraming(
+                        f"The chunked request body exceeds the limit of {limit} bytes.", too_large=True
+                    )
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(65537)
             return b"".join(chunks)
@@ -538,7 +565,10 @@ class RunningEmulator:
             raise
         self.app.start()
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="mps-emulator-http", daemon=True
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="mps-emulator-http",
+            daemon=True,
         )
         self._thread.start()
         self.app.announce(self.tls_cert)

@@ -108,9 +108,8 @@ def _screenshot(url: str, out: Path, profile: Path) -> Image.Image:
 
 
 def _count(img: Image.Image, predicate: Any) -> int:
-    """Pixels of an RGB image for which ``predicate((r, g, b))`` holds."""
-    raw = img.tobytes()
-    return sum(1 for i in range(0, len(raw), 3) if predicate((raw[i], raw[i + 1], raw[i + 2])))
+    """Pixels of an RGB image for which ``predicate((r, g, b))`` holds (counted per distinct colour)."""
+    return sum(count for count, rgb in img.getcolors(maxcolors=1 << 24) or [] if predicate(rgb))
 
 
 def _near(rgb: tuple[int, int, int], tol: int = 6) -> Any:
