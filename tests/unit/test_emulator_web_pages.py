@@ -116,7 +116,9 @@ def test_task_list_shows_a_hostile_key_as_text_and_links_to_it_exactly() -> None
     parsed = _parse(doc)
     assert "script" not in parsed.tags  # no injected element
     assert SCRIPTY not in doc  # never raw in the markup
-    assert f"cos://{BUCKET}/{NASTY}" in "".join(parsed.text)  # shown literally
+    assert NASTY in parsed.text and "out/" + NASTY in parsed.text  # shown literally
+    titles = {v for tag, k, v in parsed.attrs if k == "title"}
+    assert f"cos://{BUCKET}/{NASTY}" in titles  # the full URI as the link's tooltip
     srcs = [v for tag, k, v in parsed.attrs if tag == "img" and k == "src"]
     assert len(srcs) == 2
     for src in srcs:  # the thumbnail URL round-trips to the exact key
@@ -195,7 +197,7 @@ def test_task_list_rows_statuses_errors_and_refresh() -> None:
         "pending",
         "9 in total",
         "?before=2",
-        "2026-11-01 00:00:03",
+        "2026-11-01<br>00:00:03",
     ):
         assert needle in doc, needle
     assert 'http-equiv="refresh"' in doc  # unfinished tasks: the page reloads itself (no JavaScript)

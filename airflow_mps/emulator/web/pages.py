@@ -43,7 +43,7 @@ header .info{margin-left:auto;color:#a9bfd9;font-size:12px}
 main{padding:16px 24px 32px}h1{font-size:20px;margin:4px 0 14px;word-break:break-all}
 h2{font-size:16px;margin:22px 0 8px}a{color:#1a5fb4}
 table{border-collapse:collapse;background:#fff;width:100%;box-shadow:0 1px 2px #0002}
-th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e3e7ee;vertical-align:top}
+th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #e3e7ee;vertical-align:top}
 th{background:#eef1f6;font-weight:600;font-size:12px;color:#4a5568;white-space:nowrap}
 tr:hover td{background:#fafbfd}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
@@ -52,7 +52,7 @@ tr:hover td{background:#fafbfd}
 .WAITING{background:#e6e8ec;color:#4a5060}.PROCESSING{background:#dbe9ff;color:#1c4fa0}
 .SUCCESS{background:#d9f2df;color:#1d6b31}.FAIL{background:#fde0e0;color:#a11d1d}
 .err{color:#a11d1d;font-weight:600}
-.cell{display:flex;gap:8px;align-items:flex-start;min-width:180px}
+.cell{display:flex;gap:8px;align-items:flex-start;min-width:220px}.cell>div{min-width:96px}
 img.thumb{max-width:120px;max-height:90px;object-fit:contain;background:#e9edf3;border:1px solid #d5dbe5;border-radius:3px}
 img.big{max-width:100%;max-height:480px;object-fit:contain;background:#e9edf3;border:1px solid #d5dbe5}
 .pair{display:flex;gap:16px;flex-wrap:wrap}.pair figure{margin:0;background:#fff;padding:10px;box-shadow:0 1px 2px #0002;max-width:520px}
@@ -172,10 +172,19 @@ def _location(bucket: str, key: str) -> str:
     return f'<a class="mono" href="{esc(bucket_path(bucket, folder))}">cos://{esc(bucket)}/{esc(key)}</a>'
 
 
+def _compact_location(bucket: str, key: str) -> str:
+    """For table cells: the key (linking to its folder, the full URI as tooltip), the bucket below it."""
+    folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    return (
+        f'<div><a class="mono" href="{esc(bucket_path(bucket, folder))}" title="cos://{esc(bucket)}/{esc(key)}">'
+        f'{esc(key)}</a><br><span class="muted small">{esc(bucket)}</span></div>'
+    )
+
+
 def _input_cell(rec: TaskRecord) -> str:
     bucket, key, shown = task_input(rec)
     if bucket and key:
-        return f'<div class="cell">{_thumb(bucket, key)}{_location(bucket, key)}</div>'
+        return f'<div class="cell">{_thumb(bucket, key)}{_compact_location(bucket, key)}</div>'
     return f'<span class="mono" title="URL input (not previewed: no external assets)">{esc(shown)}</span>'
 
 
@@ -185,9 +194,7 @@ def _output_cell(rec: TaskRecord) -> str:
         return '<span class="muted">pending</span>'
     if not out or rec.failed:
         return '<span class="muted">—</span>'
-    return (
-        f'<div class="cell">{_thumb(out["bucket"], out["key"])}{_location(out["bucket"], out["key"])}</div>'
-    )
+    return f'<div class="cell">{_thumb(out["bucket"], out["key"])}{_compact_location(out["bucket"], out["key"])}</div>'
 
 
 def _error_cell(rec: TaskRecord) -> str:
@@ -195,6 +202,11 @@ def _error_cell(rec: TaskRecord) -> str:
         return '<span class="muted">—</span>'
     code = rec.err_msg or "(no code)"
     return f'<span class="err" title="{esc(rec.message)}">{esc(code)}</span><br><span class="muted small">ErrCode {esc(rec.err_code)}</span>'
+
+
+def _stamp(ts: float | None) -> str:
+    """`fmt_time` on two lines (date, then time) for narrow table columns; digits only, nothing to escape."""
+    return fmt_time(ts).replace(" ", "<br>")
 
 
 def _duration(rec: TaskRecord) -> str:
@@ -235,8 +247,8 @@ def task_list(
             f'<td><a class="mono nowrap" href="{esc(task_path(rec.task_id))}" title="{esc(rec.task_id)}">…{esc(rec.task_id[-12:])}</a></td>'
             f"<td>{status_badge(rec)}</td><td>{_error_cell(rec)}</td>"
             f"<td>{_input_cell(rec)}</td><td>{_output_cell(rec)}</td>"
-            f'<td class="small nowrap">{fmt_time(rec.create_time)}</td>'
-            f'<td class="small nowrap">{fmt_time(rec.finish_time)}<br><span class="muted">{_duration(rec)}</span></td>'
+            f'<td class="small nowrap">{_stamp(rec.create_time)}</td>'
+            f'<td class="small nowrap">{_stamp(rec.finish_time)}<br><span class="muted">{_duration(rec)}</span></td>'
             "</tr>"
         )
     table = (
