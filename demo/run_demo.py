@@ -2,13 +2,16 @@
 
 What it does, in order, and what it leaves behind in ``.demo/``:
 
-1. starts the MPS + COS emulator as a subprocess (data in ``.demo/emulator``);
-2. seeds procedurally drawn sample photos into ``cos://<bucket>/raw/dt=<date>/`` for three dates;
+1. draws sample photos into a local folder, ``.demo/photos/dt=<date>/``, for three dates;
+2. starts the MPS + COS emulator as a subprocess (data in ``.demo/emulator``) and seeds the folder into
+   ``cos://<bucket>/raw/`` with the emulator's own command, printed so you can run it yourself:
+   ``airflow-mps-emulator seed --data-dir .demo/emulator .demo/photos cos://<bucket>/raw/``;
 3. points ``tencentcloud_default`` at the emulator and ``mps_webhook`` at a local receiver;
 4. runs ``airflow dags test mps_enhance_daily <date>`` for each date (a fresh SQLite Airflow home);
 5. prints a per-image table from each date's manifest and the webhook payloads it received;
 6. writes a before/after contact sheet (``.demo/contact_sheet.png``);
-7. stops everything it started, also on failure or Ctrl-C.
+7. stops everything it started, also on failure or Ctrl-C, and says how to browse the results in the
+   emulator's web page afterwards (its data stays in ``.demo/emulator``).
 """
 
 from __future__ import annotations
@@ -85,6 +88,47 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
 
 
+def _write_photos(root: Path, dates: list[str]) -> None:
+    """The demo's input: sample photos in a plain local folder, one ``dt=<date>`` folder per partition."""
+    from samples import sample_photos
+
+    for ds in dates:
+        for photo in sample_photos(ds):
+            path = root / f"dt={ds}" / photo.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(photo.data)
+
+
+def _seed(photos: Path, data_dir: Path, env: dict[str, str], log: Path) -> None:
+    """Seed the photo folder with the emulator's `seed` command, shown as a user would type it."""
+    script = Path(sys.executable).with_name("airflow-mps-emulator")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "airflow_mps.emulator"]
+    args = ["seed", "--data-dir", _shown(data_dir), _shown(photos), f"cos://{BUCKET}/raw/"]
+    shown = "airflow-mps-emulator" if script.exists() else "python -m airflow_mps.emulator"
+    print(f"$ {shown} {' '.join(args)}")
+    proc = subprocess.run([*base, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    with log.open("a") as out:
+        out.write(f"\n$ {shown} {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        raise SystemExit(f"seeding failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    objects = [line for line in proc.stdout.splitlines() if line.startswith("  cos://")]
+    for line in objects[:3]:
+        print(line)
+    if len(objects) > 3:
+        print(f"  ... and {len(objects) - 3} more")
+    for line in proc.stdout.splitlines():
+        if not line.startswith("  cos://"):
+            print(line)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (what a user would type there)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def _contact_sheet(pairs: list[tuple[str, bytes, bytes]], path: Path) -> None:
     """Before/after, one row per image, both scaled to the same height and labelled with their sizes."""
     from PIL import Image, ImageDraw
@@ -115,14 +159,17 @@ def _contact_sheet(pairs: list[tuple[str, bytes, bytes]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / ".demo")
     parser.add_argument("--dates", nargs="+", default=list(DEFAULT_DATES))
-    parser.add_argument("--keep", action="store_true", help="keep the previous .demo state instead of starting fresh")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the previous .demo state instead of starting fresh"
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "demo"))
-    from samples import sample_photos
 
     from airflow_mps.emulator.testing import EmulatorProcess
 
@@ -132,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "demo.log"
     print(f"airflow-mps demo — logs in {log}")
+    photos = work / "photos"
+    _write_photos(photos, args.dates)
 
     receiver = _WebhookReceiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -140,15 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         with EmulatorProcess(data_dir=work / "emulator") as emulator:
             from qcloud_cos import CosS3Client
 
-            print(f"emulator up at {emulator.endpoint}")
+            print(f"emulator up at {emulator.endpoint} (web page: http://{emulator.endpoint}/)")
             cos = CosS3Client(emulator.cos_config(), retry=1)
-            originals: dict[str, bytes] = {}
-            for ds in args.dates:
-                for photo in sample_photos(ds):
-                    key = f"raw/dt={ds}/{photo.name}"
-                    cos.put_object(Bucket=BUCKET, Key=key, Body=photo.data, ContentType=photo.content_type)
-                    originals[key] = photo.data
-            print(f"seeded {len(originals)} photos into cos://{BUCKET}/raw/ for {', '.join(args.dates)}")
+            _seed(photos, work / "emulator", dict(os.environ), log)
+            originals = {
+                f"raw/{p.relative_to(photos).as_posix()}": p.read_bytes()
+                for p in photos.rglob("*")
+                if p.is_file()
+            }
 
             env = _airflow_env(work / "airflow", emulator.connection_uri(), receiver.server_address[1])
             airflow = str(Path(sys.executable).with_name("airflow"))
@@ -168,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                     rec = json.loads(line)
                     short_in = rec["input"].split(f"dt={ds}/", 1)[-1]
                     out = rec.get("output") or ""
-                    print(f"{ds:<12} {short_in:<28} {rec['state']:<10} {out.split(BUCKET + '/', 1)[-1]:<42} {rec.get('task_id') or '-'}")
+                    print(
+                        f"{ds:<12} {short_in:<28} {rec['state']:<10} {out.split(BUCKET + '/', 1)[-1]:<42} {rec.get('task_id') or '-'}"
+                    )
                     if ds == args.dates[0] and rec["state"] == "succeeded":
                         out_key = out.split(BUCKET + "/", 1)[-1]
                         after = cos.get_object(Bucket=BUCKET, Key=out_key)["Body"].get_raw_stream().read()
@@ -181,14 +231,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"webhook received {len(receiver.payloads)} summaries:")
             for payload in receiver.payloads:
                 summary = payload.get("summary") or {}
-                print(f"  {payload.get('partition')}: {summary.get('succeeded')} succeeded, "
-                      f"{summary.get('failed')} failed, {summary.get('skipped')} skipped")
+                print(
+                    f"  {payload.get('partition')}: {summary.get('succeeded')} succeeded, "
+                    f"{summary.get('failed')} failed, {summary.get('skipped')} skipped"
+                )
             stats = emulator.stats()
             print(f"emulator stats: {json.dumps(stats.get('actions', stats), sort_keys=True)[:400]}")
     finally:
         receiver.shutdown()
         receiver.server_close()
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; everything it started is stopped.")
+    print(
+        f"browse the tasks and images: airflow-mps-emulator --data-dir {_shown(work / 'emulator')}  "
+        "then open http://127.0.0.1:9100/"
+    )
     return 0
 
 

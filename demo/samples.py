@@ -29,7 +29,9 @@ def _lerp(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[i
     return tuple(int(a[i] + (b[i] - a[i]) * t) for i in range(3))  # type: ignore[return-value]
 
 
-def _vertical_gradient(size: tuple[int, int], top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
+def _vertical_gradient(
+    size: tuple[int, int], top: tuple[int, int, int], bottom: tuple[int, int, int]
+) -> Image.Image:
     width, height = size
     img = Image.new("RGB", size)
     draw = ImageDraw.Draw(img)
@@ -117,7 +119,9 @@ def _encode(img: Image.Image, fmt: str, quality: int) -> bytes:
 def sample_photos(partition: str) -> Iterator[SamplePhoto]:
     """Yield the demo photos for one date partition (same partition → same bytes)."""
     rng = random.Random(f"airflow-mps-demo/{partition}")
-    yield SamplePhoto("landscape.jpg", _encode(_add_noise(_landscape(rng), rng, 0.10), "JPEG", 45), "image/jpeg")
+    yield SamplePhoto(
+        "landscape.jpg", _encode(_add_noise(_landscape(rng), rng, 0.10), "JPEG", 45), "image/jpeg"
+    )
     night = _add_noise(_night_street(rng), rng, 0.06)
     yield SamplePhoto("night/street.jpg", _encode(night, "JPEG", 55), "image/jpeg")
     yield SamplePhoto("flowers.png", _encode(_add_noise(_flowers(rng), rng, 0.08), "PNG", 0), "image/png")

@@ -7,7 +7,11 @@ for a local stand-in. On top of it this module adds HTTP/1.1 keep-alive, de-chun
 injected latency and connection faults.
 
 Dispatch (docs/internals.md): `/_emulator/...` → admin; a POST with an `X-TC-Action` header → MPS;
-everything else → COS (`cos.responses.handle`).
+an unsigned path-style GET/HEAD of `/`, `/tasks…` or `/buckets…` → the web pages (`web.ui`); everything
+else → COS (`cos.responses.handle`).
+
+The app locks its data dir (`datadir.claim_for_server`) for its whole life and announces its endpoint
+there, so the `seed` command uploads through this server instead of writing behind its in-memory index.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from airflow_mps.emulator.config import EmulatorConfig
+from airflow_mps.emulator.datadir import DataDirLock, claim_for_server, server_note
 from airflow_mps.emulator.faults import FaultPlan, fault_from_dict, parse_fault_spec
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse, Headers
 from airflow_mps.emulator.mps.models import MpsBackend
@@ -40,6 +45,11 @@ log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_emulator/"
 SERVER_HEADER = "airflow-mps-emulator"
+#: COS action names (stats, fault patterns) by HTTP method, for object and bucket requests.
+_OBJECT_ACTIONS = {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}
+_BUCKET_ACTIONS = dict(
+    GET="ListObjects", HEAD="HeadBucket", PUT="PutBucket", DELETE="DeleteBucket", POST="DeleteObjects"
+)
 
 
 def _json_response(data: Any, status: int = 200) -> EmulatorResponse:
@@ -83,15 +93,28 @@ class EmulatorApp:
             config.data_dir = Path(self._tmp_dir)
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.faults = FaultPlan(seed=config.seed)
-        for spec in config.faults:
-            self.faults.add_fault(parse_fault_spec(spec))
-        self.stats = Stats()
-        self.cos, self.cos_auth = self._make_cos()
-        self.mps = MpsBackend(config=config, faults=self.faults, stats=self.stats, cos=self.cos)
+        # Before anything reads the data dir: a `seed` command writing directly must finish first.
+        self.dir_lock: DataDirLock = claim_for_server(self.data_dir)
+        try:
+            self.faults = FaultPlan(seed=config.seed)
+            for spec in config.faults:
+                self.faults.add_fault(parse_fault_spec(spec))
+            self.stats = Stats()
+            self.cos, self.cos_auth = self._make_cos()
+            self.mps = MpsBackend(config=config, faults=self.faults, stats=self.stats, cos=self.cos)
+        except BaseException:
+            self.dir_lock.release()
+            raise
         self.api = MpsApi(self.mps, signed_url=self.signed_url)
         self.base_url = f"{config.scheme}://{config.host}:{config.port}"
         self.started = time.time()
+        from airflow_mps.emulator.web import WebUI
+
+        self.web = WebUI(self)
+
+    def announce(self, tls_cert: Path | None = None) -> None:
+        """Write this server's address into the data dir lock note, for the `seed` command to find."""
+        self.dir_lock.update(server_note(self.config, self.endpoint, tls_cert))
 
     def _make_cos(self) -> tuple[Any, Any]:
         try:
@@ -124,12 +147,16 @@ class EmulatorApp:
         )
 
     # -- routing -----------------------------------------------------------------------------------
-    def route(self, method: str, path: str, headers: Headers) -> tuple[str, str]:
-        """(service, action) of a request known from its head: service is admin|mps|cos."""
+    def route(self, method: str, path: str, headers: Headers, query: str = "") -> tuple[str, str]:
+        """(service, action) of a request known from its head: service is admin|mps|web|cos."""
         if path.startswith(ADMIN_PREFIX):
             return "admin", path[len(ADMIN_PREFIX) :]
         if method == "POST" and headers.get("X-TC-Action"):
             return "mps", headers.get("X-TC-Action") or ""
+        from airflow_mps.emulator.web import is_web_request
+
+        if is_web_request(method, path, query, headers):
+            return "web", path
         return "cos", "cos:" + self._cos_action(method, path, headers)
 
     @staticmethod
@@ -141,16 +168,13 @@ class EmulatorApp:
             has_key = bool(target.key)
         except Exception:
             has_key = path.strip("/") != ""
-        if has_key:
-            return {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(
-                method, method
-            )
-        return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "PutBucket", "DELETE": "DeleteBucket",
-                "POST": "DeleteObjects"}.get(method, method)
+        return (_OBJECT_ACTIONS if has_key else _BUCKET_ACTIONS).get(method, method)
 
     def dispatch(self, service: str, action: str, request: EmulatorRequest) -> EmulatorResponse:
         if service == "admin":
             return self.admin(action, request)
+        if service == "web":
+            return self.web.handle(request)
         if service == "mps":
             outcome = self.api.handle(request)
             code = outcome.error_code
@@ -162,17 +186,27 @@ class EmulatorApp:
                 self.stats.count(action, "failed", code)
             return outcome.response
         if self.cos is None:
-            response = _cos_xml_error(501, "NotImplemented", "The COS emulator is not available.", request.path)
+            response = _cos_xml_error(
+                501, "NotImplemented", "The COS emulator is not available.", request.path
+            )
         else:
             from airflow_mps.emulator.cos import responses as cos_responses
 
             response = cos_responses.handle(request, self.cos, self.cos_auth, region=self.config.region)
-        self.stats.count(action, "succeeded" if response.status < 400 else "failed",
-                         None if response.status < 400 else str(response.status))
+        self.stats.count(
+            action,
+            "succeeded" if response.status < 400 else "failed",
+            None if response.status < 400 else str(response.status),
+        )
         return response
 
     def injected(
-        self, service: str, action: str, kind: str, request_path: str, api_error: tuple[str, str] | None = None
+        self,
+        service: str,
+        action: str,
+        kind: str,
+        request_path: str,
+        api_error: tuple[str, str] | None = None,
     ) -> EmulatorResponse:
         """The answer for an injected terminal fault (throttle, internal_error, api_error, http_502/503)."""
         if kind == "api_error" and api_error is not None:
@@ -194,7 +228,9 @@ class EmulatorApp:
         self.stats.count(action, "faulted", kind)
         if service == "mps":
             return error_response("InternalError", "An internal error occurred; please retry later.")
-        return _cos_xml_error(500, "InternalError", "We encountered an internal error. Please try again.", request_path)
+        return _cos_xml_error(
+            500, "InternalError", "We encountered an internal error. Please try again.", request_path
+        )
 
     # -- admin -------------------------------------------------------------------------------------
     def admin(self, name: str, request: EmulatorRequest) -> EmulatorResponse:
@@ -203,16 +239,28 @@ class EmulatorApp:
         try:
             if name == "health":
                 return _json_response(
-                    {"status": "ok", "endpoint": self.endpoint, "tasks": self.mps.store.count(),
-                     "uptime": round(time.time() - self.started, 3)}
+                    {
+                        "status": "ok",
+                        "endpoint": self.endpoint,
+                        "tasks": self.mps.store.count(),
+                        "uptime": round(time.time() - self.started, 3),
+                    }
                 )
             if name == "config":
                 c = self.config
                 return _json_response(
-                    {"endpoint": self.endpoint, "scheme": c.scheme, "secret_id": c.secret_id, "region": c.region,
-                     "appid": c.appid, "process_image_rate": c.process_image_rate,
-                     "describe_rate": c.describe_rate, "workers": c.workers, "data_dir": str(c.data_dir),
-                     "token_required": bool(c.token)}
+                    {
+                        "endpoint": self.endpoint,
+                        "scheme": c.scheme,
+                        "secret_id": c.secret_id,
+                        "region": c.region,
+                        "appid": c.appid,
+                        "process_image_rate": c.process_image_rate,
+                        "describe_rate": c.describe_rate,
+                        "workers": c.workers,
+                        "data_dir": str(c.data_dir),
+                        "token_required": bool(c.token),
+                    }
                 )
             if name == "stats" and method == "GET":
                 return _json_response(self.stats.snapshot())
@@ -239,7 +287,9 @@ class EmulatorApp:
                     if isinstance(data, dict) and "kind" in data:
                         specs = [data]
                     added = [
-                        self.faults.add_fault(parse_fault_spec(s) if isinstance(s, str) else fault_from_dict(s)).to_dict()
+                        self.faults.add_fault(
+                            parse_fault_spec(s) if isinstance(s, str) else fault_from_dict(s)
+                        ).to_dict()
                         for s in specs
                     ]
                     return _json_response({"added": added, "faults": self.faults.list()})
@@ -258,6 +308,7 @@ class EmulatorApp:
 
     def stop(self) -> None:
         self.mps.stop()
+        self.dir_lock.release()
         if self._tmp_dir:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
@@ -322,16 +373,20 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             path, _, query = target.partition("?")
         headers = Headers(list(self.headers.items()))
         method = self.command.upper()
-        service, action = app.route(method, path, headers)
-        if service == "admin":
+        service, action = app.route(method, path, headers, query)
+        if service in ("admin", "web"):  # not API calls: no stats, faults or latency
             try:
                 body = self._read_body(headers)
             except _BadFraming as exc:
                 self.close_connection = True
                 self._send(_json_response({"error": str(exc)}, 400), method)
                 return
-            self._send(app.dispatch(service, action, EmulatorRequest(method, path, query, headers, body,
-                                                                     self.client_address)), method)
+            self._send(
+                app.dispatch(
+                    service, action, EmulatorRequest(method, path, query, headers, body, self.client_address)
+                ),
+                method,
+            )
             return
         app.stats.count(action, "received")
         decided = app.faults.for_request(action)
@@ -342,7 +397,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         try:
             length = _content_length(headers)
             if length > limit:
-                raise _BadFraming(f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True)
+                raise _BadFraming(
+                    f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True
+                )
             body = self._read_body(headers, limit)
         except _BadFraming as exc:
             self.close_connection = True  # the rest of the stream cannot be trusted to frame a next request
@@ -353,7 +410,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if delay > 0:
             time.sleep(delay)
         absolute = service == "cos" and target.startswith(("http://", "https://"))
-        request = EmulatorRequest(method, target if absolute else path, query, headers, body, self.client_address)
+        request = EmulatorRequest(
+            method, target if absolute else path, query, headers, body, self.client_address
+        )
         if decided.terminal:
             response = app.injected(service, action, decided.terminal, path, decided.api_error)
         else:
@@ -383,7 +442,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                     break
                 total += size
                 if total > limit:
-                    raise _BadFraming(f"The chunked request body exceeds the limit of {limit} bytes.", too_large=True)
+                    raise _BadFraming(
+                        f"The chunked request body exceeds the limit of {limit} bytes.", too_large=True
+                    )
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(65537)
             return b"".join(chunks)
@@ -497,12 +558,20 @@ class RunningEmulator:
             self.tls_cert = cert
             config.tls = True
             ctx = server_context(cert, key)
-        self.httpd = EmulatorHTTPServer(self.app, ctx)
+        try:
+            self.httpd = EmulatorHTTPServer(self.app, ctx)
+        except BaseException:
+            self.app.stop()  # e.g. the port is taken: let go of the data dir again
+            raise
         self.app.start()
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="mps-emulator-http", daemon=True
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="mps-emulator-http",
+            daemon=True,
         )
         self._thread.start()
+        self.app.announce(self.tls_cert)
 
     @property
     def endpoint(self) -> str:
