@@ -7,7 +7,9 @@ What it does, in order, and what it leaves behind in ``.demo/``:
    ``cos://<bucket>/raw/`` with the emulator's own command, printed so you can run it yourself:
    ``airflow-mps-emulator seed --data-dir .demo/emulator .demo/photos cos://<bucket>/raw/``;
 3. points ``tencentcloud_default`` at the emulator and ``mps_webhook`` at a local receiver;
-4. runs ``airflow dags test mps_enhance_daily <date>`` for each date (a fresh SQLite Airflow home);
+4. runs ``airflow dags test mps_enhance_daily <date> -c '{"partition": "<date>"}'`` for each date (a
+   fresh SQLite Airflow home; the param names the partition, since a run's own day is the day before
+   its logical date — see docs/batch.md);
 5. prints a per-image table from each date's manifest and the webhook payloads it received;
 6. writes a before/after contact sheet (``.demo/contact_sheet.png``);
 7. stops everything it started, also on failure or Ctrl-C, and says how to browse the results in the
@@ -203,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             _run([airflow, "db", "migrate"], env, log)
             for ds in args.dates:
                 t0 = time.monotonic()
-                _run([airflow, "dags", "test", "mps_enhance_daily", ds], env, log)
+                _run(
+                    [airflow, "dags", "test", "mps_enhance_daily", ds, "-c", json.dumps({"partition": ds})],
+                    env,
+                    log,
+                )
                 print(f"mps_enhance_daily {ds}: run finished in {time.monotonic() - t0:.1f} s")
 
             print()
