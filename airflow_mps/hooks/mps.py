@@ -35,16 +35,15 @@ from airflow.providers.common.compat.sdk import BaseHook
 from airflow_mps.errors import (
     MpsAmbiguousSubmissionError,
     MpsError,
-    MpsThrottledError,
-    MpsTransientError,
     MpsValidationError,
-    error_from_code,
-    error_from_exception,
 )
 from airflow_mps.hooks import _redact
 from airflow_mps.hooks._credentials import ClientSettings, get_extra, resolve_settings
 from airflow_mps.hooks._pacing import TokenBucket, shared_bucket
-from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
+from airflow_mps.hooks._retry import Decision, RetryClock, RetryPolicy
+from airflow_mps.hooks.failures import Failure as _Failure
+from airflow_mps.hooks.failures import classify_cos_failure as _cos_failure
+from airflow_mps.hooks.failures import classify_failure
 
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo, ImageTaskStatus, ProcessImageRequest
@@ -86,15 +85,6 @@ class CosObject:
     size: int
     etag: str
     last_modified: str
-
-
-@dataclass
-class _Failure:
-    """One failed attempt, classified."""
-
-    error: MpsError
-    arrival: Arrival
-    throttled: bool
 
 
 class _NeedsReconcile(Exception):
@@ -193,137 +183,6 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
         return None
-
-
-# --------------------------------------------------------------------------------------------------
-# failure classification (sync: requests inside TencentCloudSDKException; async: raw httpx errors)
-# --------------------------------------------------------------------------------------------------
-def _cause_chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for nxt in (current.__cause__, current.__context__, getattr(current, "reason", None)):
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-        for arg in getattr(current, "args", ()):
-            if isinstance(arg, BaseException):
-                stack.append(arg)
-
-
-_NEVER_ARRIVED_NAMES = frozenset(
-    {
-        # requests / urllib3
-        "ConnectTimeout",
-        "ConnectTimeoutError",
-        "NewConnectionError",
-        "NameResolutionError",
-        "ProxyError",
-        # httpx
-        "ConnectError",
-        "PoolTimeout",
-        "UnsupportedProtocol",
-        # stdlib
-        "ConnectionRefusedError",
-        "gaierror",
-    }
-)
-
-
-#: Answered codes that say the request was refused before any task was created (besides
-#: throttling): safe to resend ProcessImage after a backoff, no reconciliation needed.
-_REFUSED_CODES = frozenset({"LimitExceeded.CreateTask"})
-
-
-def _transport_arrival(exc: BaseException) -> Arrival:
-    """NEVER_ARRIVED when the connection was never established; AMBIGUOUS otherwise.
-
-    A connect failure (refused, DNS, connect timeout) proves the request was not sent. A read timeout,
-    a reset or a broken pipe after the connection was open may have happened after the service
-    received (and acted on) the request.
-    """
-    for item in _cause_chain(exc):
-        if type(item).__name__ in _NEVER_ARRIVED_NAMES:
-            return Arrival.NEVER_ARRIVED
-    return Arrival.AMBIGUOUS
-
-
-def _short(text: Any, limit: int = 300) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def classify_failure(exc: BaseException) -> _Failure:
-    """Map an exception from an SDK call to (typed error, what we know about arrival, throttled?)."""
-    if isinstance(exc, MpsError):
-        return _Failure(exc, Arrival.ANSWERED, isinstance(exc, MpsThrottledError))
-    get_code = getattr(exc, "get_code", None)
-    if callable(get_code):  # TencentCloudSDKException
-        code = get_code()
-        if code == "ClientNetworkError":
-            error = MpsTransientError(
-                "ClientNetworkError", _short(exc.get_message()), exc.get_request_id() or None
-            )
-            return _Failure(error, _transport_arrival(exc), False)
-        if code == "ServerNetworkError":
-            error = MpsTransientError(
-                "ServerNetworkError", "HTTP error status from the API endpoint: " + _short(exc.get_message())
-            )
-            return _Failure(error, Arrival.AMBIGUOUS, False)
-        error = error_from_exception(exc)
-        throttled = isinstance(error, MpsThrottledError)
-        refused = throttled or error.code in _REFUSED_CODES
-        return _Failure(error, Arrival.REFUSED if refused else Arrival.ANSWERED, throttled)
-    module = type(exc).__module__ or ""
-    if module.startswith("httpx") or isinstance(exc, (OSError, TimeoutError)):
-        error = MpsTransientError("ClientNetworkError", f"{type(exc).__name__}: {_short(exc)}")
-        return _Failure(error, _transport_arrival(exc), False)
-    raise exc
-
-
-def _cos_failure(exc: BaseException) -> _Failure:
-    """Map qcloud_cos errors: CosServiceError (HTTP status, code, message, request id), CosClientError."""
-    name = type(exc).__name__
-    if name == "CosServiceError":
-        status = exc.get_status_code()  # type: ignore[attr-defined]
-        code = exc.get_error_code() or "Unknown"  # type: ignore[attr-defined]
-        message = exc.get_error_msg() or ""  # type: ignore[attr-defined]
-        request_id = exc.get_request_id()  # type: ignore[attr-defined]
-        text = f"COS HTTP {status}: {_short(message)}"
-        if status == 503 or code == "SlowDown":
-            return _Failure(MpsThrottledError(f"Cos.{code}", text, request_id), Arrival.REFUSED, True)
-        if status and int(status) >= 500:
-            return _Failure(MpsTransientError(f"Cos.{code}", text, request_id), Arrival.AMBIGUOUS, False)
-        if status == 404:
-            return _Failure(
-                error_from_code("ResourceNotFound", f"{code}: {text}", request_id), Arrival.ANSWERED, False
-            )
-        if status == 403:
-            return _Failure(
-                error_from_code("AuthFailure", f"{code}: {text}", request_id), Arrival.ANSWERED, False
-            )
-        return _Failure(
-            error_from_code("InvalidParameter", f"{code}: {text}", request_id), Arrival.ANSWERED, False
-        )
-    if name == "CosClientError":
-        message = _short(getattr(exc, "get_message", lambda: str(exc))())
-        if any(
-            word in message
-            for word in ("Connection", "connect", "Timeout", "timed out", "reset", "Max retries")
-        ):
-            return _Failure(
-                MpsTransientError("Cos.ClientNetworkError", message), _transport_arrival(exc), False
-            )
-        return _Failure(
-            error_from_code("InvalidParameter", f"COS client error: {message}"), Arrival.ANSWERED, False
-        )
-    raise exc
 
 
 # --------------------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_create_task_limit_is_a_refusal_so_process_image_is_retried_not_reconcil
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
     from airflow_mps.hooks._retry import Arrival, Decision, RetryPolicy
-    from airflow_mps.hooks.mps import classify_failure
+    from airflow_mps.hooks.failures import classify_failure
 
     failure = classify_failure(TencentCloudSDKException("LimitExceeded.CreateTask", "busy", "rid-7"))
     assert failure.arrival is Arrival.REFUSED and failure.error.request_id == "rid-7"
