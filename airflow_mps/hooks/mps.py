@@ -25,9 +25,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook
@@ -44,6 +44,7 @@ from airflow_mps.hooks._retry import Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks.failures import Failure as _Failure
 from airflow_mps.hooks.failures import classify_cos_failure as _cos_failure
 from airflow_mps.hooks.failures import classify_failure
+from airflow_mps.ownership import TASK_STATUSES, TIME_FORMAT, ListStep, task_finder
 
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo, ImageTaskStatus, ProcessImageRequest
@@ -56,8 +57,6 @@ DESCRIBE_RATE = 100.0
 #: 21st request into some window (measured: ~4 throttles per 100 submissions at 100%). At 97% twenty
 #: requests span 1.03 s, absorbing ~30 ms of jitter, and the rate stays above 95% of the limit.
 PACING_HEADROOM = 0.97
-TASK_STATUSES = ("WAITING", "PROCESSING", "FINISH")
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 #: SDK loggers and the level we set when nobody configured them. qcloud_cos logs every HEAD 404 as a
 #: warning (object_exists) and its DEBUG output includes the security token; we report errors ourselves.
 _SDK_LOGGERS = {"tencentcloud_sdk_common": logging.WARNING, "qcloud_cos": logging.ERROR}
@@ -165,24 +164,15 @@ def _format_time(value: datetime | str | None, field: str) -> str | None:
         return None
     if isinstance(value, str):
         try:
-            datetime.strptime(value, _TIME_FORMAT)
+            datetime.strptime(value, TIME_FORMAT)
         except ValueError:
             raise MpsValidationError(field=field, value=value, allowed="YYYY-MM-DDThh:mm:ssZ (UTC)") from None
         return value
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+        return value.astimezone(timezone.utc).strftime(TIME_FORMAT)
     raise MpsValidationError(field=field, value=value, allowed="a datetime or a YYYY-MM-DDThh:mm:ssZ string")
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value or value.startswith("0000"):
-        return None
-    try:
-        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,9 +201,9 @@ class _SharedAsyncClient:
 
 #: event loop → connection identity → shared client. Weak on the loop: a loop that is gone takes its
 #: clients with it; closed loops are also purged whenever a client is created.
-_SHARED_ASYNC: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], _SharedAsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
+_SHARED_ASYNC: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, ...], _SharedAsyncClient]
+] = weakref.WeakKeyDictionary()
 _SHARED_ASYNC_LOCK = threading.Lock()  # loops of different threads share the mapping
 
 
@@ -687,7 +677,7 @@ class MpsHook(BaseHook):
 
         The one implementation of "find the task this request created", used by the hook's own
         reconciliation after an ambiguous failure and by the operators when a try died before it
-        recorded the TaskId. Rules (:func:`_task_finder`): tasks of every status listed from
+        recorded the TaskId. Rules (:func:`airflow_mps.ownership.task_finder`): tasks of every status listed from
         ``since`` minus ``clock_skew_seconds`` (default: the hook's ``reconcile_clock_skew_seconds``);
         our input named by the listing's ``Input`` (or, when the listing names none, by the task's
         ``InputInfo``); not provably another request's (``ImageTaskStatus.conflicts_with``: echoed
@@ -699,12 +689,12 @@ class MpsHook(BaseHook):
         :param since: when the request was (first) sent; a naive datetime is taken as UTC.
         """
         body, floor, skew = self._finder_args(request, since, clock_skew_seconds)
-        steps = _task_finder(body, floor, skew)
+        steps = task_finder(body, floor, skew)
         reply: Any = None
         try:
             while True:
                 step = steps.send(reply)
-                if isinstance(step, _ListStep):
+                if isinstance(step, ListStep):
                     reply = list(self.list_image_tasks(step.status, start_time=step.start))
                 else:
                     reply = self._describe_response(step.task_id)
@@ -720,12 +710,12 @@ class MpsHook(BaseHook):
     ) -> list[str]:
         """Async twin of :meth:`find_tasks_for` (same rules, async SDK client)."""
         body, floor, skew = self._finder_args(request, since, clock_skew_seconds)
-        steps = _task_finder(body, floor, skew)
+        steps = task_finder(body, floor, skew)
         reply: Any = None
         try:
             while True:
                 step = steps.send(reply)
-                if isinstance(step, _ListStep):
+                if isinstance(step, ListStep):
                     reply = [row async for row in self.alist_image_tasks(step.status, start_time=step.start)]
                 else:
                     reply = await self._adescribe_response(step.task_id)
@@ -1002,127 +992,11 @@ class MpsHook(BaseHook):
         return str((response or {}).get("ETag", "")).strip('"')
 
 
-# --------------------------------------------------------------------------------------------------
-# reconciliation: which listed tasks did our request create? (I/O-free; the hook drives it)
-# --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _ListStep:
-    """I/O request of :func:`_task_finder`: every task in ``status`` listed from ``start`` → the
-    ``ImageTaskInfo`` rows."""
-
-    status: str
-    start: str
-
-
-@dataclass(frozen=True)
-class _DetailStep:
-    """I/O request of :func:`_task_finder`: the DescribeImageTaskDetail ``Response`` of ``task_id``."""
-
-    task_id: str
-
-
-def _task_finder(
-    body: Mapping[str, Any], since: datetime, skew_seconds: float
-) -> Generator[_ListStep | _DetailStep, Any, list[str]]:
-    """The matching rules of :meth:`MpsHook.find_tasks_for`, without I/O.
-
-    A generator that yields what it needs (a listing, a task's detail) and is sent the answer, so the
-    sync and the async hook paths drive the very same rules with their own I/O. Returns the ids.
-    """
-    from airflow_mps.models import listed_input_matches, request_input
-
-    ours = request_input(body)
-    if ours is None:  # no input we could recognise a task by
-        return []
-    start = since - timedelta(seconds=skew_seconds)
-    start_floor = start.replace(microsecond=0)
-    candidates: dict[str, ImageTaskInfo] = {}
-    for status in TASK_STATUSES:  # lifecycle order: a task moving on is seen in a later listing
-        rows = yield _ListStep(status, start.strftime(_TIME_FORMAT))
-        for row in rows:
-            candidates.setdefault(row.task_id, row)
-    matches: list[tuple[str, datetime | None]] = []
-    for task_id, row in candidates.items():
-        created = _parse_time(row.create_time)
-        if created is not None and created < start_floor:
-            continue
-        verdict = listed_input_matches(row.input, *ours)
-        if verdict is False:
-            continue
-        # Same input (or the listing names none): the detail tells our task from another pipeline's.
-        detail = yield _DetailStep(task_id)
-        if verdict is None:  # listing carries no input: ask the task itself
-            verdict = _input_info_matches(detail.get("InputInfo"), body)
-        if verdict and _same_request(detail, body, task_id):
-            matches.append((task_id, created))
-    return _narrow(matches, since)
-
-
-def _narrow(matches: list[tuple[str, datetime | None]], since: datetime) -> list[str]:
-    """Prefer tasks created in or after the second of ``since``.
-
-    ``CreateTime`` has one-second resolution and the window reaches back by the clock-skew allowance,
-    so an earlier submission of the same input (a previous try, a mapped sibling a few seconds ago)
-    can fall inside it. When a match is at/after our own send second, only those count; only when
-    none is (the server clock is behind ours) do the skew-window matches count.
-    """
-    floor = since.replace(microsecond=0)
-    strict = [task_id for task_id, created in matches if (created or floor) >= floor]
-    return strict if strict else [task_id for task_id, _created in matches]
-
-
 def _listing_failed(failure: _Failure, exc: MpsError) -> MpsAmbiguousSubmissionError:
     return MpsAmbiguousSubmissionError(
         message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
         request_id=failure.error.request_id,
     )
-
-
-def _input_matches(listed: Any, body: Mapping[str, Any]) -> bool | None:
-    """Whether DescribeImageTasks' ``Input`` names our input; None when it carries nothing.
-
-    One parser for the hook and the batch operator: :func:`airflow_mps.models.listed_input_matches`.
-    """
-    from airflow_mps.models import listed_input_matches, request_input
-
-    ours = request_input(body)
-    if ours is None:
-        return None
-    return listed_input_matches(listed, *ours)
-
-
-def _input_info_matches(info: Any, body: Mapping[str, Any]) -> bool:
-    """Whether a DescribeImageTaskDetail ``InputInfo`` object is our input."""
-    if not isinstance(info, Mapping):
-        return False
-    return bool(_input_matches(info, body))
-
-
-def _same_request(detail: Mapping[str, Any], body: Mapping[str, Any], task_id: str) -> bool:
-    """False when a task with our input provably came from another request (another pipeline).
-
-    Proofs (``ImageTaskStatus.conflicts_with``): the echoed ImageTask contradicts ours, or the task
-    finished with outputs outside our absolute ``OutputPath`` / our ``OutputDir``. Without a proof
-    the task counts as ours (null tolerance). A relative OutputPath or the default naming is not
-    checked: predicting the service's naming wrongly would turn our own task into "not ours" and
-    cause the duplicate reconciliation exists to prevent.
-    """
-    from airflow_mps.models import ImageTaskStatus, request_input
-
-    status = ImageTaskStatus.from_api(detail, task_id=task_id)
-    output_path = body.get("OutputPath")
-    absolute = isinstance(output_path, str) and output_path.startswith("/") and "{" not in output_path
-    storage = (body.get("OutputStorage") or {}).get("CosOutputStorage") or {}
-    ours = request_input(body)
-    reason = status.conflicts_with(
-        image_task=body.get("ImageTask"),
-        output_bucket=storage.get("Bucket") or (ours[1] if ours and ours[0] == "COS" else None),
-        output_key=output_path if absolute else None,
-        output_dir=body.get("OutputDir") if not absolute else None,
-    )
-    if reason is not None:
-        log.info("Reconciliation: task %s has our input but is not ours: %s", task_id, reason)
-    return reason is None
 
 
 def _task_info(item: Mapping[str, Any]) -> ImageTaskInfo:
@@ -1131,4 +1005,4 @@ def _task_info(item: Mapping[str, Any]) -> ImageTaskInfo:
     return ImageTaskInfo.from_api(item)
 
 
-__all__ = ["CosObject", "MpsHook", "Submission", "classify_failure", "get_extra"]
+__all__ = ["TASK_STATUSES", "CosObject", "MpsHook", "Submission", "classify_failure", "get_extra"]

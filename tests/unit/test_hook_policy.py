@@ -12,7 +12,7 @@ from airflow_mps.hooks._credentials import resolve_settings
 from airflow_mps.hooks._pacing import TokenBucket, reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks.failures import classify_cos_failure, classify_failure
-from airflow_mps.hooks.mps import _input_matches as input_matches
+from airflow_mps.ownership import input_matches
 
 
 class FakeClock:
