@@ -110,10 +110,8 @@ def transport_arrival(exc: BaseException) -> Arrival:
 
 def short(text: Any, limit: int = 300) -> str:
     """``text`` as a string of at most ``limit`` characters (service bodies can be whole HTML pages)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    string = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return string if len(string) <= limit else string[: limit - 3] + "..."
 
 
 def classify_failure(exc: BaseException) -> Failure:
@@ -127,6 +125,7 @@ def classify_failure(exc: BaseException) -> Failure:
     sdk: Any = exc  # duck-typed TencentCloudSDKException: the SDK is not imported here
     if callable(getattr(sdk, "get_code", None)):
         code = sdk.get_code()
+        error: MpsError
         if code == "ClientNetworkError":
             error = MpsTransientError(
                 "ClientNetworkError", short(sdk.get_message()), sdk.get_request_id() or None

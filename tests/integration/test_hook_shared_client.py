@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_mps.hooks import mps as hook_module
+from airflow_mps.hooks import _clients
 from airflow_mps.hooks._pacing import reset_shared_buckets
 from airflow_mps.hooks._retry import RetryPolicy
 from airflow_mps.hooks.mps import MpsHook, shared_async_clients
@@ -200,7 +200,7 @@ def test_no_client_outlives_its_loop(task_id: str) -> None:
     gc.collect()
     assert refs[0]() is None
     assert shared_async_clients() == 0
-    assert all(not loop.is_closed() for loop in hook_module._SHARED_ASYNC)
+    assert all(not loop.is_closed() for loop in _clients._SHARED_ASYNC)
 
 
 def test_polls_a_poll_interval_apart_reuse_one_connection(task_id: str, monkeypatch) -> None:
