@@ -443,5 +443,7 @@ def test_find_tasks_for_refuses_malformed_arguments_before_any_call(hook, emulat
     with pytest.raises(MpsValidationError, match="since"):
         hook.find_tasks_for(_request("raw/x.jpg"), "2026-11-01")  # type: ignore[arg-type]
     with pytest.raises(MpsValidationError, match="clock_skew_seconds"):
-        hook.find_tasks_for(_request("raw/x.jpg"), __import__("datetime").datetime.now(), clock_skew_seconds=-1)
+        hook.find_tasks_for(
+            _request("raw/x.jpg"), __import__("datetime").datetime.now(), clock_skew_seconds=-1
+        )
     assert _action(emulator.stats(), "DescribeImageTasks")["received"] == 0

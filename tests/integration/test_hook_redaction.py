@@ -34,7 +34,10 @@ class _Collect(logging.Handler):
 @pytest.fixture
 def sdk_debug() -> Iterator[_Collect]:
     handler = _Collect()
-    loggers = [logging.getLogger(name) for name in ("qcloud_cos", "qcloud_cos.cos_client", "qcloud_cos.cos_auth", "tencentcloud_sdk_common")]
+    loggers = [
+        logging.getLogger(name)
+        for name in ("qcloud_cos", "qcloud_cos.cos_client", "qcloud_cos.cos_auth", "tencentcloud_sdk_common")
+    ]
     saved = [(lg, lg.level) for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.DEBUG)  # what a user debugging a connection does; overrides the hook's quieting
@@ -45,7 +48,9 @@ def sdk_debug() -> Iterator[_Collect]:
         lg.setLevel(level)
 
 
-def test_sdk_debug_logs_carry_no_token_or_signing_key(tmp_path: Path, sdk_debug: _Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_debug_logs_carry_no_token_or_signing_key(
+    tmp_path: Path, sdk_debug: _Collect, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow_mps.hooks.mps import MpsHook
     from airflow_mps.models import ProcessImageRequest
 
@@ -60,7 +65,9 @@ def test_sdk_debug_logs_carry_no_token_or_signing_key(tmp_path: Path, sdk_debug:
         hook.process_image(ProcessImageRequest.build(input=f"cos://{BUCKET}/raw/a.txt", region=server.region))
 
     text = "\n".join(sdk_debug.lines)
-    assert "x-cos-security-token" in text, "the SDK's DEBUG lines were not captured; the test would prove nothing"
+    assert "x-cos-security-token" in text, (
+        "the SDK's DEBUG lines were not captured; the test would prove nothing"
+    )
     assert TOKEN not in text
     assert SECRET_KEY not in text
     assert "sign_key" not in text or "sign_key: ***" in text or "sign_key***" in text
@@ -75,6 +82,11 @@ def test_redact_blanks_the_shapes_qcloud_cos_prints() -> None:
         "q-ak=AKID&q-signature=315e074e350b0758811eb1b43657206e4ced39f6"
     )
     cleaned = _redact.redact(line)
-    for leaked in ("TOKENsession9876543210zyxwvuTOKEN", "ANOTHERTOKENVALUE", "53728e71a521aba8c3aaf", "315e074e350b0758811eb"):
+    for leaked in (
+        "TOKENsession9876543210zyxwvuTOKEN",
+        "ANOTHERTOKENVALUE",
+        "53728e71a521aba8c3aaf",
+        "315e074e350b0758811eb",
+    ):
         assert leaked not in cleaned
     assert "q-ak=AKID" in cleaned  # the SecretId is not a secret and stays readable for debugging

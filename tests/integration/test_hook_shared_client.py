@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_mps.hooks import mps as hook_module
+from airflow_mps.hooks import _clients
 from airflow_mps.hooks._pacing import reset_shared_buckets
 from airflow_mps.hooks._retry import RetryPolicy
 from airflow_mps.hooks.mps import MpsHook, shared_async_clients
@@ -155,7 +155,9 @@ def test_two_loops_get_two_clients(task_id: str, constructions: list[Any]) -> No
 
 
 def test_another_region_or_connection_is_another_client(task_id: str, emulator, monkeypatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_OTHER_ACCOUNT", emulator.connection_uri().replace("ap-guangzhou", "ap-shanghai"))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OTHER_ACCOUNT", emulator.connection_uri().replace("ap-guangzhou", "ap-shanghai")
+    )
 
     async def main() -> tuple[int, int]:
         loop = asyncio.get_running_loop()
@@ -200,7 +202,7 @@ def test_no_client_outlives_its_loop(task_id: str) -> None:
     gc.collect()
     assert refs[0]() is None
     assert shared_async_clients() == 0
-    assert all(not loop.is_closed() for loop in hook_module._SHARED_ASYNC)
+    assert all(not loop.is_closed() for loop in _clients._SHARED_ASYNC)
 
 
 def test_polls_a_poll_interval_apart_reuse_one_connection(task_id: str, monkeypatch) -> None:
@@ -252,9 +254,16 @@ def test_rotating_credentials_are_read_per_request(task_id: str, emulator, const
         made = MpsHook(retry_policy=FAST)
         base = MpsHook(retry_policy=FAST).get_settings()
         made._settings = ClientSettings(
-            base.secret_id, None, None, region=base.region, endpoint=base.endpoint, protocol=base.protocol,
-            request_timeout=base.request_timeout, process_image_rate=base.process_image_rate,
-            credential_source="sdk-default-chain", provider=provider,
+            base.secret_id,
+            None,
+            None,
+            region=base.region,
+            endpoint=base.endpoint,
+            protocol=base.protocol,
+            request_timeout=base.request_timeout,
+            process_image_rate=base.process_image_rate,
+            credential_source="sdk-default-chain",
+            provider=provider,
         )
         return made
 

@@ -11,7 +11,8 @@ from airflow_mps.errors import MpsAuthError, MpsThrottledError, MpsTransientErro
 from airflow_mps.hooks._credentials import resolve_settings
 from airflow_mps.hooks._pacing import TokenBucket, reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
-from airflow_mps.hooks.mps import _input_matches, classify_failure
+from airflow_mps.hooks.failures import classify_cos_failure, classify_failure
+from airflow_mps.ownership import input_matches
 
 
 class FakeClock:
@@ -215,7 +216,7 @@ URL_BODY = {"InputInfo": {"Type": "URL", "UrlInputInfo": {"Url": "https://exampl
     ],
 )
 def test_input_matching(listed, body, expected) -> None:
-    assert _input_matches(listed, body) is expected
+    assert input_matches(listed, body) is expected
 
 
 # ---- settings ----------------------------------------------------------------------------------
@@ -297,3 +298,41 @@ def test_no_credentials_names_all_three_sources() -> None:
         and "TENCENTCLOUD_SECRET_ID" in text
         and "~/.tencentcloud/credentials" in text
     )
+
+
+# ---- COS failure classification --------------------------------------------------------------------
+def _cos_error(status: int, code: str):
+    from qcloud_cos.cos_exception import CosServiceError
+
+    digest = {"code": code, "message": "m", "resource": "r", "requestid": "cos-rid", "traceid": "t"}
+    return CosServiceError("GET", digest, status)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "category", "arrival"),
+    [
+        (503, "SlowDown", "throttled", Arrival.REFUSED),
+        (500, "InternalError", "transient", Arrival.AMBIGUOUS),
+        (404, "NoSuchKey", "terminal", Arrival.ANSWERED),
+        (403, "AccessDenied", "terminal", Arrival.ANSWERED),
+        (400, "InvalidArgument", "terminal", Arrival.ANSWERED),
+    ],
+)
+def test_classify_cos_service_errors(status: int, code: str, category: str, arrival: Arrival) -> None:
+    failure = classify_cos_failure(_cos_error(status, code))
+    assert (failure.error.category, failure.arrival, failure.error.request_id) == (
+        category,
+        arrival,
+        "cos-rid",
+    )
+    assert f"COS HTTP {status}" in failure.error.message
+
+
+def test_classify_cos_client_errors() -> None:
+    from qcloud_cos.cos_exception import CosClientError
+
+    network = classify_cos_failure(
+        CosClientError("HTTPConnectionPool: Max retries exceeded (Connection refused)")
+    )
+    assert network.error.code == "Cos.ClientNetworkError" and network.error.retryable
+    assert not classify_cos_failure(CosClientError("bad argument")).error.retryable

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from airflow_mps.hooks.mps import _input_matches
 from airflow_mps.operators.batch import _listed_location
+from airflow_mps.ownership import input_matches
 
 BUCKET = "b-1250000000"
 KEYS = ["raw/a b.jpg", "raw/a+b.jpg", "raw/a#1.jpg", "raw/what?.jpg", "raw/100%41.jpg", "raw/图片 ü.jpg"]
@@ -35,16 +35,16 @@ def _emulator_row(key: str, bucket: str = BUCKET) -> str:
 @pytest.mark.parametrize("key", KEYS)
 def test_emulator_rows_match_in_hook_and_batch(key: str) -> None:
     listed = _emulator_row(key)
-    assert _input_matches(listed, _body(key)) is True
+    assert input_matches(listed, _body(key)) is True
     assert _listed_location(listed) == (BUCKET, key)
     other = _emulator_row(key, "other-1250000000")
-    assert _input_matches(other, _body(key)) is False
+    assert input_matches(other, _body(key)) is False
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_cos_uri_rows_keep_the_key_verbatim(key: str) -> None:
     listed = f"cos://{BUCKET}/{key}"
-    assert _input_matches(listed, _body(key)) is True
+    assert input_matches(listed, _body(key)) is True
     assert _listed_location(listed) == (BUCKET, key)
 
 
@@ -53,13 +53,13 @@ def test_cos_url_rows_are_percent_decoded(key: str) -> None:
     from urllib.parse import quote
 
     listed = f"https://{BUCKET}.cos.ap-guangzhou.myqcloud.com/{quote(key)}"
-    assert _input_matches(listed, _body(key)) is True
+    assert input_matches(listed, _body(key)) is True
     assert _listed_location(listed) == (BUCKET, key)
 
 
 def test_a_url_task_never_matches_a_cos_input() -> None:
     listed = json.dumps({"Type": "URL", "UrlInputInfo": {"Url": f"https://x/{KEYS[0]}"}, "CosInputInfo": {}})
-    assert _input_matches(listed, _body(KEYS[0])) is False
+    assert input_matches(listed, _body(KEYS[0])) is False
     assert _listed_location(listed) is None
 
 
@@ -162,7 +162,7 @@ def test_create_task_limit_is_a_refusal_so_process_image_is_retried_not_reconcil
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
     from airflow_mps.hooks._retry import Arrival, Decision, RetryPolicy
-    from airflow_mps.hooks.mps import classify_failure
+    from airflow_mps.hooks.failures import classify_failure
 
     failure = classify_failure(TencentCloudSDKException("LimitExceeded.CreateTask", "busy", "rid-7"))
     assert failure.arrival is Arrival.REFUSED and failure.error.request_id == "rid-7"
@@ -187,16 +187,16 @@ def test_create_task_limit_is_a_refusal_so_process_image_is_retried_not_reconcil
 # ---- the finder core (shared by find_tasks_for, afind_tasks_for and the hook's reconciliation) ------
 def _drive(body: dict, since, rows: list, details: dict) -> tuple[list[str], list]:
     """Run the I/O-free finder over scripted listings (FINISH only) and details; return (ids, steps)."""
-    from airflow_mps.hooks.mps import _ListStep, _task_finder
+    from airflow_mps.ownership import ListStep, task_finder
 
     steps: list = []
-    finder = _task_finder(body, since, 5.0)
+    finder = task_finder(body, since, 5.0)
     reply = None
     try:
         while True:
             step = finder.send(reply)
             steps.append(step)
-            if isinstance(step, _ListStep):
+            if isinstance(step, ListStep):
                 reply = rows if step.status == "FINISH" else []
             else:
                 reply = details.get(step.task_id, {"Status": "FINISH"})
@@ -215,7 +215,7 @@ def test_finder_asks_the_task_when_the_listing_names_no_input() -> None:
     would make the hook resubmit a request that did arrive)."""
     from datetime import datetime, timezone
 
-    from airflow_mps.hooks.mps import _DetailStep, _ListStep
+    from airflow_mps.ownership import DetailStep, ListStep
 
     key = KEYS[0]
     since = datetime(2026, 11, 1, 8, 0, 0, 500000, tzinfo=timezone.utc)
@@ -223,10 +223,10 @@ def test_finder_asks_the_task_when_the_listing_names_no_input() -> None:
     details = {"ours": _body(key), "other-image": _body(KEYS[1])}
     ids, steps = _drive(_body(key), since, rows, details)
     assert ids == ["ours"]
-    assert [s.status for s in steps if isinstance(s, _ListStep)] == ["WAITING", "PROCESSING", "FINISH"]
+    assert [s.status for s in steps if isinstance(s, ListStep)] == ["WAITING", "PROCESSING", "FINISH"]
     assert steps[0].start == "2026-11-01T07:59:55Z"  # since minus the skew allowance
     # The listed other image is refused from the listing alone (no detail call).
-    assert {s.task_id for s in steps if isinstance(s, _DetailStep)} == {"ours", "other-image"}
+    assert {s.task_id for s in steps if isinstance(s, DetailStep)} == {"ours", "other-image"}
 
 
 def test_finder_prefers_tasks_from_our_second_and_drops_rows_before_the_window() -> None:
