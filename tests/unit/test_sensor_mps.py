@@ -31,7 +31,7 @@ def make(**kwargs: Any) -> tuple[MpsImageTaskSensor, FakeHook, dict[str, Any]]:
 
 
 def test_template_fields() -> None:
-    assert set(MpsImageTaskSensor.template_fields) == {"mps_task_id", "region"}
+    assert set(MpsImageTaskSensor.template_fields) == {"mps_task_id", "tencentcloud_conn_id", "region"}
 
 
 def test_poke_true_only_on_success_and_returns_result() -> None:
