@@ -376,7 +376,8 @@ def _actions(emu: EmulatorServer, action: str) -> int:
 
 def _shared_run(emu: EmulatorServer, images: list[str]) -> list[dict[str, Any]]:
     """Submit one task per image, then wait for all with shared-polling triggers on one loop."""
-    from airflow_mps.triggers.mps import MpsImageTaskTrigger, active_pollers
+    from airflow_mps.triggers._poller import active_pollers
+    from airflow_mps.triggers.mps import MpsImageTaskTrigger
 
     created_after = time.time()
     ids = [_submit(emu, image) for image in images]
