@@ -27,7 +27,10 @@ def _status(state: str, *, err: str | None = None, task_id: str = "t-1") -> Imag
                 "Message": "input not found" if err else "",
                 "Output": {
                     "Path": "/out/a.webp",
-                    "OutputStorage": {"Type": "COS", "CosOutputStorage": {"Bucket": "b-1", "Region": "ap-guangzhou"}},
+                    "OutputStorage": {
+                        "Type": "COS",
+                        "CosOutputStorage": {"Bucket": "b-1", "Region": "ap-guangzhou"},
+                    },
                     "SignedUrl": "http://x/out/a.webp?sign=1",
                 },
             }
@@ -306,7 +309,6 @@ def test_jitter_spreads_polls_within_ten_percent() -> None:
     assert len({round(v, 3) for v in values}) > 100  # not in lockstep
 
 
-
 # ------------------------------------------------------------------------------------------------
 # shared polling: one listing per round for every trigger of a loop
 # ------------------------------------------------------------------------------------------------
@@ -342,7 +344,9 @@ class FleetHook:
             return _status("FINISH", err="X" if task_id in self.failed else None, task_id=task_id)
         return _status("PROCESSING", task_id=task_id)
 
-    async def alist_image_tasks(self, status: str, start_time: Any = None, page_size: int = 100, **kw: Any) -> Any:
+    async def alist_image_tasks(
+        self, status: str, start_time: Any = None, page_size: int = 100, **kw: Any
+    ) -> Any:
         self.list_calls += 1
         self.list_args.append({"status": status, "start_time": start_time, "page_size": page_size})
         if self.list_script:
@@ -489,7 +493,9 @@ def test_share_polling_false_is_plain_per_task_polling(fleet: FleetHook) -> None
     assert fleet.list_calls == 0
 
 
-def test_safety_detail_finds_a_task_the_listing_misses(fleet: FleetHook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_safety_detail_finds_a_task_the_listing_misses(
+    fleet: FleetHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A task the listing never shows (outside its window, eventual consistency) is still found by the
     trigger's own periodic detail call: at most one per SAFETY_ROUNDS rounds, not one per round."""
     monkeypatch.setattr(wait_mod, "SAFETY_SECONDS", 0.0)
@@ -730,9 +736,7 @@ def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
     assert info.value.trigger.created_after == deadlines.parse_api_time("2026-04-30T06:26:49Z")
 
 
-@pytest.mark.parametrize(
-    ("create_time", "expected"), [("2026-04-30T06:26:49Z", 1777530409.0), (None, None)]
-)
+@pytest.mark.parametrize(("create_time", "expected"), [("2026-04-30T06:26:49Z", 1777530409.0), (None, None)])
 def test_sensor_defers_with_the_create_time_of_its_first_poke(create_time: str | None, expected: Any) -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
