@@ -390,7 +390,7 @@ def p5_parse_time(sizes: Sizes) -> Result:
 # ------------------------------------------------------------------------------------------------ P6
 def p6_triggerer(sizes: Sizes) -> Result:
     """N MpsImageTaskTriggers in one event loop (a fresh process, as the triggerer runs them)."""
-    from airflow_mps.triggers.mps import SAFETY_SECONDS
+    from airflow_mps.waits.task import SAFETY_SECONDS
 
     n = sizes.p6_n
     with harness.emulator(workers=1, task_duration_ms="3600000", process_image_rate=0) as emu:

@@ -12,13 +12,17 @@ The MPS console has no documented deep link to one image task; the link opens th
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import BaseOperator, TaskInstanceKey
+    from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
+
+log = logging.getLogger(__name__)
 
 #: XCom key under which operators and the sensor record the MPS task id (pushed before any waiting).
 MPS_TASK_ID_XCOM_KEY = "mps_task_id"
@@ -30,7 +34,7 @@ def console_base_url() -> str:
     """The console page the links point at (configurable for the international console)."""
     from airflow.providers.common.compat.sdk import conf
 
-    return conf.get("tencentcloud_mps", "console_base_url", fallback=DEFAULT_CONSOLE_BASE_URL)
+    return str(conf.get("tencentcloud_mps", "console_base_url", fallback=DEFAULT_CONSOLE_BASE_URL))
 
 
 def mps_task_console_url(task_id: str, base_url: str | None = None) -> str:
@@ -52,3 +56,17 @@ class MpsTaskLink(BaseOperatorLink):
         if not task_id:
             return ""
         return mps_task_console_url(str(task_id))
+
+
+def push_task_id(context: Context | Mapping[str, Any] | None, mps_task_id: str) -> None:
+    """Record the MPS task id in XCom (key ``mps_task_id``, what :class:`MpsTaskLink` reads) and the
+    console link at once, so both are visible while the task is still waiting (Airflow itself stores
+    links only when a try ends). Used by every operator and sensor that learns an MPS task id."""
+    ti = (context or {}).get("ti")
+    if ti is None:
+        return
+    ti.xcom_push(key=MPS_TASK_ID_XCOM_KEY, value=mps_task_id)
+    try:
+        ti.xcom_push(key=MpsTaskLink().xcom_key, value=mps_task_console_url(mps_task_id))
+    except Exception:  # the link is a convenience; never fail the task for it
+        log.debug("Could not push the MPS console link", exc_info=True)

@@ -18,9 +18,9 @@ Semantics (matching Airflow's sensors):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -33,21 +33,25 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_mps.errors import MpsError
-from airflow_mps.links.mps import MpsTaskLink
-from airflow_mps.operators.mps import (
-    DEFERRAL_GRACE_SECONDS,
+from airflow_mps.links.mps import MpsTaskLink, push_task_id
+from airflow_mps.utils.config import default_deferrable
+from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, parse_api_time, wait_deadline
+from airflow_mps.utils.events import EVENT_ERROR, EVENT_FAILED, EVENT_TIMEOUT
+from airflow_mps.utils.results import (
     airflow_exception_for,
     build_task_xcom,
-    default_deferrable,
-    execution_deadline,
     failure_message,
-    push_task_id,
     result_from_event,
-    status_error,
 )
+from airflow_mps.waits.task import Describe, TaskWaitOutcome, wait_for_task
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_mps.hooks.mps import MpsHook
+    from airflow_mps.models import ImageTaskStatus
+
+__all__ = ["MpsImageTaskSensor"]
 
 
 #: What a template renders when the value it pulled was missing; never a real MPS task id.
@@ -59,14 +63,14 @@ class MpsImageTaskSensor(BaseSensorOperator):
 
     :param mps_task_id: the MPS ``TaskId`` (templated), e.g.
         ``"{{ ti.xcom_pull(task_ids='submit', key='mps_task_id') }}"``.
-    :param tencentcloud_conn_id: Airflow connection of type ``tencentcloud``.
+    :param tencentcloud_conn_id: Airflow connection of type ``tencentcloud`` (templated).
     :param region: MPS region (templated); ``None`` uses the connection's ``region`` extra.
     :param deferrable: wait on the triggerer (default ``[operators] default_deferrable``).
     :param kwargs: the usual sensor arguments: ``poke_interval`` (also the trigger's poll interval),
         ``timeout``, ``mode``, ``soft_fail``, ``exponential_backoff``, ``max_wait``...
     """
 
-    template_fields: Sequence[str] = ("mps_task_id", "region")
+    template_fields: Sequence[str] = ("mps_task_id", "tencentcloud_conn_id", "region")
     operator_extra_links = (MpsTaskLink(),)
     ui_color = "#e8f4ff"
 
@@ -86,7 +90,7 @@ class MpsImageTaskSensor(BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
 
     @cached_property
-    def hook(self) -> Any:
+    def hook(self) -> MpsHook:
         """The ``MpsHook`` (imported on first use: DAG parsing never imports the SDK)."""
         from airflow_mps.hooks.mps import MpsHook
 
@@ -105,38 +109,41 @@ class MpsImageTaskSensor(BaseSensorOperator):
         return task_id
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        """One ``DescribeImageTaskDetail``: done+success → True with the result as XCom."""
+        """One round of the shared single-task wait (:func:`airflow_mps.waits.task.wait_for_task`):
+        ``DescribeImageTaskDetail``; done+success → True with the result as XCom; still running or a
+        transient error → False (Airflow's poke loop sleeps and keeps the sensor's deadline)."""
         mps_task_id = self._task_id()
         push_task_id(context, mps_task_id)
+        steps = wait_for_task(mps_task_id, end_time=math.inf, poll_interval=self.poke_interval, log=self.log)
+        try:
+            step = next(steps)
+            while isinstance(step, Describe):
+                step = steps.send(self._describe(step.task_id))
+        except StopIteration as done:
+            return self._poke_result(done.value)
+        return False  # the wait asks to sleep before the next poll: that is the next poke
+
+    def _describe(self, mps_task_id: str) -> ImageTaskStatus | MpsError:
         try:
             status = self.hook.describe_image_task(mps_task_id)
-        except MpsError as err:
-            if err.retryable:
-                self.log.warning(
-                    "MPS task %s: transient error, will poke again: code=%s RequestId=%s",
-                    mps_task_id,
-                    err.code,
-                    err.request_id,
-                )
-                return False
-            raise airflow_exception_for(err, f"{self.task_id}: describing MPS task {mps_task_id}") from err
+        except MpsError as err:  # judged by the wait: terminal or "not yet"
+            return err
         if status.create_time and getattr(self, "_created_after", None) is None:
-            from airflow_mps.triggers.mps import parse_api_time  # not needed to parse a DAG
-
             # Remembered for a deferral: the trigger then shares the triggerer's one listing per round.
             self._created_after = parse_api_time(status.create_time)
-        if not status.done:
-            self.log.info("MPS task %s is %s", mps_task_id, status.state)
-            return False
-        if not status.succeeded:
-            raise AirflowFailException(
-                failure_message(
-                    mps_task_id,
-                    status_error(status),
-                    None,
-                )
-            )
-        return PokeReturnValue(is_done=True, xcom_value=build_task_xcom(mps_task_id, request_id=None, status=status))
+        return status
+
+    def _poke_result(self, outcome: TaskWaitOutcome) -> PokeReturnValue:
+        mps_task_id = outcome.mps_task_id
+        if outcome.event == EVENT_ERROR and outcome.exception is not None:
+            raise airflow_exception_for(
+                outcome.exception, f"{self.task_id}: describing MPS task {mps_task_id}"
+            ) from outcome.exception
+        if outcome.event == EVENT_FAILED:
+            raise AirflowFailException(failure_message(mps_task_id, outcome.error, None))
+        return PokeReturnValue(
+            is_done=True, xcom_value=build_task_xcom(mps_task_id, request_id=None, status=outcome.status)
+        )
 
     def execute(self, context: Context) -> Any:
         """Poke as usual; in deferrable mode poke once, then defer with an absolute deadline."""
@@ -147,10 +154,8 @@ class MpsImageTaskSensor(BaseSensorOperator):
             return first.xcom_value if isinstance(first, PokeReturnValue) else None
         from airflow_mps.triggers.mps import MpsImageTaskTrigger  # not needed to parse a DAG
 
-        end_time = time.time() + float(self.timeout)
-        limit = execution_deadline(context, self.execution_timeout)
-        if limit is not None:
-            end_time = min(end_time, limit)
+        # The one deadline rule (utils.deadlines), with the sensor's own timeout counted from now.
+        end_time = wait_deadline(float(self.timeout), context, self.execution_timeout)
         self.defer(
             trigger=MpsImageTaskTrigger(
                 mps_task_id=self._task_id(),
@@ -161,15 +166,13 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 created_after=getattr(self, "_created_after", None),
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + DEFERRAL_GRACE_SECONDS),
+            timeout=deferral_timeout(end_time),
         )
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
         """Trigger event → the result XCom; at the deadline ``AirflowTaskTimeout`` when the try's
         ``execution_timeout`` has run out (retried, as for a poking sensor), else ``AirflowSensorTimeout``;
         ``AirflowFailException`` for a failed task (``resume_execution`` applies ``soft_fail``)."""
-        from airflow_mps.triggers.mps import EVENT_TIMEOUT
-
         if event and event.get("status") == EVENT_TIMEOUT:
             limit = execution_deadline(context, self.execution_timeout)
             if limit is not None and time.time() >= limit:

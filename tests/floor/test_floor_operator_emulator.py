@@ -45,7 +45,11 @@ def _jpeg(color: tuple[int, int, int]) -> bytes:
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    keys = ("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", "MPS_TEST_POLL", "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST")
+    keys = (
+        "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT",
+        "MPS_TEST_POLL",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+    )
     saved = {k: os.environ.get(k) for k in keys}
     with EmulatorServer(data_dir=tmp_path_factory.mktemp("mps-floor")) as server:
         os.environ["AIRFLOW_CONN_TENCENTCLOUD_DEFAULT"] = server.connection_uri()
@@ -74,7 +78,9 @@ def dags(emu: EmulatorServer) -> dict[str, Any]:
     from airflow.utils import db
 
     db.resetdb()
-    spec = importlib.util.spec_from_file_location("mps_operator_test_dags", TEST_DAGS / "mps_operator_test_dags.py")
+    spec = importlib.util.spec_from_file_location(
+        "mps_operator_test_dags", TEST_DAGS / "mps_operator_test_dags.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -103,7 +109,9 @@ def _xcom(dr: Any, task_id: str, key: str = "return_value") -> Any:
         return None if row is None else XComModel.deserialize_value(row)
 
 
-@pytest.mark.parametrize(("dag_id", "image"), [("mps_test_dies_sync", "f0"), ("mps_test_dies_before_store", "f1")])
+@pytest.mark.parametrize(
+    ("dag_id", "image"), [("mps_test_dies_sync", "f0"), ("mps_test_dies_before_store", "f1")]
+)
 def test_a_retry_after_dying_submits_one_more_task_and_succeeds_with_it(
     dag_id: str, image: str, emu: EmulatorServer, dags: dict[str, Any]
 ) -> None:

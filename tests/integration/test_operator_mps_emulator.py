@@ -43,8 +43,14 @@ def _jpeg(color: tuple[int, int, int]) -> bytes:
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     """One emulator for the module; the connection, the test-DAG bundle and a short poll via env."""
-    saved = {k: os.environ.get(k) for k in ("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", "MPS_TEST_POLL",
-                                             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST")}
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT",
+            "MPS_TEST_POLL",
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+        )
+    }
     with EmulatorServer(data_dir=tmp_path_factory.mktemp("mps-emu")) as server:
         os.environ["AIRFLOW_CONN_TENCENTCLOUD_DEFAULT"] = server.connection_uri()
         os.environ["MPS_TEST_POLL"] = "0.1"
@@ -77,7 +83,9 @@ def _clean_faults(emu: EmulatorServer) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def dags(emu: EmulatorServer) -> dict[str, Any]:
-    spec = importlib.util.spec_from_file_location("mps_operator_test_dags", TEST_DAGS / "mps_operator_test_dags.py")
+    spec = importlib.util.spec_from_file_location(
+        "mps_operator_test_dags", TEST_DAGS / "mps_operator_test_dags.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -102,7 +110,9 @@ def xcom(dr: Any, task_id: str, key: str = "return_value", map_index: int = -1) 
 
     with create_session() as session:
         row = session.scalars(
-            XComModel.get_many(run_id=dr.run_id, key=key, task_ids=task_id, dag_ids=dr.dag_id, map_indexes=map_index)
+            XComModel.get_many(
+                run_id=dr.run_id, key=key, task_ids=task_id, dag_ids=dr.dag_id, map_indexes=map_index
+            )
         ).first()
         return None if row is None else XComModel.deserialize_value(row)
 
@@ -151,7 +161,9 @@ MODES = {
 
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize("mode", list(MODES))
-def test_same_dag_succeeds_in_every_mode_with_real_outputs(mode: str, emu: EmulatorServer, dags: dict[str, Any]) -> None:
+def test_same_dag_succeeds_in_every_mode_with_real_outputs(
+    mode: str, emu: EmulatorServer, dags: dict[str, Any]
+) -> None:
     dag_id, result_task = MODES[mode]
     key = f"cos://{IN_BUCKET}/raw/a.jpg"
     before = submissions(emu, key)
@@ -238,7 +250,9 @@ def test_injected_task_failure_names_the_mps_code(
         pytest.param("mps_test_dies_before_store", "m8", marks=needs_store),
     ],
 )
-def test_retry_after_dying_reconnects_exactly_one_task(dag_id: str, image: str, emu: EmulatorServer, dags: dict[str, Any]) -> None:
+def test_retry_after_dying_reconnects_exactly_one_task(
+    dag_id: str, image: str, emu: EmulatorServer, dags: dict[str, Any]
+) -> None:
     key = f"cos://{IN_BUCKET}/raw/{image}.jpg"
     before = submissions(emu, key)
     dr, tis = run(dags, dag_id, input=key)
@@ -301,7 +315,9 @@ def test_trigger_unknown_task_is_an_error_event(emu: EmulatorServer) -> None:
 
     before = _describe_calls(emu)
     events = _events(
-        MpsImageTaskTrigger(mps_task_id="1250000000-WorkflowTask-" + "0" * 32, end_time=time.time() + 60, poll_interval=0.05)
+        MpsImageTaskTrigger(
+            mps_task_id="1250000000-WorkflowTask-" + "0" * 32, end_time=time.time() + 60, poll_interval=0.05
+        )
     )
     assert [e["status"] for e in events] == ["error"]
     assert events[0]["error"]["retryable"] is False and events[0]["error"]["request_id"]
@@ -356,6 +372,7 @@ def test_trigger_never_blocks_the_event_loop(emu: EmulatorServer, monkeypatch: p
     handler = Catch()
     logging.getLogger("asyncio").addHandler(handler)
     try:
+
         async def main() -> list[dict[str, Any]]:
             loop = asyncio.get_running_loop()
             loop.slow_callback_duration = 0.5
@@ -376,17 +393,20 @@ def _actions(emu: EmulatorServer, action: str) -> int:
 
 def _shared_run(emu: EmulatorServer, images: list[str]) -> list[dict[str, Any]]:
     """Submit one task per image, then wait for all with shared-polling triggers on one loop."""
-    from airflow_mps.triggers.mps import MpsImageTaskTrigger, active_pollers
+    from airflow_mps.triggers._poller import active_pollers
+    from airflow_mps.triggers.mps import MpsImageTaskTrigger
 
     created_after = time.time()
     ids = [_submit(emu, image) for image in images]
 
     async def main() -> list[dict[str, Any]]:
         triggers = [
-            MpsImageTaskTrigger(mps_task_id=t, end_time=time.time() + 60, poll_interval=0.05,
-                                created_after=created_after)
+            MpsImageTaskTrigger(
+                mps_task_id=t, end_time=time.time() + 60, poll_interval=0.05, created_after=created_after
+            )
             for t in ids
         ]
+
         async def one(trig: MpsImageTaskTrigger) -> list[dict[str, Any]]:
             return [e.payload async for e in trig.run()]
 
@@ -423,7 +443,9 @@ def test_shared_polling_falls_back_when_the_listing_is_refused(emu: EmulatorServ
     """A CAM policy that allows DescribeImageTaskDetail but denies DescribeImageTasks: the emulator
     answers the listing UnauthorizedOperation (terminal), and shared polling turns into per-task detail
     polling for its triggers — still success, and the denied listing is not asked again and again."""
-    emu.faults.api_error("UnauthorizedOperation", "DescribeImageTasks", message="CAM denies DescribeImageTasks")
+    emu.faults.api_error(
+        "UnauthorizedOperation", "DescribeImageTasks", message="CAM denies DescribeImageTasks"
+    )
     listings = _actions(emu, "DescribeImageTasks")
     events = _shared_run(emu, ["m3", "m4", "m5"])
     assert {e["status"] for e in events} == {"success"}

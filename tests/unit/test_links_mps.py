@@ -20,7 +20,9 @@ def test_console_url_encodes_the_task_id() -> None:
 
 
 def test_console_base_url_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW__TENCENTCLOUD_MPS__CONSOLE_BASE_URL", "https://console.tencentcloud.com/mps/tasks")
+    monkeypatch.setenv(
+        "AIRFLOW__TENCENTCLOUD_MPS__CONSOLE_BASE_URL", "https://console.tencentcloud.com/mps/tasks"
+    )
     assert mps_task_console_url("t1") == "https://console.tencentcloud.com/mps/tasks?taskId=t1"
 
 

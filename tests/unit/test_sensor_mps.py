@@ -31,7 +31,7 @@ def make(**kwargs: Any) -> tuple[MpsImageTaskSensor, FakeHook, dict[str, Any]]:
 
 
 def test_template_fields() -> None:
-    assert set(MpsImageTaskSensor.template_fields) == {"mps_task_id", "region"}
+    assert set(MpsImageTaskSensor.template_fields) == {"mps_task_id", "tencentcloud_conn_id", "region"}
 
 
 def test_poke_true_only_on_success_and_returns_result() -> None:
@@ -105,7 +105,9 @@ def test_deferrable_already_done_returns_without_deferring() -> None:
 
 def test_execute_complete_maps_events_and_soft_fail() -> None:
     sensor, _hook, ctx = make(deferrable=True)
-    ok = sensor.execute_complete(ctx, {"status": "success", "mps_task_id": "t", "result": status("FINISH", "t").to_dict()})
+    ok = sensor.execute_complete(
+        ctx, {"status": "success", "mps_task_id": "t", "result": status("FINISH", "t").to_dict()}
+    )
     assert ok["status"] == "SUCCESS"
     with pytest.raises(AirflowSensorTimeout):
         sensor.execute_complete(ctx, {"status": "timeout", "mps_task_id": "t"})
@@ -140,7 +142,9 @@ def test_deadline_event_past_execution_timeout_is_a_retryable_task_timeout() -> 
     ctx["ti"].start_date -= timedelta(seconds=121)
     with pytest.raises(AirflowTaskTimeout):
         sensor.execute_complete(ctx, {"status": "timeout", "mps_task_id": "t"})
-    soft, _h, ctx2 = make(deferrable=True, soft_fail=True, timeout=3600, execution_timeout=timedelta(seconds=120))
+    soft, _h, ctx2 = make(
+        deferrable=True, soft_fail=True, timeout=3600, execution_timeout=timedelta(seconds=120)
+    )
     ctx2["ti"].start_date -= timedelta(seconds=121)
     with pytest.raises(AirflowTaskTimeout):
         soft.execute_complete(ctx2, {"status": "timeout", "mps_task_id": "t"})

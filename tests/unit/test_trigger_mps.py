@@ -27,7 +27,10 @@ def _status(state: str, *, err: str | None = None, task_id: str = "t-1") -> Imag
                 "Message": "input not found" if err else "",
                 "Output": {
                     "Path": "/out/a.webp",
-                    "OutputStorage": {"Type": "COS", "CosOutputStorage": {"Bucket": "b-1", "Region": "ap-guangzhou"}},
+                    "OutputStorage": {
+                        "Type": "COS",
+                        "CosOutputStorage": {"Bucket": "b-1", "Region": "ap-guangzhou"},
+                    },
                     "SignedUrl": "http://x/out/a.webp?sign=1",
                 },
             }
@@ -180,7 +183,7 @@ def test_two_triggers_on_the_same_task_both_finish() -> None:
 
 @pytest.mark.parametrize("interval", [0.0, -1.0])
 def test_poll_interval_never_busy_loops(interval: float) -> None:
-    from airflow_mps.triggers.mps import MIN_POLL_INTERVAL, jittered
+    from airflow_mps.utils.events import MIN_POLL_INTERVAL, jittered
 
     assert jittered(interval) >= MIN_POLL_INTERVAL
 
@@ -298,13 +301,12 @@ def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
 def test_jitter_spreads_polls_within_ten_percent() -> None:
     import random
 
-    from airflow_mps.triggers.mps import jittered
+    from airflow_mps.utils.events import jittered
 
     random.seed(7)
     values = [jittered(10.0) for _ in range(200)]
     assert all(9.0 <= v <= 11.0 for v in values)
     assert len({round(v, 3) for v in values}) > 100  # not in lockstep
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,7 +315,9 @@ def test_jitter_spreads_polls_within_ten_percent() -> None:
 from airflow_mps.errors import MpsTransientError as _Transient  # noqa: E402
 from airflow_mps.errors import MpsUnauthorizedError  # noqa: E402
 from airflow_mps.models import ImageTaskInfo  # noqa: E402
-from airflow_mps.triggers import mps as trigger_mod  # noqa: E402
+from airflow_mps.triggers import _poller as poller_mod  # noqa: E402
+from airflow_mps.utils import deadlines  # noqa: E402
+from airflow_mps.waits import task as wait_mod  # noqa: E402
 
 
 class FleetHook:
@@ -340,7 +344,9 @@ class FleetHook:
             return _status("FINISH", err="X" if task_id in self.failed else None, task_id=task_id)
         return _status("PROCESSING", task_id=task_id)
 
-    async def alist_image_tasks(self, status: str, start_time: Any = None, page_size: int = 100, **kw: Any) -> Any:
+    async def alist_image_tasks(
+        self, status: str, start_time: Any = None, page_size: int = 100, **kw: Any
+    ) -> Any:
         self.list_calls += 1
         self.list_args.append({"status": status, "start_time": start_time, "page_size": page_size})
         if self.list_script:
@@ -373,7 +379,7 @@ def _shared(task_id: str, hook: FleetHook, **kw: Any) -> MpsImageTaskTrigger:
 @pytest.fixture
 def fleet(monkeypatch: pytest.MonkeyPatch) -> FleetHook:
     hook = FleetHook()
-    monkeypatch.setattr(trigger_mod.SharedTaskPoller, "_hook", lambda self: hook)
+    monkeypatch.setattr(poller_mod.SharedTaskPoller, "_hook", lambda self: hook)
     return hook
 
 
@@ -395,7 +401,7 @@ def test_shared_polling_lists_once_per_round_and_details_only_finished_tasks(fle
         tasks = [asyncio.ensure_future(_collect(_shared(t, fleet))) for t in ids]
         await _until(lambda: fleet.list_calls >= 5)
         assert fleet.total_details() == 0  # nothing finished yet: waiting costs no detail call at all
-        assert trigger_mod.active_pollers(asyncio.get_running_loop()) == 1
+        assert poller_mod.active_pollers(asyncio.get_running_loop()) == 1
         fleet.finished.update(ids[:10])
         await _until(lambda: sum(t.done() for t in tasks) == 10)
         rounds_mid = fleet.list_calls
@@ -411,7 +417,7 @@ def test_shared_polling_lists_once_per_round_and_details_only_finished_tasks(fle
     assert {a["status"] for a in fleet.list_args} == {"FINISH"}
     assert {a["page_size"] for a in fleet.list_args} == {100}
     # The poller ended with its last trigger and closed its client; nothing is left for this loop.
-    assert trigger_mod.active_pollers() == 0
+    assert poller_mod.active_pollers() == 0
     assert fleet.closed >= 1
 
 
@@ -430,7 +436,7 @@ def test_listing_window_starts_at_the_earliest_created_after_minus_skew(fleet: F
     asyncio.run(main())
     start = fleet.list_args[-1]["start_time"]
     assert start.tzinfo is not None
-    assert start.timestamp() == int(early - trigger_mod.LISTING_SKEW_SECONDS)
+    assert start.timestamp() == int(early - poller_mod.LISTING_SKEW_SECONDS)
 
 
 def test_failed_task_found_by_listing_yields_failed_event(fleet: FleetHook) -> None:
@@ -462,7 +468,7 @@ def test_trigger_without_created_after_polls_its_own_detail(fleet: FleetHook) ->
     async def main() -> list[dict[str, Any]]:
         task = asyncio.ensure_future(_collect(_shared("t-1", fleet, created_after=None)))
         await _until(lambda: fleet.detail_calls.get("t-1", 0) >= 3)
-        assert trigger_mod.active_pollers() == 0
+        assert poller_mod.active_pollers() == 0
         fleet.finished.add("t-1")
         return await task
 
@@ -479,7 +485,7 @@ def test_share_polling_false_is_plain_per_task_polling(fleet: FleetHook) -> None
     async def main() -> list[dict[str, Any]]:
         task = asyncio.ensure_future(_collect(trig))
         await _until(lambda: fleet.detail_calls.get("t-1", 0) >= 3)
-        assert trigger_mod.active_pollers() == 0
+        assert poller_mod.active_pollers() == 0
         fleet.finished.add("t-1")
         return await task
 
@@ -487,11 +493,13 @@ def test_share_polling_false_is_plain_per_task_polling(fleet: FleetHook) -> None
     assert fleet.list_calls == 0
 
 
-def test_safety_detail_finds_a_task_the_listing_misses(fleet: FleetHook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_safety_detail_finds_a_task_the_listing_misses(
+    fleet: FleetHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A task the listing never shows (outside its window, eventual consistency) is still found by the
     trigger's own periodic detail call: at most one per SAFETY_ROUNDS rounds, not one per round."""
-    monkeypatch.setattr(trigger_mod, "SAFETY_SECONDS", 0.0)
-    monkeypatch.setattr(trigger_mod, "SAFETY_ROUNDS", 10)
+    monkeypatch.setattr(wait_mod, "SAFETY_SECONDS", 0.0)
+    monkeypatch.setattr(wait_mod, "SAFETY_ROUNDS", 10)
     fleet.done = set()  # the listing (``finished``) never has it
 
     async def main() -> list[dict[str, Any]]:
@@ -524,7 +532,7 @@ def test_terminal_listing_error_falls_back_to_per_task_polling_and_logs_once(
         out = await asyncio.gather(*tasks, late)
         return [e for events in out for e in events]
 
-    with caplog.at_level("ERROR", logger="airflow_mps.triggers.mps.SharedTaskPoller"):
+    with caplog.at_level("ERROR", logger="airflow_mps.triggers._poller.SharedTaskPoller"):
         events = asyncio.run(main())
     assert {e["status"] for e in events} == {"success"} and len(events) == 6
     assert fleet.list_calls == 1
@@ -567,7 +575,7 @@ def test_shared_trigger_deadline_times_out_without_detail_calls(fleet: FleetHook
     events = asyncio.run(_collect(_shared("t-1", fleet, end_time=time.time() + 0.3)))
     assert [e["status"] for e in events] == ["timeout"]
     assert fleet.detail_calls == {}
-    assert trigger_mod.active_pollers() == 0
+    assert poller_mod.active_pollers() == 0
 
 
 def test_shared_trigger_deadline_holds_while_the_listing_keeps_failing(fleet: FleetHook) -> None:
@@ -582,7 +590,7 @@ def test_cancelling_a_shared_trigger_propagates_and_unregisters(fleet: FleetHook
         keep = asyncio.ensure_future(_collect(_shared("keep", fleet)))
         gone = asyncio.ensure_future(_collect(_shared("gone", fleet)))
         await _until(lambda: fleet.list_calls >= 2)
-        poller = trigger_mod.shared_poller("tencentcloud_default", None)
+        poller = poller_mod.shared_poller("tencentcloud_default", None)
         assert set(poller.registrations) == {"keep", "gone"}
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -592,7 +600,7 @@ def test_cancelling_a_shared_trigger_propagates_and_unregisters(fleet: FleetHook
         with pytest.raises(asyncio.CancelledError):
             await keep
         assert poller.registrations == {}
-        assert trigger_mod.active_pollers(asyncio.get_running_loop()) == 0
+        assert poller_mod.active_pollers(asyncio.get_running_loop()) == 0
         await _until(lambda: poller._task is not None and poller._task.done())
 
     asyncio.run(main())
@@ -626,8 +634,8 @@ def test_no_poller_state_leaks_across_event_loops(fleet: FleetHook) -> None:
 
     async def one() -> None:
         task = asyncio.ensure_future(_collect(_shared("t-1", fleet)))
-        await _until(lambda: trigger_mod.active_pollers(asyncio.get_running_loop()) == 1)
-        seen.append(trigger_mod.shared_poller("tencentcloud_default", None))
+        await _until(lambda: poller_mod.active_pollers(asyncio.get_running_loop()) == 1)
+        seen.append(poller_mod.shared_poller("tencentcloud_default", None))
         fleet.finished.add("t-1")
         await task
         fleet.finished.clear()
@@ -635,7 +643,7 @@ def test_no_poller_state_leaks_across_event_loops(fleet: FleetHook) -> None:
     asyncio.run(one())
     asyncio.run(one())
     assert seen[0] is not seen[1]
-    assert trigger_mod.active_pollers() == 0
+    assert poller_mod.active_pollers() == 0
 
 
 def test_pollers_are_per_connection_and_region(fleet: FleetHook) -> None:
@@ -646,19 +654,19 @@ def test_pollers_are_per_connection_and_region(fleet: FleetHook) -> None:
             asyncio.ensure_future(_collect(_shared("c", fleet, tencentcloud_conn_id="other"))),
             asyncio.ensure_future(_collect(_shared("d", fleet))),
         ]
-        await _until(lambda: trigger_mod.active_pollers(asyncio.get_running_loop()) == 3)
-        assert len(trigger_mod.shared_poller("tencentcloud_default", None)) == 2
+        await _until(lambda: poller_mod.active_pollers(asyncio.get_running_loop()) == 3)
+        assert len(poller_mod.shared_poller("tencentcloud_default", None)) == 2
         fleet.finished.update("abcd")
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
-    assert trigger_mod.active_pollers() == 0
+    assert poller_mod.active_pollers() == 0
 
 
 def test_parse_api_time() -> None:
-    assert trigger_mod.parse_api_time("2026-04-30T06:26:49Z") == 1777530409.0
-    assert trigger_mod.parse_api_time(None) is None
-    assert trigger_mod.parse_api_time("garbage") is None
+    assert deadlines.parse_api_time("2026-04-30T06:26:49Z") == 1777530409.0
+    assert deadlines.parse_api_time(None) is None
+    assert deadlines.parse_api_time("garbage") is None
 
 
 def test_listing_is_bounded_when_many_other_tasks_finished(fleet: FleetHook) -> None:
@@ -674,7 +682,7 @@ def test_listing_is_bounded_when_many_other_tasks_finished(fleet: FleetHook) -> 
 
     events = asyncio.run(main())
     assert {e["status"] for e in events} == {"success"} and len(events) == 3
-    assert fleet.rows_listed and max(fleet.rows_listed) <= 2 * trigger_mod.LISTING_PAGE_SIZE
+    assert fleet.rows_listed and max(fleet.rows_listed) <= 2 * poller_mod.LISTING_PAGE_SIZE
     assert fleet.detail_calls == {"a": 1, "b": 1, "c": 1}
 
 
@@ -725,12 +733,10 @@ def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
     with pytest.raises(TaskDeferred) as info:
         op.execute(retry(op, ctx))
     assert info.value.trigger.mps_task_id == "task-1"
-    assert info.value.trigger.created_after == trigger_mod.parse_api_time("2026-04-30T06:26:49Z")
+    assert info.value.trigger.created_after == deadlines.parse_api_time("2026-04-30T06:26:49Z")
 
 
-@pytest.mark.parametrize(
-    ("create_time", "expected"), [("2026-04-30T06:26:49Z", 1777530409.0), (None, None)]
-)
+@pytest.mark.parametrize(("create_time", "expected"), [("2026-04-30T06:26:49Z", 1777530409.0), (None, None)])
 def test_sensor_defers_with_the_create_time_of_its_first_poke(create_time: str | None, expected: Any) -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 

@@ -1,0 +1,97 @@
+"""The vocabulary of trigger events, shared by the triggers that yield them, the waits that decide them
+and the operators/sensors that read them.
+
+Single-task event payload (JSON-safe, built by :func:`task_event`)::
+
+    {"status": "success" | "failed" | "error" | "timeout",
+     "mps_task_id": str,
+     "result": ImageTaskStatus.to_dict() | None,   # last status seen
+     "error": {"code", "message", "request_id", "retryable"} | None,
+     "request_id": str | None}                     # the submission's RequestId, echoed for the operator
+
+Also here: :func:`jittered`, the poll spacing every wait uses (so that many waits started together do
+not poll in lockstep), with its floor :data:`MIN_POLL_INTERVAL`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_mps.errors import MpsError
+
+if TYPE_CHECKING:
+    from airflow_mps.models import ImageTaskStatus
+
+__all__ = [
+    "EVENT_ERROR",
+    "EVENT_FAILED",
+    "EVENT_SUCCESS",
+    "EVENT_TIMEOUT",
+    "MIN_POLL_INTERVAL",
+    "error_payload",
+    "jittered",
+    "status_error",
+    "task_event",
+    "timeout_error",
+]
+
+#: Event statuses.
+EVENT_SUCCESS = "success"
+EVENT_FAILED = "failed"
+EVENT_ERROR = "error"
+EVENT_TIMEOUT = "timeout"
+
+#: Polling never sleeps less than this, whatever ``poll_interval`` says (protects the 100/s limit).
+MIN_POLL_INTERVAL = 0.05
+
+
+def jittered(interval: float, spread: float = 0.1) -> float:
+    """``interval`` ± ``spread`` (fraction) so that many waits started together do not poll in lockstep."""
+    return max(MIN_POLL_INTERVAL, interval * random.uniform(1.0 - spread, 1.0 + spread))
+
+
+def error_payload(err: BaseException) -> dict[str, Any]:
+    """The ``error`` part of an event for any exception (MPS errors keep their code and RequestId)."""
+    if isinstance(err, MpsError):
+        return {**err.to_dict(), "retryable": err.retryable}
+    return {"code": type(err).__name__, "message": str(err), "request_id": None, "retryable": False}
+
+
+def status_error(status: ImageTaskStatus) -> dict[str, Any]:
+    """The ``error`` part of a ``failed`` event, from an ``ImageTaskStatus`` that FINISHed with a failure."""
+    return {
+        "code": status.error_code or "FailedOperation",
+        "message": status.error_message or "the MPS task finished with a failure",
+        "request_id": status.request_id,
+        "retryable": False,
+    }
+
+
+def timeout_error(mps_task_id: str) -> dict[str, Any]:
+    """The ``error`` part of a ``timeout`` event (retryable: a retry reconnects to the same task)."""
+    return {
+        "code": "Timeout",
+        "message": f"MPS task {mps_task_id} did not finish before the deadline",
+        "request_id": None,
+        "retryable": True,
+    }
+
+
+def task_event(
+    status: str,
+    mps_task_id: str,
+    *,
+    result: ImageTaskStatus | None,
+    error: Mapping[str, Any] | None,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """The payload of a single-task event (shape in the module docstring)."""
+    return {
+        "status": status,
+        "mps_task_id": mps_task_id,
+        "result": result.to_dict() if result is not None else None,
+        "error": dict(error) if error is not None else None,
+        "request_id": request_id,
+    }
