@@ -31,7 +31,16 @@ from typing import Any
 
 from airflow_mps.batch.progress import BatchWaitState, CreateClock
 from airflow_mps.errors import MpsError
-from airflow_mps.waits.batch import RESOLVED, RETRY, TERMINAL, Listed, apply_detail, finished_tasks, result_of
+from airflow_mps.waits.batch import (
+    RESOLVED,
+    RETRY,
+    TERMINAL,
+    Listed,
+    WaitLog,
+    apply_detail,
+    finished_tasks,
+    result_of,
+)
 
 #: Detail calls in flight while submitting. Tasks finish at most at the submission rate (20/s); at
 #: 150 ms a round trip 6 threads describe ~40/s, enough to drain a listing's burst within a poll.
@@ -59,14 +68,14 @@ class SubmitTimeWatcher:
         interval: float,
         *,
         workers: int = DETAIL_WORKERS,
-        log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        log: WaitLog | None = None,
     ) -> None:
         self.hook = hook
         self.window_start = window_start
         self.interval = float(interval)
         self.state = BatchWaitState([])
         self.clock = CreateClock()
-        self.log = log or _log
+        self.log: WaitLog = log or _log
         self._workers = max(1, int(workers))
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
+from airflow_mps.batch.adopt import _listed_location
 from airflow_mps.hooks.mps import _input_matches
-from airflow_mps.operators.batch import _listed_location
 
 BUCKET = "b-1250000000"
 KEYS = ["raw/a b.jpg", "raw/a+b.jpg", "raw/a#1.jpg", "raw/what?.jpg", "raw/100%41.jpg", "raw/图片 ü.jpg"]
