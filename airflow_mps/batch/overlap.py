@@ -4,7 +4,9 @@ Submission runs at the ``ProcessImage`` limit (20/s) for N/20 seconds, and meanw
 budget (100/s) would sit idle; waiting only after the last submission then pays ~N detail calls at
 the end (10 s for 1,000 tasks). :class:`SubmitTimeWatcher` spends that idle budget during submission:
 every ``interval`` it lists the tasks FINISHed since the batch started and describes each newly
-finished one of ours exactly once (outputs and error codes: FINISH is not success). When the last
+finished one of ours exactly once (outputs and error codes: FINISH is not success). The decisions
+(where the listing starts, which tasks are ours and finished, what a detail answer means) are the wait
+core's (:mod:`airflow_mps.waits.batch`); this module is its threaded driver. When the last
 submission returns, :meth:`SubmitTimeWatcher.stop` hands back the :class:`BatchWaitState` — results
 known so far plus the pending tail.
 
@@ -28,7 +30,17 @@ import threading
 from typing import Any
 
 from airflow_mps.batch.progress import BatchWaitState, CreateClock
-from airflow_mps.errors import MpsError, MpsResourceNotFoundError
+from airflow_mps.errors import MpsError
+from airflow_mps.waits.batch import (
+    RESOLVED,
+    RETRY,
+    TERMINAL,
+    Listed,
+    WaitLog,
+    apply_detail,
+    finished_tasks,
+    result_of,
+)
 
 #: Detail calls in flight while submitting. Tasks finish at most at the submission rate (20/s); at
 #: 150 ms a round trip 6 threads describe ~40/s, enough to drain a listing's burst within a poll.
@@ -56,14 +68,14 @@ class SubmitTimeWatcher:
         interval: float,
         *,
         workers: int = DETAIL_WORKERS,
-        log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        log: WaitLog | None = None,
     ) -> None:
         self.hook = hook
         self.window_start = window_start
         self.interval = float(interval)
         self.state = BatchWaitState([])
         self.clock = CreateClock()
-        self.log = log or _log
+        self.log: WaitLog = log or _log
         self._workers = max(1, int(workers))
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -124,26 +136,25 @@ class SubmitTimeWatcher:
     # ---------------------------------------------------------------- work
 
     def poll_once(self) -> int:
-        """One listing; queues our newly finished tasks for a detail call. Returns how many were queued."""
+        """One listing; queues our newly finished tasks for a detail call. Returns how many were queued.
+
+        Drives the listing half of the wait core (:func:`airflow_mps.waits.batch.finished_tasks`) under
+        the lock; the listing itself runs outside it and is abandoned as soon as the watcher drains.
+        """
         with self._lock:
             if self._draining.is_set() or not self.state.pending:
                 return 0
-            self.state.refresh_floors(self.clock.floor)
-            start = self.state.listing_start(self.window_start)
-        listed: list[Any] = []
+            steps = finished_tasks(self.state, self.window_start, clock=self.clock, direct_checks=False)
+            start = next(steps).start
+        rows: list[Any] = []
         for info in self.hook.list_image_tasks("FINISH", start_time=start):
             if self._draining.is_set():
                 return 0
-            listed.append(info)
-        for info in listed:
-            self.clock.observe(info.task_id, getattr(info, "create_time", None))
+            rows.append(info)
         with self._lock:
             if self._closed.is_set():
                 return 0
-            self.state.listing_calls += max(1, -(-len(listed) // 100))
-            finished = [
-                t for t in self.state.finished_in(info.task_id for info in listed) if t not in self._queued
-            ]
+            finished = [t for t in result_of(steps, Listed(rows)) if t not in self._queued]
             self._queued.update(finished)
         for task_id in finished:
             self._queue.put(task_id)
@@ -178,20 +189,16 @@ class SubmitTimeWatcher:
                     self._idle.notify_all()
 
     def _describe(self, task_id: str) -> None:
+        """One detail call; the answer is recorded by the wait core's rule (:func:`apply_detail`)."""
         try:
-            status = self.hook.describe_image_task(task_id)
-        except MpsResourceNotFoundError as err:
-            with self._lock:
-                if not self._closed.is_set():
-                    self.state.detail_calls += 1
-                    self.state.record_error(task_id, err.code, err.message, err.request_id)
-        except Exception as err:  # left pending: the next listing (or the wait) describes it again
-            self.log.warning("Describing %s while submitting failed (the wait retries): %s", task_id, err)
-            with self._lock:
+            reply: Any = self.hook.describe_image_task(task_id)
+        except Exception as err:  # recorded (not found) or left pending: the wait decides
+            reply = err
+        with self._lock:
+            if self._closed.is_set():  # handed over: a late answer is dropped
+                return
+            verdict = apply_detail(self.state, task_id, reply)
+            if verdict != RESOLVED:  # running, or the call failed: a later listing (or the wait) retries
                 self._queued.discard(task_id)
-        else:
-            with self._lock:
-                if not self._closed.is_set():
-                    self.state.detail_calls += 1
-                    if not self.state.record(task_id, status):
-                        self._queued.discard(task_id)
+        if verdict in (RETRY, TERMINAL):
+            self.log.warning("Describing %s while submitting failed (the wait retries): %s", task_id, reply)

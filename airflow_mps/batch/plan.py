@@ -69,6 +69,37 @@ class BatchItem:
         return f"cos://{self.input_bucket}/{self.input_key}"
 
 
+@dataclass(frozen=True)
+class BatchConfig:
+    """The operator's arguments once validated (what the plan, the submitter and the manifest need)."""
+
+    source: CosLocation | list[CosLocation]
+    destination: CosLocation
+    suffixes: tuple[str, ...]
+    image_task: dict[str, Any] | None
+    #: The output extension (``jpg`` for ``EncodeConfig.Format`` JPEG), ``None`` to keep the input's.
+    extension: str | None
+
+
+def build_request(item: BatchItem, config: BatchConfig, region: str) -> Any:
+    """The ``ProcessImageRequest`` of one image (validated; raises the models' ``MpsError``)."""
+    from airflow_mps.models import ProcessImageRequest  # lazy: DAG parsing never needs the models
+
+    return ProcessImageRequest.build(
+        input={
+            "Type": "COS",
+            "CosInputInfo": {"Bucket": item.input_bucket, "Region": region, "Object": "/" + item.input_key},
+        },
+        output_storage={
+            "Type": "COS",
+            "CosOutputStorage": {"Bucket": config.destination.bucket, "Region": region},
+        },
+        output_path="/" + item.output_key,
+        image_task=config.image_task,
+        region=region,
+    )
+
+
 def parse_cos_location(value: Any, field: str, *, prefix: bool) -> CosLocation:
     """Parse ``cos://bucket/key`` (``prefix=False``) or ``cos://bucket/prefix/`` (``prefix=True``)."""
     allowed = "cos://<bucket>/<prefix>/ (a prefix ends with '/')" if prefix else "cos://<bucket>/<key>"

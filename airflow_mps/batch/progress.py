@@ -1,8 +1,8 @@
 """Waiting for a batch of MPS tasks cheaply, and describing the outcome compactly.
 
-``BatchWaitState`` is the one implementation of "which of my tasks finished, and how", driven either
-by ``MpsImageBatchTrigger`` (async hook, in the triggerer) or by the operator's in-process poll loop
-(sync hook). Per poll: one ``DescribeImageTasks`` listing of FINISHed tasks created since the batch's
+``BatchWaitState`` is the state of every batch wait — the trigger (async hook, in the triggerer), the
+operator's in-place poll and the overlap watcher (sync hook); the decisions that move it are the wait
+core's (:mod:`airflow_mps.waits.batch`). Per poll: one ``DescribeImageTasks`` listing of FINISHed tasks created since the batch's
 window start (paged, 100 per page) tells which of our pending tasks finished; then
 ``DescribeImageTaskDetail`` is called exactly once per finished task for its outputs or error code.
 So the status calls per image are 1 + (listing pages × polls) / N — about 1.05 for a 1,000-image batch.
@@ -18,7 +18,7 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -296,10 +296,3 @@ class BatchWaitState:
         if include_pending:
             rows += [TaskResult(t, self.inputs[t], UNFINISHED).to_row() for t in sorted(self.pending)]
         return rows
-
-
-def manifest_lines(records: Iterable[Mapping[str, Any]]) -> bytes:
-    """JSON lines, one per image, in input order (see docs/batch.md for the fields)."""
-    return b"".join(
-        json.dumps(dict(r), sort_keys=False, ensure_ascii=False).encode() + b"\n" for r in records
-    )

@@ -4,13 +4,15 @@ Completion is detected cheaply: each poll pages through ``DescribeImageTasks`` (
 since the batch's window start) to learn which of *its* tasks finished, then calls
 ``DescribeImageTaskDetail`` once per newly finished task for its outputs or error code. The hook paces
 both calls under the API's Describe limit, and nothing blocks the event loop (the hook's async path).
+Every decision is the wait core's (:func:`airflow_mps.waits.batch.wait_for_batch`, shared with the
+operator's in-place poll); this trigger only answers its steps with async calls.
 
 The operator already describes the tasks that finish while it is still submitting; it hands over only
 the pending tail (``tasks``) plus the results known so far (``known``, echoed in the event). Each
 pending row may carry a floor of the task's creation time, which narrows the listing to the tail.
 Every poll is bounded by the time left to ``end_time`` (a stalled call never carries the wait past
 the deadline), and the first run imports the hook and the async SDK in a worker thread
-(:func:`airflow_mps.triggers.mps.preload_sdk`), not on the triggerer's loop.
+(:func:`airflow_mps.utils.sdk.preload_sdk`), not on the triggerer's loop.
 
 The trigger carries everything it needs in ``serialize()`` — the task list, the absolute deadline and
 the window start — so a triggerer restart (or an HA peer) rebuilds it and re-derives progress (tasks are
@@ -31,29 +33,32 @@ back to the resume method::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mps.batch.progress import BatchWaitState, pack, unpack
-from airflow_mps.errors import MpsError, MpsResourceNotFoundError
+from airflow_mps.waits.batch import (
+    ERROR,
+    SUCCESS,
+    TIMEOUT,
+    DescribeTasks,
+    Listed,
+    ListFinished,
+    WaitOutcome,
+    WaitStep,
+    wait_for_batch,
+)
 
-EVENT_SUCCESS = "success"
-EVENT_TIMEOUT = "timeout"
-EVENT_ERROR = "error"
+EVENT_SUCCESS = SUCCESS
+EVENT_TIMEOUT = TIMEOUT
+EVENT_ERROR = ERROR
 
 #: At most this many DescribeImageTaskDetail calls in flight (the hook paces them anyway).
 DESCRIBE_CONCURRENCY = 16
-#: A poll started at (or past) the deadline still gets this long before it is abandoned.
-MIN_CALL_SECONDS = 1.0
-
-
-def _error_dict(err: BaseException) -> dict[str, Any]:
-    if isinstance(err, MpsError):
-        return {"code": err.code, "message": err.message, "request_id": err.request_id}
-    return {"code": type(err).__name__, "message": str(err), "request_id": None}
 
 
 class MpsImageBatchTrigger(BaseTrigger):
@@ -117,12 +122,12 @@ class MpsImageBatchTrigger(BaseTrigger):
 
         return MpsHook(tencentcloud_conn_id=self.tencentcloud_conn_id, region=self.region)
 
-    def _event(self, status: str, state: BatchWaitState, error: dict[str, Any] | None = None) -> TriggerEvent:
+    def _event(self, outcome: WaitOutcome, state: BatchWaitState) -> TriggerEvent:
         return TriggerEvent(
             {
-                "status": status,
+                "status": outcome.status,
                 "results": pack(state.result_rows()),
-                "error": error,
+                "error": outcome.error,
                 "carry": self.carry,
                 "window_start": self.window_start,
                 "listing_calls": state.listing_calls,
@@ -130,56 +135,50 @@ class MpsImageBatchTrigger(BaseTrigger):
             }
         )
 
-    async def _describe(self, hook: Any, state: BatchWaitState, task_ids: list[str]) -> None:
-        """Describe each task once (bounded concurrency); terminal errors other than not-found propagate."""
+    async def _list(self, hook: Any, start: str | None) -> Listed:
+        """Every FINISH row since ``start``; the pages read come from the hook's counter when it has one."""
+        pages_before = getattr(hook, "list_calls", None)
+        rows = [info async for info in hook.alist_image_tasks("FINISH", start_time=start)]
+        pages_after = getattr(hook, "list_calls", None)
+        if isinstance(pages_before, int) and isinstance(pages_after, int):
+            return Listed(rows, pages_after - pages_before)
+        return Listed(rows)
+
+    async def _describe(self, hook: Any, task_ids: Sequence[str], timeout: float) -> dict[str, Any]:
+        """Each id described once (bounded concurrency) → status or error; what did not answer within
+        ``timeout`` is left out (abandoned), what did stays."""
+        replies: dict[str, Any] = {}
         semaphore = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
 
         async def one(task_id: str) -> None:
             async with semaphore:
-                state.detail_calls += 1
                 try:
-                    status = await hook.adescribe_image_task(task_id)
-                except MpsResourceNotFoundError as err:
-                    state.record_error(task_id, err.code, err.message, err.request_id)
-                    return
-                except MpsError as err:
-                    if err.retryable:
-                        self.log.warning("Describing %s failed, retrying on the next poll: %s", task_id, err)
-                        return
-                    raise
-            state.record(task_id, status)
+                    replies[task_id] = await hook.adescribe_image_task(task_id)
+                except Exception as err:  # the core decides (not found, transient, terminal)
+                    replies[task_id] = err
 
-        await asyncio.gather(*(one(t) for t in task_ids))
+        with contextlib.suppress(asyncio.TimeoutError):  # abandoned ids are left out of the replies
+            await asyncio.wait_for(asyncio.gather(*(one(t) for t in task_ids)), timeout=timeout)
+        return replies
 
-    async def _poll_once(self, hook: Any, state: BatchWaitState) -> None:
-        """One listing, then one detail call per newly finished (or direct-check due) task."""
-        finished = await self._finished_ids(hook, state)
-        finished += [t for t in state.direct_check_due() if t not in finished]
-        await self._describe(hook, state, finished)
-
-    async def _finished_ids(self, hook: Any, state: BatchWaitState) -> list[str]:
-        """Our pending tasks that the FINISH listing shows as finished."""
-        listed: list[str] = []
-        pages_before = getattr(hook, "list_calls", None)
-        async for info in hook.alist_image_tasks("FINISH", start_time=state.listing_start(self.window_start)):
-            listed.append(info.task_id)
-        pages_after = getattr(hook, "list_calls", None)
-        if isinstance(pages_before, int) and isinstance(pages_after, int):
-            state.listing_calls += pages_after - pages_before
-        else:
-            state.listing_calls += max(1, -(-len(listed) // 100))
-        return state.finished_in(listed)
+    async def _answer(self, hook: Any, step: WaitStep) -> Any:
+        """One step of the wait core, done with the async hook, bounded by the step's ``until``."""
+        if isinstance(step, ListFinished):
+            return await asyncio.wait_for(self._list(hook, step.start), timeout=step.until - time.time())
+        if isinstance(step, DescribeTasks):
+            return await self._describe(hook, step.task_ids, step.until - time.time())
+        await asyncio.sleep(step.seconds)
+        return None
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_mps.triggers.mps import preload_sdk
+        from airflow_mps.utils.sdk import preload_sdk
 
         # The hook module and the async SDK are imported in a worker thread, not on the triggerer's
         # loop (where the import would stall every other trigger of the process).
         await preload_sdk()
         hook = self._hook()
         try:
-            async for event in self._wait(hook):
-                yield event
+            yield await self._wait(hook)
         finally:
             # Each run opens an httpx client (connection pool) on this loop; a triggerer runs
             # thousands of triggers over its life, so close it on success, timeout, error or cancel.
@@ -188,8 +187,8 @@ class MpsImageBatchTrigger(BaseTrigger):
             except Exception as err:  # closing must never mask the event or the cancellation
                 self.log.debug("Closing the MPS client failed: %s", err)
 
-    async def _wait(self, hook: Any) -> AsyncIterator[TriggerEvent]:
-        """The poll loop; yields exactly one event."""
+    async def _wait(self, hook: Any) -> TriggerEvent:
+        """Drive the wait core to its outcome; the one event."""
         state = BatchWaitState(unpack(self.tasks), known=unpack(self.known) if self.known else ())
         if self.prior_calls:
             state.listing_calls, state.detail_calls = self.prior_calls[0], self.prior_calls[1]
@@ -200,45 +199,24 @@ class MpsImageBatchTrigger(BaseTrigger):
             self.window_start,
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.end_time)),
         )
-        last_line = ""
+        steps = wait_for_batch(
+            state,
+            window_start=self.window_start,
+            end_time=self.end_time,
+            poll_interval=self.poll_interval,
+            log=self.log,
+        )
+        reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                if state.pending:
-                    # Bounded by the deadline: a stalled call (the SDK's request timeout is 60 s, plus
-                    # the hook's retries) must not carry the wait past end_time. What was described
-                    # before the bound hit stays recorded in ``state``.
-                    await asyncio.wait_for(
-                        self._poll_once(hook, state),
-                        timeout=max(MIN_CALL_SECONDS, self.end_time - time.time()),
-                    )
-            except MpsError as err:
-                if not err.retryable:
-                    self.log.error("Batch wait stopped by a terminal MPS error: %s", err)
-                    yield self._event(EVENT_ERROR, state, _error_dict(err))
-                    return
-                self.log.warning("Polling the batch failed, retrying: %s", err)
-            except asyncio.TimeoutError:  # the bound above, or a socket timeout the hook let through
-                self.log.warning("A poll did not complete in time (deadline %.0f); abandoned", self.end_time)
-            except Exception as err:  # transport trouble the hook could not classify: keep polling
-                self.log.warning("Polling the batch failed, retrying: %s: %s", type(err).__name__, err)
-            line = state.progress_line()
-            if line != last_line:
-                self.log.info("%s", line)
-                last_line = line
-            if state.done:
-                yield self._event(EVENT_SUCCESS, state)
-                return
-            remaining = self.end_time - time.time()
-            if remaining <= 0:
-                self.log.error("Deadline passed with %d tasks unfinished (%s)", len(state.pending), line)
-                yield self._event(
-                    EVENT_TIMEOUT,
-                    state,
-                    {
-                        "code": "Timeout",
-                        "message": f"{len(state.pending)} tasks unfinished at the deadline",
-                        "request_id": None,
-                    },
-                )
-                return
-            await asyncio.sleep(min(self.poll_interval, remaining))
+                step = steps.throw(error) if error is not None else steps.send(reply)
+            except StopIteration as done:
+                return self._event(done.value, state)
+            reply, error = None, None
+            try:
+                reply = await self._answer(hook, step)
+            except asyncio.TimeoutError:  # the step's bound (asyncio's own class before Python 3.11)
+                error = TimeoutError("abandoned at the round's bound")
+            except Exception as err:  # the core decides: transient → next round, terminal → error event
+                error = err

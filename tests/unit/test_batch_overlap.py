@@ -243,7 +243,7 @@ def _items(n: int) -> list[Any]:
 
 def test_submitter_waits_on_a_bounded_window_not_on_every_future(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each wait() sees at most 2 × submit_concurrency futures (it used to see all N: O(N²))."""
-    import airflow_mps.operators.batch as batch_mod
+    import airflow_mps.batch.submit as batch_mod
 
     sizes: list[int] = []
     real_wait = batch_mod.wait

@@ -86,11 +86,17 @@ BAD_ARGUMENTS = [
 
 
 @pytest.mark.parametrize(("kwargs", "field"), BAD_ARGUMENTS)
-def test_invalid_arguments_fail_before_any_api_call(kwargs: dict[str, Any], field: str) -> None:
+def test_invalid_arguments_fail_before_any_api_call(
+    kwargs: dict[str, Any], field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow.providers.common.compat.sdk import AirflowFailException
 
     op = _operator(**kwargs)
-    op._hook = lambda: pytest.fail("the hook must not be created for an invalid argument")  # type: ignore[method-assign]
+    monkeypatch.setattr(
+        type(op),
+        "hook",
+        property(lambda self: pytest.fail("the hook must not be created for an invalid argument")),
+    )
     with pytest.raises(AirflowFailException) as info:
         op.execute({})
     assert str(info.value).startswith(field), str(info.value)

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from airflow_mps.operators.batch import _listed_location
-from airflow_mps.ownership import input_matches
+from airflow_mps.models import ImageTaskInfo
+from airflow_mps.ownership import input_matches, match_listed_rows
 
 BUCKET = "b-1250000000"
 KEYS = ["raw/a b.jpg", "raw/a+b.jpg", "raw/a#1.jpg", "raw/what?.jpg", "raw/100%41.jpg", "raw/图片 ü.jpg"]
@@ -25,6 +25,15 @@ def _body(key: str, bucket: str = BUCKET) -> dict:
             "CosInputInfo": {"Bucket": bucket, "Region": "ap-guangzhou", "Object": "/" + key},
         }
     }
+
+
+def _listed_location(listed: str) -> tuple[str, str] | None:
+    """The COS input the batch's matcher (``ownership.match_listed_rows``) reads from one listed row."""
+    row = ImageTaskInfo(task_id="t", input=listed)
+    for key in KEYS:
+        if match_listed_rows([row], {(BUCKET, key): "ours"}) == {"ours": ["t"]}:
+            return BUCKET, key
+    return None
 
 
 def _emulator_row(key: str, bucket: str = BUCKET) -> str:

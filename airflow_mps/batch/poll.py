@@ -1,0 +1,79 @@
+"""The batch wait through the sync hook: the operator's in-place poll (``deferrable=False``).
+
+A driver of :func:`airflow_mps.waits.batch.wait_for_batch` — the decisions are there; this module only
+answers its steps with sync hook calls. Detail calls of one round run on a few threads (the hook's
+process-wide pacing keeps them under the API's Describe limit). An MPS error is handed back to the
+core, which decides; any other exception propagates (a bug, or the worker being stopped).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from airflow_mps.batch.progress import BatchWaitState
+from airflow_mps.errors import MpsError
+from airflow_mps.waits.batch import (
+    DescribeTasks,
+    Listed,
+    ListFinished,
+    WaitLog,
+    WaitOutcome,
+    WaitStep,
+    wait_for_batch,
+)
+
+#: Detail calls in flight per round in the worker.
+DETAIL_WORKERS = 8
+
+
+def describe_each(hook: Any, task_ids: Sequence[str], workers: int = DETAIL_WORKERS) -> dict[str, Any]:
+    """``DescribeImageTaskDetail`` of each id on a few threads: id → status, or the MpsError it raised."""
+
+    def one(task_id: str) -> tuple[str, Any]:
+        try:
+            return task_id, hook.describe_image_task(task_id)
+        except MpsError as err:
+            return task_id, err
+
+    with ThreadPoolExecutor(min(workers, max(1, len(task_ids)))) as pool:
+        return dict(pool.map(one, task_ids))
+
+
+def _answer(hook: Any, step: WaitStep) -> Any:
+    if isinstance(step, ListFinished):
+        return Listed(list(hook.list_image_tasks("FINISH", start_time=step.start)))
+    if isinstance(step, DescribeTasks):
+        return describe_each(hook, step.task_ids)
+    time.sleep(step.seconds)
+    return None
+
+
+def poll_in_place(
+    hook: Any,
+    state: BatchWaitState,
+    *,
+    window_start: str | None,
+    end_time: float,
+    poll_interval: float,
+    log: WaitLog,
+) -> WaitOutcome:
+    """Wait for ``state``'s pending tasks in this thread; the results end up in ``state``."""
+    steps = wait_for_batch(
+        state, window_start=window_start, end_time=end_time, poll_interval=poll_interval, log=log
+    )
+    reply: Any = None
+    error: MpsError | None = None
+    while True:
+        try:
+            step = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            outcome: WaitOutcome = done.value
+            return outcome
+        reply, error = None, None
+        try:
+            reply = _answer(hook, step)
+        except MpsError as err:
+            error = err

@@ -1,0 +1,155 @@
+"""Submitting a batch: ``ProcessImage`` for every item, concurrently, each record durable as it lands.
+
+The hook's process-wide token bucket paces ``ProcessImage`` at the connection's rate, so
+``concurrency`` threads keep the limit saturated even with slow round trips (8 threads at 150 ms
+saturate 20/s). At most ``2 × concurrency`` submissions are queued or in flight (a bounded window,
+refilled as each completes): waiting on a set of all N futures per completion was O(N²) — for 10,000
+images, tens of seconds of lock churn competing with the submit threads for the GIL.
+
+Each task id goes to the :class:`~airflow_mps.batch.ledger.SubmissionLedger` as its call returns (flushed
+at least every :data:`~airflow_mps.batch.ledger.FLUSH_SECONDS`; the wait below wakes that often even
+when nothing completes) and to the listener (the overlap watcher), which is drained once the last
+image is queued (see :mod:`airflow_mps.batch.overlap`).
+
+An image MPS refuses (``InvalidParameter*``, not found) is that image's failure; the rest goes on. Any
+other error stops the batch: nothing new starts, what is in flight completes and is recorded, then
+:class:`SubmissionStopped` is raised (a retry submits only what is missing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow_mps.batch.ledger import FLUSH_SECONDS, SubmissionLedger
+from airflow_mps.batch.plan import BatchItem
+from airflow_mps.errors import MpsError, MpsInvalidParameterError, MpsResourceNotFoundError, MpsTerminalError
+
+if TYPE_CHECKING:
+    from airflow_mps.waits.batch import WaitLog
+
+_log = logging.getLogger(__name__)
+
+#: One submission's result: the hook's answer (``.task_id``), and our clock when it was sent / received.
+_Sent = tuple[Any, float, float]
+
+
+class SubmitListener(Protocol):
+    """Who hears of each task as it is created (the overlap watcher)."""
+
+    def add(
+        self, task_id: str, input_uri: str, sent: float | None = None, received: float | None = None
+    ) -> None: ...
+
+    def drain(self) -> None: ...
+
+
+class SubmissionStopped(Exception):
+    """A batch-level error stopped the submission after ``submitted`` of ``total`` images (all recorded)."""
+
+    def __init__(self, cause: BaseException, submitted: int, total: int) -> None:
+        self.cause = cause
+        self.submitted = submitted
+        self.total = total
+        #: No retry can help (bad credentials, account): the operator fails without retry.
+        self.terminal = isinstance(cause, MpsTerminalError)
+        super().__init__(f"Submission stopped after {submitted} of {total} images: {cause}")
+
+
+class BatchSubmitter:
+    """Submit items through ``hook.process_image(build(item))`` in a bounded window of futures.
+
+    :param hook: an ``MpsHook`` (sync ``process_image``).
+    :param build: item → ``ProcessImageRequest`` (already validated by the operator once).
+    :param ledger: where each submission is recorded as it completes.
+    :param concurrency: submitter threads; the window is twice that.
+    :param listener: told of each task as it is created, and drained when the last item is queued.
+    """
+
+    def __init__(
+        self,
+        hook: Any,
+        build: Callable[[BatchItem], Any],
+        ledger: SubmissionLedger,
+        *,
+        concurrency: int,
+        listener: SubmitListener | None = None,
+        log: WaitLog | None = None,
+    ) -> None:
+        self.hook = hook
+        self.build = build
+        self.ledger = ledger
+        self.concurrency = concurrency
+        self.window = 2 * concurrency
+        self.listener = listener
+        self.log: WaitLog = log or _log
+        #: input URI → task id of what this try submitted.
+        self.submitted: dict[str, str] = {}
+        #: input URI → MPS's refusal of that one image.
+        self.rejected: dict[str, MpsError] = {}
+        self.fatal: BaseException | None = None
+        self._in_flight: dict[Future[_Sent], BatchItem] = {}
+        self._logged_hundreds = 0
+
+    def run(self, items: Sequence[BatchItem]) -> tuple[dict[str, str], dict[str, MpsError]]:
+        """Submit ``items``; returns (input → task id, input → rejection). Raises :class:`SubmissionStopped`."""
+        if not items:
+            return self.submitted, self.rejected
+        upcoming = iter(items)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mps-submit") as pool:
+            self._refill(pool, upcoming)
+            while self._in_flight:
+                done, _ = wait(self._in_flight, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._collect(future)
+                self.ledger.maybe_flush()
+                self._log_progress(len(items))
+                self._refill(pool, upcoming)
+        self.ledger.flush()
+        self.log.info("Submitted %d tasks (%d rejected)", len(self.submitted), len(self.rejected))
+        if self.fatal is not None:
+            raise SubmissionStopped(self.fatal, len(self.submitted), len(items)) from self.fatal
+        return self.submitted, self.rejected
+
+    def _one(self, item: BatchItem) -> _Sent:
+        request = self.build(item)
+        sent = time.time()
+        submission = self.hook.process_image(request)
+        return submission, sent, time.time()
+
+    def _refill(self, pool: ThreadPoolExecutor, upcoming: Iterator[BatchItem]) -> None:
+        """Queue items until the window is full; drain the listener once the last one is queued."""
+        while self.fatal is None and len(self._in_flight) < self.window:
+            item = next(upcoming, None)
+            if item is None:
+                if self.listener is not None:
+                    self.listener.drain()
+                return
+            self._in_flight[pool.submit(self._one, item)] = item
+
+    def _collect(self, future: Future[_Sent]) -> None:
+        item = self._in_flight.pop(future)
+        if future.cancelled():
+            return
+        err = future.exception()
+        if err is None:
+            submission, sent, received = future.result()
+            task_id = submission.task_id
+            self.submitted[item.input_uri] = task_id
+            self.ledger.add(item.input_uri, task_id)
+            if self.listener is not None:
+                self.listener.add(task_id, item.input_uri, sent, received)
+        elif isinstance(err, (MpsInvalidParameterError, MpsResourceNotFoundError)):
+            self.rejected[item.input_uri] = err  # this image only; the batch goes on
+        elif self.fatal is None:
+            self.fatal = err  # stop: nothing new starts; what is in flight completes and is recorded
+            for other in self._in_flight:
+                other.cancel()
+
+    def _log_progress(self, total: int) -> None:
+        if len(self.submitted) // 100 > self._logged_hundreds:
+            self._logged_hundreds = len(self.submitted) // 100
+            self.log.info("Submitted %d/%d", len(self.submitted), total)
