@@ -45,7 +45,6 @@ from airflow_mps.operators.base import MpsBaseOperator
 # The batch operator lives in its own module; this is its public import path (design §2): a plain
 # re-export (the batch module does not import this one, so there is no cycle).
 from airflow_mps.operators.batch import MpsBatchProcessImageOperator
-from airflow_mps.utils.deadlines import parse_api_time
 from airflow_mps.utils.events import status_error
 from airflow_mps.utils.lineage import lineage_datasets, openlineage_from_pairs
 from airflow_mps.utils.results import (
@@ -374,6 +373,8 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         of a task this operator submitted (an adopted task's is the adoption time: unknown → None)."""
         known = self._known_status
         if known is not None and getattr(known, "create_time", None):
+            from airflow_mps.models.constants import parse_api_time
+
             return parse_api_time(known.create_time)
         if external_id.get("adopted"):
             return None

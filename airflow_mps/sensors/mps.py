@@ -35,7 +35,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_mps.errors import MpsError
 from airflow_mps.links.mps import MpsTaskLink, push_task_id
 from airflow_mps.utils.config import default_deferrable
-from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, parse_api_time, wait_deadline
+from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_FAILED, EVENT_TIMEOUT
 from airflow_mps.utils.results import (
     airflow_exception_for,
@@ -130,6 +130,8 @@ class MpsImageTaskSensor(BaseSensorOperator):
             return err
         if status.create_time and getattr(self, "_created_after", None) is None:
             # Remembered for a deferral: the trigger then shares the triggerer's one listing per round.
+            from airflow_mps.models.constants import parse_api_time
+
             self._created_after = parse_api_time(status.create_time)
         return status
 

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow_mps.errors import MpsError
-from airflow_mps.utils.deadlines import MAX_WAIT_SECONDS
+from airflow_mps.models.constants import TASK_RETENTION_SECONDS
 from airflow_mps.utils.events import MIN_POLL_INTERVAL, jittered
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ __all__ = [
 #: (submission time) and MPS's (CreateTime) may disagree, and StartTime has whole-second resolution.
 LISTING_SKEW_SECONDS = 300.0
 #: ``DescribeImageTasks`` only reaches this far back (MPS's 7-day retention); older StartTimes are clamped.
-LISTING_WINDOW_SECONDS = MAX_WAIT_SECONDS
+LISTING_WINDOW_SECONDS = float(TASK_RETENTION_SECONDS)
 #: Page size of the listing (the API's maximum).
 LISTING_PAGE_SIZE = 100
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,17 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFERRAL_GRACE_SECONDS",
-    "MAX_WAIT_SECONDS",
     "deferral_timeout",
     "execution_deadline",
-    "parse_api_time",
     "seconds_argument",
     "wait_deadline",
 ]
-
-#: How long a wait may last when no ``timeout`` is given: MPS only answers ``DescribeImageTaskDetail``
-#: for tasks submitted in the last 7 days.
-MAX_WAIT_SECONDS = 7 * 24 * 3600.0
 
 #: Extra time the Airflow-level deferral timeout allows after the trigger's own deadline, so the
 #: trigger's ``timeout`` event (which names the MPS task) normally arrives first.
@@ -67,7 +61,10 @@ def wait_deadline(
     """Absolute deadline (epoch seconds) of a wait starting now — the rule in the module docstring:
     ``timeout`` (``None``: the 7-day retention) from now, or ``execution_timeout`` from the try's start,
     whichever is earlier."""
-    deadline = time.time() + (MAX_WAIT_SECONDS if timeout is None else float(timeout))
+    # Lazy: the models package is not needed to parse a DAG (P5).
+    from airflow_mps.models.constants import TASK_RETENTION_SECONDS
+
+    deadline = time.time() + (TASK_RETENTION_SECONDS if timeout is None else float(timeout))
     limit = execution_deadline(context, execution_timeout)
     return deadline if limit is None else min(deadline, limit)
 
@@ -94,16 +91,3 @@ def seconds_argument(name: str, value: Any, *, positive: bool) -> float:
     if math.isnan(number) or math.isinf(number) or number < 0 or (positive and number == 0):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return number
-
-
-def parse_api_time(value: str | None) -> float | None:
-    """Epoch seconds of an API time string (``YYYY-MM-DDThh:mm:ssZ``); ``None`` when unset or unparsable."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()

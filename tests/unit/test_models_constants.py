@@ -76,20 +76,3 @@ def test_same_answers_as_the_batch_copies() -> None:
         assert format_api_time(epoch) == iso_seconds(epoch)
     for text in ("2026-11-01T00:00:00Z", "0000-00-00T00:00:00Z", "", None, "garbage", "2026-02-30T00:00:00Z"):
         assert parse_api_time(text) == parse_iso_seconds(text)
-
-
-def test_same_answers_as_the_trigger_copy() -> None:
-    """``triggers/mps.py`` keeps its own parser until integration; the shared one agrees with it."""
-    from airflow_mps.triggers.mps import parse_api_time as trigger_parse
-
-    for text in (
-        "2026-11-01T00:00:00Z",
-        "2026-11-01T08:00:00+08:00",
-        "2026-11-01T00:00:00.25Z",
-        "2026-11-01T00:00:00",
-        "0000-00-00T00:00:00Z",
-        "",
-        None,
-        "garbage",
-    ):
-        assert parse_api_time(text) == trigger_parse(text)

@@ -314,9 +314,8 @@ def test_jitter_spreads_polls_within_ten_percent() -> None:
 # ------------------------------------------------------------------------------------------------
 from airflow_mps.errors import MpsTransientError as _Transient  # noqa: E402
 from airflow_mps.errors import MpsUnauthorizedError  # noqa: E402
-from airflow_mps.models import ImageTaskInfo  # noqa: E402
+from airflow_mps.models import ImageTaskInfo, constants  # noqa: E402
 from airflow_mps.triggers import _poller as poller_mod  # noqa: E402
-from airflow_mps.utils import deadlines  # noqa: E402
 from airflow_mps.waits import task as wait_mod  # noqa: E402
 
 
@@ -664,9 +663,9 @@ def test_pollers_are_per_connection_and_region(fleet: FleetHook) -> None:
 
 
 def test_parse_api_time() -> None:
-    assert deadlines.parse_api_time("2026-04-30T06:26:49Z") == 1777530409.0
-    assert deadlines.parse_api_time(None) is None
-    assert deadlines.parse_api_time("garbage") is None
+    assert constants.parse_api_time("2026-04-30T06:26:49Z") == 1777530409.0
+    assert constants.parse_api_time(None) is None
+    assert constants.parse_api_time("garbage") is None
 
 
 def test_listing_is_bounded_when_many_other_tasks_finished(fleet: FleetHook) -> None:
@@ -733,7 +732,7 @@ def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
     with pytest.raises(TaskDeferred) as info:
         op.execute(retry(op, ctx))
     assert info.value.trigger.mps_task_id == "task-1"
-    assert info.value.trigger.created_after == deadlines.parse_api_time("2026-04-30T06:26:49Z")
+    assert info.value.trigger.created_after == constants.parse_api_time("2026-04-30T06:26:49Z")
 
 
 @pytest.mark.parametrize(("create_time", "expected"), [("2026-04-30T06:26:49Z", 1777530409.0), (None, None)])
