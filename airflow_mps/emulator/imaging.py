@@ -211,7 +211,7 @@ def _decode(data: bytes) -> tuple[Image.Image, str | None, int | None]:
     if not data:
         raise ImagingError("InvalidParameterValue.SrcFile", "The input file is empty (0 bytes).")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         _check_pixels(image.width, image.height, "input")
         source_format = image.format
         source_quality = _jpeg_quality(image) if source_format == "JPEG" else None
@@ -250,9 +250,9 @@ def _to_working_mode(image: Image.Image) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         # 16-bit / 32-bit / float grey: scale the real range into 8 bits instead of clipping.
         image = image.convert("F") if mode != "F" else image
-        low, high = image.getextrema()
-        if not isinstance(low, (int, float)):
-            low, high = 0, 255
+        first, second = image.getextrema()  # (low, high) for one band; per-band tuples otherwise
+        low = float(first) if isinstance(first, (int, float)) else 0.0
+        high = float(second) if isinstance(second, (int, float)) else 255.0
         if high <= 255 and low >= 0:
             scale, offset = 1.0, 0.0
         else:
