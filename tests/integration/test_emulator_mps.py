@@ -154,15 +154,15 @@ def test_describe_image_tasks_paging_and_filters(tmp_path: Any) -> None:
         assert pages == 3
         assert seen == list(reversed([*ids, bad]))  # newest first, no repeats
         row = next(t for t in resp.TaskSet if t.TaskId == ids[0])
-        assert json.loads(row.Input)["CosInputInfo"]["Object"] == "/raw/p0.png"
+        assert row.Input is None  # not echoed by default: its format is unpublished (api.json)
         assert row.BeginProcessTime and row.FinishTime and row.SubTaskHasFailed is False
 
         failed = models.DescribeImageTasksRequest()
         failed.Status, failed.SubTaskHasFailed = "FINISH", True
         assert [t.TaskId for t in client.DescribeImageTasks(failed).TaskSet] == [bad]
         waiting = models.DescribeImageTasksRequest()
-        waiting.Status = "WAITING"
-        assert client.DescribeImageTasks(waiting).TotalCount == 0
+        waiting.Status = "WAITING"  # ImageTaskInfo.Status enumerates only FINISH and PROCESSING
+        assert sdk_error(lambda: client.DescribeImageTasks(waiting)).get_code() == "InvalidParameterValue"
         window = models.DescribeImageTasksRequest()
         window.Status, window.EndTime = "FINISH", "2000-01-01T00:00:00Z"
         assert client.DescribeImageTasks(window).TotalCount == 0
@@ -174,9 +174,10 @@ def test_describe_image_tasks_paging_and_filters(tmp_path: Any) -> None:
 # -- failing tasks -----------------------------------------------------------------------------------
 def test_missing_input_object_finishes_failed(emulator: EmulatorServer, mps_client: Any) -> None:
     done = wait_finish(emulator, mps_client, mps_client.ProcessImage(process_request(key())).TaskId)
-    assert done.ErrCode == 70000 and done.ErrMsg == "ResourceNotFound.CosObjectNotExist"
+    # The documented task error list (doc 266/50368): "文件不存在" is SourceFileError.ContentMalformed.
+    assert done.ErrCode == 60000 and done.ErrMsg == "SourceFileError.ContentMalformed"
     result = done.ImageProcessTaskResultSet[0]
-    assert result.Status == "FAIL" and result.ErrMsg == "ResourceNotFound.CosObjectNotExist"
+    assert result.Status == "FAIL" and result.ErrMsg == "SourceFileError.ContentMalformed"
     assert result.Output is None
 
 

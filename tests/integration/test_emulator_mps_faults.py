@@ -6,6 +6,7 @@ Assertions are on codes and counters (was a task created? how many faults fired?
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -68,6 +69,7 @@ def test_refusing_faults_create_no_task(emulator: EmulatorServer, mps_client: An
 
 
 def test_reset_after_processing_creates_the_task(emulator: EmulatorServer, mps_client: Any) -> None:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # list only what this test created
     emulator.faults.reset_after("ProcessImage", count=1)
     src = f"raw/{uuid.uuid4().hex}.png"
     assert _error(lambda: mps_client.ProcessImage(_request(src))).get_code() == "ClientNetworkError"
@@ -75,18 +77,26 @@ def test_reset_after_processing_creates_the_task(emulator: EmulatorServer, mps_c
     assert stats["tasks_created"] == 1  # the request was processed; only the answer was lost
     assert stats["submissions_by_input"] == {f"cos://{BUCKET}/{src}": 1}
     assert emulator.wait_idle(30)
-    inputs: list[dict[str, Any]] = []
+    # A client reconciles the ambiguous submission the documented way: list the tasks of the last
+    # seconds (rows carry no Input by default), then describe each candidate for its InputInfo.
+    candidates: list[str] = []
     token = ""
-    while True:  # the session emulator holds other tests' tasks too: page through all of them
+    while True:
         listing = models.DescribeImageTasksRequest()
-        listing.Status, listing.Limit, listing.ScrollToken = "FINISH", 100, token or None
+        listing.Status, listing.Limit, listing.StartTime = "FINISH", 100, since
+        listing.ScrollToken = token or None
         page = mps_client.DescribeImageTasks(listing)
-        inputs += [json.loads(t.Input).get("CosInputInfo") or {} for t in page.TaskSet]
+        assert all(t.Input is None for t in page.TaskSet)
+        candidates += [t.TaskId for t in page.TaskSet]
         token = page.ScrollToken
         if not token:
             break
-    inputs = [i.get("Object") for i in inputs]
-    assert "/" + src in inputs  # a client can reconcile the ambiguous submission by listing
+    objects = []
+    for task_id in candidates:
+        req = models.DescribeImageTaskDetailRequest()
+        req.TaskId = task_id
+        objects.append(mps_client.DescribeImageTaskDetail(req).InputInfo.CosInputInfo.Object)
+    assert "/" + src in objects
 
 
 def test_slow_response_times_out_the_client_but_the_task_exists(emulator: EmulatorServer) -> None:
