@@ -870,7 +870,7 @@ def test_embed_text_over_twelve_bytes_stays_refused() -> None:
 
 def test_jpg_is_not_a_documented_encode_format() -> None:
     # ImageEncodeConfig.Format (api.json and SDK 3.1.194): "JPEG、PNG、BMP、WebP" — no JPG.
-    with pytest.raises(MpsValidationError, match="EncodeConfig.Format"):
+    with pytest.raises(MpsValidationError, match=r"EncodeConfig\.Format"):
         ProcessImageRequest.from_api(_task(EncodeConfig={"Format": "jpg"}))
 
 
