@@ -25,8 +25,16 @@ REGION = "ap-guangzhou"
 
 def _request(key: str) -> models.ProcessImageRequest:
     req = models.ProcessImageRequest()
-    req.from_json_string(json.dumps({"InputInfo": {"Type": "COS", "CosInputInfo": {
-        "Bucket": BUCKET, "Region": REGION, "Object": "/" + key}}}))
+    req.from_json_string(
+        json.dumps(
+            {
+                "InputInfo": {
+                    "Type": "COS",
+                    "CosInputInfo": {"Bucket": BUCKET, "Region": REGION, "Object": "/" + key},
+                }
+            }
+        )
+    )
     return req
 
 
@@ -56,7 +64,9 @@ def _error(call: Any) -> TencentCloudSDKException:
         ("reset_before", "ClientNetworkError"),
     ],
 )
-def test_refusing_faults_create_no_task(emulator: EmulatorServer, mps_client: Any, kind: str, code: str) -> None:
+def test_refusing_faults_create_no_task(
+    emulator: EmulatorServer, mps_client: Any, kind: str, code: str
+) -> None:
     emulator.faults.add(kind, "ProcessImage", count=1)
     err = _error(lambda: mps_client.ProcessImage(_request("raw/x.png")))
     assert err.get_code() == code
@@ -129,7 +139,12 @@ def test_fail_tasks_next_n(emulator: EmulatorServer, mps_client: Any, cos_client
     d1, d2 = models.DescribeImageTaskDetailRequest(), models.DescribeImageTaskDetailRequest()
     d1.TaskId, d2.TaskId = first, second
     r1, r2 = mps_client.DescribeImageTaskDetail(d1), mps_client.DescribeImageTaskDetail(d2)
-    assert (r1.Status, r1.ErrCode, r1.ErrMsg, r1.Message) == ("FINISH", 70013, "FailedOperation.Injected", "boom")
+    assert (r1.Status, r1.ErrCode, r1.ErrMsg, r1.Message) == (
+        "FINISH",
+        70013,
+        "FailedOperation.Injected",
+        "boom",
+    )
     assert r1.ImageProcessTaskResultSet[0].Status == "FAIL"
     assert (r2.ErrCode, r2.ImageProcessTaskResultSet[0].Status) == (0, "SUCCESS")
     assert emulator.stats()["duplicate_submissions"] == {f"cos://{BUCKET}/raw/ok.png": 2}
@@ -172,11 +187,13 @@ def test_probability_faults_are_deterministic_per_seed(emulator: EmulatorServer,
 def test_admin_endpoint_faults_stats_reset(emulator: EmulatorServer, mps_client: Any) -> None:
     base = f"http://{emulator.endpoint}/_emulator"
     assert requests.get(f"{base}/health", timeout=5).json()["status"] == "ok"
-    added = requests.post(f"{base}/faults", json={"kind": "throttle", "action": "DescribeImageTasks", "next": 1},
-                          timeout=5).json()
+    added = requests.post(
+        f"{base}/faults", json={"kind": "throttle", "action": "DescribeImageTasks", "next": 1}, timeout=5
+    ).json()
     assert added["added"][0]["count"] == 1
-    spec = requests.post(f"{base}/faults", json={"faults": ["internal_error@DescribeImageTaskDetail,next=1"]},
-                         timeout=5).json()
+    spec = requests.post(
+        f"{base}/faults", json={"faults": ["internal_error@DescribeImageTaskDetail,next=1"]}, timeout=5
+    ).json()
     assert len(spec["faults"]) == 2
     req = models.DescribeImageTasksRequest()
     req.Status = "FINISH"

@@ -427,15 +427,20 @@ class MpsBackend:
             for name in ("Bucket", "Region", "Object"):
                 if not cos.get(name):
                     raise SubmitError(
-                        "MissingParameter", f"The request is missing a required parameter `InputInfo.CosInputInfo.{name}`."
+                        "MissingParameter",
+                        f"The request is missing a required parameter `InputInfo.CosInputInfo.{name}`.",
                     )
         else:
             url = str((info.get("UrlInputInfo") or {}).get("Url") or "")
             if not url:
-                raise SubmitError("MissingParameter", "The request is missing a required parameter `InputInfo.UrlInputInfo.Url`.")
+                raise SubmitError(
+                    "MissingParameter",
+                    "The request is missing a required parameter `InputInfo.UrlInputInfo.Url`.",
+                )
             if urlsplit(url).scheme not in ("http", "https"):
                 raise SubmitError(
-                    "InvalidParameterValue", f"InputInfo.UrlInputInfo.Url must be an http(s) URL, got {url!r}."
+                    "InvalidParameterValue",
+                    f"InputInfo.UrlInputInfo.Url must be an http(s) URL, got {url!r}.",
                 )
         storage = body.get("OutputStorage")
         if storage is not None:
@@ -550,7 +555,9 @@ class MpsBackend:
                 "missing_input", f"The input file cos://{bucket}/{key} does not exist (no such bucket)."
             ) from None
         except (cos_models.CosNoSuchKey, cos_models.CosKeyTooLong):
-            raise TaskFailure.of("missing_input", f"The input file cos://{bucket}/{key} does not exist.") from None
+            raise TaskFailure.of(
+                "missing_input", f"The input file cos://{bucket}/{key} does not exist."
+            ) from None
         return _object_bytes(obj)
 
     def _process(self, data: bytes, request: dict[str, Any]) -> Any:
@@ -568,15 +575,20 @@ class MpsBackend:
             raise TaskFailure.of("internal", "The emulator's COS backend is not available.")
         from airflow_mps.emulator.cos import models as cos_models
 
-        content_type = {"jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp"}.get(
-            processed.format, "application/octet-stream"
-        )
+        content_type = {
+            "jpeg": "image/jpeg",
+            "png": "image/png",
+            "bmp": "image/bmp",
+            "webp": "image/webp",
+        }.get(processed.format, "application/octet-stream")
         try:
             self.cos.put_object(bucket, key, processed.data, content_type=content_type)
         except (cos_models.CosNoSuchBucket, cos_models.CosInvalidBucketName):
             raise TaskFailure.of("bad_output", f"The output bucket {bucket!r} does not exist.") from None
         except cos_models.CosError as exc:  # e.g. a key COS refuses (too long)
-            raise TaskFailure.of("bad_output", f"The output cos://{bucket}/{key} cannot be written: {exc}") from None
+            raise TaskFailure.of(
+                "bad_output", f"The output cos://{bucket}/{key} cannot be written: {exc}"
+            ) from None
 
     def tasks(self) -> Iterator[TaskRecord]:
         before = None

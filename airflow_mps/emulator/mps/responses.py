@@ -202,7 +202,8 @@ class MpsApi:
             raise ApiError("InvalidParameter", "`Status` must be a string.")
         if status not in listable:
             raise ApiError(
-                "InvalidParameterValue", f"`Status` {status!r} is invalid; allowed values: {', '.join(listable)}."
+                "InvalidParameterValue",
+                f"`Status` {status!r} is invalid; allowed values: {', '.join(listable)}.",
             )
         limit = body.get("Limit", 10)
         if limit is None:
@@ -210,7 +211,9 @@ class MpsApi:
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise ApiError("InvalidParameter", "`Limit` must be an integer.")
         if not 1 <= limit <= 100:
-            raise ApiError("InvalidParameterValue.Limit", f"`Limit` {limit} is out of range; allowed: 1 to 100.")
+            raise ApiError(
+                "InvalidParameterValue.Limit", f"`Limit` {limit} is out of range; allowed: 1 to 100."
+            )
         start = parse_iso(body["StartTime"], "StartTime") if body.get("StartTime") else None
         end = parse_iso(body["EndTime"], "EndTime") if body.get("EndTime") else None
         if start is not None and end is not None and end < start:
@@ -244,7 +247,9 @@ class MpsApi:
         try:
             return self.backend.get(token).seq + 1
         except TaskNotFound:
-            raise ApiError("InvalidParameterValue", f"`ScrollToken` {token!r} is invalid or expired.") from None
+            raise ApiError(
+                "InvalidParameterValue", f"`ScrollToken` {token!r} is invalid or expired."
+            ) from None
 
     # -- rendering ---------------------------------------------------------------------------------
     def detail(self, rec: TaskRecord) -> dict[str, Any]:
@@ -252,7 +257,13 @@ class MpsApi:
         results: list[dict[str, Any]] = []
         if rec.status == PROCESSING:
             results.append(
-                {"Status": "PROCESSING", "ErrMsg": "", "Message": "", "Progress": rec.progress, "Output": None}
+                {
+                    "Status": "PROCESSING",
+                    "ErrMsg": "",
+                    "Message": "",
+                    "Progress": rec.progress,
+                    "Output": None,
+                }
             )
         elif rec.status == FINISH:
             output = None
