@@ -362,9 +362,8 @@ def _object_op(
         range_header = request.headers.get("Range")
         if range_header:
             parsed = _parse_range(range_header, len(data))
-            if parsed == "invalid":
-                pass  # unparseable Range headers are ignored, as HTTP says
-            elif parsed is None:
+            # An unparseable Range header ("invalid") is ignored, as HTTP says: the whole object follows.
+            if parsed is None:
                 return _error(
                     request,
                     target,
@@ -374,7 +373,7 @@ def _object_op(
                     "The requested range is not satisfiable.",
                     [("Content-Range", f"bytes */{len(data)}")],
                 )
-            else:
+            elif isinstance(parsed, tuple):
                 first, last = parsed
                 body = data[first : last + 1]
                 return EmulatorResponse(
