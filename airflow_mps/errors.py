@@ -4,10 +4,12 @@ Why a table: the provider's retry policy depends on knowing, for every code the 
 transport layer) can return, whether the request was *refused* (throttled: retry any call with backoff),
 failed for a *transient* reason (retry reads; retry ``ProcessImage`` only when it provably never
 arrived) or failed *terminally* (fail at once, no Airflow retry). The table below was written by reading
-the common API 3.0 error list and ``tencentcloud/mps/v20190612/errorcodes.py`` (SDK 3.1.194, 198 codes);
-it is plain data so this module stays stdlib-only (it is imported at DAG-parse time and by the emulator).
+the common API 3.0 error list and ``tencentcloud/mps/v20190612/errorcodes.py`` (SDK 3.1.194, 198 codes),
+plus the codes a failed task carries in ``ErrMsg`` (``InvalidInput*``, ``SourceFileError*``,
+``InternalError``: doc 862/50369 and VOD's 266/50368); it is plain data so this module stays stdlib-only (it is imported at DAG-parse time and by the emulator).
 Codes not in the table are classified by their prefix (``RequestLimitExceeded.*`` → throttled,
-``InternalError.*`` → transient, ``AuthFailure.*`` → auth, ...), anything else is terminal.
+``InternalError.*`` → transient, ``AuthFailure.*`` → auth, ``InvalidInput.*`` → parameter,
+``SourceFileError.*`` → terminal, ...), anything else is terminal.
 
 Every exception pickles (Airflow serialises exceptions between processes) and ``str(err)`` is
 ``"[<code>] <message> (RequestId: <id>)"``. No exception ever carries a credential.
@@ -256,7 +258,8 @@ _INV = MpsInvalidParameterError
 _NF = MpsResourceNotFoundError
 _UNS = MpsUnsupportedError
 
-#: Common API 3.0 codes (every action), SDK transport codes, then every MPS code of errorcodes.py.
+#: Common API 3.0 codes (every action), SDK transport codes, every MPS code of errorcodes.py, then the
+#: task failure codes (a failed task's ErrMsg).
 CODE_TABLE: dict[str, type[MpsError]] = {
     # ---- common API 3.0 error codes ------------------------------------------------------------
     "ActionOffline": _UNS,
@@ -338,6 +341,24 @@ CODE_TABLE: dict[str, type[MpsError]] = {
     "ResourceNotFound.UserUnregister": _NF,
     "ResourceNotFound.Word": _NF,
     "UnsupportedOperation.TextTooLong": _UNS,
+    # ---- task failure codes: a FINISHed task's ErrMsg (not API errors) ---------------------------
+    # The media-processing task error list, doc 862/50369 (MPS) and 266/50368 (VOD, which adds the
+    # finer codes): a failed task never becomes a success by resubmitting the same request, except
+    # for InternalError (above: transient). The emulator's mapping of each failure to one of these is
+    # in docs/emulator-fidelity.md.
+    "InvalidInput": _INV,
+    "InvalidInput.InvalidTimeOffset": _INV,
+    "InvalidInput.DefinitionNotExist": _NF,  # "指定的模板 ID 不存在"
+    "InvalidInput.ConfigurationUnsupported": _INV,
+    "InvalidInput.TaskDuplicated": _TER,
+    "InvalidInput.PermissionDenied": _UNAUTH,  # the feature is not enabled for the account
+    "InvalidInput.ResultFileSizeTooLarge": _INV,
+    "SourceFileError": _TER,
+    "SourceFileError.NoVideoMedia": _TER,
+    "SourceFileError.NoVideoResolution": _TER,
+    "SourceFileError.ContentMalformed": _TER,  # missing, corrupt or undecodable input
+    "SourceFileError.ContentUnsupported": _TER,  # format, size or duration not supported
+    "SourceFileError.DownloadNotAccessible": _TER,  # the input could not be downloaded
 }
 
 
@@ -397,6 +418,8 @@ _PREFIX_RULES: tuple[tuple[str, type[MpsError]], ...] = (
     ("UnknownParameter", _INV),
     ("ResourceNotFound", _NF),
     ("UnsupportedOperation", _UNS),
+    ("InvalidInput", _INV),
+    ("SourceFileError", _TER),
 )
 
 
@@ -434,8 +457,10 @@ def error_from_exception(exc: BaseException) -> MpsError:
     getter = getattr(exc, "get_code", None)
     if callable(getter):
         code = getter()
-        message = exc.get_message() if callable(getattr(exc, "get_message", None)) else str(exc)
-        request_id = exc.get_request_id() if callable(getattr(exc, "get_request_id", None)) else None
+        get_message = getattr(exc, "get_message", None)
+        get_request_id = getattr(exc, "get_request_id", None)
+        message = get_message() if callable(get_message) else str(exc)
+        request_id = get_request_id() if callable(get_request_id) else None
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
         return error_from_code(code, message or "", request_id)

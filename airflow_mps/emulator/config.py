@@ -1,11 +1,22 @@
-"""Emulator configuration: fixed, documented defaults for local use, overridable by flags and env vars."""
+"""Emulator configuration: fixed, documented defaults for local use, overridable by flags and env vars.
+
+The defaults are the documented service at its strictest (design.md §5, issue 11): Describe* limited
+to 20/s, DescribeImageTasks listing only FINISH/PROCESSING tasks and no ``Input``, requests from an
+undocumented region refused. Each fidelity choice has a field here and a row in
+docs/emulator-fidelity.md; ``lenient=True`` is the one switch back to the emulator's earlier,
+kinder behaviour for code that has not caught up yet.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
+
+from airflow_mps.models.constants import MPS_REGIONS
 
 DEFAULT_SECRET_ID = "AKIDMPSEMULATOR000000000000000000"
 DEFAULT_SECRET_KEY = "mps-emulator-secret-key"  # a published, local-only test key, not a secret
@@ -14,6 +25,22 @@ DEFAULT_APPID = "1250000000"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9100
 MPS_VERSION = "2019-06-12"
+#: ProcessImage: 20 requests/s per account (every doc version, mps-api.md §0.3).
+DEFAULT_PROCESS_IMAGE_RATE = 20
+#: DescribeImageTaskDetail / DescribeImageTasks: the docs disagree (20/s on 862/134161 and 1041/82054,
+#: 100/s on pages updated 2026-05; mps-api.md §0.12): the strictest is the default.
+DEFAULT_DESCRIBE_RATE = 20
+#: What a WAITING task looks like to DescribeImageTasks (api.json enumerates only FINISH and
+#: PROCESSING; the docs say nothing of WAITING tasks): ``hidden`` — not listed at all, the harder case
+#: and the default; ``processing`` — listed (and filtered) as PROCESSING; ``waiting`` — listed as
+#: WAITING and ``Status=WAITING`` accepted (the emulator before issue 11).
+LISTING_WAITING_CHOICES: tuple[str, ...] = ("hidden", "processing", "waiting")
+#: What ``lenient=True`` restores (each only where the field was left at its strict default).
+LENIENT_OVERRIDES: dict[str, Any] = {
+    "describe_rate": 100,
+    "echo_listing_input": True,
+    "listing_waiting": "waiting",
+}
 
 #: Environment variables read by the CLI (flag > env var > default).
 ENV_PREFIX = "MPS_EMULATOR_"
@@ -50,8 +77,8 @@ class EmulatorConfig:
     token: str | None = None
     region: str = DEFAULT_REGION
     appid: str = DEFAULT_APPID
-    process_image_rate: int = 20
-    describe_rate: int = 100
+    process_image_rate: int = DEFAULT_PROCESS_IMAGE_RATE
+    describe_rate: int = DEFAULT_DESCRIBE_RATE
     workers: int = 3
     latency_ms: float = 0.0
     #: Minimum processing time of a task, (lo, hi) seconds, drawn uniformly per task from a seeded RNG.
@@ -68,6 +95,34 @@ class EmulatorConfig:
     signed_url_expires: int = 3600
     #: Extra SecretId → SecretKey pairs accepted besides the main one (tests use them for per-id limits).
     extra_credentials: dict[str, str] = field(default_factory=dict)
+    #: DescribeImageTasks rows carry ``Input`` (the submitted InputInfo as compact JSON). Off by default:
+    #: the format of ``Input`` is unpublished and the official example omits it (mps-api.md §0.9).
+    echo_listing_input: bool = False
+    #: How DescribeImageTasks treats WAITING tasks: one of :data:`LISTING_WAITING_CHOICES`.
+    listing_waiting: str = "hidden"
+    #: Regions accepted in ``X-TC-Region`` besides the documented :data:`MPS_REGIONS`.
+    extra_regions: list[str] = field(default_factory=list)
+    #: One switch back to the pre-issue-11 behaviour: :data:`LENIENT_OVERRIDES`.
+    lenient: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lenient:
+            for name, value in LENIENT_OVERRIDES.items():
+                if getattr(self, name) == _STRICT_DEFAULTS[name]:
+                    setattr(self, name, value)
+        if self.listing_waiting not in LISTING_WAITING_CHOICES:
+            raise ValueError(
+                f"listing_waiting must be one of {', '.join(LISTING_WAITING_CHOICES)}, got {self.listing_waiting!r}"
+            )
+        if self.region not in self.regions():
+            raise ValueError(
+                f"region {self.region!r} is not an MPS region; documented: {', '.join(MPS_REGIONS)} "
+                "(add others with extra_regions / --extra-region)"
+            )
+
+    def regions(self) -> tuple[str, ...]:
+        """Every region accepted in ``X-TC-Region``: the documented ones plus ``extra_regions``."""
+        return (*MPS_REGIONS, *(r for r in self.extra_regions if r not in MPS_REGIONS))
 
     def credentials(self) -> dict[str, str]:
         creds = dict(self.extra_credentials)
@@ -92,3 +147,58 @@ class EmulatorConfig:
 def env_default(name: str, default: str | None = None) -> str | None:
     """Value of `MPS_EMULATOR_<NAME>` or the default."""
     return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+#: The strict default of every field :data:`LENIENT_OVERRIDES` may change.
+_STRICT_DEFAULTS: dict[str, Any] = {
+    "describe_rate": DEFAULT_DESCRIBE_RATE,
+    "echo_listing_input": False,
+    "listing_waiting": "hidden",
+}
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_fidelity_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CLI flags of the fidelity fields (each also ``MPS_EMULATOR_<FLAG>``; flag > env > default).
+
+    The CLI wires them with one line each: ``add_fidelity_arguments(parser)`` in ``build_parser`` and
+    ``**fidelity_options(args)`` in the ``EmulatorConfig(...)`` call of ``config_from_args``.
+    """
+    env = env_default
+    parser.add_argument(
+        "--echo-listing-input",
+        action="store_true",
+        default=_flag(env("echo_listing_input")),
+        help="DescribeImageTasks rows carry Input (the InputInfo as JSON); off = as documented",
+    )
+    parser.add_argument(
+        "--listing-waiting",
+        choices=LISTING_WAITING_CHOICES,
+        default=env("listing_waiting", "hidden"),
+        help="how DescribeImageTasks shows WAITING tasks (default: hidden)",
+    )
+    parser.add_argument(
+        "--extra-region",
+        action="append",
+        default=[r for r in (env("extra_regions") or "").split(",") if r],
+        help="accept this X-TC-Region besides the documented MPS regions; repeatable",
+    )
+    parser.add_argument(
+        "--lenient",
+        action="store_true",
+        default=_flag(env("lenient")),
+        help="the pre-issue-11 behaviour: Describe* 100/s, Input echoed, WAITING listable",
+    )
+
+
+def fidelity_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`EmulatorConfig` keyword arguments of :func:`add_fidelity_arguments`' flags."""
+    return {
+        "echo_listing_input": bool(args.echo_listing_input),
+        "listing_waiting": str(args.listing_waiting),
+        "extra_regions": list(args.extra_region or []),
+        "lenient": bool(args.lenient),
+    }

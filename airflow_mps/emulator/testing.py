@@ -24,7 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from airflow_mps.emulator.config import EmulatorConfig, parse_duration_range
+from airflow_mps.emulator.config import ENV_PREFIX, EmulatorConfig, parse_duration_range
 from airflow_mps.emulator.faults import FaultPlan
 
 
@@ -98,7 +98,7 @@ class _ClientHelpers:
     def connection_uri(self) -> str:
         """Airflow connection URI for the `tencentcloud` connection type (contains the key)."""
         cfg = EmulatorConfig(secret_id=self.secret_id, secret_key=self.secret_key, region=self.region,
-                             token=self.token, tls=self.scheme == "https")
+                             token=self.token, tls=self.scheme == "https", extra_regions=[self.region])
         return cfg.connection_uri(self.endpoint)
 
     # -- admin ------------------------------------------------------------------------------------
@@ -306,13 +306,26 @@ class EmulatorProcess(_ClientHelpers):
             argv += ["--fault", spec]
         return argv
 
+    def _env(self) -> dict[str, str]:
+        """The subprocess environment: the fidelity fields travel as `MPS_EMULATOR_*` variables (read by
+        `config.add_fidelity_arguments`), so a CLI without those flags still starts."""
+        c = self.config
+        env = dict(os.environ)
+        env[ENV_PREFIX + "ECHO_LISTING_INPUT"] = "1" if c.echo_listing_input else "0"
+        env[ENV_PREFIX + "LISTING_WAITING"] = c.listing_waiting
+        if c.extra_regions:
+            env[ENV_PREFIX + "EXTRA_REGIONS"] = ",".join(c.extra_regions)
+        return env
+
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         """Start (or restart on the same port) and wait until it answers its health endpoint."""
         ready = self.data_dir / ".ready.json"
         ready.unlink(missing_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.data_dir / "emulator.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(self._argv(ready), stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self._argv(ready), stdout=self._log, stderr=subprocess.STDOUT, env=self._env()
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -10,7 +10,7 @@ One role per module (each imports alone; arrows are the only imports between the
     constants    domain facts defined once (task states, retention, time format, formats, types)
     validation   validator combinators, error helpers, field-format checks     ← constants
     schema       the ImageTask schema, validate_image_task                       ← validation
-    storage      MediaInput, OutputStorage, URI helpers, expected_output_key     ← validation
+    storage      MediaInput, OutputStorage, URI helpers, render_output_path      ← validation
     request      ProcessImageRequest                                  ← schema, storage, validation
     listing      which input a listed task carries; ImageTask conflicts   (no model imports)
     status       ImageTaskStatus, TaskOutput, SubTaskResult, ImageTaskInfo     ← listing, storage
@@ -26,8 +26,11 @@ from __future__ import annotations
 from airflow_mps.models.constants import (
     FORMATS,
     INPUT_TYPES,
+    LISTED_TASK_STATES,
     MASK,
+    MPS_REGIONS,
     OUTPUT_EXTENSIONS,
+    OUTPUT_PATH_VARIABLES,
     OUTPUT_TYPES,
     TASK_STATES,
 )
@@ -45,17 +48,22 @@ from airflow_mps.models.storage import (
     OutputStorage,
     cos_uri,
     expected_output_key,
+    input_path_of,
     parse_cos_uri,
     parse_output_storage,
     parse_uri,
+    render_output_path,
 )
 from airflow_mps.models.validation import Validator
 
 __all__ = [
     "FORMATS",
     "INPUT_TYPES",
+    "LISTED_TASK_STATES",
     "MASK",
+    "MPS_REGIONS",
     "OUTPUT_EXTENSIONS",
+    "OUTPUT_PATH_VARIABLES",
     "OUTPUT_TYPES",
     "TASK_STATES",
     "ImageTaskInfo",
@@ -69,11 +77,13 @@ __all__ = [
     "cos_uri",
     "expected_output_key",
     "image_task_conflicts",
+    "input_path_of",
     "listed_input_matches",
     "parse_cos_uri",
     "parse_listed_input",
     "parse_output_storage",
     "parse_uri",
+    "render_output_path",
     "request_input",
     "validate_image_task",
 ]

@@ -14,14 +14,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 __all__ = [
-    "ACCEPTED_EXTENSIONS",
     "API_TIME_FORMAT",
     "FINISH",
     "FORMATS",
     "INPUT_TYPES",
+    "LISTED_TASK_STATES",
     "MASK",
     "MAX_PATH",
+    "MPS_REGIONS",
     "OUTPUT_EXTENSIONS",
+    "OUTPUT_PATH_VARIABLES",
     "OUTPUT_TYPES",
     "PROCESSING",
     "TASK_RETENTION_SECONDS",
@@ -41,6 +43,10 @@ WAITING = "WAITING"
 PROCESSING = "PROCESSING"
 FINISH = "FINISH"
 TASK_STATES: tuple[str, str, str] = (WAITING, PROCESSING, FINISH)
+#: The states ``DescribeImageTasks`` can list: api.json makes its ``Status`` filter required and
+#: ``ImageTaskInfo.Status`` enumerates only these two. A WAITING task is not listable (the strict
+#: emulator hides it; docs/emulator-fidelity.md), so a reconciliation that lists must also describe.
+LISTED_TASK_STATES: tuple[str, str] = (PROCESSING, FINISH)
 
 #: MPS keeps image tasks for 7 days: DescribeImageTaskDetail answers for tasks "submitted within
 #: 7 days" and DescribeTasks lists "the last seven days (168 hours)" (mps-api.md §2.1, §2.3). So it
@@ -62,19 +68,42 @@ UNSET_TIMES: frozenset[str] = frozenset({"", "0000-00-00T00:00:00Z"})
 FORMATS: dict[str, str] = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "WEBP": "WebP"}
 #: File extension MPS gives an output of each format (lower-case format → extension, no dot).
 OUTPUT_EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "png": "png", "bmp": "bmp", "webp": "webp"}
-#: Extensions accepted at the end of ``OutputPath`` for each format.
-ACCEPTED_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "jpeg": ("jpg", "jpeg"),
-    "png": ("png",),
-    "bmp": ("bmp",),
-    "webp": ("webp",),
-}
 #: ``InputInfo.Type`` values (MediaInputInfo).
 INPUT_TYPES: tuple[str, ...] = ("COS", "URL", "AWS-S3", "VOD")
 #: ``OutputStorage.Type`` values (TaskOutputStorage): a URL is never an output.
 OUTPUT_TYPES: tuple[str, ...] = ("COS", "AWS-S3", "VOD")
 #: Longest object path, ``OutputDir`` or ``OutputPath`` accepted (characters).
 MAX_PATH = 1024
+#: The variables an ``OutputPath`` may use (doc 862/37039, "文件名变量说明"; the image subset of the
+#: list: ``taskId``, ``rand`` and ``streamId`` are for live tasks). How each renders for an image task
+#: is decided once, in :func:`airflow_mps.models.storage.render_output_path`.
+OUTPUT_PATH_VARIABLES: tuple[str, ...] = ("inputName", "inputFormat", "format", "definition", "number")
+
+# --------------------------------------------------------------------------------------------------
+# regions
+# --------------------------------------------------------------------------------------------------
+#: Regions the MPS API is served in: the "Service Address" table of MPS's Request Structure page
+#: (doc 1041/33627, intl; doc 862/37570 lists the same hosts). Every action accepts a request without
+#: ``X-TC-Region`` (the API pages say "Region: No"); one with a region outside this list is answered
+#: with the common error ``UnsupportedRegion``.
+MPS_REGIONS: tuple[str, ...] = (
+    "ap-guangzhou",
+    "ap-shanghai",
+    "ap-nanjing",
+    "ap-beijing",
+    "ap-chengdu",
+    "ap-chongqing",
+    "ap-hongkong",
+    "ap-singapore",
+    "ap-jakarta",
+    "ap-bangkok",
+    "ap-seoul",
+    "ap-tokyo",
+    "na-ashburn",
+    "na-siliconvalley",
+    "sa-saopaulo",
+    "eu-frankfurt",
+)
 
 #: Shown instead of a secret (``S3SecretKey``) in ``repr()`` and validation errors.
 MASK = "***"

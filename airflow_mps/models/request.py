@@ -7,12 +7,17 @@ with :meth:`ProcessImageRequest.from_api`), so all three refuse exactly the same
 
 Decisions relied on by the operators and the emulator:
 
-* ``OutputPath`` must end with ``.{format}`` (the literal variable) or, when ``EncodeConfig.Format``
-  is given, with that format's extension (``jpeg`` → ``.jpg`` or ``.jpeg``).
+* ``OutputPath`` must end with ``.{format}``, the literal variable, as the API docs require ("路径需以
+  `.{format}`结尾"); a literal extension such as ``.jpg`` is refused. Its variables are the five of
+  doc 862/37039 (``{inputName}``, ``{inputFormat}``, ``{format}``, ``{definition}``, ``{number}``);
+  any other ``{...}`` is refused (a typo would otherwise land in an object key).
 * ``OutputDir`` is any path text without ``..`` segments, at most 1024 characters.
 * ``build(output_storage="cos://bucket/prefix/")``: the bucket becomes ``OutputStorage`` and the prefix
   becomes ``OutputDir`` (``/prefix/``); giving both a prefix there and ``output_dir`` is an error.
 * A URL input has no storage to inherit: ``OutputStorage`` (or a ``ScheduleId``) is required.
+* ``InputInfo`` may be left out when a ``ScheduleId`` is given (api.json: ``required: false``; the
+  orchestrations such as 30010 take their inputs elsewhere); without either the request is refused.
+* ``ResourceId`` is any string (no length limit is documented).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from airflow_mps.errors import MpsValidationError
-from airflow_mps.models.constants import ACCEPTED_EXTENSIONS, MASK
+from airflow_mps.models.constants import MASK, OUTPUT_PATH_VARIABLES
 from airflow_mps.models.schema import requested_format, validate_image_task
 from airflow_mps.models.storage import MediaInput, OutputStorage, parse_output_storage, parse_uri
 from airflow_mps.models.validation import (
@@ -47,7 +52,7 @@ class ProcessImageRequest:
     """A validated ProcessImage request. Build it with :meth:`build` (user arguments) or
     :meth:`from_api` (an API body); send :meth:`to_api`."""
 
-    input: MediaInput
+    input: MediaInput | None
     output_storage: OutputStorage | None = None
     output_dir: str | None = None
     output_path: str | None = None
@@ -86,7 +91,9 @@ class ProcessImageRequest:
 
     def to_api(self) -> dict[str, Any]:
         """The API body (PascalCase, None fields omitted) for ``call_json`` / ``from_json_string``."""
-        body: dict[str, Any] = {"InputInfo": self.input.to_api()}
+        body: dict[str, Any] = {}
+        if self.input is not None:
+            body["InputInfo"] = self.input.to_api()
         if self.output_storage is not None:
             body["OutputStorage"] = self.output_storage.to_api()
         for api_name, attr in self._API_FIELDS[2:]:
@@ -115,9 +122,15 @@ class ProcessImageRequest:
                     reason="is not a known parameter",
                     code="UnknownParameter",
                 )
-        if body.get("InputInfo") is None:
-            missing("InputInfo", "an object with Type (COS, URL, AWS-S3, VOD) and the matching *InputInfo")
-        media = MediaInput.from_api(body["InputInfo"], "InputInfo")
+        media = None
+        if body.get("InputInfo") is not None:
+            media = MediaInput.from_api(body["InputInfo"], "InputInfo")
+        elif body.get("ScheduleId") is None:
+            missing(
+                "InputInfo",
+                "an object with Type (COS, URL, AWS-S3, VOD) and the matching *InputInfo "
+                "(optional only with a ScheduleId)",
+            )
         storage = None
         if body.get("OutputStorage") is not None:
             storage = OutputStorage.from_api(body["OutputStorage"], "OutputStorage")
@@ -165,7 +178,9 @@ class ProcessImageRequest:
             check_region(region, "region")
         else:
             region = None
-        media = _build_input(input, region)
+        schedule = _int_arg(schedule_id, "schedule_id")
+        no_input = input is None or input == ""
+        media = None if no_input and schedule is not None else _build_input(input, region)
 
         storage: OutputStorage | None = None
         if isinstance(output_storage, str) and output_storage.strip().startswith("{"):
@@ -177,9 +192,10 @@ class ProcessImageRequest:
         elif isinstance(output_storage, Mapping):
             storage = OutputStorage.from_api(output_storage, "output_storage")
         elif isinstance(output_storage, str):
-            inherited = region or (media.region if media.type in ("COS", "AWS-S3") else None)
+            from_input = media is not None and media.type in ("COS", "AWS-S3")
+            inherited = region or (media.region if media is not None and from_input else None)
             storage, prefix_dir = parse_output_storage(output_storage, inherited, "output_storage")
-            if storage.region is None and media.type != "COS":
+            if storage.region is None and (media is None or media.type != "COS"):
                 missing("region", f"a region to go with output_storage={output_storage!r}")
             if prefix_dir is not None:
                 if output_dir:
@@ -211,7 +227,7 @@ class ProcessImageRequest:
             definition=_int_arg(definition, "definition"),
             resource_id=resource_id or None,
             image_task=copy.deepcopy(dict(image_task)) if isinstance(image_task, Mapping) else image_task,
-            schedule_id=_int_arg(schedule_id, "schedule_id"),
+            schedule_id=schedule,
             add_on_parameter=copy.deepcopy(dict(add_on_parameter))
             if isinstance(add_on_parameter, Mapping)
             else add_on_parameter,
@@ -249,33 +265,32 @@ class ProcessImageRequest:
         if self.image_task is not None:
             validate_image_task(self.image_task, n("ImageTask"))
         if self.output_path is not None:
-            allowed = "a path ending with .{format}"
-            fmt = self.output_format
-            if fmt:
-                exts = ACCEPTED_EXTENSIONS.get(fmt, (fmt,))
-                allowed += " or " + " / ".join("." + e for e in exts)
+            allowed = "a path ending with .{format}, using only the variables " + ", ".join(
+                "{" + v + "}" for v in OUTPUT_PATH_VARIABLES
+            )
             check_path_text(self.output_path, n("OutputPath"), allowed)
-            lowered = self.output_path.lower()
-            ok = lowered.endswith(".{format}")
-            if fmt:
-                ok = ok or any(lowered.endswith("." + e) for e in ACCEPTED_EXTENSIONS.get(fmt, (fmt,)))
-            else:
-                ok = ok or any(
-                    lowered.endswith("." + e) for exts in ACCEPTED_EXTENSIONS.values() for e in exts
-                )
-            if not ok or self.output_path.endswith("/"):
-                fail(n("OutputPath"), self.output_path, allowed, reason="has the wrong extension")
+            if not self.output_path.endswith(".{format}"):
+                fail(n("OutputPath"), self.output_path, allowed, reason="does not end with .{format}")
+            for name in re.findall(r"\{([^{}]*)\}", self.output_path):
+                if name not in OUTPUT_PATH_VARIABLES:
+                    fail(
+                        n("OutputPath"),
+                        self.output_path,
+                        allowed,
+                        reason=f"uses the unknown variable {{{name}}}",
+                    )
         if self.definition is not None:
             integer(0)(self.definition, n("Definition"))
         if self.schedule_id is not None:
             integer(0)(self.schedule_id, n("ScheduleId"))
         if self.resource_id is not None:
-            string(max_len=256)(self.resource_id, n("ResourceId"))
+            string()(self.resource_id, n("ResourceId"))
         if self.std_ext_info is not None:
             string()(self.std_ext_info, n("StdExtInfo"))
         if self.add_on_parameter is not None:
             json_object(self.add_on_parameter, n("AddOnParameter"))
-        if self.input.type == "URL" and self.output_storage is None and self.schedule_id is None:
+        is_url = self.input is not None and self.input.type == "URL"
+        if is_url and self.output_storage is None and self.schedule_id is None:
             missing(
                 n("OutputStorage") if "OutputStorage" in names else "output_storage",
                 "an output storage: a URL input has no storage to inherit",
@@ -285,7 +300,7 @@ class ProcessImageRequest:
 def _mask_secrets_in_text(text: str, request: ProcessImageRequest) -> str:
     """``text`` with the request's S3 secret keys replaced by :data:`MASK` (they may sit in any repr)."""
     for secret in (
-        request.input.s3_secret_key,
+        request.input.s3_secret_key if request.input else None,
         request.output_storage.s3_secret_key if request.output_storage else None,
     ):
         if secret:

@@ -6,8 +6,11 @@ Every documented type, enum and range of ``ImageTask`` (SDK 3.1.194 model docstr
 emulator:
 
 * ``EncodeConfig.Format`` is validated case-insensitively (``to_api()`` sends what the user wrote).
-* ``BlindWatermarkConfig...EmbedText`` longer than 12 bytes once decoded is refused (the service
-  silently truncates it, which would embed a different watermark than asked for).
+* ``BlindWatermarkConfig...EmbedText`` longer than 12 bytes once decoded is refused, on purpose
+  stricter than the service: the docs say it is truncated to 12 bytes, which would silently embed (and
+  later extract) a different watermark than the one asked for (docs/emulator-fidelity.md).
+* ``AdvancedSuperResolutionConfig`` ``Width``/``Height``/``LongSide``/``ShortSide`` take 0 to 4096:
+  the docs give only the upper bound ("不能超过4096"), and 0 is the API's usual "not set".
 
 AI configs are passed through unchecked (they must be objects): their schemas change often.
 """
@@ -40,7 +43,8 @@ SWITCH = one_of("ON", "OFF")
 
 
 def _embed_text(value: Any, path: str) -> None:
-    """``EmbedInfo.EmbedText``: URL-safe base64 of 1 to 12 bytes (longer is truncated by the service)."""
+    """``EmbedInfo.EmbedText``: URL-safe base64 of 1 to 12 bytes (the service truncates longer text to
+    12 bytes; refused here so that what is embedded is what was asked for)."""
     allowed = "URL-safe base64 text that decodes to at most 12 bytes"
     if not isinstance(value, str):
         type_error(path, value, allowed)
@@ -71,8 +75,9 @@ def _bounding_box(value: Any, path: str) -> None:
         fail(path, value, "[x1, y1, x2, y2] with x1 < x2 and y1 < y2", reason="is an empty box")
 
 
-#: Side lengths in pixels: super-resolution targets stop at 4096, resizes at 16384.
-_SIDE_4096 = integer(1, 4096)
+#: Side lengths in pixels: super-resolution targets stop at 4096 ("不能超过4096", no lower bound
+#: documented: 0 = not set), resizes take 1 to 16384 (their documented range "[1，16384]").
+_SIDE_4096 = integer(0, 4096)
 _SIDE_16384 = integer(1, 16384)
 
 _ENHANCE = ApiObject(

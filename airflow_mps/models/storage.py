@@ -3,12 +3,15 @@
 :class:`MediaInput` is ProcessImage's ``InputInfo`` (COS, URL, AWS-S3 or VOD) and :class:`OutputStorage`
 its ``OutputStorage``; both validate the API dict (``from_api``), render it (``to_api``) and never show
 an ``S3SecretKey`` in ``repr()``. The URI helpers turn what users write (``cos://bucket/key``,
-``s3://bucket/key``, ``https://…``) into those types, and predict the key MPS writes an output to.
+``s3://bucket/key``, ``https://…``) into those types, and :func:`render_output_path` is the one rule
+for the key an output is written to (the emulator writes there, :func:`expected_output_key` predicts it).
 
 Decisions relied on by the operators and the emulator:
 
-* ``OutputDir`` is a directory: :func:`expected_output_key` treats it as one whether or not it starts
-  or ends with ``/``.
+* ``OutputDir`` is a directory whether or not it starts or ends with ``/``; empty or absent means the
+  input's directory, ``/`` the bucket root (:func:`render_output_path`).
+* Every ``OutputPath`` variable of doc 862/37039 is rendered, ``{definition}`` as ``0`` and
+  ``{number}`` as ``0`` when the request gives nothing better (docs/emulator-fidelity.md).
 * ``cos://bucket/prefix/`` as an output storage gives the bucket and the directory ``/prefix/``
   (:func:`parse_output_storage`).
 """
@@ -16,10 +19,11 @@ Decisions relied on by the operators and the emulator:
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from airflow_mps.errors import MpsValidationError
 from airflow_mps.models.constants import INPUT_TYPES, MASK, OUTPUT_EXTENSIONS, OUTPUT_TYPES
@@ -39,14 +43,22 @@ from airflow_mps.models.validation import (
 )
 
 __all__ = [
+    "DEFAULT_OUTPUT_PATH",
     "MediaInput",
     "OutputStorage",
     "cos_uri",
     "expected_output_key",
+    "input_path_of",
     "parse_cos_uri",
     "parse_output_storage",
     "parse_uri",
+    "render_output_path",
 ]
+
+#: ``OutputPath`` when none is given (the API docs: "如果不填，则默认为相对路径：{inputName}.{format}").
+DEFAULT_OUTPUT_PATH = "{inputName}.{format}"
+#: One ``{variable}`` of an ``OutputPath`` template (any name; unknown ones are left as written).
+_VARIABLE_RE = re.compile(r"\{([A-Za-z]+)\}")
 
 
 @dataclass(frozen=True)
@@ -180,11 +192,8 @@ class MediaInput:
             integer(0)(sub["SubAppId"], join_path(vpath, "SubAppId"))
         if sub.get("VodBasic") is not None:
             integer(choices=(0, 1))(sub["VodBasic"], join_path(vpath, "VodBasic"))
-        if sub.get("VodBasic") == 1:
-            if not sub.get("FileId"):
-                missing(join_path(vpath, "FileId"), "a VOD FileId when VodBasic is 1")
-        elif not sub.get("Object"):
-            missing(join_path(vpath, "Object"), "the VOD object path (or VodBasic=1 with a FileId)")
+        # Every VODInputInfo member is optional in the docs (api.json, SDK 3.1.194): which ones a VOD
+        # task needs is the service's call, so none is required here (issue 11 item 10).
         return cls(
             "VOD",
             bucket=sub.get("Bucket"),
@@ -435,34 +444,93 @@ def parse_output_storage(
     return OutputStorage("COS", bucket=bucket, region=region or None), directory
 
 
+def input_path_of(info: Mapping[str, Any] | None) -> str:
+    """The path an ``InputInfo`` dict's file sits at, as :func:`render_output_path` reads it: a COS,
+    S3 or VOD object path without its leading slash, or a URL input's percent-decoded URL path; ``""``
+    when the dict names no file (a ``ScheduleId`` request without ``InputInfo``)."""
+    if not isinstance(info, Mapping):
+        return ""
+    kind = str(info.get("Type") or "").upper()
+    if kind == "URL":
+        sub = info.get("UrlInputInfo")
+        url = sub.get("Url") if isinstance(sub, Mapping) else None
+        return unquote(urlsplit(str(url or "")).path).lstrip("/")
+    name, field_name = {
+        "AWS-S3": ("S3InputInfo", "S3Object"),
+        "VOD": ("VODInputInfo", "Object"),
+    }.get(kind, ("CosInputInfo", "Object"))
+    sub = info.get(name)
+    value = sub.get(field_name) if isinstance(sub, Mapping) else None
+    return str(value or "").lstrip("/")
+
+
+def render_output_path(
+    input_path: str,
+    output_format: str | None = None,
+    *,
+    output_dir: str | None = None,
+    output_path: str | None = None,
+    definition: int | None = None,
+) -> str:
+    """The object key (no leading slash) an image task writes its output to.
+
+    The one implementation of the rule: the emulator writes outputs where it says, and the provider
+    predicts output keys with it (:func:`expected_output_key`, skip-existing), so the two cannot
+    drift. ``input_path`` is the input file's path (``/raw/a.png`` or ``raw/a.png``; see
+    :func:`input_path_of`); ``output_format`` the output's format (``jpeg``, ``jpg``, ``png``, ``bmp``,
+    ``webp``, any case), ``None`` = the source's, read from the input's extension.
+
+    The rule (ProcessImage ``OutputDir``/``OutputPath`` docs, variables doc 862/37039):
+
+    1. the template is ``OutputPath``, or the documented default ``{inputName}.{format}``;
+    2. its variables render as: ``{inputName}`` the input file name without its last extension;
+       ``{inputFormat}`` that extension as written (no dot; ``""`` without one); ``{format}`` the output
+       format's extension (``jpeg`` → ``jpg``); ``{definition}`` the ``Definition``, ``0`` without one;
+       ``{number}`` ``0`` (an image task has one output, numbered from 0 as in the documented HLS
+       sample). Other ``{...}`` text is left as written (the request model refuses it);
+    3. a rendered path starting with ``/`` is absolute (from the bucket root); otherwise it is joined
+       to ``OutputDir`` — or to the input's directory when ``OutputDir`` is not given or empty. An
+       ``OutputDir`` of ``/`` is the bucket root; surrounding slashes never matter.
+
+    The choices the docs leave open (``{definition}`` and ``{number}`` values, an empty
+    ``OutputDir``) are listed in docs/emulator-fidelity.md.
+    """
+    key = input_path.lstrip("/")
+    directory, filename = posixpath.split(key)
+    input_name, dot, input_ext = filename.rpartition(".")
+    if not dot or not input_name:
+        input_name, input_ext = filename, ""
+    fmt = (output_format or input_ext).lower()
+    fmt = "jpeg" if fmt == "jpg" else fmt
+    ext = OUTPUT_EXTENSIONS.get(fmt, fmt)
+    values = {
+        "inputName": input_name,
+        "inputFormat": input_ext,
+        "format": ext,
+        "definition": "0" if definition is None else str(definition),
+        "number": "0",
+    }
+    template = output_path or DEFAULT_OUTPUT_PATH
+    rendered = _VARIABLE_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    if not ext and template.endswith(".{format}"):
+        rendered = rendered[:-1]  # no known format: no dangling dot
+    if rendered.startswith("/"):
+        return rendered.lstrip("/")
+    if output_dir:
+        directory = output_dir.strip("/")
+    return f"{directory}/{rendered}" if directory else rendered
+
+
 def expected_output_key(
     input_key: str,
     output_dir: str | None = None,
     output_path: str | None = None,
     format: str | None = None,
+    definition: int | None = None,
 ) -> str:
-    """Predict the object key (no leading slash) MPS writes for an input, following the documented
-    defaults: ``OutputPath`` absolute (``/…``) is used as is, relative is joined to ``OutputDir`` (or
-    the input's directory); without ``OutputPath`` the name is ``{inputName}.{format}`` in
-    ``OutputDir`` (or the input's directory). ``{inputName}`` and ``{format}`` variables are
-    substituted; ``format`` ``None`` keeps the input's extension. ``jpeg`` gives ``.jpg``."""
-    key = input_key.lstrip("/")
-    directory, filename = posixpath.split(key)
-    input_name, dot, input_ext = filename.rpartition(".")
-    if not dot:
-        input_name, input_ext = filename, ""
-    if format:
-        ext = OUTPUT_EXTENSIONS.get(format.lower(), format.lower())
-    else:
-        ext = OUTPUT_EXTENSIONS.get(input_ext.lower(), input_ext.lower()) if input_ext else ""
-    if output_dir is not None and output_dir.strip("/"):
-        directory = output_dir.strip("/")
-    elif output_dir is not None:
-        directory = ""
-    if output_path:
-        name = output_path.replace("{inputName}", input_name).replace("{format}", ext)
-        if name.startswith("/"):
-            return name.lstrip("/")
-        return f"{directory}/{name}" if directory else name
-    name = f"{input_name}.{ext}" if ext else input_name
-    return f"{directory}/{name}" if directory else name
+    """Predict the object key (no leading slash) MPS writes for an input: :func:`render_output_path`
+    with the request's values (``format`` ``None`` keeps the input's extension, ``jpeg`` gives
+    ``.jpg``). What the provider's skip-existing compares with the objects already there."""
+    return render_output_path(
+        input_key, format, output_dir=output_dir, output_path=output_path, definition=definition
+    )

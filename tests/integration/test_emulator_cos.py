@@ -320,3 +320,39 @@ def test_multipart_upload_is_refused_clearly(cos: CosS3Client) -> None:
         cos.create_multipart_upload(Bucket=BUCKET, Key="big.bin")
     assert info.value.get_error_code() == "NotImplemented"
     assert "put_object" in info.value.get_error_msg()
+
+
+# -- headers as COS sends them (issue 11 item 5; doc 436/7729 common response headers) ----------------
+def test_standard_objects_carry_no_storage_class_header(cos: CosS3Client) -> None:
+    cos.put_object(Bucket=BUCKET, Key="standard/a.txt", Body=b"abc")
+    head = cos.head_object(Bucket=BUCKET, Key="standard/a.txt")
+    got = cos.get_object(Bucket=BUCKET, Key="standard/a.txt")
+    for headers in (head, got):
+        assert "x-cos-storage-class" not in {k.lower() for k in headers}  # COS omits it for STANDARD
+        assert headers["ETag"] and headers["x-cos-request-id"]
+    listed = cos.list_objects(Bucket=BUCKET, Prefix="standard/")["Contents"]
+    assert listed[0]["StorageClass"] == "STANDARD"  # the listing still names the class
+
+
+def test_head_404_trace_id_comes_from_the_header(cos: CosS3Client) -> None:
+    with pytest.raises(CosServiceError) as info:
+        cos.head_object(Bucket=BUCKET, Key="no/such/object.png")
+    err = info.value
+    assert (err.get_status_code(), err.get_error_code()) == (404, "NoSuchResource")
+    assert err.get_request_id()
+    assert err.get_trace_id()  # KeyError before: the SDK reads x-cos-trace-id for a HEAD error
+    assert cos.object_exists(Bucket=BUCKET, Key="no/such/object.png") is False
+
+
+def test_every_error_has_a_trace_id_header_matching_the_body(emulator: RunningEmulator) -> None:
+    url = presign_url(f"http://{emulator.endpoint}", BUCKET, "no/such.txt", SECRET_ID, SECRET_KEY)
+    resp = requests.get(url, timeout=10)
+    assert resp.status_code == 404
+    assert f"<TraceId>{resp.headers['x-cos-trace-id']}</TraceId>" in resp.text
+    unsigned = requests.get(f"http://{emulator.endpoint}/{BUCKET}/x.txt", timeout=10)
+    assert unsigned.status_code == 403 and unsigned.headers["x-cos-trace-id"]
+    _client(emulator).put_object(Bucket=BUCKET, Key="traced/ok.txt", Body=b"ok")
+    ok = requests.get(
+        presign_url(f"http://{emulator.endpoint}", BUCKET, "traced/ok.txt", SECRET_ID, SECRET_KEY), timeout=10
+    )
+    assert ok.status_code == 200 and "x-cos-trace-id" not in ok.headers  # COS sends it on errors

@@ -6,6 +6,7 @@ Assertions are on codes and counters (was a task created? how many faults fired?
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -24,8 +25,16 @@ REGION = "ap-guangzhou"
 
 def _request(key: str) -> models.ProcessImageRequest:
     req = models.ProcessImageRequest()
-    req.from_json_string(json.dumps({"InputInfo": {"Type": "COS", "CosInputInfo": {
-        "Bucket": BUCKET, "Region": REGION, "Object": "/" + key}}}))
+    req.from_json_string(
+        json.dumps(
+            {
+                "InputInfo": {
+                    "Type": "COS",
+                    "CosInputInfo": {"Bucket": BUCKET, "Region": REGION, "Object": "/" + key},
+                }
+            }
+        )
+    )
     return req
 
 
@@ -55,7 +64,9 @@ def _error(call: Any) -> TencentCloudSDKException:
         ("reset_before", "ClientNetworkError"),
     ],
 )
-def test_refusing_faults_create_no_task(emulator: EmulatorServer, mps_client: Any, kind: str, code: str) -> None:
+def test_refusing_faults_create_no_task(
+    emulator: EmulatorServer, mps_client: Any, kind: str, code: str
+) -> None:
     emulator.faults.add(kind, "ProcessImage", count=1)
     err = _error(lambda: mps_client.ProcessImage(_request("raw/x.png")))
     assert err.get_code() == code
@@ -68,6 +79,7 @@ def test_refusing_faults_create_no_task(emulator: EmulatorServer, mps_client: An
 
 
 def test_reset_after_processing_creates_the_task(emulator: EmulatorServer, mps_client: Any) -> None:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # list only what this test created
     emulator.faults.reset_after("ProcessImage", count=1)
     src = f"raw/{uuid.uuid4().hex}.png"
     assert _error(lambda: mps_client.ProcessImage(_request(src))).get_code() == "ClientNetworkError"
@@ -75,18 +87,33 @@ def test_reset_after_processing_creates_the_task(emulator: EmulatorServer, mps_c
     assert stats["tasks_created"] == 1  # the request was processed; only the answer was lost
     assert stats["submissions_by_input"] == {f"cos://{BUCKET}/{src}": 1}
     assert emulator.wait_idle(30)
-    inputs: list[dict[str, Any]] = []
+    # A client reconciles the ambiguous submission the documented way: list the tasks of the last
+    # seconds (rows carry no Input by default), then describe each candidate for its InputInfo.
+    candidates: list[str] = []
     token = ""
-    while True:  # the session emulator holds other tests' tasks too: page through all of them
+    while True:
         listing = models.DescribeImageTasksRequest()
-        listing.Status, listing.Limit, listing.ScrollToken = "FINISH", 100, token or None
+        listing.Status, listing.Limit, listing.StartTime = "FINISH", 100, since
+        listing.ScrollToken = token or None
         page = mps_client.DescribeImageTasks(listing)
-        inputs += [json.loads(t.Input).get("CosInputInfo") or {} for t in page.TaskSet]
+        assert all(t.Input is None for t in page.TaskSet)
+        candidates += [t.TaskId for t in page.TaskSet]
         token = page.ScrollToken
         if not token:
             break
-    inputs = [i.get("Object") for i in inputs]
-    assert "/" + src in inputs  # a client can reconcile the ambiguous submission by listing
+    objects = []
+    for task_id in candidates:  # other tests' tasks of the same second too: stay under 20/s
+        req = models.DescribeImageTaskDetailRequest()
+        req.TaskId = task_id
+        for _ in range(50):
+            try:
+                objects.append(mps_client.DescribeImageTaskDetail(req).InputInfo.CosInputInfo.Object)
+                break
+            except TencentCloudSDKException as exc:
+                if exc.get_code() != "RequestLimitExceeded":
+                    raise
+                time.sleep(0.1)
+    assert "/" + src in objects
 
 
 def test_slow_response_times_out_the_client_but_the_task_exists(emulator: EmulatorServer) -> None:
@@ -119,7 +146,12 @@ def test_fail_tasks_next_n(emulator: EmulatorServer, mps_client: Any, cos_client
     d1, d2 = models.DescribeImageTaskDetailRequest(), models.DescribeImageTaskDetailRequest()
     d1.TaskId, d2.TaskId = first, second
     r1, r2 = mps_client.DescribeImageTaskDetail(d1), mps_client.DescribeImageTaskDetail(d2)
-    assert (r1.Status, r1.ErrCode, r1.ErrMsg, r1.Message) == ("FINISH", 70013, "FailedOperation.Injected", "boom")
+    assert (r1.Status, r1.ErrCode, r1.ErrMsg, r1.Message) == (
+        "FINISH",
+        70013,
+        "FailedOperation.Injected",
+        "boom",
+    )
     assert r1.ImageProcessTaskResultSet[0].Status == "FAIL"
     assert (r2.ErrCode, r2.ImageProcessTaskResultSet[0].Status) == (0, "SUCCESS")
     assert emulator.stats()["duplicate_submissions"] == {f"cos://{BUCKET}/raw/ok.png": 2}
@@ -162,11 +194,13 @@ def test_probability_faults_are_deterministic_per_seed(emulator: EmulatorServer,
 def test_admin_endpoint_faults_stats_reset(emulator: EmulatorServer, mps_client: Any) -> None:
     base = f"http://{emulator.endpoint}/_emulator"
     assert requests.get(f"{base}/health", timeout=5).json()["status"] == "ok"
-    added = requests.post(f"{base}/faults", json={"kind": "throttle", "action": "DescribeImageTasks", "next": 1},
-                          timeout=5).json()
+    added = requests.post(
+        f"{base}/faults", json={"kind": "throttle", "action": "DescribeImageTasks", "next": 1}, timeout=5
+    ).json()
     assert added["added"][0]["count"] == 1
-    spec = requests.post(f"{base}/faults", json={"faults": ["internal_error@DescribeImageTaskDetail,next=1"]},
-                         timeout=5).json()
+    spec = requests.post(
+        f"{base}/faults", json={"faults": ["internal_error@DescribeImageTaskDetail,next=1"]}, timeout=5
+    ).json()
     assert len(spec["faults"]) == 2
     req = models.DescribeImageTasksRequest()
     req.Status = "FINISH"

@@ -29,8 +29,17 @@ def _png() -> bytes:
 
 def _submit(emu: Any, key: str) -> str:
     req = models.ProcessImageRequest()
-    req.from_json_string(json.dumps({"InputInfo": {"Type": "COS", "CosInputInfo": {
-        "Bucket": BUCKET, "Region": REGION, "Object": "/" + key}}, "OutputDir": "/out/"}))
+    req.from_json_string(
+        json.dumps(
+            {
+                "InputInfo": {
+                    "Type": "COS",
+                    "CosInputInfo": {"Bucket": BUCKET, "Region": REGION, "Object": "/" + key},
+                },
+                "OutputDir": "/out/",
+            }
+        )
+    )
     return emu.mps_client().ProcessImage(req).TaskId
 
 
@@ -41,15 +50,23 @@ def _detail(emu: Any, task_id: str) -> models.DescribeImageTaskDetailResponse:
 
 
 def test_cli_help_and_banner(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "airflow_mps.emulator", "--help"], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow_mps.emulator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     for flag in ("--data-dir", "--process-image-rate", "--task-duration-ms", "--fault", "--tls"):
         assert flag in out
     with EmulatorProcess(tmp_path / "data") as emu:
         assert emu.admin("health")["status"] == "ok"
     log = (tmp_path / "data" / "emulator.log").read_text()
     assert f"listening on http://{emu._endpoint}" in log
-    assert "tencentcloud://AKIDMPSEMULATOR000000000000000000:mps-emulator-secret-key@/?region=ap-guangzhou" in log
+    assert (
+        "tencentcloud://AKIDMPSEMULATOR000000000000000000:mps-emulator-secret-key@/?region=ap-guangzhou"
+        in log
+    )
 
 
 def test_tasks_and_objects_survive_a_clean_restart(tmp_path: Path) -> None:
@@ -63,11 +80,18 @@ def test_tasks_and_objects_survive_a_clean_restart(tmp_path: Path) -> None:
         assert emu.stop() == 0  # SIGTERM → clean exit
         emu.start()
         after = _detail(emu, task_id)
-        assert (after.Status, after.CreateTime, after.FinishTime) == ("FINISH", before.CreateTime, before.FinishTime)
+        assert (after.Status, after.CreateTime, after.FinishTime) == (
+            "FINISH",
+            before.CreateTime,
+            before.FinishTime,
+        )
         assert after.ImageProcessTaskResultSet[0].Output.Path == "/out/a.png"
         got = requests.get(after.ImageProcessTaskResultSet[0].Output.SignedUrl, timeout=10)
         assert got.status_code == 200 and Image.open(io.BytesIO(got.content)).size == (16, 12)
-        assert emu.cos_client().get_object(Bucket=BUCKET, Key="in/a.png")["Body"].get_raw_stream().read() == _png()
+        assert (
+            emu.cos_client().get_object(Bucket=BUCKET, Key="in/a.png")["Body"].get_raw_stream().read()
+            == _png()
+        )
 
 
 def test_in_flight_task_is_finished_after_kill_9(tmp_path: Path) -> None:
@@ -99,7 +123,10 @@ def test_tls_with_generated_certificate(tmp_path: Path, monkeypatch: pytest.Monk
             requests.get(f"https://{emu.endpoint}/_emulator/health", timeout=5)
         assert requests.get(f"https://{emu.endpoint}/_emulator/health", verify=str(cert), timeout=5).ok
         emu.cos_client().put_object(Bucket=BUCKET, Key="tls.txt", Body=b"secure")
-        assert emu.cos_client().get_object(Bucket=BUCKET, Key="tls.txt")["Body"].get_raw_stream().read() == b"secure"
+        assert (
+            emu.cos_client().get_object(Bucket=BUCKET, Key="tls.txt")["Body"].get_raw_stream().read()
+            == b"secure"
+        )
         # The async SDK (httpx) trusts the certificate through SSL_CERT_FILE.
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         from tencentcloud.common.profile.client_profile import ClientProfile

@@ -166,6 +166,51 @@ def test_code_families(code: str, cls: type[MpsError], category: str) -> None:
     assert err.retryable is (category != "terminal")
 
 
+#: The media-processing task failure codes (a FINISHed task's ErrMsg): doc 862/50369 (MPS) and the
+#: finer codes of VOD's 266/50368. Issue 11: InternalError is retryable, every other one terminal.
+TASK_FAILURE_CODES = [
+    ("InvalidInput", MpsInvalidParameterError),
+    ("InvalidInput.InvalidTimeOffset", MpsInvalidParameterError),
+    ("InvalidInput.DefinitionNotExist", MpsResourceNotFoundError),
+    ("InvalidInput.ConfigurationUnsupported", MpsInvalidParameterError),
+    ("InvalidInput.TaskDuplicated", MpsTerminalError),
+    ("InvalidInput.PermissionDenied", MpsUnauthorizedError),
+    ("InvalidInput.ResultFileSizeTooLarge", MpsInvalidParameterError),
+    ("SourceFileError", MpsTerminalError),
+    ("SourceFileError.NoVideoMedia", MpsTerminalError),
+    ("SourceFileError.NoVideoResolution", MpsTerminalError),
+    ("SourceFileError.ContentMalformed", MpsTerminalError),
+    ("SourceFileError.ContentUnsupported", MpsTerminalError),
+    ("SourceFileError.DownloadNotAccessible", MpsTerminalError),
+    ("InternalError", MpsTransientError),
+]
+
+
+@pytest.mark.parametrize(("code", "cls"), TASK_FAILURE_CODES)
+def test_task_failure_codes_are_in_the_table(code: str, cls: type[MpsError]) -> None:
+    assert CODE_TABLE[code] is cls
+    err = error_from_code(code, "task failed", None)
+    assert type(err) is cls
+    assert err.retryable is (code == "InternalError")
+    assert classify_code(code) == ("transient" if code == "InternalError" else "terminal")
+
+
+def test_task_failure_families_cover_codes_documented_later() -> None:
+    assert type(error_from_code("InvalidInput.SomethingNew")) is MpsInvalidParameterError
+    assert type(error_from_code("SourceFileError.SomethingNew")) is MpsTerminalError
+    assert classify_code("SourceFileError.SomethingNew") == "terminal"
+
+
+def test_emulator_task_failures_use_only_documented_codes() -> None:
+    from airflow_mps.emulator.mps.models import TASK_FAILURES
+
+    documented = {code for code, _ in TASK_FAILURE_CODES}
+    assert {err_msg for _, err_msg in TASK_FAILURES.values()} <= documented
+    # One ErrCode number per family (the service publishes none for image tasks: ours).
+    families = {err_msg.split(".")[0]: err_code for err_code, err_msg in TASK_FAILURES.values()}
+    assert families == {"SourceFileError": 60000, "InvalidInput": 40000, "InternalError": 70000}
+
+
 def test_prefix_rules_do_not_match_partial_words() -> None:
     # "InternalErrorX" is not "InternalError.*": falls back to terminal.
     assert type(error_from_code("InternalErrorX")) is MpsTerminalError

@@ -249,10 +249,17 @@ MALFORMED_API = [
         "InvalidParameterValue",
     ),
     (
-        "outputpath-ext-mismatch",
-        _body(OutputPath="/out/x.png"),
+        "outputpath-literal-ext",
+        _body(OutputPath="/out/x.jpg"),
         "OutputPath",
-        ".jpg / .jpeg",
+        "ending with .{format}",
+        "InvalidParameterValue",
+    ),
+    (
+        "outputpath-unknown-variable",
+        _body(OutputPath="/out/{inputname}.{format}"),
+        "OutputPath",
+        "{inputName}, {inputFormat}, {format}, {definition}, {number}",
         "InvalidParameterValue",
     ),
     ("outputpath-no-ext", _body(OutputPath="/out/x"), "OutputPath", ".{format}", "InvalidParameterValue"),
@@ -367,14 +374,14 @@ MALFORMED_API = [
         "asr-width-4097",
         _task(EnhanceConfig={"AdvancedSuperResolutionConfig": {"Width": 4097}}),
         "ImageTask.EnhanceConfig.AdvancedSuperResolutionConfig.Width",
-        "1 to 4096",
+        "0 to 4096",
         "InvalidParameterValue",
     ),
     (
-        "asr-longside-0",
-        _task(EnhanceConfig={"AdvancedSuperResolutionConfig": {"LongSide": 0}}),
+        "asr-longside-negative",
+        _task(EnhanceConfig={"AdvancedSuperResolutionConfig": {"LongSide": -1}}),
         "ImageTask.EnhanceConfig.AdvancedSuperResolutionConfig.LongSide",
-        "1 to 4096",
+        "0 to 4096",
         "InvalidParameterValue",
     ),
     (
@@ -784,9 +791,87 @@ def test_format_is_case_insensitive_and_kept_as_written() -> None:
         assert request.to_api()["ImageTask"]["EncodeConfig"]["Format"] == fmt
 
 
-@pytest.mark.parametrize("path", ["/out/a.jpg", "/out/a.jpeg", "a.JPG", "{inputName}.{format}"])
-def test_output_path_accepts_jpeg_extensions(path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{inputName}.{format}",
+        "/out/{inputName}_{inputFormat}_{definition}_{number}.{format}",
+        "thumb/small.{format}",
+        "/fixed.{format}",
+    ],
+)
+def test_output_path_ending_with_the_format_variable_is_accepted(path: str) -> None:
     ProcessImageRequest.from_api(_body(OutputPath=path))
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/out/a.jpg", "does not end with .{format}"),  # docs: "路径需以`.{format}`结尾"
+        ("/out/a.jpeg", "does not end with .{format}"),
+        ("a.{FORMAT}", "does not end with .{format}"),
+        ("{inputName}/", "does not end with .{format}"),
+        ("{input}.{format}", "unknown variable {input}"),
+        ("{taskId}.{format}", "unknown variable {taskId}"),  # a live-task variable
+    ],
+)
+def test_output_path_must_end_with_the_format_variable(path: str, reason: str) -> None:
+    with pytest.raises(MpsValidationError, match=r"OutputPath") as info:
+        ProcessImageRequest.from_api(_body(OutputPath=path))
+    assert reason in str(info.value)
+
+
+def test_schedule_id_request_needs_no_input_info() -> None:
+    # api.json: ProcessImage.InputInfo is `required: false` (ScheduleId flows, e.g. 30010 expansion).
+    body = {"ScheduleId": 30010, "AddOnParameter": {"OutputConfig": {"Format": "PNG"}}}
+    request = ProcessImageRequest.from_api(body)
+    assert request.input is None and request.to_api() == body
+    built = ProcessImageRequest.build(
+        input=None, schedule_id="30010", output_storage=f"cos://{BUCKET}/out/", region=REGION
+    )
+    assert built.input is None and built.schedule_id == 30010
+    assert "InputInfo" not in built.to_api()
+    with pytest.raises(MpsValidationError, match=r"^\[MissingParameter\] InputInfo: is required"):
+        ProcessImageRequest.from_api({"ImageTask": {"EncodeConfig": {"Format": "PNG"}}})
+    with pytest.raises(MpsValidationError, match=r"^\[MissingParameter\] input"):
+        ProcessImageRequest.build(input=None, region=REGION)
+
+
+def test_resource_id_has_no_invented_length_limit() -> None:
+    # The docs give ResourceId no length limit; the model used to invent 256.
+    assert ProcessImageRequest.from_api(_body(ResourceId="r" * 1000)).resource_id == "r" * 1000
+    with pytest.raises(MpsValidationError, match="ResourceId"):
+        ProcessImageRequest.from_api(_body(ResourceId=5))
+
+
+@pytest.mark.parametrize("side", ["Width", "Height", "LongSide", "ShortSide"])
+def test_advanced_super_resolution_sides_accept_zero(side: str) -> None:
+    # "不能超过4096" is the only documented bound; 0 is the API's "not set".
+    body = _task(EnhanceConfig={"AdvancedSuperResolutionConfig": {"Mode": "aspect", side: 0}})
+    ProcessImageRequest.from_api(body)
+
+
+@pytest.mark.parametrize(
+    "vod",
+    [{}, {"FileId": "528589"}, {"SubAppId": 1, "VodBasic": 1}, {"Bucket": "b", "Region": "ap-guangzhou"}],
+)
+def test_vod_input_fields_are_all_optional(vod: dict[str, Any]) -> None:
+    request = ProcessImageRequest.from_api(_body(InputInfo={"Type": "VOD", "VODInputInfo": vod}))
+    assert request.to_api()["InputInfo"] == {"Type": "VOD", "VODInputInfo": vod}
+
+
+def test_embed_text_over_twelve_bytes_stays_refused() -> None:
+    # Documented as truncated to 12 bytes; refused on purpose (the embedded mark would differ).
+    thirteen = "dGhpcyBpcyB0aGlydGVlbg"  # "this is thirteen" (16 bytes)
+    body = _task(BlindWatermarkConfig={"AddBlindWatermark": {"EmbedInfo": {"EmbedText": thirteen}}})
+    with pytest.raises(MpsValidationError, match="decodes to 16 bytes"):
+        ProcessImageRequest.from_api(body)
+
+
+def test_jpg_is_not_a_documented_encode_format() -> None:
+    # ImageEncodeConfig.Format (api.json and SDK 3.1.194): "JPEG、PNG、BMP、WebP" — no JPG.
+    with pytest.raises(MpsValidationError, match=r"EncodeConfig\.Format"):
+        ProcessImageRequest.from_api(_task(EncodeConfig={"Format": "jpg"}))
 
 
 def test_null_fields_mean_not_set() -> None:
@@ -967,7 +1052,11 @@ def test_parse_uri() -> None:
         ("cat", None, None, "png", "cat.png"),
         ("raw/cat.png", "/out/", "{inputName}_v2.{format}", "jpeg", "out/cat_v2.jpg"),
         ("raw/cat.png", None, "/abs/{inputName}.{format}", "webp", "abs/cat.webp"),
-        ("raw/cat.png", None, "fixed.png", None, "raw/fixed.png"),
+        ("raw/cat.png", None, "fixed.{format}", None, "raw/fixed.png"),
+        ("raw/cat.png", "", None, "png", "raw/cat.png"),  # an empty OutputDir = the input's directory
+        ("raw/cat.PNG", None, "{inputName}_{inputFormat}.{format}", None, "raw/cat_PNG.png"),
+        ("raw/cat.png", None, "{inputName}_{definition}_{number}.{format}", "webp", "raw/cat_0_0.webp"),
+        ("raw/.hidden", None, None, "png", "raw/.hidden.png"),
     ],
 )
 def test_expected_output_key(

@@ -198,11 +198,11 @@ class CosObjectMeta:
     def from_json(cls, raw: Mapping[str, object]) -> CosObjectMeta:
         return cls(
             key=str(raw["key"]),
-            size=int(raw["size"]),  # type: ignore[arg-type]
+            size=int(raw["size"]),  # type: ignore[call-overload]  # JSON value, checked by int()
             etag=str(raw["etag"]),
             last_modified=float(raw["last_modified"]),  # type: ignore[arg-type]
             content_type=str(raw.get("content_type") or "application/octet-stream"),
-            crc64=int(raw.get("crc64") or 0),  # type: ignore[arg-type]
+            crc64=int(raw.get("crc64") or 0),  # type: ignore[call-overload]  # JSON value, checked by int()
             metadata=dict(raw.get("metadata") or {}),  # type: ignore[call-overload]
             headers=dict(raw.get("headers") or {}),  # type: ignore[call-overload]
             storage_class=str(raw.get("storage_class") or "STANDARD"),

@@ -18,6 +18,11 @@ prefix/delimiter/marker/max-keys/encoding-type), HEAD/PUT/DELETE bucket, POST ``
 versions, ...) gets a real-looking ``NotImplemented`` error that names it. Responses use exactly
 the header casing the SDK indexes (``ETag``, ``Content-Length``, ``x-cos-request-id``, ...), and
 errors are COS XML bodies with Code, Message, Resource, RequestId and TraceId.
+
+Headers as COS sends them (doc 436/7729, common response headers): ``x-cos-storage-class`` only for
+objects that are not STANDARD (COS omits it for STANDARD, so code that reads it must not rely on it),
+and ``x-cos-trace-id`` on every error response — the same id as the body's ``TraceId``, and the only
+place a HEAD error carries it (``CosServiceError.get_trace_id()`` reads it there).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from airflow_mps.emulator.cos.models import (
 )
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse
 
-__all__ = ["CosTarget", "handle", "resolve_target"]
+__all__ = ["CosTarget", "error_response", "handle", "resolve_target"]
 
 _VHOST_RE = re.compile(
     r"^(?P<bucket>[^.]+)\.cos(?:-internal)?\.(?P<region>[a-z0-9-]+)\.(?:myqcloud\.com|tencentcos\.cn)(?::\d+)?$",
@@ -141,22 +146,49 @@ def _error(
     message: str,
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> EmulatorResponse:
+    return error_response(
+        status,
+        code,
+        message,
+        target.resource,
+        method=request.method,
+        request_id=request_id,
+        extra_headers=extra_headers,
+    )
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    resource: str,
+    *,
+    method: str = "GET",
+    request_id: str | None = None,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> EmulatorResponse:
+    """A COS error as COS sends it (doc 436/7730): an XML body with Code, Message, Resource, RequestId
+    and TraceId (none empty, or the SDK cannot read it), ``x-cos-request-id`` and ``x-cos-trace-id``
+    headers; no body for a HEAD. Every COS error the emulator answers (injected faults included) is
+    built here."""
+    request_id = request_id or _request_id()
     trace_id = base64.b64encode(os.urandom(24)).decode("ascii")
     body = (
         "<?xml version='1.0' encoding='utf-8' ?>\n<Error>\n"
         f"\t<Code>{escape(code)}</Code>\n"
         f"\t<Message>{escape(message)}</Message>\n"
-        f"\t<Resource>{escape(_xml_safe(target.resource))}</Resource>\n"
+        f"\t<Resource>{escape(_xml_safe(resource or '/'))}</Resource>\n"
         f"\t<RequestId>{escape(request_id)}</RequestId>\n"
         f"\t<TraceId>{escape(trace_id)}</TraceId>\n"
         "</Error>\n"
     ).encode()
-    if request.method.upper() == "HEAD":
+    if method.upper() == "HEAD":
         body = b""
     headers = [
         ("Content-Type", "application/xml"),
         ("Content-Length", str(len(body))),
         *_base_headers(request_id),
+        ("x-cos-trace-id", trace_id),
         *extra_headers,
     ]
     return EmulatorResponse(status=status, headers=headers, body=body)
@@ -194,8 +226,9 @@ def _object_headers(meta: CosObjectMeta) -> list[tuple[str, str]]:
         ("Last-Modified", formatdate(meta.last_modified, usegmt=True)),
         ("Accept-Ranges", "bytes"),
         ("x-cos-hash-crc64ecma", str(meta.crc64)),
-        ("x-cos-storage-class", meta.storage_class),
     ]
+    if meta.storage_class != "STANDARD":  # COS sends it only for the other classes (doc 436/7729)
+        headers.append(("x-cos-storage-class", meta.storage_class))
     for name in _STORED_HEADERS:
         value = meta.headers.get(name)
         if value is not None:
@@ -329,9 +362,8 @@ def _object_op(
         range_header = request.headers.get("Range")
         if range_header:
             parsed = _parse_range(range_header, len(data))
-            if parsed == "invalid":
-                pass  # unparseable Range headers are ignored, as HTTP says
-            elif parsed is None:
+            # An unparseable Range header ("invalid") is ignored, as HTTP says: the whole object follows.
+            if parsed is None:
                 return _error(
                     request,
                     target,
@@ -341,7 +373,7 @@ def _object_op(
                     "The requested range is not satisfiable.",
                     [("Content-Range", f"bytes */{len(data)}")],
                 )
-            else:
+            elif isinstance(parsed, tuple):
                 first, last = parsed
                 body = data[first : last + 1]
                 return EmulatorResponse(

@@ -1,19 +1,20 @@
 """MPS backend state: image tasks (persisted in sqlite), the worker pool that runs them, rate limits.
 
-Wire concerns (envelopes, codes, JSON) live in `mps/responses.py`; this module knows nothing of HTTP.
-A task goes WAITING → PROCESSING → FINISH on a bounded pool of worker threads; every transition is
-committed to `<data-dir>/mps/tasks.sqlite3` before it becomes visible, so a stop (or kill -9) and start
-loses nothing: tasks found WAITING/PROCESSING at start-up are queued again and finished.
+Wire concerns (envelopes, codes, JSON) live in `mps/responses.py`, the sqlite task records in
+`mps/store.py`; this module knows nothing of HTTP. A task goes WAITING → PROCESSING → FINISH on a
+bounded pool of worker threads; every transition is committed before it becomes visible, so a stop (or
+kill -9) and start loses nothing: tasks found WAITING/PROCESSING at start-up are queued again and finished.
+
+A task that cannot be done FINISHes failed with an ``ErrMsg`` from the documented media-processing task
+error list (doc 862/50369, VOD's 266/50368): see :data:`TASK_FAILURES` and docs/emulator-fidelity.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import posixpath
 import queue
 import random
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -21,166 +22,72 @@ import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_mps.emulator.config import EmulatorConfig
 from airflow_mps.emulator.faults import FaultPlan
+from airflow_mps.emulator.mps.store import (
+    FINISH,
+    PROCESSING,
+    STATUSES,
+    WAITING,
+    TaskNotFound,
+    TaskRecord,
+    TaskStore,
+)
 from airflow_mps.emulator.stats import Stats
+from airflow_mps.models.storage import input_path_of, render_output_path
+
+__all__ = [
+    "FINISH",
+    "PROCESSING",
+    "STATUSES",
+    "TASK_FAILURES",
+    "WAITING",
+    "MpsBackend",
+    "RateLimiter",
+    "SubmitError",
+    "TaskFailure",
+    "TaskNotFound",
+    "TaskRecord",
+    "TaskStore",
+    "imaging_failure_kind",
+    "input_key",
+    "resolve_output",
+]
 
 log = logging.getLogger(__name__)
 
-WAITING, PROCESSING, FINISH = "WAITING", "PROCESSING", "FINISH"
-STATUSES = (WAITING, PROCESSING, FINISH)
 
-#: Numeric ErrCode values used for failed tasks. The real service's numeric values for these cases
-#: are not published; the string code in ErrMsg is what clients should match on.
-ERR_INPUT = 70000
-ERR_PROCESSING = 70001
-ERR_OUTPUT = 70002
+#: Numeric ``ErrCode`` of failed tasks, one per family of documented ``ErrMsg`` codes. The service
+#: publishes no numbers for image tasks: these are the emulator's own. Match on ``ErrMsg``.
+ERR_INVALID_INPUT = 40000  # InvalidInput*
+ERR_SOURCE_FILE = 60000  # SourceFileError*
+ERR_INTERNAL = 70000  # InternalError (also the default of an injected `task_fail`)
 
-_EXTENSIONS = {"jpeg": ("jpg", "jpeg"), "png": ("png",), "bmp": ("bmp",), "webp": ("webp",)}
-
-
-class TaskNotFound(KeyError):
-    """No task with this id (or it is older than the retention the emulator keeps: forever)."""
-
-
-@dataclass
-class TaskRecord:
-    """One image task. `request` is the ProcessImage body as submitted (API-shaped)."""
-
-    task_id: str
-    seq: int
-    status: str
-    request: dict[str, Any]
-    input_key: str
-    create_time: float
-    request_id: str = ""
-    begin_time: float | None = None
-    finish_time: float | None = None
-    err_code: int = 0
-    err_msg: str = ""
-    message: str = ""
-    result_status: str = "PROCESSING"
-    progress: int = 0
-    #: Where the output was written: {"bucket", "region", "key"}.
-    output: dict[str, str] | None = None
-    duration: float = 0.0
-
-    @property
-    def failed(self) -> bool:
-        return self.status == FINISH and (self.err_code != 0 or self.result_status == "FAIL")
-
-
-class TaskStore:
-    """sqlite persistence for `TaskRecord`s; one connection guarded by a lock (safe across threads)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        target = ":memory:"
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            target = str(path)
-        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
-        with self._lock:
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS tasks (seq INTEGER PRIMARY KEY, task_id TEXT UNIQUE NOT NULL,"
-                " status TEXT NOT NULL, create_time REAL NOT NULL, failed INTEGER NOT NULL DEFAULT 0,"
-                " record TEXT NOT NULL)"
-            )
-
-    def next_seq(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()
-        return int(row[0]) + 1
-
-    def insert(self, rec: TaskRecord) -> TaskRecord:
-        """Insert a new task, assigning its `seq` atomically."""
-        with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()
-            rec.seq = int(row[0]) + 1
-            self._db.execute(
-                "INSERT INTO tasks (seq, task_id, status, create_time, failed, record) VALUES (?,?,?,?,?,?)",
-                (rec.seq, rec.task_id, rec.status, rec.create_time, int(rec.failed), json.dumps(asdict(rec))),
-            )
-        return rec
-
-    def update(self, rec: TaskRecord) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE tasks SET status=?, failed=?, record=? WHERE task_id=?",
-                (rec.status, int(rec.failed), json.dumps(asdict(rec)), rec.task_id),
-            )
-
-    def get(self, task_id: str) -> TaskRecord:
-        with self._lock:
-            row = self._db.execute("SELECT record FROM tasks WHERE task_id=?", (task_id,)).fetchone()
-        if row is None:
-            raise TaskNotFound(task_id)
-        return TaskRecord(**json.loads(row[0]))
-
-    def unfinished(self) -> list[TaskRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT record FROM tasks WHERE status != ? ORDER BY seq", (FINISH,)
-            ).fetchall()
-        return [TaskRecord(**json.loads(r[0])) for r in rows]
-
-    def _where(
-        self, status: str | None, start: float | None, end: float | None, failed: bool | None
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        if status:
-            clauses.append("status = ?")
-            args.append(status)
-        if start is not None:
-            clauses.append("create_time >= ?")
-            args.append(start)
-        if end is not None:
-            clauses.append("create_time <= ?")
-            args.append(end)
-        if failed is not None:
-            clauses.append("failed = ?")
-            args.append(int(failed))
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-    def query(
-        self,
-        *,
-        status: str | None = None,
-        start: float | None = None,
-        end: float | None = None,
-        failed: bool | None = None,
-        before_seq: int | None = None,
-        limit: int = 10,
-    ) -> tuple[list[TaskRecord], int]:
-        """Newest first; returns (page, total count matching the filters, ignoring the page cursor)."""
-        where, args = self._where(status, start, end, failed)
-        with self._lock:
-            total = int(self._db.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0])
-            page_where, page_args = where, list(args)
-            if before_seq is not None:
-                page_where = (where + " AND " if where else " WHERE ") + "seq < ?"
-                page_args.append(before_seq)
-            rows = self._db.execute(
-                f"SELECT record FROM tasks{page_where} ORDER BY seq DESC LIMIT ?", [*page_args, limit]
-            ).fetchall()
-        return [TaskRecord(**json.loads(r[0])) for r in rows], total
-
-    def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+#: Every way an emulated task fails → (ErrCode, ErrMsg). ErrMsg values are from the documented task
+#: error list (doc 862/50369; the finer SourceFileError.* and InvalidInput.ConfigurationUnsupported
+#: from VOD's 266/50368, whose meanings fit best). The reasons are in docs/emulator-fidelity.md.
+TASK_FAILURES: dict[str, tuple[int, str]] = {
+    # the COS input object or its bucket does not exist ("如文件不存在")
+    "missing_input": (ERR_SOURCE_FILE, "SourceFileError.ContentMalformed"),
+    # a URL input could not be downloaded ("尝试下载输入文件时，这些文件无法访问")
+    "download_failed": (ERR_SOURCE_FILE, "SourceFileError.DownloadNotAccessible"),
+    # empty, truncated or not an image ("文件损坏、媒体文件无法解码")
+    "corrupt_input": (ERR_SOURCE_FILE, "SourceFileError.ContentMalformed"),
+    # an image the emulator will not hold (too many pixels: "不受支持的文件大小")
+    "unsupported_input": (ERR_SOURCE_FILE, "SourceFileError.ContentUnsupported"),
+    # a parameter value that cannot be applied to this image, or a config the emulator cannot run
+    # ("配置无效 … 输入参数取值非法")
+    "bad_parameters": (ERR_INVALID_INPUT, "InvalidInput.ConfigurationUnsupported"),
+    # the output cannot be written (the output bucket does not exist): a bad OutputStorage
+    "bad_output": (ERR_INVALID_INPUT, "InvalidInput"),
+    # anything else that went wrong inside the emulator
+    "internal": (ERR_INTERNAL, "InternalError"),
+}
 
 
 class RateLimiter:
@@ -243,6 +150,12 @@ class TaskFailure(Exception):
         self.err_msg = err_msg
         self.message = message
 
+    @classmethod
+    def of(cls, kind: str, message: str) -> TaskFailure:
+        """The failure of one of the :data:`TASK_FAILURES` kinds."""
+        err_code, err_msg = TASK_FAILURES[kind]
+        return cls(err_code, err_msg, message)
+
 
 def input_key(info: dict[str, Any]) -> str:
     """A stable identity of a ProcessImage input (for duplicate-submission stats and reconciliation)."""
@@ -255,61 +168,30 @@ def input_key(info: dict[str, Any]) -> str:
     return json.dumps(info, sort_keys=True)
 
 
-def extension_ok(path: str, fmt: str) -> bool:
-    return any(path.lower().endswith("." + ext) for ext in _EXTENSIONS.get(fmt, (fmt,)))
-
-
-def default_extension(fmt: str) -> str:
-    return _EXTENSIONS.get(fmt, (fmt,))[0]
-
-
-def requested_format(request: dict[str, Any]) -> str | None:
-    """EncodeConfig.Format normalised to jpeg|png|bmp|webp, or None (= keep the source format)."""
-    fmt = ((request.get("ImageTask") or {}).get("EncodeConfig") or {}).get("Format")
-    if not fmt:
-        return None
-    fmt = str(fmt).lower()
-    return "jpeg" if fmt == "jpg" else fmt
-
-
 def resolve_output(request: dict[str, Any], fmt: str) -> tuple[str, str, str]:
     """(bucket, region, key) of the output per mps-api.md §3.
 
-    Storage: OutputStorage.CosOutputStorage, blank fields inherited from the COS input.
-    Directory: OutputDir, else the input's directory. Name: OutputPath (absolute when it starts with
-    "/", else relative to the directory; `{inputName}` and `{format}` are substituted; must end with the
-    format's extension), else `{inputName}.{ext}` (jpeg → .jpg).
+    Storage: OutputStorage.CosOutputStorage, blank fields inherited from the COS input. Key: the
+    provider's own rule, :func:`airflow_mps.models.storage.render_output_path` (every OutputPath
+    variable, OutputDir or the input's directory), so what the emulator writes is what
+    ``expected_output_key`` predicts.
     """
     info = request.get("InputInfo") or {}
-    kind = str(info.get("Type") or "").upper()
-    if kind == "COS":
+    cos: dict[str, Any] = {}
+    if str(info.get("Type") or "").upper() == "COS":
         cos = info.get("CosInputInfo") or {}
-        in_bucket, in_region = str(cos.get("Bucket") or ""), str(cos.get("Region") or "")
-        in_path = "/" + str(cos.get("Object") or "").lstrip("/")
-    else:
-        in_bucket, in_region = "", ""
-        in_path = urlsplit(str((info.get("UrlInputInfo") or {}).get("Url", ""))).path or "/"
     storage = (request.get("OutputStorage") or {}).get("CosOutputStorage") or {}
-    bucket = str(storage.get("Bucket") or in_bucket)
-    region = str(storage.get("Region") or in_region)
-    in_dir, in_file = posixpath.split(in_path)
-    input_name = posixpath.splitext(in_file)[0] or "output"
-    out_dir = str(request.get("OutputDir") or "") or in_dir
-    out_dir = "/" + out_dir.strip("/")
-    out_path = request.get("OutputPath")
-    if out_path:
-        name = str(out_path).replace("{inputName}", input_name).replace("{format}", default_extension(fmt))
-        if not extension_ok(name, fmt):
-            raise TaskFailure(
-                ERR_OUTPUT,
-                "InvalidParameterValue.OutputPath",
-                f"OutputPath {out_path!r} must end with the output format's extension "
-                f"({', '.join('.' + e for e in _EXTENSIONS.get(fmt, (fmt,)))}).",
-            )
-        full = name if name.startswith("/") else posixpath.join(out_dir, name)
-    else:
-        full = posixpath.join(out_dir, f"{input_name}.{default_extension(fmt)}")
-    return bucket, region, posixpath.normpath(full).lstrip("/")
+    bucket = str(storage.get("Bucket") or cos.get("Bucket") or "")
+    region = str(storage.get("Region") or cos.get("Region") or "")
+    definition = request.get("Definition")
+    key = render_output_path(
+        input_path_of(info) or "output",
+        fmt,
+        output_dir=request.get("OutputDir") or None,
+        output_path=request.get("OutputPath") or None,
+        definition=definition if isinstance(definition, int) else None,
+    )
+    return bucket, region, key
 
 
 @dataclass
@@ -407,6 +289,13 @@ class MpsBackend:
         self._queue.put(task_id)
 
     def _check_supported(self, body: dict[str, Any]) -> None:
+        """Refuse, at submit time, what the emulator cannot store or read (AWS-S3/VOD storage).
+
+        A ``ScheduleId`` request passes (InputInfo may even be absent, as api.json allows): the task is
+        created as the service would, and FINISHes failed because orchestrations are not emulated.
+        """
+        if body.get("ScheduleId") is not None:
+            return
         info = body.get("InputInfo")
         if not isinstance(info, dict):
             raise SubmitError("MissingParameter", "The request is missing a required parameter `InputInfo`.")
@@ -422,15 +311,20 @@ class MpsBackend:
             for name in ("Bucket", "Region", "Object"):
                 if not cos.get(name):
                     raise SubmitError(
-                        "MissingParameter", f"The request is missing a required parameter `InputInfo.CosInputInfo.{name}`."
+                        "MissingParameter",
+                        f"The request is missing a required parameter `InputInfo.CosInputInfo.{name}`.",
                     )
         else:
             url = str((info.get("UrlInputInfo") or {}).get("Url") or "")
             if not url:
-                raise SubmitError("MissingParameter", "The request is missing a required parameter `InputInfo.UrlInputInfo.Url`.")
+                raise SubmitError(
+                    "MissingParameter",
+                    "The request is missing a required parameter `InputInfo.UrlInputInfo.Url`.",
+                )
             if urlsplit(url).scheme not in ("http", "https"):
                 raise SubmitError(
-                    "InvalidParameterValue", f"InputInfo.UrlInputInfo.Url must be an http(s) URL, got {url!r}."
+                    "InvalidParameterValue",
+                    f"InputInfo.UrlInputInfo.Url must be an http(s) URL, got {url!r}.",
                 )
         storage = body.get("OutputStorage")
         if storage is not None:
@@ -447,13 +341,6 @@ class MpsBackend:
                 "InvalidParameterValue",
                 "OutputStorage.CosOutputStorage (Bucket and Region) is required when InputInfo.Type is URL: "
                 "there is no input storage to inherit.",
-            )
-        fmt = requested_format(body)
-        path = body.get("OutputPath")
-        if fmt and path and not extension_ok(str(path).replace("{format}", default_extension(fmt)), fmt):
-            raise SubmitError(
-                "InvalidParameterValue",
-                f"OutputPath {path!r} must end with the extension of ImageTask.EncodeConfig.Format {fmt!r}.",
             )
 
     def get(self, task_id: str) -> TaskRecord:
@@ -474,7 +361,7 @@ class MpsBackend:
                 log.exception("task %s crashed", task_id)
                 try:
                     rec = self.store.get(task_id)
-                    self._finish(rec, TaskFailure(ERR_PROCESSING, "InternalError", "Emulator internal error."))
+                    self._finish(rec, TaskFailure.of("internal", "Emulator internal error."))
                 except Exception:
                     log.exception("could not record the failure of %s", task_id)
             finally:
@@ -496,6 +383,12 @@ class MpsBackend:
             injected = self.faults.for_task()
             if injected is not None:
                 raise TaskFailure(injected.err_code, injected.err_msg, injected.message)
+            schedule = rec.request.get("ScheduleId")
+            if schedule is not None:
+                raise TaskFailure.of(
+                    "bad_parameters",
+                    f"ScheduleId {schedule} orchestrations are not emulated (they need the real service).",
+                )
             data = self._read_input(rec.request)
             processed = self._process(data, rec.request)
             bucket, region, key = resolve_output(rec.request, processed.format)
@@ -530,28 +423,24 @@ class MpsBackend:
             url = str(info["UrlInputInfo"]["Url"])
             try:
                 with urllib.request.urlopen(url, timeout=self.config.url_fetch_timeout) as resp:
-                    return resp.read()
+                    return bytes(resp.read())
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise TaskFailure(
-                    ERR_INPUT, "ResourceNotFound.DownloadError", f"Failed to download the input URL: {exc}"
-                ) from None
+                raise TaskFailure.of("download_failed", f"Failed to download the input URL: {exc}") from None
         cos = info["CosInputInfo"]
         bucket, key = str(cos["Bucket"]), str(cos["Object"]).lstrip("/")
         if self.cos is None:
-            raise TaskFailure(ERR_INPUT, "InternalError", "The emulator's COS backend is not available.")
+            raise TaskFailure.of("internal", "The emulator's COS backend is not available.")
         from airflow_mps.emulator.cos import models as cos_models
 
         try:
             obj = self.cos.get_object(bucket, key)
-        except cos_models.CosNoSuchBucket:
-            raise TaskFailure(
-                ERR_INPUT, "ResourceNotFound.CosBucketNotExist", f"The input bucket {bucket!r} does not exist."
+        except (cos_models.CosNoSuchBucket, cos_models.CosInvalidBucketName):
+            raise TaskFailure.of(
+                "missing_input", f"The input file cos://{bucket}/{key} does not exist (no such bucket)."
             ) from None
-        except cos_models.CosNoSuchKey:
-            raise TaskFailure(
-                ERR_INPUT,
-                "ResourceNotFound.CosObjectNotExist",
-                f"The input object cos://{bucket}/{key} does not exist.",
+        except (cos_models.CosNoSuchKey, cos_models.CosKeyTooLong):
+            raise TaskFailure.of(
+                "missing_input", f"The input file cos://{bucket}/{key} does not exist."
             ) from None
         return _object_bytes(obj)
 
@@ -559,26 +448,30 @@ class MpsBackend:
         try:
             from airflow_mps.emulator import imaging
         except ImportError:
-            raise TaskFailure(ERR_PROCESSING, "InternalError", "The emulator's imaging module is not available.") from None
+            raise TaskFailure.of("internal", "The emulator's imaging module is not available.") from None
         try:
-            return imaging.process(data, request.get("ImageTask"))
+            return imaging.process(data, _unset_zero_sides(request.get("ImageTask")))
         except imaging.ImagingError as exc:
-            code = str(getattr(exc, "code", "") or "InvalidParameterValue.SrcFile")
-            raise TaskFailure(ERR_PROCESSING, code, str(getattr(exc, "message", exc))) from None
+            raise TaskFailure.of(imaging_failure_kind(exc.code, exc.message), exc.message) from None
 
     def _write_output(self, bucket: str, key: str, processed: Any) -> None:
         if self.cos is None:
-            raise TaskFailure(ERR_OUTPUT, "InternalError", "The emulator's COS backend is not available.")
+            raise TaskFailure.of("internal", "The emulator's COS backend is not available.")
         from airflow_mps.emulator.cos import models as cos_models
 
-        content_type = {"jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp", "webp": "image/webp"}.get(
-            processed.format, "application/octet-stream"
-        )
+        content_type = {
+            "jpeg": "image/jpeg",
+            "png": "image/png",
+            "bmp": "image/bmp",
+            "webp": "image/webp",
+        }.get(processed.format, "application/octet-stream")
         try:
             self.cos.put_object(bucket, key, processed.data, content_type=content_type)
-        except cos_models.CosNoSuchBucket:
-            raise TaskFailure(
-                ERR_OUTPUT, "ResourceNotFound.CosBucketNotExist", f"The output bucket {bucket!r} does not exist."
+        except (cos_models.CosNoSuchBucket, cos_models.CosInvalidBucketName):
+            raise TaskFailure.of("bad_output", f"The output bucket {bucket!r} does not exist.") from None
+        except cos_models.CosError as exc:  # e.g. a key COS refuses (too long)
+            raise TaskFailure.of(
+                "bad_output", f"The output cos://{bucket}/{key} cannot be written: {exc}"
             ) from None
 
     def tasks(self) -> Iterator[TaskRecord]:
@@ -589,6 +482,35 @@ class MpsBackend:
                 return
             yield from page
             before = page[-1].seq
+
+
+def imaging_failure_kind(code: str, message: str) -> str:
+    """The :data:`TASK_FAILURES` kind of an ``ImagingError``: its code says which family, and for
+    ``InvalidParameterValue.SrcFile`` the message tells a too-large image from an unreadable one."""
+    if code == "InvalidParameterValue.SrcFile":
+        too_big = "pixels" in message or "too large" in message
+        return "unsupported_input" if too_big else "corrupt_input"
+    if code == "InternalError":
+        return "internal"
+    return "bad_parameters"  # UnsupportedOperation, InvalidParameterValue*, MissingParameter
+
+
+#: ``AdvancedSuperResolutionConfig`` sides for which 0 means "not set" (the model accepts 0-4096).
+_ZERO_UNSET_SIDES = ("Width", "Height", "LongSide", "ShortSide")
+
+
+def _unset_zero_sides(image_task: Any) -> Any:
+    """``image_task`` with AdvancedSuperResolutionConfig sides of 0 removed (0 = not set)."""
+    if not isinstance(image_task, dict):
+        return image_task
+    enhance = image_task.get("EnhanceConfig")
+    if not isinstance(enhance, dict):
+        return image_task
+    config = enhance.get("AdvancedSuperResolutionConfig")
+    if not isinstance(config, dict) or not any(config.get(k) == 0 for k in _ZERO_UNSET_SIDES):
+        return image_task
+    cleaned = {k: v for k, v in config.items() if not (k in _ZERO_UNSET_SIDES and v == 0)}
+    return {**image_task, "EnhanceConfig": {**enhance, "AdvancedSuperResolutionConfig": cleaned}}
 
 
 def _object_bytes(obj: Any) -> bytes:

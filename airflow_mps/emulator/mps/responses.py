@@ -5,17 +5,20 @@ error envelope with that exact header, mps-api.md §0.5). Errors go under `Respo
 Message}`; every response carries a fresh `RequestId`.
 
 Checks, in order: body size (RequestSizeLimitExceeded) → signature (AuthFailure.*) → X-TC-Version
-(NoSuchVersion) → action (InvalidAction) → per-SecretId rate limit (RequestLimitExceeded; refused
-requests create nothing) → JSON body (InvalidParameter) → the action's own validation.
+(NoSuchVersion) → action (InvalidAction) → X-TC-Region, when sent, one of the documented MPS regions
+(UnsupportedRegion) → per-SecretId rate limit (RequestLimitExceeded; refused requests create nothing)
+→ JSON body (InvalidParameter) → the action's own validation.
 
-Choices where the real service is not documented: an unknown TaskId is
-`ResourceNotFound.TaskNotFound`; DescribeImageTasks lists newest first and requires `Status`.
+DescribeImageTasks as api.json documents it: `Status` required, `PROCESSING` or `FINISH` only;
+`ScrollToken` is the next record's TaskId ("" = no more); rows carry no `Input` unless
+`echo_listing_input` is set; WAITING tasks are handled per `listing_waiting`.
+
+Choices where the real service is not documented (docs/emulator-fidelity.md): an unknown TaskId is
+`ResourceNotFound.TaskNotFound`; DescribeImageTasks lists newest first; WAITING tasks are not listed.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
 import json
 import time
@@ -29,7 +32,6 @@ from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse
 from airflow_mps.emulator.mps.models import (
     FINISH,
     PROCESSING,
-    STATUSES,
     WAITING,
     MpsBackend,
     SubmitError,
@@ -151,6 +153,12 @@ class MpsApi:
                 "InvalidAction",
                 f"The action `{action}` is not supported by the emulator; supported: {', '.join(ACTIONS)}.",
             )
+        region = request.headers.get("X-TC-Region") or ""
+        if region and region not in self.config.regions():
+            raise ApiError(
+                "UnsupportedRegion",
+                f"The API does not support the region `{region}`; MPS regions: {', '.join(self.config.regions())}.",
+            )
         allowed, count, limit = self.backend.limiter.check(caller.secret_id, action)
         if not allowed:
             raise ApiError("RequestLimitExceeded", throttle_message(count, limit))
@@ -185,14 +193,17 @@ class MpsApi:
         return self.detail(rec)
 
     def _DescribeImageTasks(self, body: dict[str, Any]) -> dict[str, Any]:
+        waiting = self.config.listing_waiting
+        listable = (PROCESSING, FINISH, WAITING) if waiting == "waiting" else (PROCESSING, FINISH)
         status = body.get("Status")
         if status is None or status == "":
             raise ApiError("MissingParameter", "The request is missing a required parameter `Status`.")
         if not isinstance(status, str):
             raise ApiError("InvalidParameter", "`Status` must be a string.")
-        if status not in STATUSES:
+        if status not in listable:
             raise ApiError(
-                "InvalidParameterValue", f"`Status` {status!r} is invalid; allowed values: {', '.join(STATUSES)}."
+                "InvalidParameterValue",
+                f"`Status` {status!r} is invalid; allowed values: {', '.join(listable)}.",
             )
         limit = body.get("Limit", 10)
         if limit is None:
@@ -200,7 +211,9 @@ class MpsApi:
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise ApiError("InvalidParameter", "`Limit` must be an integer.")
         if not 1 <= limit <= 100:
-            raise ApiError("InvalidParameterValue.Limit", f"`Limit` {limit} is out of range; allowed: 1 to 100.")
+            raise ApiError(
+                "InvalidParameterValue.Limit", f"`Limit` {limit} is out of range; allowed: 1 to 100."
+            )
         start = parse_iso(body["StartTime"], "StartTime") if body.get("StartTime") else None
         end = parse_iso(body["EndTime"], "EndTime") if body.get("EndTime") else None
         if start is not None and end is not None and end < start:
@@ -208,19 +221,35 @@ class MpsApi:
         failed = body.get("SubTaskHasFailed")
         if failed is not None and not isinstance(failed, bool):
             raise ApiError("InvalidParameter", "`SubTaskHasFailed` must be a boolean.")
-        before = decode_scroll_token(body.get("ScrollToken"))
+        # A WAITING task is listed as PROCESSING only with listing_waiting=processing; else only as itself.
+        statuses = (WAITING, PROCESSING) if status == PROCESSING and waiting == "processing" else (status,)
         page, total = self.backend.list(
-            status=status,
+            statuses=statuses,
             start=start,
             end=None if end is None else end + 0.999999,
             failed=failed,
-            before_seq=before,
+            before_seq=self._scroll_cursor(body.get("ScrollToken")),
             limit=limit + 1,
         )
-        more = len(page) > limit
-        page = page[:limit]
-        token = encode_scroll_token(page[-1].seq) if more and page else ""
-        return {"TotalCount": total, "ScrollToken": token, "TaskSet": [task_info(r) for r in page]}
+        # ScrollToken = "the ID of the next record" (api.json); "" = no more. A TaskId never moves in
+        # the newest-first order, so paging stays stable while new tasks are created.
+        token = page[limit].task_id if len(page) > limit else ""
+        echo = self.config.echo_listing_input
+        rows = [task_info(r, echo_input=echo, show_waiting=waiting == "waiting") for r in page[:limit]]
+        return {"TotalCount": total, "ScrollToken": token, "TaskSet": rows}
+
+    def _scroll_cursor(self, token: Any) -> int | None:
+        """The listing cursor a ScrollToken (the next record's TaskId) stands for: list from it on."""
+        if token is None or token == "":
+            return None
+        if not isinstance(token, str):
+            raise ApiError("InvalidParameter", "`ScrollToken` must be a string.")
+        try:
+            return self.backend.get(token).seq + 1
+        except TaskNotFound:
+            raise ApiError(
+                "InvalidParameterValue", f"`ScrollToken` {token!r} is invalid or expired."
+            ) from None
 
     # -- rendering ---------------------------------------------------------------------------------
     def detail(self, rec: TaskRecord) -> dict[str, Any]:
@@ -228,7 +257,13 @@ class MpsApi:
         results: list[dict[str, Any]] = []
         if rec.status == PROCESSING:
             results.append(
-                {"Status": "PROCESSING", "ErrMsg": "", "Message": "", "Progress": rec.progress, "Output": None}
+                {
+                    "Status": "PROCESSING",
+                    "ErrMsg": "",
+                    "Message": "",
+                    "Progress": rec.progress,
+                    "Output": None,
+                }
             )
         elif rec.status == FINISH:
             output = None
@@ -268,37 +303,24 @@ class MpsApi:
         }
 
 
-def task_info(rec: TaskRecord) -> dict[str, Any]:
-    """One `ImageTaskInfo` row. `Input` is a string in the SDK model; the emulator puts the submitted
-    InputInfo there as compact JSON so a client can match a listed task to its input."""
-    return {
-        "TaskId": rec.task_id,
-        "Status": rec.status,
-        "Input": json.dumps(rec.request.get("InputInfo"), separators=(",", ":"), sort_keys=True),
-        "CreateTime": iso(rec.create_time),
-        "BeginProcessTime": iso(rec.begin_time) if rec.status != WAITING else None,
-        "FinishTime": iso(rec.finish_time) if rec.status == FINISH else None,
-        "SubTaskHasFailed": rec.failed,
-    }
-
-
-def encode_scroll_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": seq}).encode()).decode().rstrip("=")
-
-
-def decode_scroll_token(token: Any) -> int | None:
-    if token is None or token == "":
-        return None
-    if not isinstance(token, str):
-        raise ApiError("InvalidParameter", "`ScrollToken` must be a string.")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        before = json.loads(raw)["before"]
-        if not isinstance(before, int):
-            raise ValueError
-        return before
-    except (binascii.Error, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        raise ApiError("InvalidParameterValue", "`ScrollToken` is invalid or expired.") from None
+def task_info(rec: TaskRecord, *, echo_input: bool = False, show_waiting: bool = False) -> dict[str, Any]:
+    """One `ImageTaskInfo` row. Its `Status` is PROCESSING or FINISH, the two values api.json lists (a
+    WAITING task shows as PROCESSING when it is listed at all, as WAITING only with `show_waiting`).
+    `Input` — a string whose format is unpublished and which the official example omits — is sent only
+    with `echo_input`, as the submitted InputInfo in compact JSON."""
+    status = PROCESSING if rec.status == WAITING and not show_waiting else rec.status
+    row: dict[str, Any] = {"TaskId": rec.task_id, "Status": status}
+    if echo_input:
+        row["Input"] = json.dumps(rec.request.get("InputInfo"), separators=(",", ":"), sort_keys=True)
+    row.update(
+        {
+            "CreateTime": iso(rec.create_time),
+            "BeginProcessTime": iso(rec.begin_time) if rec.status != WAITING else None,
+            "FinishTime": iso(rec.finish_time) if rec.status == FINISH else None,
+            "SubTaskHasFailed": rec.failed,
+        }
+    )
+    return row
 
 
 def validate_process_image(body: dict[str, Any]) -> None:
