@@ -21,13 +21,16 @@ from pathlib import Path
 
 from airflow_mps.emulator.config import (
     DEFAULT_APPID,
+    DEFAULT_DESCRIBE_RATE,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_REGION,
     DEFAULT_SECRET_ID,
     DEFAULT_SECRET_KEY,
     EmulatorConfig,
+    add_fidelity_arguments,
     env_default,
+    fidelity_options,
     parse_duration_range,
 )
 
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--describe-rate",
         type=int,
-        default=int(env("describe_rate", "100") or 100),
+        default=int(env("describe_rate", str(DEFAULT_DESCRIBE_RATE)) or DEFAULT_DESCRIBE_RATE),
         help="Describe* requests per second per SecretId (0 = unlimited)",
     )
     p.add_argument("--workers", type=int, default=int(env("workers", "3") or 3), help="task worker threads")
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a JSON line with the endpoint once listening (used by EmulatorProcess)",
     )
     p.add_argument("--log-level", default=env("log_level", "INFO"))
+    add_fidelity_arguments(p)
     return p
 
 
@@ -209,6 +213,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         faults=list(args.fault or []),
+        **fidelity_options(args),
     )
 
 
