@@ -31,7 +31,7 @@ from airflow_mps.emulator.testing import MemoryTaskStateStore
 
 BUCKET = "faults-1250000000"
 N = 16
-FAIL_CODE = "ResourceNotFound.DownloadError"
+FAIL_CODE = "SourceFileError.DownloadNotAccessible"  # a documented task ErrMsg (doc 266/50368)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_tasks_failing_inside_mps_carry_code_and_request_id(conn: Any, png: byte
     from airflow.providers.common.compat.sdk import AirflowFailException
 
     part = _seed(_put(conn), png)
-    conn.faults.fail_tasks(err_code=70001, err_msg=FAIL_CODE, message="download failed", count=3)
+    conn.faults.fail_tasks(err_code=60000, err_msg=FAIL_CODE, message="download failed", count=3)
     with pytest.raises(AirflowFailException) as info:
         _run(_batch(part, max_failed_ratio=0.0), _ctx(MemoryTaskStateStore()))
     assert FAIL_CODE in str(info.value) and "manifest" in str(info.value)
@@ -191,7 +191,7 @@ def test_single_image_task_failure_message_has_code_task_and_request_id(conn: An
     from airflow_mps.operators.mps import MpsProcessImageOperator
 
     part = _seed(_put(conn), png, 1)
-    conn.faults.fail_tasks(err_code=70001, err_msg=FAIL_CODE, message="download failed", count=1)
+    conn.faults.fail_tasks(err_code=60000, err_msg=FAIL_CODE, message="download failed", count=1)
     op = MpsProcessImageOperator(
         task_id="one", input=f"cos://{BUCKET}/raw/{part}/img_000.png", image_task={"EncodeConfig": {"Format": "JPEG"}},
         deferrable=True, poll_interval=0.3, durable=False,
@@ -211,7 +211,8 @@ def test_corrupt_and_zero_byte_inputs_fail_alone(conn: Any, png: bytes) -> None:
     lines = _check_no_loss_no_dupes(conn, part, 8)
     failed = {line["input"].rsplit("/", 1)[1]: line["error"]["code"] for line in lines if line["state"] == "failed"}
     assert set(failed) == {"corrupt.png", "empty.png"}, failed
-    assert all(code.startswith(("InvalidParameterValue", "FailedOperation", "ResourceNotFound")) for code in failed.values())
+    # Documented task failure codes (emulator-fidelity.md): a corrupt or empty file is malformed content.
+    assert set(failed.values()) == {"SourceFileError.ContentMalformed"}, failed
     assert summary["succeeded"] == 6 and summary["failed"] == 2
 
 
