@@ -204,7 +204,8 @@ class _Listed(Protocol):
 @dataclass(frozen=True)
 class ListingSummary:
     """A listing reduced to its object count and a fingerprint that changes with any object's key,
-    ETag, size or LastModified (an overwrite with the same bytes changes LastModified)."""
+    ETag, size or LastModified (so an overwrite with the same bytes shows too, from the next second
+    on: listings give LastModified to the second)."""
 
     count: int
     fingerprint: str
