@@ -7,7 +7,7 @@ three ways at 1:1 pixels (one image pixel = one sheet pixel):
 
 ``context`` — the whole "before" picture, small, with the region outlined;
 ``before 1:1`` — the region as it was;
-``before ×2 (nearest)`` — the same pixels blown up by pixel repetition to the "after" size: what the
+``before ×2, pixels copied`` — the same pixels blown up by pixel repetition to the "after" size: what the
 picture would look like at that size without enhancement (noise, JPEG blocks, jagged edges);
 ``after 1:1`` — the same region of the enhanced output, untouched.
 
@@ -96,7 +96,7 @@ def build_row(name: str, before_data: bytes, after_data: bytes) -> Row:
         [
             ("context", context),
             (f"before 1:1 ({region.side}px)", before_crop),
-            (f"before x{scale_x:g} nearest (no enhancement)", blown_up),
+            (f"before x{scale_x:g}, pixels copied", blown_up),
             (f"after 1:1 ({after_crop.width}px)", after_crop),
         ],
     )

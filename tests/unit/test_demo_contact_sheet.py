@@ -47,7 +47,7 @@ def test_after_crop_is_the_outputs_own_pixels_at_one_to_one() -> None:
     captions = [caption for caption, _ in row.cells]
     assert captions[0] == "context"
     assert captions[1] == f"before 1:1 ({CROP}px)"
-    assert captions[2] == "before x2 nearest (no enhancement)"
+    assert captions[2] == "before x2, pixels copied"
     assert captions[3] == f"after 1:1 ({2 * CROP}px)"
     assert "before 320x240 PNG -> after 640x480 PNG" in row.title
 
