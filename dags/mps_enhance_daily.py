@@ -216,7 +216,7 @@ with DAG(
             "the manifest). The summary was still sent by notify."
         )
 
-    published = publish(enhance.output)
+    published = publish(enhance.output)  # type: ignore[arg-type]  # an XComArg: the summary dict at run time
     wait_for_partition >> enhance
     [enhance, published] >> notify
     [wait_for_partition, enhance, published, notify] >> watcher()
