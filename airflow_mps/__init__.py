@@ -31,10 +31,33 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.hooks.mps"]}],
+        "hooks": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_mps.hooks.base",
+                    "airflow_mps.hooks.mps",
+                    "airflow_mps.hooks.cos",
+                ],
+            }
+        ],
         "operators": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.operators.mps"]}],
-        "sensors": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.sensors.mps"]}],
-        "triggers": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.triggers.mps", "airflow_mps.triggers.batch"]}],
+        "sensors": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_mps.sensors.mps", "airflow_mps.sensors.cos"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_mps.triggers.mps",
+                    "airflow_mps.triggers.batch",
+                    "airflow_mps.triggers.cos",
+                ],
+            }
+        ],
         "extra-links": ["airflow_mps.links.mps.MpsTaskLink"],
         "connection-types": [
             {

@@ -28,30 +28,38 @@ since ``start_date``. Process past days with a backfill — one run per day, ``-
 
 **Tasks.**
 
-1. ``enhance``: one ``MpsBatchProcessImageOperator`` task takes every image under the day's
+1. ``wait_for_partition``: a ``CosKeySensor`` waits (deferred: no worker slot held) for the day's
+   ``raw/dt=<day>/_SUCCESS`` marker, the empty object the upstream writer puts *after* a partition's
+   last image (the Hadoop/Spark convention). Without it a run at 00:00 could start on a partition
+   that is still being uploaded, and a late image would be missed until a manual rerun. It waits up
+   to ``MPS_DAGS_MARKER_TIMEOUT`` seconds (default 12 hours), then fails the run (no retry: a sensor
+   timeout is final); ``notify`` still posts, naming the day, with an empty summary.
+2. ``enhance``: one ``MpsBatchProcessImageOperator`` task takes every image under the day's
    ``raw/dt=<day>/`` prefix, submits it to MPS ``ProcessImage`` (denoise + 2x super-resolution +
    colour, converted to JPEG) at the API's rate limit, defers while MPS works (no worker slot held),
    and writes a manifest (one JSON line per image) next to the outputs in ``enhanced/dt=<day>/``.
    Images whose output already exists are skipped, so reruns and backfills are idempotent; a retry
    never submits an image twice. More than 5 % failed images (``max_failed_ratio``) fail the task.
-2. ``publish``: records an asset event on the enhanced prefix, keyed by the partition on
+3. ``publish``: records an asset event on the enhanced prefix, keyed by the partition on
    Airflow >= 3.3, so downstream DAGs scheduled on that asset see which day is ready.
-3. ``notify``: POSTs the run's summary (counts, manifest URI, failed inputs) to a webhook through the
+4. ``notify``: POSTs the run's summary (counts, manifest URI, failed inputs) to a webhook through the
    HTTP provider's ``HttpOperator`` (connection ``mps_webhook``). It runs even when ``enhance`` failed
    (``trigger_rule="all_done"``; the batch operator pushes its summary under the XCom key ``summary``
    before applying its failure policy), so the failure report reaches the team too. When the
    connection is not defined it is *skipped*, with a log line saying so: the DAG needs only the
    ``tencentcloud_default`` connection.
-4. ``watcher``: fails the run when any task above failed. Without it ``notify`` (all_done) would be
+5. ``watcher``: fails the run when any task above failed. Without it ``notify`` (all_done) would be
    the only leaf, and a run whose batch failed would still be marked successful. It is skipped on a
    good run.
 
-Prerequisites: the ``tencentcloud_default`` connection (credentials, region; see docs/connection.md)
-and ``apache-airflow-providers-http`` installed. Optional: an ``mps_webhook`` HTTP connection.
+Prerequisites: the ``tencentcloud_default`` connection (credentials, region; see docs/connection.md),
+``apache-airflow-providers-http`` installed, and a writer that puts ``raw/dt=<day>/_SUCCESS`` after
+each day's images. Optional: an ``mps_webhook`` HTTP connection.
 Configuration (environment, read at parse time; every value has an offline default):
 ``MPS_DAGS_BUCKET`` (default ``photos-1250000000``), ``MPS_DAGS_START_DATE`` (default ``2026-11-01``),
 ``MPS_DAGS_TIMEZONE`` (default ``UTC``), ``MPS_DAGS_WEBHOOK_CONN_ID`` (default ``mps_webhook``),
-``MPS_DAGS_POLL_INTERVAL`` (seconds, default 30).
+``MPS_DAGS_POLL_INTERVAL`` (seconds, default 30; MPS polls and marker checks),
+``MPS_DAGS_MARKER_TIMEOUT`` (seconds, default 43200).
 """
 
 from __future__ import annotations
@@ -71,6 +79,7 @@ from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import DAG, Asset, Connection, Param, task
 
 from airflow_mps.operators.mps import MpsBatchProcessImageOperator
+from airflow_mps.sensors.cos import CosKeySensor
 
 try:
     from airflow.sdk import CronDataIntervalTimetable
@@ -85,6 +94,8 @@ START_DATE = pendulum.instance(
 # How often to ask MPS about unfinished work (seconds); the demo and tests use 1 or less.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 WEBHOOK_CONN_ID = os.environ.get("MPS_DAGS_WEBHOOK_CONN_ID", "mps_webhook")
+# How long to wait for a day's _SUCCESS marker before failing the run (seconds).
+MARKER_TIMEOUT = float(os.environ.get("MPS_DAGS_MARKER_TIMEOUT", str(12 * 3600)))
 
 ENHANCED = Asset(uri=f"cosn://{BUCKET}/enhanced/", name="mps_enhanced_photos")
 
@@ -147,6 +158,15 @@ with DAG(
     tags=["mps", "example"],
     doc_md=__doc__,
 ):
+    # The same partition macro as the batch's source: the sensor and the batch agree on the day.
+    wait_for_partition = CosKeySensor(
+        task_id="wait_for_partition",
+        bucket_key=f"cos://{BUCKET}/raw/dt={PARTITION}/_SUCCESS",
+        deferrable=True,
+        poke_interval=POLL_INTERVAL,
+        timeout=MARKER_TIMEOUT,
+    )
+
     enhance = MpsBatchProcessImageOperator(
         task_id="enhance",
         source=f"cos://{BUCKET}/raw/dt={PARTITION}/",
@@ -196,6 +216,7 @@ with DAG(
             "the manifest). The summary was still sent by notify."
         )
 
-    published = publish(enhance.output)
+    published = publish(enhance.output)  # type: ignore[arg-type]  # an XComArg: the summary dict at run time
+    wait_for_partition >> enhance
     [enhance, published] >> notify
-    [enhance, published, notify] >> watcher()
+    [wait_for_partition, enhance, published, notify] >> watcher()

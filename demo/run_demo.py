@@ -2,7 +2,8 @@
 
 What it does, in order, and what it leaves behind in ``.demo/``:
 
-1. draws sample photos into a local folder, ``.demo/photos/dt=<date>/``, for three dates;
+1. draws sample photos into a local folder, ``.demo/photos/dt=<date>/``, for three dates, each folder
+   completed by an empty ``_SUCCESS`` marker (the DAG's ``wait_for_partition`` waits for it);
 2. starts the MPS + COS emulator as a subprocess (data in ``.demo/emulator``) and seeds the folder into
    ``cos://<bucket>/raw/`` with the emulator's own command, printed so you can run it yourself:
    ``airflow-mps-emulator seed --data-dir .demo/emulator .demo/photos cos://<bucket>/raw/``;
@@ -11,7 +12,9 @@ What it does, in order, and what it leaves behind in ``.demo/``:
    fresh SQLite Airflow home; the param names the partition, since a run's own day is the day before
    its logical date — see docs/batch.md);
 5. prints a per-image table from each date's manifest and the webhook payloads it received;
-6. writes a before/after contact sheet (``.demo/contact_sheet.png``);
+6. writes a before/after contact sheet (``.demo/contact_sheet.png``): one detailed region of each
+   image at 1:1 pixels, before and after, so 2x super-resolution and denoise are visible
+   (``demo/contact_sheet.py``);
 7. stops everything it started, also on failure or Ctrl-C, and says how to browse the results in the
    emulator's web page afterwards (its data stays in ``.demo/emulator``).
 """
@@ -19,7 +22,6 @@ What it does, in order, and what it leaves behind in ``.demo/``:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -91,7 +93,9 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
 
 
 def _write_photos(root: Path, dates: list[str]) -> None:
-    """The demo's input: sample photos in a plain local folder, one ``dt=<date>`` folder per partition."""
+    """The demo's input: sample photos in a plain local folder, one ``dt=<date>`` folder per partition,
+    each completed by an empty ``_SUCCESS`` marker (what ``mps_enhance_daily`` waits for; the batch's
+    image-suffix filter skips it)."""
     from samples import sample_photos
 
     for ds in dates:
@@ -99,6 +103,7 @@ def _write_photos(root: Path, dates: list[str]) -> None:
             path = root / f"dt={ds}" / photo.name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(photo.data)
+        (root / f"dt={ds}" / "_SUCCESS").write_bytes(b"")  # written last, as a real writer would
 
 
 def _seed(photos: Path, data_dir: Path, env: dict[str, str], log: Path) -> None:
@@ -129,35 +134,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return str(path)
-
-
-def _contact_sheet(pairs: list[tuple[str, bytes, bytes]], path: Path) -> None:
-    """Before/after, one row per image, both scaled to the same height and labelled with their sizes."""
-    from PIL import Image, ImageDraw
-
-    row_height, pad, label = 220, 10, 18
-    rows = []
-    for name, before_data, after_data in pairs:
-        before, after = Image.open(io.BytesIO(before_data)), Image.open(io.BytesIO(after_data))
-        cells = []
-        for tag, img in (("before", before), ("after", after)):
-            caption = f"{tag}: {name} {img.width}x{img.height} {img.format}"
-            scaled = img.convert("RGB").resize((max(1, img.width * row_height // img.height), row_height))
-            cells.append((caption, scaled))
-        rows.append(cells)
-    width = max(sum(c[1].width for c in row) + pad * 3 for row in rows)
-    height = len(rows) * (row_height + label + pad) + pad
-    sheet = Image.new("RGB", (width, height), (245, 245, 245))
-    draw = ImageDraw.Draw(sheet)
-    y = pad
-    for row in rows:
-        x = pad
-        for caption, img in row:
-            draw.text((x, y), caption, fill=(20, 20, 20))
-            sheet.paste(img, (x, y + label))
-            x += img.width + pad
-        y += row_height + label + pad
-    sheet.save(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                         pairs.append((short_in, originals[in_key], after))
                 print(f"{'':<12} manifest: cos://{BUCKET}/{manifest_key}")
             sheet = work / "contact_sheet.png"
-            _contact_sheet(pairs, sheet)
+            from contact_sheet import draw_contact_sheet
+
+            draw_contact_sheet(pairs, sheet)
             print(f"\nbefore/after contact sheet: {sheet}")
             print(f"webhook received {len(receiver.payloads)} summaries:")
             for payload in receiver.payloads:

@@ -76,6 +76,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatorServ
         server.cos_backend.create_bucket(BUCKET)
         for photo in sample_photos(DS):
             server.cos_backend.put_object(BUCKET, f"raw/dt={DS}/{photo.name}", photo.data, photo.content_type)
+        # The writer's "partition complete" marker, after the images (README: prerequisites).
+        server.cos_backend.put_object(BUCKET, f"raw/dt={DS}/_SUCCESS", b"")
         yield server, receiver
     receiver.shutdown()
     receiver.server_close()
@@ -99,6 +101,17 @@ def _dagbag() -> Any:
         from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     return DagBag(dag_folder=str(REPO / "dags"))  # examples are off (tests/conftest.py)
+
+
+def _xcom(dr: Any, task_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=dr.run_id, key="return_value", task_ids=task_id, dag_ids=dr.dag_id)
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)
 
 
 def _states(dr: Any) -> dict[tuple[str, int], str]:
@@ -138,6 +151,7 @@ def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorSe
     dr = dag.test(logical_date=RUN_FOR_DS)
 
     assert _states(dr) == {
+        ("wait_for_partition", -1): "success",
         ("enhance", -1): "success",
         ("publish", -1): "success",
         ("notify", -1): "success",
@@ -145,6 +159,9 @@ def test_enhance_daily_processes_the_partition_and_reports(env: tuple[EmulatorSe
     }
     assert str(dr.state) == "success"
     assert server.stats()["tasks_created"] == len(photos)
+
+    # The sensor found the marker; the batch ignored it (not an image suffix): one task per photo.
+    assert _xcom(dr, "wait_for_partition") == f"cos://{BUCKET}/raw/dt={DS}/_SUCCESS"
 
     # Every image enhanced: JPEG, twice the size (2x super-resolution), under the mirrored layout.
     for name, photo in photos.items():
@@ -203,12 +220,14 @@ def test_enhance_daily_run_fails_when_the_batch_fails_and_still_notifies(
     for photo in photos:
         server.cos_backend.put_object(BUCKET, f"raw/dt={day}/{photo.name}", photo.data, photo.content_type)
     server.cos_backend.put_object(BUCKET, f"raw/dt={day}/corrupt.jpg", b"not a picture at all", "image/jpeg")
+    server.cos_backend.put_object(BUCKET, f"raw/dt={day}/_SUCCESS", b"")
 
     dag = _dagbag().dags["mps_enhance_daily"]
     dr = dag.test(logical_date=datetime(2026, 11, 6, tzinfo=timezone.utc))  # the run for 5 Nov
 
     # 1 of 5 images failed > max_failed_ratio 0.05: enhance fails, without an Airflow retry.
     assert _states(dr) == {
+        ("wait_for_partition", -1): "success",
         ("enhance", -1): "failed",
         ("publish", -1): "upstream_failed",
         ("notify", -1): "success",
@@ -238,6 +257,7 @@ def test_enhance_daily_needs_only_the_tencentcloud_connection(
     dr = dag.test(logical_date=datetime(2026, 11, 20, tzinfo=timezone.utc), run_conf={"partition": DS})
 
     assert _states(dr) == {
+        ("wait_for_partition", -1): "success",
         ("enhance", -1): "success",
         ("publish", -1): "success",
         ("notify", -1): "skipped",
@@ -253,6 +273,34 @@ def test_enhance_daily_needs_only_the_tencentcloud_connection(
     )
     assert {line["state"] for line in lines} <= {"succeeded", "skipped"}
     assert "No connection 'mps_webhook' is defined" in capfd.readouterr().out
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_enhance_daily_waits_for_the_marker_and_fails_the_run_without_it(
+    env: tuple[EmulatorServer, _Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images without their _SUCCESS marker are a partition still being written: the deferred sensor
+    waits, and at its timeout the run fails with nothing submitted (notify still names the day)."""
+    server, receiver = env
+    posts = _posts_during(receiver)
+    day = "2026-11-08"
+    for photo in sample_photos(day):
+        server.cos_backend.put_object(BUCKET, f"raw/dt={day}/{photo.name}", photo.data, photo.content_type)
+    monkeypatch.setenv("MPS_DAGS_MARKER_TIMEOUT", "2")
+    before = server.stats()["tasks_created"]
+    dag = _dagbag().dags["mps_enhance_daily"]
+    dr = dag.test(logical_date=datetime(2026, 11, 9, tzinfo=timezone.utc))  # the run for 8 Nov
+
+    assert _states(dr) == {
+        ("wait_for_partition", -1): "failed",
+        ("enhance", -1): "upstream_failed",
+        ("publish", -1): "upstream_failed",
+        ("notify", -1): "success",
+        ("watcher", -1): "failed",
+    }
+    assert str(dr.state) == "failed"
+    assert server.stats()["tasks_created"] == before
+    assert [(p["partition"], p["summary"]) for _, p in posts] == [(day, None)]
 
 
 @pytest.mark.usefixtures("airflow_db")

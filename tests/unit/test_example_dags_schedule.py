@@ -110,6 +110,7 @@ def test_daily_runs_read_the_day_that_has_completed(dags: dict[str, Any]) -> Non
         runs.append(
             (
                 info.run_after,
+                _render(dag, "wait_for_partition", "bucket_key", _run(info)),
                 _render(dag, "enhance", "source", _run(info)),
                 _render(dag, "enhance", "destination", _run(info)),
             )
@@ -119,6 +120,7 @@ def test_daily_runs_read_the_day_that_has_completed(dags: dict[str, Any]) -> Non
     assert runs == [
         (
             datetime(2026, 11, d + 1, tzinfo=UTC),
+            f"cos://{BUCKET}/raw/dt=2026-11-0{d}/_SUCCESS",
             f"cos://{BUCKET}/raw/dt=2026-11-0{d}/",
             f"cos://{BUCKET}/enhanced/dt=2026-11-0{d}/",
         )
@@ -190,6 +192,11 @@ def test_manual_runs_read_the_last_complete_day_or_the_param(dags: dict[str, Any
             _render(dag, "enhance", "destination", run, {"partition": "2026-10-15"})
             == f"cos://{BUCKET}/enhanced/dt=2026-10-15/"
         )
+        # ...and the marker sensor waits for that same day.
+        assert (
+            _render(dag, "wait_for_partition", "bucket_key", run, {"partition": "2026-10-15"})
+            == f"cos://{BUCKET}/raw/dt=2026-10-15/_SUCCESS"
+        )
     ti = SimpleNamespace(xcom_pull=lambda **_: {"succeeded": 3})
     notify = json.loads(_render(dag, "notify", "data", no_date, run_id="manual__1", ti=ti))
     assert notify == {"dag_run": "manual__1", "partition": "2026-11-01", "summary": {"succeeded": 3}}
@@ -229,6 +236,20 @@ def test_wait_external_has_a_day_without_a_logical_date(dags: dict[str, Any]) ->
         _render(dag, "submit", "input", no_date, {"partition": "2026-10-31"})
         == f"cos://{BUCKET}/raw/dt=2026-10-31/landscape.jpg"
     )
+
+
+def test_daily_waits_for_the_partition_marker_before_the_batch(dags: dict[str, Any]) -> None:
+    """Issue 14 item 4: the batch starts only once the day's _SUCCESS marker exists, deferred."""
+    from airflow_mps.sensors.cos import CosKeySensor
+
+    dag = dags["mps_enhance_daily"]
+    sensor = dag.get_task("wait_for_partition")
+    assert isinstance(sensor, CosKeySensor)
+    assert sensor.deferrable is True and sensor.wildcard_match is False
+    assert sensor.timeout == 12 * 3600
+    assert dag.get_task("enhance").upstream_task_ids == {"wait_for_partition"}
+    # A marker that never comes fails the run (the watcher), not only the sensor.
+    assert "wait_for_partition" in dag.get_task("watcher").upstream_task_ids
 
 
 def test_examples_need_no_pool_or_other_hidden_setup(dags: dict[str, Any]) -> None:

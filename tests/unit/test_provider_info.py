@@ -117,3 +117,63 @@ def test_airflow_providers_list_still_works() -> None:
     result = _airflow_cli("providers", "list", "--output", "json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "airflow-provider-tencentcloud-mps" in result.stdout
+
+
+def _listed(kind: str) -> list[str]:
+    return [module for entry in get_provider_info()[kind] for module in entry["python-modules"]]
+
+
+@pytest.mark.parametrize("kind", ["hooks", "operators", "sensors", "triggers"])
+def test_every_listed_module_imports(kind: str) -> None:
+    import importlib
+
+    modules = _listed(kind)
+    assert modules and len(modules) == len(set(modules))
+    for name in modules:
+        importlib.import_module(name)
+
+
+def test_extra_links_import() -> None:
+    import importlib
+
+    for path in get_provider_info()["extra-links"]:
+        module, _, cls = path.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), cls), type)
+
+
+def _base_classes() -> dict[str, type]:
+    from airflow.providers.common.compat.sdk import BaseHook, BaseSensorOperator
+    from airflow.triggers.base import BaseTrigger
+
+    return {"hooks": BaseHook, "sensors": BaseSensorOperator, "triggers": BaseTrigger}
+
+
+def _defines(module: object, base: type) -> bool:
+    """True when ``module`` itself defines a public subclass of ``base`` (not merely imports one)."""
+    return any(
+        isinstance(obj, type)
+        and issubclass(obj, base)
+        and obj.__module__ == getattr(module, "__name__", None)
+        and not name.startswith("_")
+        for name, obj in vars(module).items()
+    )
+
+
+@pytest.mark.parametrize("kind", ["hooks", "sensors", "triggers"])
+def test_every_hook_sensor_and_trigger_module_is_listed(kind: str) -> None:
+    """A module under airflow_mps/<kind>/ that defines a public hook, sensor or trigger class is in
+    provider info, and every module listed there defines one (no stale entries)."""
+    import importlib
+    import pkgutil
+
+    base = _base_classes()[kind]
+    package = importlib.import_module(f"airflow_mps.{kind}")
+    found = set()
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"airflow_mps.{kind}.{info.name}")
+        if _defines(module, base):
+            found.add(module.__name__)
+    listed = set(_listed(kind))
+    assert found == listed, {"unlisted": found - listed, "listed without one": listed - found}

@@ -151,6 +151,8 @@ def test_scheduler_and_triggerer_run_the_daily_dag_and_survive_a_triggerer_kill(
         for day in (yesterday, today):
             for i in range(IMAGES):
                 cos.put_object(Bucket=BUCKET, Key=f"raw/dt={day:%Y-%m-%d}/img_{i}.png", Body=buf.getvalue())
+            # The day's "partition complete" marker, after its images (the DAG's wait_for_partition).
+            cos.put_object(Bucket=BUCKET, Key=f"raw/dt={day:%Y-%m-%d}/_SUCCESS", Body=b"")
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update(
