@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-floor lint demo bench bench-quick emulator clean dist
+.PHONY: venv test test-floor lint typecheck demo bench bench-quick emulator clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy with the configuration in pyproject.toml ([tool.mypy]); 0 errors is the bar.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
