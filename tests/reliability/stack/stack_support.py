@@ -337,6 +337,9 @@ def airflow_env(home: Path, sql_alchemy_conn: str, dags: Path, **extra: str) -> 
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sql_alchemy_conn,
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
+        # Log servers on free ports, not 8793/8794: another stack on this host must not collide.
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
     )
     env.update(extra)
     return env
