@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-floor lint typecheck demo bench bench-quick emulator clean dist
+.PHONY: venv test test-floor test-distributed lint typecheck demo bench bench-quick emulator clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(STAMP)
 # unit, integration and floor tests on it (see .ci/floor for the two pins 3.0.6 needs).
 test-floor:
 	bash .ci/floor $(PYTEST_ARGS)
+
+# The real-stack tests alone: LocalExecutor on SQLite and on PostgreSQL, CeleryExecutor with two workers
+# (they also run in `make test`; they start their own PostgreSQL/Redis servers from Debian's packages).
+test-distributed: $(STAMP)
+	$(PY) -m pytest tests/reliability/stack -m slow -s $(PYTEST_ARGS)
 
 emulator: $(STAMP)
 	$(VENV)/bin/airflow-mps-emulator

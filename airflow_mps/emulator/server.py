@@ -26,6 +26,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,12 +34,14 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from airflow_mps.emulator.bodies import cos_refusal, cos_xml_error
 from airflow_mps.emulator.config import EmulatorConfig
 from airflow_mps.emulator.datadir import DataDirLock, claim_for_server, server_note
 from airflow_mps.emulator.faults import FaultPlan, fault_from_dict, parse_fault_spec
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse, Headers
 from airflow_mps.emulator.mps.models import MpsBackend
 from airflow_mps.emulator.mps.responses import MAX_BODY_BYTES, MpsApi, error_response, throttle_message
+from airflow_mps.emulator.safejson import loads_request_body
 from airflow_mps.emulator.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -63,23 +66,6 @@ def _gateway_error(status: int) -> EmulatorResponse:
     reason = {502: "Bad Gateway", 503: "Service Unavailable"}.get(status, "Error")
     body = f"<html><body><h1>{status} {reason}</h1><p>injected by airflow-mps-emulator</p></body></html>".encode()
     return EmulatorResponse(status, [("Content-Type", "text/html"), ("Content-Length", str(len(body)))], body)
-
-
-def _cos_xml_error(status: int, code: str, message: str, resource: str) -> EmulatorResponse:
-    import base64
-    import os
-
-    rid = base64.b64encode(os.urandom(18)).decode()
-    body = (
-        "<?xml version='1.0' encoding='utf-8' ?>\n<Error>\n"
-        f"\t<Code>{code}</Code>\n\t<Message>{message}</Message>\n\t<Resource>{resource}</Resource>\n"
-        f"\t<RequestId>{rid}</RequestId>\n</Error>\n"
-    ).encode()
-    return EmulatorResponse(
-        status,
-        [("Content-Type", "application/xml"), ("Content-Length", str(len(body))), ("x-cos-request-id", rid)],
-        body,
-    )
 
 
 class EmulatorApp:
@@ -186,7 +172,7 @@ class EmulatorApp:
                 self.stats.count(action, "failed", code)
             return outcome.response
         if self.cos is None:
-            response = _cos_xml_error(
+            response = cos_xml_error(
                 501, "NotImplemented", "The COS emulator is not available.", request.path
             )
         else:
@@ -214,7 +200,7 @@ class EmulatorApp:
             code, message = api_error
             if service == "mps":
                 return error_response(code, message)
-            return _cos_xml_error(403, code, message, request_path)
+            return cos_xml_error(403, code, message, request_path)
         if kind in ("http_502", "http_503"):
             self.stats.count(action, "faulted", kind)
             return _gateway_error(int(kind[-3:]))
@@ -224,11 +210,11 @@ class EmulatorApp:
             limit = self.mps._limit_for(action) or 20
             if service == "mps":
                 return error_response("RequestLimitExceeded", throttle_message(limit + 1, limit))
-            return _cos_xml_error(503, "SlowDown", "Please reduce your request rate.", request_path)
+            return cos_xml_error(503, "SlowDown", "Please reduce your request rate.", request_path)
         self.stats.count(action, "faulted", kind)
         if service == "mps":
             return error_response("InternalError", "An internal error occurred; please retry later.")
-        return _cos_xml_error(
+        return cos_xml_error(
             500, "InternalError", "We encountered an internal error. Please try again.", request_path
         )
 
@@ -280,7 +266,7 @@ class EmulatorApp:
                     self.faults.clear()
                     return _json_response({"faults": []})
                 if method == "POST":
-                    data = json.loads(request.body or b"{}")
+                    data = loads_request_body(request.body)
                     if isinstance(data, dict) and data.get("clear"):
                         self.faults.clear()
                     specs = data.get("faults", []) if isinstance(data, dict) else data
@@ -318,6 +304,10 @@ class EmulatorApp:
 COS_MAX_BODY_BYTES = 512 * 1024 * 1024
 
 
+#: Largest piece of a request body read at once while receiving or draining it.
+_DRAIN_PIECE = 256 * 1024
+
+
 class _BadFraming(Exception):
     """The request's body framing (Content-Length / chunk sizes) is malformed: a client error."""
 
@@ -342,9 +332,9 @@ def _framing_error(service: str, exc: _BadFraming, path: str) -> EmulatorRespons
         code = "RequestSizeLimitExceeded" if exc.too_large else "InvalidParameter"
         response = error_response(code, str(exc))
     elif exc.too_large:
-        response = _cos_xml_error(400, "EntityTooLarge", str(exc), path)
+        response = cos_xml_error(400, "EntityTooLarge", str(exc), path)
     else:
-        response = _cos_xml_error(400, "InvalidArgument", str(exc), path)
+        response = cos_xml_error(400, "InvalidArgument", str(exc), path)
     response.headers.append(("Connection", "close"))
     return response
 
@@ -400,6 +390,17 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 raise _BadFraming(
                     f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True
                 )
+            chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+            refusal = None
+            if service == "cos" and app.cos_auth is not None and (length > 0 or chunked):
+                refusal = cos_refusal(app.cos_auth, EmulatorRequest(method, path, query, headers))
+            if refusal is not None:
+                # Refused on its head alone: the body is drained in small pieces, never held (issue 12).
+                self._drain_body(headers, limit)
+                self.close_connection = True
+                app.stats.count(action, "failed", str(refusal.status))
+                self._send(refusal, method)
+                return
             body = self._read_body(headers, limit)
         except _BadFraming as exc:
             self.close_connection = True  # the rest of the stream cannot be trusted to frame a next request
@@ -426,8 +427,27 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self, headers: Headers, limit: int = MAX_BODY_BYTES) -> bytes:
         """The request body with chunked transfer-encoding removed, at most ``limit`` bytes."""
+        chunks: list[bytes] = []
+        self._receive_body(headers, limit, chunks.append)
+        return b"".join(chunks)
+
+    def _drain_body(self, headers: Headers, limit: int) -> None:
+        """Read and discard the body of a refused request, so the client reads the answer instead of a
+        reset: at most `_DRAIN_PIECE` bytes are held at a time, whatever the body's size."""
+        self._receive_body(headers, limit, lambda piece: None)
+
+    def _receive_body(self, headers: Headers, limit: int, sink: Callable[[bytes], None]) -> None:
+        """Feed the (de-chunked) body to ``sink`` in pieces of at most `_DRAIN_PIECE` bytes."""
+
+        def copy(size: int) -> None:
+            while size > 0:
+                piece = self.rfile.read(min(size, _DRAIN_PIECE))
+                if not piece:
+                    return  # the client stopped sending: the handler answers what it got
+                sink(piece)
+                size -= len(piece)
+
         if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
-            chunks: list[bytes] = []
             total = 0
             while True:
                 line = self.rfile.readline(65537)
@@ -445,11 +465,10 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                     raise _BadFraming(
                         f"The chunked request body exceeds the limit of {limit} bytes.", too_large=True
                     )
-                chunks.append(self.rfile.read(size))
+                copy(size)
                 self.rfile.readline(65537)
-            return b"".join(chunks)
-        length = _content_length(headers)
-        return self.rfile.read(length) if length > 0 else b""
+            return
+        copy(_content_length(headers))
 
     def _send(self, response: EmulatorResponse, method: str) -> None:
         self.send_response_only(response.status)

@@ -38,6 +38,7 @@ from airflow_mps.emulator.mps.models import (
     TaskNotFound,
     TaskRecord,
 )
+from airflow_mps.emulator.safejson import loads_request_body
 from airflow_mps.emulator.signing import SignatureError, verify_tc3
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -163,7 +164,7 @@ class MpsApi:
         if not allowed:
             raise ApiError("RequestLimitExceeded", throttle_message(count, limit))
         try:
-            body = json.loads(request.body.decode("utf-8") or "{}")
+            body = loads_request_body(request.body)  # bounded depth/numbers: never a 500 (issue 12)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError("InvalidParameter", f"The request body is not valid JSON: {exc}.") from None
         if not isinstance(body, dict):
