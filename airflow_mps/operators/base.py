@@ -14,7 +14,10 @@ Contract for subclasses (``MpsProcessImageOperator`` in ``operators/mps.py``,
   A subclass stores its own arguments as given and renders/validates them in ``execute``, never in
   ``__init__`` (apache/airflow #33786).
 * **Templated fields.** ``template_fields`` of a subclass extends :attr:`MpsBaseOperator.template_fields`
-  (``tencentcloud_conn_id``, ``region``): ``(*MpsBaseOperator.template_fields, "input", ...)``.
+  (``tencentcloud_conn_id``, ``region``): ``(*MpsBaseOperator.template_fields, "input", ...)``. Secrets
+  in rendered values (``S3SecretKey`` in a dict or in JSON text) are registered with the masker as soon
+  as the fields are rendered, before Airflow stores them for the UI
+  (:class:`~airflow_mps.utils.rendered.RenderedFieldsMixin`).
 * **Links.** ``operator_extra_links = (MpsTaskLink(),)`` is inherited; call :meth:`push_task_id` as
   soon as an MPS task id is known so the link and the ``mps_task_id`` XCom work while the task waits.
 * **The hook.** :attr:`hook` (``MpsHook``, created on first use after templates are rendered, once
@@ -50,6 +53,7 @@ from airflow_mps.links.mps import MpsTaskLink, push_task_id
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, seconds_argument, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_TIMEOUT
+from airflow_mps.utils.rendered import RenderedFieldsMixin
 from airflow_mps.utils.results import airflow_exception_for, result_from_event
 from airflow_mps.waits import run_steps
 from airflow_mps.waits.task import Describe, Sleep, TaskStep, wait_for_task
@@ -64,7 +68,7 @@ if TYPE_CHECKING:
 __all__ = ["MpsBaseOperator"]
 
 
-class MpsBaseOperator(BaseOperator):
+class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
     """Connection and waiting arguments shared by the MPS operators (contract: module docstring).
 
     :param tencentcloud_conn_id: Airflow connection of type ``tencentcloud`` (templated).
@@ -82,6 +86,9 @@ class MpsBaseOperator(BaseOperator):
     template_fields: Sequence[str] = ("tencentcloud_conn_id", "region")
     operator_extra_links = (MpsTaskLink(),)
     ui_color = "#e8f4ff"
+    #: Keep MPS's signed output URLs (bearer links, valid an hour) in the XCom and trigger events.
+    #: Off unless a subclass's ``include_signed_urls`` argument turns it on (issue 12 item 4).
+    include_signed_urls: bool = False
 
     def __init__(
         self,
@@ -166,6 +173,7 @@ class MpsBaseOperator(BaseOperator):
             poll_interval=self.poll_interval,
             request_id=request_id,
             created_after=created_after,
+            include_signed_urls=self.include_signed_urls,
         )
         self.defer_until(trigger, end_time=end_time, method_name=method_name)
 
@@ -202,5 +210,6 @@ class MpsBaseOperator(BaseOperator):
         raise TypeError(f"an in-worker wait has no shared poller: {step!r}")
 
     def result_from_event(self, event: Mapping[str, Any] | None, *, what: str) -> dict[str, Any]:
-        """See :func:`airflow_mps.utils.results.result_from_event`."""
-        return result_from_event(event, what=what)
+        """See :func:`airflow_mps.utils.results.result_from_event` (signed URLs per
+        :attr:`include_signed_urls`)."""
+        return result_from_event(event, what=what, include_signed_urls=self.include_signed_urls)

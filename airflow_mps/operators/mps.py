@@ -60,7 +60,7 @@ try:  # Airflow >= 3.3 (or common-compat's stand-in for older Airflow)
     from airflow.providers.common.compat.sdk import ResumableJobMixin
 except ImportError:  # pragma: no cover - common-compat too old to know the mixin
     try:
-        from airflow.sdk import ResumableJobMixin  # type: ignore[no-redef]
+        from airflow.sdk import ResumableJobMixin  # type: ignore[no-redef,unused-ignore]  # same class as compat on 3.3
     except ImportError:
 
         class ResumableJobMixin:  # type: ignore[no-redef]
@@ -110,6 +110,10 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     :param schedule_id: orchestration id (``ScheduleId``, e.g. 30000).
     :param add_on_parameter: API-shaped ``AddOnParameter`` dict.
     :param std_ext_info: extension string (``StdExtInfo``).
+    :param include_signed_urls: keep MPS's signed download URLs in the XCom (``outputs[].signed_url``)
+        and the trigger event. Off by default: a signed URL is a bearer link (whoever holds it reads the
+        object for an hour) and XCom, events and logs are readable by every UI user; the key stays,
+        ``None``. Read outputs by ``bucket``/``path`` with the hook instead, or opt in.
     :param durable: persist the TaskId in ``task_state_store`` so a retry reconnects (Airflow >= 3.3;
         ignored before).
     :param tencentcloud_conn_id, region, wait_for_completion, deferrable, poll_interval, timeout: see
@@ -151,9 +155,11 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         schedule_id: int | str | None = None,
         add_on_parameter: Mapping[str, Any] | str | None = None,
         std_ext_info: str | None = None,
+        include_signed_urls: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.include_signed_urls = bool(include_signed_urls)
         # Stored as given: rendering and validation happen in execute() (apache/airflow #33786).
         self.input = input
         self.output_storage = output_storage
@@ -350,7 +356,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         if not self.wait_for_completion:
             known = self._known_status
             state = str(known.state) if known is not None else STATUS_SUBMITTED
-            self._result = build_task_xcom(mps_task_id, request_id=request_id, state=state)
+            self._result = build_task_xcom(
+                mps_task_id, request_id=request_id, state=state, include_signed_urls=self.include_signed_urls
+            )
             return self._result
         self._end_time = self.wait_deadline(context)
         if self.deferrable:
@@ -364,7 +372,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         status = self.wait_in_worker(mps_task_id, self._end_time)
         if not status.succeeded:
             raise AirflowFailException(failure_message(mps_task_id, status_error(status), request_id))
-        self._result = build_task_xcom(mps_task_id, request_id=request_id, status=status)
+        self._result = build_task_xcom(
+            mps_task_id, request_id=request_id, status=status, include_signed_urls=self.include_signed_urls
+        )
         return self._result
 
     def _created_after(self, external_id: Mapping[str, Any]) -> float | None:
@@ -391,7 +401,12 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         if status is None:
             status = self.hook.describe_image_task(mps_task_id)
         self.log.info("MPS task %s already finished successfully; not resubmitting", mps_task_id)
-        self._result = build_task_xcom(mps_task_id, request_id=external_id.get("request_id"), status=status)
+        self._result = build_task_xcom(
+            mps_task_id,
+            request_id=external_id.get("request_id"),
+            status=status,
+            include_signed_urls=self.include_signed_urls,
+        )
         return self._result
 
     # ---------------------------------------------------------------- lineage

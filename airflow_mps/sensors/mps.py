@@ -37,6 +37,7 @@ from airflow_mps.links.mps import MpsTaskLink, push_task_id
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_FAILED, EVENT_TIMEOUT
+from airflow_mps.utils.rendered import RenderedFieldsMixin
 from airflow_mps.utils.results import (
     airflow_exception_for,
     build_task_xcom,
@@ -58,7 +59,7 @@ __all__ = ["MpsImageTaskSensor"]
 _RENDERED_NOTHING = frozenset({"none", "null", "undefined"})
 
 
-class MpsImageTaskSensor(BaseSensorOperator):
+class MpsImageTaskSensor(RenderedFieldsMixin, BaseSensorOperator):
     """Wait until an MPS image task finishes successfully.
 
     :param mps_task_id: the MPS ``TaskId`` (templated), e.g.
@@ -66,6 +67,8 @@ class MpsImageTaskSensor(BaseSensorOperator):
     :param tencentcloud_conn_id: Airflow connection of type ``tencentcloud`` (templated).
     :param region: MPS region (templated); ``None`` uses the connection's ``region`` extra.
     :param deferrable: wait on the triggerer (default ``[operators] default_deferrable``).
+    :param include_signed_urls: keep MPS's signed download URLs in the XCom and the trigger event;
+        off by default (bearer links: ``outputs[].signed_url`` is ``None``), as for the operator.
     :param kwargs: the usual sensor arguments: ``poke_interval`` (also the trigger's poll interval),
         ``timeout``, ``mode``, ``soft_fail``, ``exponential_backoff``, ``max_wait``...
     """
@@ -81,9 +84,11 @@ class MpsImageTaskSensor(BaseSensorOperator):
         tencentcloud_conn_id: str = "tencentcloud_default",
         region: str | None = None,
         deferrable: bool | None = None,
+        include_signed_urls: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.include_signed_urls = bool(include_signed_urls)
         self.mps_task_id = mps_task_id
         self.tencentcloud_conn_id = tencentcloud_conn_id
         self.region = region
@@ -144,7 +149,13 @@ class MpsImageTaskSensor(BaseSensorOperator):
         if outcome.event == EVENT_FAILED:
             raise AirflowFailException(failure_message(mps_task_id, outcome.error, None))
         return PokeReturnValue(
-            is_done=True, xcom_value=build_task_xcom(mps_task_id, request_id=None, status=outcome.status)
+            is_done=True,
+            xcom_value=build_task_xcom(
+                mps_task_id,
+                request_id=None,
+                status=outcome.status,
+                include_signed_urls=self.include_signed_urls,
+            ),
         )
 
     def execute(self, context: Context) -> Any:
@@ -166,6 +177,7 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 region=self.region,
                 poll_interval=float(self.poke_interval),
                 created_after=getattr(self, "_created_after", None),
+                include_signed_urls=self.include_signed_urls,
             ),
             method_name="execute_complete",
             timeout=deferral_timeout(end_time),
@@ -186,4 +198,4 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 f"{self.task_id}: MPS task {event.get('mps_task_id')} did not finish within "
                 f"the sensor timeout of {self.timeout} seconds"
             )
-        return result_from_event(event, what=self.task_id)
+        return result_from_event(event, what=self.task_id, include_signed_urls=self.include_signed_urls)

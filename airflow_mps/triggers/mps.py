@@ -66,6 +66,8 @@ class MpsImageTaskTrigger(BaseTrigger):
         time, the sensor's first CreateTime); enables shared polling. ``None`` → per-task polling.
     :param share_polling: wait through the loop's shared poller (one listing per round for all
         triggers) when ``created_after`` is known; ``False`` polls this task's detail every round.
+    :param include_signed_urls: keep the outputs' signed URLs in the event (stored in the metadata DB
+        and logged by the triggerer); off by default: they are bearer links (issue 12 item 4).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class MpsImageTaskTrigger(BaseTrigger):
         request_id: str | None = None,
         created_after: float | None = None,
         share_polling: bool = True,
+        include_signed_urls: bool = False,
     ) -> None:
         super().__init__()
         self.mps_task_id = mps_task_id
@@ -89,6 +92,7 @@ class MpsImageTaskTrigger(BaseTrigger):
         self.request_id = request_id
         self.created_after = None if created_after is None else float(created_after)
         self.share_polling = bool(share_polling)
+        self.include_signed_urls = bool(include_signed_urls)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Everything needed to rebuild this trigger, including the absolute deadline."""
@@ -103,6 +107,7 @@ class MpsImageTaskTrigger(BaseTrigger):
                 "request_id": self.request_id,
                 "created_after": self.created_after,
                 "share_polling": self.share_polling,
+                "include_signed_urls": self.include_signed_urls,
             },
         )
 
@@ -137,7 +142,7 @@ class MpsImageTaskTrigger(BaseTrigger):
                 report_progress=False,  # a triggerer holds thousands of waits: log decisions only
             )
             outcome = await arun_steps(steps, lambda step: self._perform(step, hook, reg))
-            yield TriggerEvent(outcome.payload(self.request_id))
+            yield TriggerEvent(outcome.payload(self.request_id, include_signed_urls=self.include_signed_urls))
         finally:
             if poller is not None and reg is not None:
                 poller.unregister(reg)

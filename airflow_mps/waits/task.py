@@ -139,10 +139,15 @@ class TaskWaitOutcome:
     #: The MPS error that ended the wait (``error`` outcomes), for the caller's exception chain.
     exception: MpsError | None = None
 
-    def payload(self, request_id: str | None) -> dict[str, Any]:
-        """The trigger event payload of this outcome."""
+    def payload(self, request_id: str | None, *, include_signed_urls: bool = False) -> dict[str, Any]:
+        """The trigger event payload of this outcome (signed URLs only with ``include_signed_urls``)."""
         return task_event(
-            self.event, self.mps_task_id, result=self.status, error=self.error, request_id=request_id
+            self.event,
+            self.mps_task_id,
+            result=self.status,
+            error=self.error,
+            request_id=request_id,
+            include_signed_urls=include_signed_urls,
         )
 
 
