@@ -96,7 +96,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     Arguments mirror the API's fields in snake_case; every one of them is templated, as are
     ``tencentcloud_conn_id`` and ``region`` (the waiting arguments are not: they are checked when the DAG
     is parsed). They are rendered and validated in ``execute`` (never in ``__init__``), before any API
-    call; an invalid value fails the task without retry, naming the argument.
+    call; an invalid value fails the task without retry, naming the argument. A value a template
+    rendered to nothing (``None``, ``"None"``, ``""``, ``"null"``, ``"[]"``) is invalid in every argument;
+    leave an optional argument unset (``None``) to get its default.
 
     :param input: ``cos://bucket/key``, an ``https://`` URL, ``s3://bucket/key``, or an API-shaped
         ``InputInfo`` dict.
@@ -178,10 +180,16 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
 
     # ---------------------------------------------------------------- request
     def build_request(self) -> ProcessImageRequest:
-        """Validate the rendered arguments into a ``ProcessImageRequest`` (no API call)."""
+        """Validate the rendered arguments into a ``ProcessImageRequest`` (no API call).
+
+        First every templated argument is checked for a template that rendered to nothing (``None``,
+        ``"None"``, ``""``, ``"null"``, ``"[]"``: :func:`airflow_mps.utils.rendered.reject_rendered_empty`),
+        which would otherwise reach MPS as ``None/a.jpg`` outputs or a task without ``ImageTask``.
+        """
         from airflow_mps.models import ProcessImageRequest
 
         try:
+            self.reject_rendered_empty_fields(self.template_fields, required=("input",))
             return ProcessImageRequest.build(
                 input=self.input,
                 output_storage=self.output_storage,

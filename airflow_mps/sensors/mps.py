@@ -32,12 +32,12 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_mps.errors import MpsError
+from airflow_mps.errors import MpsError, MpsValidationError
 from airflow_mps.links.mps import MpsTaskLink, push_task_id
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_FAILED, EVENT_TIMEOUT
-from airflow_mps.utils.rendered import RenderedFieldsMixin
+from airflow_mps.utils.rendered import RenderedFieldsMixin, check_task_id
 from airflow_mps.utils.results import (
     airflow_exception_for,
     build_task_xcom,
@@ -53,10 +53,6 @@ if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskStatus
 
 __all__ = ["MpsImageTaskSensor"]
-
-
-#: What a template renders when the value it pulled was missing; never a real MPS task id.
-_RENDERED_NOTHING = frozenset({"none", "null", "undefined"})
 
 
 class MpsImageTaskSensor(RenderedFieldsMixin, BaseSensorOperator):
@@ -102,16 +98,22 @@ class MpsImageTaskSensor(RenderedFieldsMixin, BaseSensorOperator):
         return MpsHook(tencentcloud_conn_id=self.tencentcloud_conn_id, region=self.region)
 
     def _task_id(self) -> str:
-        task_id = str(self.mps_task_id or "").strip()
-        if not task_id:
-            raise AirflowFailException(f"{self.task_id}: mps_task_id is empty (check the template)")
-        if task_id.lower() in _RENDERED_NOTHING:
-            # A template such as "{{ ti.xcom_pull(...) }}" renders a missing XCom as the text "None".
-            raise AirflowFailException(
-                f"{self.task_id}: mps_task_id is {task_id!r}: check the template; the upstream XCom it "
-                "pulls was probably empty (an MPS task id looks like '1250000000-WorkflowTask-<32 hex>')"
+        """The rendered arguments, checked before any API call (``AirflowFailException`` naming the
+        argument): ``mps_task_id`` must look like an MPS TaskId — a template such as
+        ``"{{ ti.xcom_pull(...) }}"`` renders a missing XCom as ``"None"``, and ``"[]"``, ``"0"`` or
+        ``"../../x"`` are no task ids either; ``region`` and ``tencentcloud_conn_id`` must not have
+        rendered to nothing, and a given ``region`` must be a region id. Returns the task id."""
+        from airflow_mps.models.validation import check_region  # not needed to parse a DAG
+
+        try:
+            self.reject_rendered_empty_fields(
+                ("tencentcloud_conn_id", "region"), required=("tencentcloud_conn_id",)
             )
-        return task_id
+            if self.region is not None:
+                check_region(self.region, "region")
+            return check_task_id("mps_task_id", self.mps_task_id)
+        except MpsValidationError as err:
+            raise airflow_exception_for(err, f"{self.task_id}") from err
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One round of the shared single-task wait (:func:`airflow_mps.waits.task.wait_for_task`):
