@@ -20,6 +20,8 @@ Contract for subclasses (``MpsProcessImageOperator`` in ``operators/mps.py``,
   (:class:`~airflow_mps.utils.rendered.RenderedFieldsMixin`).
 * **Links.** ``operator_extra_links = (MpsTaskLink(),)`` is inherited; call :meth:`push_task_id` as
   soon as an MPS task id is known so the link and the ``mps_task_id`` XCom work while the task waits.
+  The link points at the emulator's own task page when the connection is the local emulator (or names
+  a ``console_url``), else at the Tencent Cloud console (:mod:`airflow_mps.links.mps`).
 * **The hook.** :attr:`hook` (``MpsHook``, created on first use after templates are rendered, once
   per operator instance; the hook module and the SDK are imported then, never at DAG parse).
   :meth:`resolved_region` is the region argument, else the connection's.
@@ -146,8 +148,8 @@ class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
         )
 
     def push_task_id(self, context: Context | Mapping[str, Any] | None, mps_task_id: str) -> None:
-        """See :func:`airflow_mps.links.mps.push_task_id`."""
-        push_task_id(context, mps_task_id)
+        """See :func:`airflow_mps.links.mps.push_task_id` (the link follows this operator's connection)."""
+        push_task_id(context, mps_task_id, operator=self)
 
     # ---------------------------------------------------------------- waiting for one task
     def defer_to_trigger(

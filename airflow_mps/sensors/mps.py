@@ -120,7 +120,7 @@ class MpsImageTaskSensor(RenderedFieldsMixin, BaseSensorOperator):
         ``DescribeImageTaskDetail``; done+success → True with the result as XCom; still running or a
         transient error → False (Airflow's poke loop sleeps and keeps the sensor's deadline)."""
         mps_task_id = self._task_id()
-        push_task_id(context, mps_task_id)
+        push_task_id(context, mps_task_id, operator=self)
         steps = wait_for_task(mps_task_id, end_time=math.inf, poll_interval=self.poke_interval, log=self.log)
         try:
             step = next(steps)
