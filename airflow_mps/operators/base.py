@@ -23,7 +23,11 @@ Contract for subclasses (``MpsProcessImageOperator`` in ``operators/mps.py``,
   The link points at the emulator's own task page when the connection is the local emulator (or names
   a ``console_url``), else at the Tencent Cloud console (:mod:`airflow_mps.links.mps`).
 * **The hook.** :attr:`hook` (``MpsHook``, created on first use after templates are rendered, once
-  per operator instance; the hook module and the SDK are imported then, never at DAG parse).
+  per operator instance; the hook module and the SDK are imported then, never at DAG parse). Every
+  throttled attempt it retries is counted in :attr:`metrics`.
+* **Metrics.** :attr:`metrics` (:class:`~airflow_mps.utils.metrics.MpsMetrics`, tagged with the DAG,
+  task and operator class): call ``submitted``/``succeeded``/``failed``/``skipped`` and time each
+  submission (``timing_submit``); names in :mod:`airflow_mps.utils.metrics`.
   :meth:`resolved_region` is the region argument, else the connection's.
 * **Deadline.** :meth:`wait_deadline` is the absolute deadline of a wait starting now — the rule of
   :mod:`airflow_mps.utils.deadlines` (``timeout`` or MPS's 7-day retention from now, capped by
@@ -55,6 +59,7 @@ from airflow_mps.links.mps import MpsTaskLink, push_task_id
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, seconds_argument, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_TIMEOUT
+from airflow_mps.utils.metrics import MpsMetrics
 from airflow_mps.utils.rendered import RenderedFieldsMixin
 from airflow_mps.utils.results import airflow_exception_for, result_from_event
 from airflow_mps.waits import run_steps
@@ -115,11 +120,19 @@ class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
 
     # ---------------------------------------------------------------- connection
     @cached_property
+    def metrics(self) -> MpsMetrics:
+        """This task's metrics (:mod:`airflow_mps.utils.metrics`), tagged with its DAG, task and class."""
+        return MpsMetrics.for_operator(self)
+
+    @cached_property
     def hook(self) -> MpsHook:
-        """The ``MpsHook`` (imported on first use: DAG parsing never imports the SDK)."""
+        """The ``MpsHook`` (imported on first use: DAG parsing never imports the SDK); the throttled
+        attempts it retries are counted (``mps.calls.throttled``)."""
         from airflow_mps.hooks.mps import MpsHook
 
-        return MpsHook(tencentcloud_conn_id=self.tencentcloud_conn_id, region=self.region)
+        hook = MpsHook(tencentcloud_conn_id=self.tencentcloud_conn_id, region=self.region)
+        self.metrics.watch_throttling(hook)
+        return hook
 
     def resolved_region(self) -> str | None:
         """The region to validate ``cos://`` inputs with: the argument, else the connection's."""

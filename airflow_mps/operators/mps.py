@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_mps.errors import MpsError, MpsValidationError
+from airflow_mps.errors import MpsAmbiguousSubmissionError, MpsError, MpsValidationError
 from airflow_mps.operators.base import MpsBaseOperator
 
 # The batch operator lives in its own module; this is its public import path (design §2): a plain
 # re-export (the batch module does not import this one, so there is no cycle).
 from airflow_mps.operators.batch import MpsBatchProcessImageOperator
-from airflow_mps.utils.events import status_error
+from airflow_mps.utils.events import EVENT_FAILED, status_error
 from airflow_mps.utils.lineage import lineage_datasets, openlineage_from_pairs
 from airflow_mps.utils.results import (
     STATUS_SUBMITTED,
@@ -290,7 +290,10 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the XCom on success, ``AirflowFailException`` on an MPS failure."""
+        if event and event.get("status") == EVENT_FAILED:
+            self.metrics.failed(code=(event.get("error") or {}).get("code"))
         result = self.result_from_event(event, what=self.task_id)
+        self.metrics.succeeded()
         self._result = result
         return result
 
@@ -306,9 +309,13 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
             # leaves this marker, and the next try looks for the task (adopt_unrecorded_submission).
             store.set(self.pending_key, {"fingerprint": fingerprint, "nonce": nonce, "since": time.time()})
         try:
-            submission = self.hook.process_image(self._request)
+            with self.metrics.timing_submit():
+                submission = self.hook.process_image(self._request)
         except MpsError as err:
+            if not err.retryable and not isinstance(err, MpsAmbiguousSubmissionError):
+                self.metrics.failed(code=err.code)  # refused for good: this image will not process
             raise airflow_exception_for(err, f"{self.task_id}: ProcessImage") from err
+        self.metrics.submitted()
         self.log.info("Submitted MPS task %s (RequestId %s)", submission.task_id, submission.request_id)
         self.push_task_id(context, submission.task_id)
         return {
@@ -379,7 +386,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
             )
         status = self.wait_in_worker(mps_task_id, self._end_time)
         if not status.succeeded:
+            self.metrics.failed(code=status.error_code)
             raise AirflowFailException(failure_message(mps_task_id, status_error(status), request_id))
+        self.metrics.succeeded()
         self._result = build_task_xcom(
             mps_task_id, request_id=request_id, status=status, include_signed_urls=self.include_signed_urls
         )
@@ -409,6 +418,7 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         if status is None:
             status = self.hook.describe_image_task(mps_task_id)
         self.log.info("MPS task %s already finished successfully; not resubmitting", mps_task_id)
+        self.metrics.skipped(reason="already_succeeded")
         self._result = build_task_xcom(
             mps_task_id,
             request_id=external_id.get("request_id"),

@@ -19,19 +19,24 @@ sensor's poke share; this module only performs its I/O on the event loop. Design
   lists finished tasks once per round for every trigger and wakes the ones whose task it saw.
 
 The event payload is :func:`airflow_mps.utils.events.task_event`'s (``status``, ``mps_task_id``,
-``result``, ``error``, ``request_id``).
+``result``, ``error``, ``request_id``), compacted: no signed URL unless asked for, no inline output
+content. Log lines stay readable: the trigger's ``repr`` (which Airflow's ``BaseTrigger`` builds from
+every serialized kwarg) is a short summary, and errors are logged by code and RequestId, long
+reprs cut (:func:`airflow_mps.utils.events.brief`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mps.errors import MpsError
+from airflow_mps.models.constants import API_TIME_FORMAT
 from airflow_mps.triggers._poller import Registration, SharedTaskPoller, shared_poller
 from airflow_mps.utils.sdk import preload_sdk
 from airflow_mps.waits import arun_steps
@@ -109,6 +114,16 @@ class MpsImageTaskTrigger(BaseTrigger):
                 "share_polling": self.share_polling,
                 "include_signed_urls": self.include_signed_urls,
             },
+        )
+
+    def __repr__(self) -> str:
+        """``<MpsImageTaskTrigger <task id> on <conn>/<region> until <UTC deadline>, <polling>>``."""
+        deadline = time.strftime(API_TIME_FORMAT, time.gmtime(self.end_time))
+        polling = "shared" if self.share_polling and self.created_after is not None else "own"
+        return (
+            f"<{type(self).__name__} {self.mps_task_id} on {self.tencentcloud_conn_id}/"
+            f"{self.region or 'connection region'} until {deadline}, {polling} polling every "
+            f"{self.poll_interval:g}s>"
         )
 
     def _hook(self) -> MpsHook:

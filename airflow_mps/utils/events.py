@@ -35,6 +35,7 @@ __all__ = [
     "EVENT_SUCCESS",
     "EVENT_TIMEOUT",
     "MIN_POLL_INTERVAL",
+    "brief",
     "compact_result",
     "error_payload",
     "jittered",
@@ -56,6 +57,16 @@ MIN_POLL_INTERVAL = 0.05
 def jittered(interval: float, spread: float = 0.1) -> float:
     """``interval`` ± ``spread`` (fraction) so that many waits started together do not poll in lockstep."""
     return max(MIN_POLL_INTERVAL, interval * random.uniform(1.0 - spread, 1.0 + spread))
+
+
+#: Longest text a wait puts into one log line for a value it does not control (an exception's repr).
+BRIEF_LIMIT = 300
+
+
+def brief(value: Any, limit: int = BRIEF_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters: log lines stay readable whatever an error carries."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text)} chars)"
 
 
 def error_payload(err: BaseException) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from airflow_mps.utils.events import (
     EVENT_SUCCESS,
     EVENT_TIMEOUT,
     MIN_POLL_INTERVAL,
+    brief,
     error_payload,
     jittered,
     status_error,
@@ -236,7 +237,9 @@ class _TaskWait:
                 err.message,
             )
         else:  # a network error, or a call cut off at the deadline (the next check ends the wait)
-            self.log.warning("MPS task %s: network error while polling, retrying: %r", self.task_id, err)
+            self.log.warning(
+                "MPS task %s: network error while polling, retrying: %s", self.task_id, brief(err)
+            )
         return None
 
     def _timed_out(self) -> TaskWaitOutcome:
