@@ -143,6 +143,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     template_fields_renderers = {"image_task": "json", "add_on_parameter": "json"}
     #: task_state_store key; renaming it breaks in-flight retries of deployed DAGs.
     external_id_key = "mps_process_image"
+    #: ``input`` / ``output_storage`` may carry an ``S3SecretKey``: after rendering their attributes hold
+    #: a ``***`` copy, the request is built from the originals (``RenderedFieldsMixin.unredacted``).
+    redact_rendered_secrets = True
 
     def __init__(
         self,
@@ -191,16 +194,17 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         try:
             self.reject_rendered_empty_fields(self.template_fields, required=("input",))
             return ProcessImageRequest.build(
-                input=self.input,
-                output_storage=self.output_storage,
-                output_dir=self.output_dir,
-                output_path=self.output_path,
-                image_task=self.image_task,
-                definition=self.definition,
-                resource_id=self.resource_id,
-                schedule_id=self.schedule_id,
-                add_on_parameter=self.add_on_parameter,
-                std_ext_info=self.std_ext_info,
+                # Attributes hold ***-copies of values with secrets (what Airflow stores and shows): originals here.
+                input=self.unredacted("input"),
+                output_storage=self.unredacted("output_storage"),
+                output_dir=self.unredacted("output_dir"),
+                output_path=self.unredacted("output_path"),
+                image_task=self.unredacted("image_task"),
+                definition=self.unredacted("definition"),
+                resource_id=self.unredacted("resource_id"),
+                schedule_id=self.unredacted("schedule_id"),
+                add_on_parameter=self.unredacted("add_on_parameter"),
+                std_ext_info=self.unredacted("std_ext_info"),
                 region=self.resolved_region(),
             )
         except MpsValidationError as err:

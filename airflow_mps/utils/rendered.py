@@ -8,7 +8,10 @@ the unmapped task for a mapped one — and, for the task's own fields:
 
 * registers every secret found in the rendered values with the masker
   (:func:`airflow_mps.utils.secrets.mask_rendered_secrets`) *before* Airflow serialises the rendered
-  fields for the UI and ``rendered_task_instance_fields`` (issue 12 item 4);
+  fields for the UI and ``rendered_task_instance_fields`` (issue 12 item 4) — and, for a class with
+  :attr:`RenderedFieldsMixin.redact_rendered_secrets`, replaces them by ``***`` in the attribute itself,
+  keeping the original for the API call (:meth:`RenderedFieldsMixin.unredacted`): what Airflow stores is
+  clean even where the rendered fields are redacted by another process's masker (Airflow 3.0.x);
 * remembers which fields a template rendered to ``None`` (native rendering of a missing value), so
   :meth:`RenderedFieldsMixin.rendered_to_none` can tell "not given" from "rendered to nothing".
 
@@ -39,7 +42,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_mps.errors import MpsValidationError
-from airflow_mps.utils.secrets import mask_rendered_secrets
+from airflow_mps.utils.secrets import mask_rendered_secrets, redact_secrets
 
 if TYPE_CHECKING:
     import jinja2
@@ -133,6 +136,12 @@ class RenderedFieldsMixin(_Base):
 
     #: Template fields that held a value before rendering and ``None`` after it.
     _rendered_to_none: frozenset[str] = frozenset()
+    #: Keep a ``***`` copy of each rendered value that holds a secret in the attribute (what Airflow
+    #: stores and shows) and the original aside, for :meth:`unredacted`. Classes that read their fields
+    #: through :meth:`unredacted` turn it on (the single-image operator does).
+    redact_rendered_secrets: bool = False
+    #: The originals of the attributes :attr:`redact_rendered_secrets` masked (set at render time).
+    _unredacted_values: dict[str, Any] | None = None
 
     def _do_render_template_fields(
         self,
@@ -150,8 +159,23 @@ class RenderedFieldsMixin(_Base):
         names = list(template_fields)
         given = [name for name in names if getattr(self, name, None) is not None]
         super()._do_render_template_fields(parent, names, context, jinja_env, seen_oids)
-        self._rendered_to_none = frozenset(name for name in given if getattr(self, name, None) is None)
-        mask_rendered_secrets(getattr(self, name, None) for name in names)
+        values = {name: getattr(self, name, None) for name in names}
+        self._rendered_to_none = frozenset(name for name in given if values[name] is None)
+        mask_rendered_secrets(values.values())
+        if self.redact_rendered_secrets:
+            originals: dict[str, Any] = {}
+            for name, value in values.items():
+                redacted = redact_secrets(value)
+                if redacted is not value:
+                    originals[name] = value
+                    setattr(self, name, redacted)
+            self._unredacted_values = originals
+
+    def unredacted(self, field: str) -> Any:
+        """The rendered value of ``field`` with its secrets (the attribute holds a ``***`` copy when
+        :attr:`redact_rendered_secrets` masked it); read arguments through this to call the API."""
+        originals = self._unredacted_values or {}
+        return originals[field] if field in originals else getattr(self, field, None)
 
     def rendered_to_none(self, field: str) -> bool:
         """Whether a template in ``field`` rendered to ``None`` (as opposed to the field not being given)."""

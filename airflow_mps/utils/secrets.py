@@ -17,6 +17,12 @@ already registered — and the hook registers request secrets in ``execute()``, 
 Each secret is registered as it is and in its JSON-escaped form (what JSON text contains when the
 secret has a quote or a backslash), through :func:`airflow_mps.hooks.base.mask_secret_value` (Airflow's
 masker for task logs and rendered fields, plus the SDK-log redaction filter).
+
+Registering is not enough on every supported Airflow: up to 3.0.x the worker sends the rendered fields
+unredacted and the API server redacts them with *its* masker, which never saw a value registered in the
+worker. :func:`redact_secrets` therefore also produces a copy of a rendered value with every secret
+replaced by ``***`` — what the operator keeps in its public attribute (and so what any Airflow stores),
+while it submits the original (:class:`airflow_mps.utils.rendered.RenderedFieldsMixin`).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["SECRET_FIELD_NAMES", "find_secrets", "mask_rendered_secrets"]
+__all__ = ["MASK", "SECRET_FIELD_NAMES", "find_secrets", "mask_rendered_secrets", "redact_secrets"]
 
 #: API field names whose values are secrets (the same names the hook masks in request bodies).
 SECRET_FIELD_NAMES = frozenset({"S3SecretKey", "SecretKey", "Token"})
+#: What a redacted secret reads as (Airflow's masker writes the same).
+MASK = "***"
 
 #: Nesting bound: a rendered argument deeper than this is not an API body (and never worth a crash).
 _MAX_DEPTH = 32
@@ -87,3 +95,37 @@ def mask_rendered_secrets(values: Iterable[Any]) -> int:
         if escaped != secret:
             mask_secret_value(escaped)
     return len(found)
+
+
+def _redacted_structure(value: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {
+            key: MASK
+            if key in SECRET_FIELD_NAMES and isinstance(item, str) and item
+            else _redacted_structure(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redacted_structure(item, depth + 1) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_redacted_structure(item, depth + 1) for item in value)
+    return value
+
+
+def redact_secrets(value: Any) -> Any:
+    """``value`` with every secret replaced by :data:`MASK`, or ``value`` itself (the same object) when it
+    holds none. Mappings and lists are copied with their secret fields masked; JSON text keeps its exact
+    formatting (each secret, raw or JSON-escaped, is replaced in the text); API model objects are left
+    alone (their ``repr`` already masks)."""
+    secrets = find_secrets(value)
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in sorted(secrets, key=len, reverse=True):
+            value = value.replace(json.dumps(secret)[1:-1], MASK).replace(secret, MASK)
+        return value
+    if isinstance(value, (Mapping, list, tuple)):
+        return _redacted_structure(value, 0)
+    return value

@@ -105,6 +105,16 @@ FORMS: list[tuple[str, str, Any]] = [
 ]
 
 
+def _unredacted_serialized_fields(op: Any) -> str:
+    """What Airflow 3.0.x's worker sends: the rendered fields serialised WITHOUT redaction (the API
+    server redacts them with its own masker, which never saw a secret registered in the worker)."""
+    from airflow.serialization.helpers import serialize_template_field
+
+    return json.dumps(
+        {f: serialize_template_field(getattr(op, f), f) for f in op.template_fields}, default=str
+    )
+
+
 @pytest.mark.parametrize(("name", "field", "factory"), FORMS, ids=[f[0] for f in FORMS])
 def test_rendered_fields_never_show_the_s3_secret(name: str, field: str, factory: Any) -> None:
     secret = _secret()
@@ -112,11 +122,33 @@ def test_rendered_fields_never_show_the_s3_secret(name: str, field: str, factory
     args: dict[str, Any] = {"task_id": "s3", "input": COS_INPUT, "region": REGION, **kwargs}
     op = MpsProcessImageOperator(**args)
     op.render_template_fields({"params": params})
-    raw = json.dumps(getattr(op, field), default=str)
-    assert secret in raw.replace('\\"', '"') or secret in raw  # the operator itself keeps the value
-    sent = _serialized_rendered_fields(op)
-    assert secret not in sent and secret.replace('"', '\\"') not in sent, sent
-    assert "***" in sent
+    # The attribute (what any Airflow stores and shows) holds a ***-copy; the original is kept aside...
+    assert secret not in json.dumps(getattr(op, field), default=str)
+    assert secret in json.dumps(op.unredacted(field), default=str).replace('\\"', '"')
+    # ...and the request sent to MPS carries the real secret.
+    body = json.dumps(op.build_request().to_api())
+    assert secret in body.replace('\\"', '"') or secret.replace('"', '\\"') in body
+    for sent in (_serialized_rendered_fields(op), _unredacted_serialized_fields(op)):  # 3.3 and 3.0 paths
+        assert secret not in sent and secret.replace('"', '\\"') not in sent, sent
+        assert "***" in sent
+
+
+def test_json_text_keeps_its_exact_formatting_when_redacted() -> None:
+    secret = _secret()
+    text = "  " + json.dumps(_s3_storage(secret), indent=3) + "\n"
+    op = MpsProcessImageOperator(task_id="f", input=COS_INPUT, region=REGION, output_storage=text)
+    op.render_template_fields({"params": {}})
+    rendered = op.unredacted("output_storage")  # Jinja drops the trailing newline; nothing else changes
+    assert rendered == text.rstrip("\n")
+    assert op.output_storage == rendered.replace(secret, "***")
+
+
+def test_nothing_is_copied_without_a_secret() -> None:
+    storage = {"Type": "COS", "CosOutputStorage": {"Bucket": "out-1250000000", "Region": REGION}}
+    op = MpsProcessImageOperator(task_id="c", input=COS_INPUT, region=REGION, output_storage=storage)
+    op.render_template_fields({"params": {}})
+    assert op.unredacted("output_storage") is op.output_storage
+    assert op._unredacted_values == {}
 
 
 def test_mapped_rendering_path_masks_too() -> None:
