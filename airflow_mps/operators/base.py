@@ -14,11 +14,20 @@ Contract for subclasses (``MpsProcessImageOperator`` in ``operators/mps.py``,
   A subclass stores its own arguments as given and renders/validates them in ``execute``, never in
   ``__init__`` (apache/airflow #33786).
 * **Templated fields.** ``template_fields`` of a subclass extends :attr:`MpsBaseOperator.template_fields`
-  (``tencentcloud_conn_id``, ``region``): ``(*MpsBaseOperator.template_fields, "input", ...)``.
+  (``tencentcloud_conn_id``, ``region``): ``(*MpsBaseOperator.template_fields, "input", ...)``. Secrets
+  in rendered values (``S3SecretKey`` in a dict or in JSON text) are registered with the masker as soon
+  as the fields are rendered, before Airflow stores them for the UI
+  (:class:`~airflow_mps.utils.rendered.RenderedFieldsMixin`).
 * **Links.** ``operator_extra_links = (MpsTaskLink(),)`` is inherited; call :meth:`push_task_id` as
   soon as an MPS task id is known so the link and the ``mps_task_id`` XCom work while the task waits.
+  The link points at the emulator's own task page when the connection is the local emulator (or names
+  a ``console_url``), else at the Tencent Cloud console (:mod:`airflow_mps.links.mps`).
 * **The hook.** :attr:`hook` (``MpsHook``, created on first use after templates are rendered, once
-  per operator instance; the hook module and the SDK are imported then, never at DAG parse).
+  per operator instance; the hook module and the SDK are imported then, never at DAG parse). Every
+  throttled attempt it retries is counted in :attr:`metrics`.
+* **Metrics.** :attr:`metrics` (:class:`~airflow_mps.utils.metrics.MpsMetrics`, tagged with the DAG,
+  task and operator class): call ``submitted``/``succeeded``/``failed``/``skipped`` and time each
+  submission (``timing_submit``); names in :mod:`airflow_mps.utils.metrics`.
   :meth:`resolved_region` is the region argument, else the connection's.
 * **Deadline.** :meth:`wait_deadline` is the absolute deadline of a wait starting now — the rule of
   :mod:`airflow_mps.utils.deadlines` (``timeout`` or MPS's 7-day retention from now, capped by
@@ -50,6 +59,8 @@ from airflow_mps.links.mps import MpsTaskLink, push_task_id
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, seconds_argument, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_TIMEOUT
+from airflow_mps.utils.metrics import MpsMetrics
+from airflow_mps.utils.rendered import RenderedFieldsMixin
 from airflow_mps.utils.results import airflow_exception_for, result_from_event
 from airflow_mps.waits import run_steps
 from airflow_mps.waits.task import Describe, Sleep, TaskStep, wait_for_task
@@ -64,7 +75,7 @@ if TYPE_CHECKING:
 __all__ = ["MpsBaseOperator"]
 
 
-class MpsBaseOperator(BaseOperator):
+class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
     """Connection and waiting arguments shared by the MPS operators (contract: module docstring).
 
     :param tencentcloud_conn_id: Airflow connection of type ``tencentcloud`` (templated).
@@ -82,6 +93,9 @@ class MpsBaseOperator(BaseOperator):
     template_fields: Sequence[str] = ("tencentcloud_conn_id", "region")
     operator_extra_links = (MpsTaskLink(),)
     ui_color = "#e8f4ff"
+    #: Keep MPS's signed output URLs (bearer links, valid an hour) in the XCom and trigger events.
+    #: Off unless a subclass's ``include_signed_urls`` argument turns it on (issue 12 item 4).
+    include_signed_urls: bool = False
 
     def __init__(
         self,
@@ -106,11 +120,19 @@ class MpsBaseOperator(BaseOperator):
 
     # ---------------------------------------------------------------- connection
     @cached_property
+    def metrics(self) -> MpsMetrics:
+        """This task's metrics (:mod:`airflow_mps.utils.metrics`), tagged with its DAG, task and class."""
+        return MpsMetrics.for_operator(self)
+
+    @cached_property
     def hook(self) -> MpsHook:
-        """The ``MpsHook`` (imported on first use: DAG parsing never imports the SDK)."""
+        """The ``MpsHook`` (imported on first use: DAG parsing never imports the SDK); the throttled
+        attempts it retries are counted (``mps.calls.throttled``)."""
         from airflow_mps.hooks.mps import MpsHook
 
-        return MpsHook(tencentcloud_conn_id=self.tencentcloud_conn_id, region=self.region)
+        hook = MpsHook(tencentcloud_conn_id=self.tencentcloud_conn_id, region=self.region)
+        self.metrics.watch_throttling(hook)
+        return hook
 
     def resolved_region(self) -> str | None:
         """The region to validate ``cos://`` inputs with: the argument, else the connection's."""
@@ -139,8 +161,8 @@ class MpsBaseOperator(BaseOperator):
         )
 
     def push_task_id(self, context: Context | Mapping[str, Any] | None, mps_task_id: str) -> None:
-        """See :func:`airflow_mps.links.mps.push_task_id`."""
-        push_task_id(context, mps_task_id)
+        """See :func:`airflow_mps.links.mps.push_task_id` (the link follows this operator's connection)."""
+        push_task_id(context, mps_task_id, operator=self)
 
     # ---------------------------------------------------------------- waiting for one task
     def defer_to_trigger(
@@ -166,6 +188,7 @@ class MpsBaseOperator(BaseOperator):
             poll_interval=self.poll_interval,
             request_id=request_id,
             created_after=created_after,
+            include_signed_urls=self.include_signed_urls,
         )
         self.defer_until(trigger, end_time=end_time, method_name=method_name)
 
@@ -202,5 +225,6 @@ class MpsBaseOperator(BaseOperator):
         raise TypeError(f"an in-worker wait has no shared poller: {step!r}")
 
     def result_from_event(self, event: Mapping[str, Any] | None, *, what: str) -> dict[str, Any]:
-        """See :func:`airflow_mps.utils.results.result_from_event`."""
-        return result_from_event(event, what=what)
+        """See :func:`airflow_mps.utils.results.result_from_event` (signed URLs per
+        :attr:`include_signed_urls`)."""
+        return result_from_event(event, what=what, include_signed_urls=self.include_signed_urls)

@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_mps.errors import MpsError, MpsValidationError
+from airflow_mps.errors import MpsAmbiguousSubmissionError, MpsError, MpsValidationError
 from airflow_mps.operators.base import MpsBaseOperator
 
 # The batch operator lives in its own module; this is its public import path (design §2): a plain
 # re-export (the batch module does not import this one, so there is no cycle).
 from airflow_mps.operators.batch import MpsBatchProcessImageOperator
-from airflow_mps.utils.events import status_error
+from airflow_mps.utils.events import EVENT_FAILED, status_error
 from airflow_mps.utils.lineage import lineage_datasets, openlineage_from_pairs
 from airflow_mps.utils.results import (
     STATUS_SUBMITTED,
@@ -60,7 +60,7 @@ try:  # Airflow >= 3.3 (or common-compat's stand-in for older Airflow)
     from airflow.providers.common.compat.sdk import ResumableJobMixin
 except ImportError:  # pragma: no cover - common-compat too old to know the mixin
     try:
-        from airflow.sdk import ResumableJobMixin  # type: ignore[no-redef]
+        from airflow.sdk import ResumableJobMixin  # type: ignore[no-redef,unused-ignore]  # same class as compat on 3.3
     except ImportError:
 
         class ResumableJobMixin:  # type: ignore[no-redef]
@@ -96,7 +96,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     Arguments mirror the API's fields in snake_case; every one of them is templated, as are
     ``tencentcloud_conn_id`` and ``region`` (the waiting arguments are not: they are checked when the DAG
     is parsed). They are rendered and validated in ``execute`` (never in ``__init__``), before any API
-    call; an invalid value fails the task without retry, naming the argument.
+    call; an invalid value fails the task without retry, naming the argument. A value a template
+    rendered to nothing (``None``, ``"None"``, ``""``, ``"null"``, ``"[]"``) is invalid in every argument;
+    leave an optional argument unset (``None``) to get its default.
 
     :param input: ``cos://bucket/key``, an ``https://`` URL, ``s3://bucket/key``, or an API-shaped
         ``InputInfo`` dict.
@@ -110,6 +112,10 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     :param schedule_id: orchestration id (``ScheduleId``, e.g. 30000).
     :param add_on_parameter: API-shaped ``AddOnParameter`` dict.
     :param std_ext_info: extension string (``StdExtInfo``).
+    :param include_signed_urls: keep MPS's signed download URLs in the XCom (``outputs[].signed_url``)
+        and the trigger event. Off by default: a signed URL is a bearer link (whoever holds it reads the
+        object for an hour) and XCom, events and logs are readable by every UI user; the key stays,
+        ``None``. Read outputs by ``bucket``/``path`` with the hook instead, or opt in.
     :param durable: persist the TaskId in ``task_state_store`` so a retry reconnects (Airflow >= 3.3;
         ignored before).
     :param tencentcloud_conn_id, region, wait_for_completion, deferrable, poll_interval, timeout: see
@@ -137,6 +143,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
     template_fields_renderers = {"image_task": "json", "add_on_parameter": "json"}
     #: task_state_store key; renaming it breaks in-flight retries of deployed DAGs.
     external_id_key = "mps_process_image"
+    #: ``input`` / ``output_storage`` may carry an ``S3SecretKey``: after rendering their attributes hold
+    #: a ``***`` copy, the request is built from the originals (``RenderedFieldsMixin.unredacted``).
+    redact_rendered_secrets = True
 
     def __init__(
         self,
@@ -151,9 +160,11 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         schedule_id: int | str | None = None,
         add_on_parameter: Mapping[str, Any] | str | None = None,
         std_ext_info: str | None = None,
+        include_signed_urls: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.include_signed_urls = bool(include_signed_urls)
         # Stored as given: rendering and validation happen in execute() (apache/airflow #33786).
         self.input = input
         self.output_storage = output_storage
@@ -172,21 +183,28 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
 
     # ---------------------------------------------------------------- request
     def build_request(self) -> ProcessImageRequest:
-        """Validate the rendered arguments into a ``ProcessImageRequest`` (no API call)."""
+        """Validate the rendered arguments into a ``ProcessImageRequest`` (no API call).
+
+        First every templated argument is checked for a template that rendered to nothing (``None``,
+        ``"None"``, ``""``, ``"null"``, ``"[]"``: :func:`airflow_mps.utils.rendered.reject_rendered_empty`),
+        which would otherwise reach MPS as ``None/a.jpg`` outputs or a task without ``ImageTask``.
+        """
         from airflow_mps.models import ProcessImageRequest
 
         try:
+            self.reject_rendered_empty_fields(self.template_fields, required=("input",))
             return ProcessImageRequest.build(
-                input=self.input,
-                output_storage=self.output_storage,
-                output_dir=self.output_dir,
-                output_path=self.output_path,
-                image_task=self.image_task,
-                definition=self.definition,
-                resource_id=self.resource_id,
-                schedule_id=self.schedule_id,
-                add_on_parameter=self.add_on_parameter,
-                std_ext_info=self.std_ext_info,
+                # Attributes hold ***-copies of values with secrets (what Airflow stores and shows): originals here.
+                input=self.unredacted("input"),
+                output_storage=self.unredacted("output_storage"),
+                output_dir=self.unredacted("output_dir"),
+                output_path=self.unredacted("output_path"),
+                image_task=self.unredacted("image_task"),
+                definition=self.unredacted("definition"),
+                resource_id=self.unredacted("resource_id"),
+                schedule_id=self.unredacted("schedule_id"),
+                add_on_parameter=self.unredacted("add_on_parameter"),
+                std_ext_info=self.unredacted("std_ext_info"),
                 region=self.resolved_region(),
             )
         except MpsValidationError as err:
@@ -276,7 +294,10 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the XCom on success, ``AirflowFailException`` on an MPS failure."""
+        if event and event.get("status") == EVENT_FAILED:
+            self.metrics.failed(code=(event.get("error") or {}).get("code"))
         result = self.result_from_event(event, what=self.task_id)
+        self.metrics.succeeded()
         self._result = result
         return result
 
@@ -292,9 +313,13 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
             # leaves this marker, and the next try looks for the task (adopt_unrecorded_submission).
             store.set(self.pending_key, {"fingerprint": fingerprint, "nonce": nonce, "since": time.time()})
         try:
-            submission = self.hook.process_image(self._request)
+            with self.metrics.timing_submit():
+                submission = self.hook.process_image(self._request)
         except MpsError as err:
+            if not err.retryable and not isinstance(err, MpsAmbiguousSubmissionError):
+                self.metrics.failed(code=err.code)  # refused for good: this image will not process
             raise airflow_exception_for(err, f"{self.task_id}: ProcessImage") from err
+        self.metrics.submitted()
         self.log.info("Submitted MPS task %s (RequestId %s)", submission.task_id, submission.request_id)
         self.push_task_id(context, submission.task_id)
         return {
@@ -350,7 +375,9 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         if not self.wait_for_completion:
             known = self._known_status
             state = str(known.state) if known is not None else STATUS_SUBMITTED
-            self._result = build_task_xcom(mps_task_id, request_id=request_id, state=state)
+            self._result = build_task_xcom(
+                mps_task_id, request_id=request_id, state=state, include_signed_urls=self.include_signed_urls
+            )
             return self._result
         self._end_time = self.wait_deadline(context)
         if self.deferrable:
@@ -363,8 +390,12 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
             )
         status = self.wait_in_worker(mps_task_id, self._end_time)
         if not status.succeeded:
+            self.metrics.failed(code=status.error_code)
             raise AirflowFailException(failure_message(mps_task_id, status_error(status), request_id))
-        self._result = build_task_xcom(mps_task_id, request_id=request_id, status=status)
+        self.metrics.succeeded()
+        self._result = build_task_xcom(
+            mps_task_id, request_id=request_id, status=status, include_signed_urls=self.include_signed_urls
+        )
         return self._result
 
     def _created_after(self, external_id: Mapping[str, Any]) -> float | None:
@@ -391,7 +422,13 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         if status is None:
             status = self.hook.describe_image_task(mps_task_id)
         self.log.info("MPS task %s already finished successfully; not resubmitting", mps_task_id)
-        self._result = build_task_xcom(mps_task_id, request_id=external_id.get("request_id"), status=status)
+        self.metrics.skipped(reason="already_succeeded")
+        self._result = build_task_xcom(
+            mps_task_id,
+            request_id=external_id.get("request_id"),
+            status=status,
+            include_signed_urls=self.include_signed_urls,
+        )
         return self._result
 
     # ---------------------------------------------------------------- lineage

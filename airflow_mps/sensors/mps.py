@@ -32,11 +32,12 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_mps.errors import MpsError
+from airflow_mps.errors import MpsError, MpsValidationError
 from airflow_mps.links.mps import MpsTaskLink, push_task_id
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_FAILED, EVENT_TIMEOUT
+from airflow_mps.utils.rendered import RenderedFieldsMixin, check_task_id
 from airflow_mps.utils.results import (
     airflow_exception_for,
     build_task_xcom,
@@ -54,11 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["MpsImageTaskSensor"]
 
 
-#: What a template renders when the value it pulled was missing; never a real MPS task id.
-_RENDERED_NOTHING = frozenset({"none", "null", "undefined"})
-
-
-class MpsImageTaskSensor(BaseSensorOperator):
+class MpsImageTaskSensor(RenderedFieldsMixin, BaseSensorOperator):
     """Wait until an MPS image task finishes successfully.
 
     :param mps_task_id: the MPS ``TaskId`` (templated), e.g.
@@ -66,6 +63,8 @@ class MpsImageTaskSensor(BaseSensorOperator):
     :param tencentcloud_conn_id: Airflow connection of type ``tencentcloud`` (templated).
     :param region: MPS region (templated); ``None`` uses the connection's ``region`` extra.
     :param deferrable: wait on the triggerer (default ``[operators] default_deferrable``).
+    :param include_signed_urls: keep MPS's signed download URLs in the XCom and the trigger event;
+        off by default (bearer links: ``outputs[].signed_url`` is ``None``), as for the operator.
     :param kwargs: the usual sensor arguments: ``poke_interval`` (also the trigger's poll interval),
         ``timeout``, ``mode``, ``soft_fail``, ``exponential_backoff``, ``max_wait``...
     """
@@ -81,9 +80,11 @@ class MpsImageTaskSensor(BaseSensorOperator):
         tencentcloud_conn_id: str = "tencentcloud_default",
         region: str | None = None,
         deferrable: bool | None = None,
+        include_signed_urls: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.include_signed_urls = bool(include_signed_urls)
         self.mps_task_id = mps_task_id
         self.tencentcloud_conn_id = tencentcloud_conn_id
         self.region = region
@@ -97,23 +98,29 @@ class MpsImageTaskSensor(BaseSensorOperator):
         return MpsHook(tencentcloud_conn_id=self.tencentcloud_conn_id, region=self.region)
 
     def _task_id(self) -> str:
-        task_id = str(self.mps_task_id or "").strip()
-        if not task_id:
-            raise AirflowFailException(f"{self.task_id}: mps_task_id is empty (check the template)")
-        if task_id.lower() in _RENDERED_NOTHING:
-            # A template such as "{{ ti.xcom_pull(...) }}" renders a missing XCom as the text "None".
-            raise AirflowFailException(
-                f"{self.task_id}: mps_task_id is {task_id!r}: check the template; the upstream XCom it "
-                "pulls was probably empty (an MPS task id looks like '1250000000-WorkflowTask-<32 hex>')"
+        """The rendered arguments, checked before any API call (``AirflowFailException`` naming the
+        argument): ``mps_task_id`` must look like an MPS TaskId — a template such as
+        ``"{{ ti.xcom_pull(...) }}"`` renders a missing XCom as ``"None"``, and ``"[]"``, ``"0"`` or
+        ``"../../x"`` are no task ids either; ``region`` and ``tencentcloud_conn_id`` must not have
+        rendered to nothing, and a given ``region`` must be a region id. Returns the task id."""
+        from airflow_mps.models.validation import check_region  # not needed to parse a DAG
+
+        try:
+            self.reject_rendered_empty_fields(
+                ("tencentcloud_conn_id", "region"), required=("tencentcloud_conn_id",)
             )
-        return task_id
+            if self.region is not None:
+                check_region(self.region, "region")
+            return check_task_id("mps_task_id", self.mps_task_id)
+        except MpsValidationError as err:
+            raise airflow_exception_for(err, f"{self.task_id}") from err
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One round of the shared single-task wait (:func:`airflow_mps.waits.task.wait_for_task`):
         ``DescribeImageTaskDetail``; done+success → True with the result as XCom; still running or a
         transient error → False (Airflow's poke loop sleeps and keeps the sensor's deadline)."""
         mps_task_id = self._task_id()
-        push_task_id(context, mps_task_id)
+        push_task_id(context, mps_task_id, operator=self)
         steps = wait_for_task(mps_task_id, end_time=math.inf, poll_interval=self.poke_interval, log=self.log)
         try:
             step = next(steps)
@@ -144,7 +151,13 @@ class MpsImageTaskSensor(BaseSensorOperator):
         if outcome.event == EVENT_FAILED:
             raise AirflowFailException(failure_message(mps_task_id, outcome.error, None))
         return PokeReturnValue(
-            is_done=True, xcom_value=build_task_xcom(mps_task_id, request_id=None, status=outcome.status)
+            is_done=True,
+            xcom_value=build_task_xcom(
+                mps_task_id,
+                request_id=None,
+                status=outcome.status,
+                include_signed_urls=self.include_signed_urls,
+            ),
         )
 
     def execute(self, context: Context) -> Any:
@@ -166,6 +179,7 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 region=self.region,
                 poll_interval=float(self.poke_interval),
                 created_after=getattr(self, "_created_after", None),
+                include_signed_urls=self.include_signed_urls,
             ),
             method_name="execute_complete",
             timeout=deferral_timeout(end_time),
@@ -186,4 +200,4 @@ class MpsImageTaskSensor(BaseSensorOperator):
                 f"{self.task_id}: MPS task {event.get('mps_task_id')} did not finish within "
                 f"the sensor timeout of {self.timeout} seconds"
             )
-        return result_from_event(event, what=self.task_id)
+        return result_from_event(event, what=self.task_id, include_signed_urls=self.include_signed_urls)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow_mps.errors import MpsError
 from airflow_mps.models.constants import TASK_RETENTION_SECONDS
-from airflow_mps.utils.events import MIN_POLL_INTERVAL, jittered
+from airflow_mps.utils.events import MIN_POLL_INTERVAL, brief, jittered
 
 if TYPE_CHECKING:
     from airflow_mps.hooks.mps import MpsHook
@@ -198,9 +198,11 @@ class SharedTaskPoller:
                 return
             self._fall_back(f"code={err.code} RequestId={err.request_id} {err.message}")
         except (OSError, asyncio.TimeoutError) as err:
-            _poller_log.warning("Listing finished MPS tasks failed (network), next round retries: %r", err)
+            _poller_log.warning(
+                "Listing finished MPS tasks failed (network), next round retries: %s", brief(err)
+            )
         except Exception as err:  # e.g. an SDK without DescribeImageTasks: per-task polling still works
-            self._fall_back(repr(err))
+            self._fall_back(brief(err))
 
     def _over_budget(self, unseen: set[str], rows: int) -> None:
         if not self.over_budget_rounds:

@@ -19,19 +19,24 @@ sensor's poke share; this module only performs its I/O on the event loop. Design
   lists finished tasks once per round for every trigger and wakes the ones whose task it saw.
 
 The event payload is :func:`airflow_mps.utils.events.task_event`'s (``status``, ``mps_task_id``,
-``result``, ``error``, ``request_id``).
+``result``, ``error``, ``request_id``), compacted: no signed URL unless asked for, no inline output
+content. Log lines stay readable: the trigger's ``repr`` (which Airflow's ``BaseTrigger`` builds from
+every serialized kwarg) is a short summary, and errors are logged by code and RequestId, long
+reprs cut (:func:`airflow_mps.utils.events.brief`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mps.errors import MpsError
+from airflow_mps.models.constants import API_TIME_FORMAT
 from airflow_mps.triggers._poller import Registration, SharedTaskPoller, shared_poller
 from airflow_mps.utils.sdk import preload_sdk
 from airflow_mps.waits import arun_steps
@@ -66,6 +71,8 @@ class MpsImageTaskTrigger(BaseTrigger):
         time, the sensor's first CreateTime); enables shared polling. ``None`` → per-task polling.
     :param share_polling: wait through the loop's shared poller (one listing per round for all
         triggers) when ``created_after`` is known; ``False`` polls this task's detail every round.
+    :param include_signed_urls: keep the outputs' signed URLs in the event (stored in the metadata DB
+        and logged by the triggerer); off by default: they are bearer links (issue 12 item 4).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class MpsImageTaskTrigger(BaseTrigger):
         request_id: str | None = None,
         created_after: float | None = None,
         share_polling: bool = True,
+        include_signed_urls: bool = False,
     ) -> None:
         super().__init__()
         self.mps_task_id = mps_task_id
@@ -89,6 +97,7 @@ class MpsImageTaskTrigger(BaseTrigger):
         self.request_id = request_id
         self.created_after = None if created_after is None else float(created_after)
         self.share_polling = bool(share_polling)
+        self.include_signed_urls = bool(include_signed_urls)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Everything needed to rebuild this trigger, including the absolute deadline."""
@@ -103,7 +112,18 @@ class MpsImageTaskTrigger(BaseTrigger):
                 "request_id": self.request_id,
                 "created_after": self.created_after,
                 "share_polling": self.share_polling,
+                "include_signed_urls": self.include_signed_urls,
             },
+        )
+
+    def __repr__(self) -> str:
+        """``<MpsImageTaskTrigger <task id> on <conn>/<region> until <UTC deadline>, <polling>>``."""
+        deadline = time.strftime(API_TIME_FORMAT, time.gmtime(self.end_time))
+        polling = "shared" if self.share_polling and self.created_after is not None else "own"
+        return (
+            f"<{type(self).__name__} {self.mps_task_id} on {self.tencentcloud_conn_id}/"
+            f"{self.region or 'connection region'} until {deadline}, {polling} polling every "
+            f"{self.poll_interval:g}s>"
         )
 
     def _hook(self) -> MpsHook:
@@ -137,7 +157,7 @@ class MpsImageTaskTrigger(BaseTrigger):
                 report_progress=False,  # a triggerer holds thousands of waits: log decisions only
             )
             outcome = await arun_steps(steps, lambda step: self._perform(step, hook, reg))
-            yield TriggerEvent(outcome.payload(self.request_id))
+            yield TriggerEvent(outcome.payload(self.request_id, include_signed_urls=self.include_signed_urls))
         finally:
             if poller is not None and reg is not None:
                 poller.unregister(reg)

@@ -68,11 +68,19 @@ def is_task_not_found(err: MpsError) -> bool:
     return isinstance(err, MpsResourceNotFoundError) or err.code in _TASK_NOT_FOUND_CODES
 
 
-def _output_dict(output: Any) -> dict[str, Any]:
-    keys = ("bucket", "region", "path", "uri", "signed_url")
+_OUTPUT_KEYS = ("bucket", "region", "path", "uri", "signed_url")
+
+
+def _output_dict(output: Any, include_signed_urls: bool) -> dict[str, Any]:
     if isinstance(output, Mapping):
-        return {k: output.get(k) for k in keys}
-    return {k: getattr(output, k, None) for k in keys}
+        out = {k: output.get(k) for k in _OUTPUT_KEYS}
+    else:
+        out = {k: getattr(output, k, None) for k in _OUTPUT_KEYS}
+    if not include_signed_urls:
+        # A signed URL is a bearer link (anyone holding it reads the object for an hour): kept out of
+        # XCom unless the user opts in; the key stays so the XCom keeps its shape (issue 12 item 4).
+        out["signed_url"] = None
+    return out
 
 
 def _result_dict(status: ImageTaskStatus | Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -100,6 +108,7 @@ def build_task_xcom(
     status: ImageTaskStatus | Mapping[str, Any] | None = None,
     state: str | None = None,
     error: Mapping[str, Any] | None = None,
+    include_signed_urls: bool = False,
 ) -> dict[str, Any]:
     """The single-image XCom (design §2), from an ``ImageTaskStatus`` or its ``to_dict()`` form.
 
@@ -107,9 +116,10 @@ def build_task_xcom(
     "signed_url"}], "error": {"code", "message"} | None}``. ``status`` is ``SUCCESS`` for a task that
     finished successfully, ``SUBMITTED`` right after a fire-and-forget submission, or the MPS state
     (``WAITING``/``PROCESSING``) when a fire-and-forget retry found the task still running.
+    ``signed_url`` is ``None`` unless ``include_signed_urls`` (MPS's signed URLs are bearer links).
     """
     result = _result_dict(status)
-    outputs = [_output_dict(o) for o in (result or {}).get("outputs") or ()]
+    outputs = [_output_dict(o, include_signed_urls) for o in (result or {}).get("outputs") or ()]
     err = {"code": error.get("code"), "message": error.get("message")} if error else None
     return {
         "mps_task_id": mps_task_id,
@@ -144,10 +154,13 @@ def _error_event_exception(what: str, mps_task_id: str, error: Mapping[str, Any]
     return AirflowException(text) if error.get("retryable") else AirflowFailException(text)
 
 
-def result_from_event(event: Mapping[str, Any] | None, *, what: str) -> dict[str, Any]:
+def result_from_event(
+    event: Mapping[str, Any] | None, *, what: str, include_signed_urls: bool = False
+) -> dict[str, Any]:
     """Turn a single-task trigger event into the XCom, or raise the right exception: failed →
     ``AirflowFailException`` at once (never a hang, apache/airflow #34017), terminal error →
-    ``AirflowFailException``, transient error or deadline → ``AirflowException`` (retryable)."""
+    ``AirflowFailException``, transient error or deadline → ``AirflowException`` (retryable).
+    ``include_signed_urls``: keep the outputs' signed URLs (see :func:`build_task_xcom`)."""
     if not event or "status" not in event:
         raise AirflowException(f"{what}: the trigger returned no event: {event!r}")
     mps_task_id = str(event.get("mps_task_id"))
@@ -155,7 +168,12 @@ def result_from_event(event: Mapping[str, Any] | None, *, what: str) -> dict[str
     request_id = event.get("request_id")
     error = event.get("error") or {}
     if status == EVENT_SUCCESS:
-        return build_task_xcom(mps_task_id, request_id=request_id, status=event.get("result"))
+        return build_task_xcom(
+            mps_task_id,
+            request_id=request_id,
+            status=event.get("result"),
+            include_signed_urls=include_signed_urls,
+        )
     if status == EVENT_FAILED:
         raise AirflowFailException(failure_message(mps_task_id, error, request_id))
     if status == EVENT_TIMEOUT:

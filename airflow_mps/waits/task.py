@@ -49,6 +49,7 @@ from airflow_mps.utils.events import (
     EVENT_SUCCESS,
     EVENT_TIMEOUT,
     MIN_POLL_INTERVAL,
+    brief,
     error_payload,
     jittered,
     status_error,
@@ -139,10 +140,15 @@ class TaskWaitOutcome:
     #: The MPS error that ended the wait (``error`` outcomes), for the caller's exception chain.
     exception: MpsError | None = None
 
-    def payload(self, request_id: str | None) -> dict[str, Any]:
-        """The trigger event payload of this outcome."""
+    def payload(self, request_id: str | None, *, include_signed_urls: bool = False) -> dict[str, Any]:
+        """The trigger event payload of this outcome (signed URLs only with ``include_signed_urls``)."""
         return task_event(
-            self.event, self.mps_task_id, result=self.status, error=self.error, request_id=request_id
+            self.event,
+            self.mps_task_id,
+            result=self.status,
+            error=self.error,
+            request_id=request_id,
+            include_signed_urls=include_signed_urls,
         )
 
 
@@ -231,7 +237,9 @@ class _TaskWait:
                 err.message,
             )
         else:  # a network error, or a call cut off at the deadline (the next check ends the wait)
-            self.log.warning("MPS task %s: network error while polling, retrying: %r", self.task_id, err)
+            self.log.warning(
+                "MPS task %s: network error while polling, retrying: %s", self.task_id, brief(err)
+            )
         return None
 
     def _timed_out(self) -> TaskWaitOutcome:

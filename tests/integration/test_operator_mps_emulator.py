@@ -117,11 +117,6 @@ def xcom(dr: Any, task_id: str, key: str = "return_value", map_index: int = -1) 
         return None if row is None else XComModel.deserialize_value(row)
 
 
-def download(url: str) -> Image.Image:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return Image.open(io.BytesIO(resp.read()))
-
-
 def _has_task_state_store() -> bool:
     """The operator persists its TaskId (Airflow's ResumableJobMixin + task_state_store, Airflow >= 3.3)."""
     from airflow_mps.operators.mps import MpsProcessImageOperator
@@ -179,10 +174,15 @@ def test_same_dag_succeeds_in_every_mode_with_real_outputs(
     assert out["bucket"] == OUT_BUCKET and out["region"] == "ap-guangzhou"
     assert out["path"].startswith("enhanced/") and out["path"].endswith(f"/a.{fmt}")
     assert out["uri"] == f"cosn://{OUT_BUCKET}/{out['path']}"
-    image = download(out["signed_url"])
+    assert out["signed_url"] is None  # a bearer link: kept out of XCom unless include_signed_urls=True
+    image = Image.open(io.BytesIO(emu.cos_backend.get_object(OUT_BUCKET, out["path"]).data))
     assert image.format == fmt.upper() and image.size == SIZE
     link = xcom(dr, result_task, key="_link_MpsTaskLink")
-    assert link.endswith(f"?taskId={result['mps_task_id']}")
+    # The connection is the local emulator: the link opens its own page of the task (issue 14 item 5).
+    assert link == f"http://{emu.endpoint}/tasks/{result['mps_task_id']}"
+    with urllib.request.urlopen(link, timeout=10) as page:
+        assert page.status == 200 and page.headers["Server"] == "airflow-mps-emulator"
+        assert result["mps_task_id"] in page.read().decode()
     if submitter == "process":
         assert result["request_id"]
     else:
@@ -202,7 +202,7 @@ def test_mapped_ten_images_each_with_own_xcom_and_link(emu: EmulatorServer, dags
         assert result["outputs"][0]["path"].endswith(f"/m{i}.webp")
         task_ids.add(result["mps_task_id"])
         link = xcom(dr, "process", key="_link_MpsTaskLink", map_index=i)
-        assert link.endswith(f"?taskId={result['mps_task_id']}")
+        assert link == f"http://{emu.endpoint}/tasks/{result['mps_task_id']}"
         links.add(link)
     assert len(task_ids) == 10 and len(links) == 10
 

@@ -43,8 +43,13 @@ class RecordingStore:
 def _single(**overrides: Any) -> Any:
     from airflow_mps.operators.mps import MpsProcessImageOperator
 
-    args: dict[str, Any] = {"task_id": "single", "input": SRC, "image_task": JPEG, "deferrable": False,
-                            "poll_interval": 0.2}
+    args: dict[str, Any] = {
+        "task_id": "single",
+        "input": SRC,
+        "image_task": JPEG,
+        "deferrable": False,
+        "poll_interval": 0.2,
+    }
     args.update(overrides)
     return MpsProcessImageOperator(**args)
 
@@ -67,8 +72,13 @@ def _batch(**overrides: Any) -> Any:
 def _sensor(**overrides: Any) -> Any:
     from airflow_mps.sensors.mps import MpsImageTaskSensor
 
-    args: dict[str, Any] = {"task_id": "sensor", "mps_task_id": "2600011633-ImageTask-x", "poke_interval": 0.2,
-                            "timeout": 5, "deferrable": False}
+    args: dict[str, Any] = {
+        "task_id": "sensor",
+        "mps_task_id": "2600011633-ImageTask-x",
+        "poke_interval": 0.2,
+        "timeout": 5,
+        "deferrable": False,
+    }
     args.update(overrides)
     return MpsImageTaskSensor(**args)
 
@@ -84,8 +94,12 @@ CASES: list[Any] = [
     ("single", "input", {"input": "cos://"}, None),
     ("single", "input", {"input": f"cos://{BUCKET}/"}, None),
     ("single", "input", {"input": "/local/path/a.png"}, None),
-    ("single", "input", {"input": {"Type": "COS", "CosInputInfo": {"Bucket": BUCKET, "Region": "ap-guangzhou"}}},
-     None),
+    (
+        "single",
+        "input",
+        {"input": {"Type": "COS", "CosInputInfo": {"Bucket": BUCKET, "Region": "ap-guangzhou"}}},
+        None,
+    ),
     ("single", "input", {"input": {"Type": "FTP"}}, None),
     ("single", "input", {"input": {"Type": "COS"}}, None),
     ("single", "input", {"input": {"Type": "URL", "UrlInputInfo": {"Url": "not a url"}}}, None),
@@ -102,11 +116,24 @@ CASES: list[Any] = [
     ("single", "image_task", {"image_task": {"EncodeConfig": {"Quality": -1}}}, None),
     ("single", "image_task", {"image_task": {"EncodeConfig": {"Quality": "high"}}}, None),
     ("single", "image_task", {"image_task": {"Bogus": 1}}, None),
-    ("single", "image_task", {"image_task": {"EnhanceConfig": {"SuperResolution": {"Switch": "MAYBE"}}}}, None),
-    ("single", "image_task", {"image_task": {"EnhanceConfig": {"SuperResolution": {"Switch": "ON", "Size": 7}}}},
-     None),
-    ("single", "image_task", {"image_task": "{{ params.task }}"},
-     {"task": json.dumps({"EncodeConfig": {"Format": "JPEG", "Quality": 500}})}),
+    (
+        "single",
+        "image_task",
+        {"image_task": {"EnhanceConfig": {"SuperResolution": {"Switch": "MAYBE"}}}},
+        None,
+    ),
+    (
+        "single",
+        "image_task",
+        {"image_task": {"EnhanceConfig": {"SuperResolution": {"Switch": "ON", "Size": 7}}}},
+        None,
+    ),
+    (
+        "single",
+        "image_task",
+        {"image_task": "{{ params.task }}"},
+        {"task": json.dumps({"EncodeConfig": {"Format": "JPEG", "Quality": 500}})},
+    ),
     ("single", "image_task", {"image_task": "{{ params.task }}"}, {"task": "{'EncodeConfig': 1}"}),
     ("single", "output_storage", {"output_storage": "ftp://x"}, None),
     ("single", "output_storage", {"output_storage": {"Type": "AWS-S3"}}, None),
@@ -128,6 +155,25 @@ CASES: list[Any] = [
     ("single", "timeout", {"timeout": "soon"}, None),
     ("single", "timeout", {"timeout": float("inf")}, None),
     ("single", "timeout", {"timeout": -1}, None),
+    # ---- single-image operator: templates that rendered to nothing (issue 12 item 5)
+    ("single", "output_dir", {"output_dir": "{{ params.d }}"}, {"d": "None"}),
+    ("single", "output_dir", {"output_dir": "None"}, None),
+    ("single", "output_dir", {"output_dir": "{{ params.d }}"}, {"d": ""}),
+    ("single", "output_path", {"output_path": "{{ params.p }}"}, {"p": "null"}),
+    ("single", "image_task", {"image_task": "{{ params.t }}"}, {"t": ""}),
+    ("single", "image_task", {"image_task": "{{ params.t }}"}, {"t": "null"}),
+    ("single", "image_task", {"image_task": "{{ params.t | tojson }}"}, {"t": None}),
+    ("single", "image_task", {"image_task": "[]"}, None),
+    ("single", "resource_id", {"resource_id": "{{ params.r }}"}, {"r": "None"}),
+    ("single", "std_ext_info", {"std_ext_info": "{{ params.x }}"}, {"x": "None"}),
+    ("single", "std_ext_info", {"std_ext_info": ""}, None),
+    ("single", "output_storage", {"output_storage": "{{ params.o }}"}, {"o": "None"}),
+    ("single", "add_on_parameter", {"add_on_parameter": "{{ params.a }}"}, {"a": "null"}),
+    ("single", "definition", {"definition": "{{ params.d }}"}, {"d": "None"}),
+    ("single", "schedule_id", {"schedule_id": "{{ params.s }}"}, {"s": ""}),
+    ("single", "region", {"region": "{{ params.r }}"}, {"r": "None"}),
+    ("single", "input", {"input": "{{ params.i }}"}, {"i": "[]"}),
+    ("single", "input", {"input": "  NULL "}, None),
     # ---- batch operator
     ("batch", "source", {"source": ""}, None),
     ("batch", "source", {"source": 42}, None),
@@ -168,6 +214,17 @@ CASES: list[Any] = [
     ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": ""}),
     ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": "None"}),
     ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": "null"}),
+    ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": "[]"}),
+    ("sensor", "mps_task_id", {"mps_task_id": "0"}, None),
+    ("sensor", "mps_task_id", {"mps_task_id": "../../x"}, None),
+    ("sensor", "mps_task_id", {"mps_task_id": "{{ params.id }}"}, {"id": "a b"}),
+    ("sensor", "mps_task_id", {"mps_task_id": 1250000000}, None),
+    ("sensor", "mps_task_id", {"mps_task_id": "x" * 200}, None),
+    ("sensor", "region", {"region": "{{ params.r }}"}, {"r": "None"}),
+    ("sensor", "region", {"region": ""}, None),
+    ("sensor", "region", {"region": "../eu"}, None),
+    ("sensor", "region", {"region": "{{ params.r }}"}, {"r": "null"}),
+    ("sensor", "tencentcloud_conn_id", {"tencentcloud_conn_id": "{{ params.c }}"}, {"c": ""}),
     ("sensor", "poke_interval", {"poke_interval": -1}, None),
     ("sensor", "timeout", {"timeout": -1}, None),
     ("sensor", "mode", {"mode": "sometimes"}, None),
@@ -206,7 +263,11 @@ def test_table_is_big_enough() -> None:
 
 @pytest.mark.parametrize(("kind", "arg", "kwargs", "params"), CASES, ids=[_case_id(c) for c in CASES])
 def test_bad_input_is_refused_before_any_api_call(
-    kind: str, arg: str, kwargs: dict[str, Any], params: dict[str, Any] | None, emulator: Any,
+    kind: str,
+    arg: str,
+    kwargs: dict[str, Any],
+    params: dict[str, Any] | None,
+    emulator: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", emulator.connection_uri())

@@ -63,3 +63,129 @@ def test_links_are_class_attributes_and_survive_mapping() -> None:
             input=["cos://b-1/a.jpg", "cos://b-1/b.jpg"]
         )
     assert [type(x) for x in mapped.operator_extra_links] == [MpsTaskLink]
+
+
+# ------------------------------------------------------------------ where the link points (issue 14 item 5)
+TASK = "1250000000-WorkflowTask-0723542d0c164c958ba116874fa9b0c4"
+CONSOLE = f"https://console.cloud.tencent.com/mps/tasks?taskId={TASK}"
+
+
+@pytest.mark.parametrize(
+    ("extras", "expected"),
+    [
+        ({}, CONSOLE),
+        ({"endpoint": "127.0.0.1:9100", "protocol": "http"}, f"http://127.0.0.1:9100/tasks/{TASK}"),
+        ({"endpoint": "127.0.0.2:9100", "protocol": "http"}, f"http://127.0.0.2:9100/tasks/{TASK}"),
+        ({"endpoint": "localhost:9100", "protocol": "https"}, f"https://localhost:9100/tasks/{TASK}"),
+        ({"endpoint": "[::1]:9100", "protocol": "http"}, f"http://[::1]:9100/tasks/{TASK}"),
+        ({"endpoint": "http://127.0.0.1:9100/"}, f"http://127.0.0.1:9100/tasks/{TASK}"),
+        (
+            {"extra__tencentcloud__endpoint": "127.0.0.1:9100", "protocol": "http"},
+            f"http://127.0.0.1:9100/tasks/{TASK}",
+        ),
+        (
+            {"endpoint": "127.0.0.1"},
+            f"https://127.0.0.1/tasks/{TASK}",
+        ),  # protocol defaults to https, as the hook
+        ({"endpoint": "mps.tencentcloudapi.com"}, CONSOLE),
+        ({"endpoint": "mps.ap-guangzhou.tencentcloudapi.com", "protocol": "https"}, CONSOLE),
+        ({"endpoint": "10.0.0.5:9100", "protocol": "http"}, CONSOLE),
+        ({"endpoint": "emulator:9100", "protocol": "http"}, CONSOLE),
+        (
+            {"endpoint": "emulator:9100", "protocol": "http", "console_url": "http://localhost:9100/"},
+            f"http://localhost:9100/tasks/{TASK}",
+        ),
+        (
+            {"console_url": "https://console.tencentcloud.com/mps/tasks?taskId={task_id}"},
+            f"https://console.tencentcloud.com/mps/tasks?taskId={TASK}",
+        ),
+        ({"endpoint": "127.0.0.1:9100", "console_url": ""}, f"https://127.0.0.1:9100/tasks/{TASK}"),
+    ],
+)
+def test_link_target_is_decided_from_the_connection(extras: dict[str, Any], expected: str) -> None:
+    assert links.task_url(links.task_url_template(extras), TASK) == expected
+
+
+def test_task_id_is_encoded_in_every_target() -> None:
+    emulator = links.task_url_template({"endpoint": "127.0.0.1:9100", "protocol": "http"})
+    assert links.task_url(emulator, "a/b c?d") == "http://127.0.0.1:9100/tasks/a%2Fb%20c%3Fd"
+    assert links.task_url(links.task_url_template({}), "a/b c&d").endswith("?taskId=a%2Fb%20c%26d")
+
+
+def test_console_base_url_still_applies_to_the_console_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW__TENCENTCLOUD_MPS__CONSOLE_BASE_URL", "https://console.tencentcloud.com/mps/tasks"
+    )
+    assert (
+        links.task_url(links.task_url_template({}), "t1")
+        == "https://console.tencentcloud.com/mps/tasks?taskId=t1"
+    )
+
+
+class _Key:
+    map_index = -1
+
+
+def _fake_xcom(monkeypatch: pytest.MonkeyPatch, value: Any) -> None:
+    class FakeXCom:
+        @staticmethod
+        def get_value(*, ti_key: Any, key: str) -> Any:
+            return value
+
+    import airflow.providers.common.compat.sdk as compat
+
+    monkeypatch.setattr(compat, "XCom", FakeXCom, raising=False)
+
+
+def test_link_follows_the_operators_connection_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a link must not make a network call")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MPS_EMU", "tencentcloud://AKID:key@/?endpoint=127.0.0.1%3A9100&protocol=http"
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_MPS_REAL", "tencentcloud://AKID:key@/?region=ap-guangzhou")
+    _fake_xcom(monkeypatch, TASK)
+    emu = MpsProcessImageOperator(task_id="e", input="x", tencentcloud_conn_id="mps_emu")
+    real = MpsImageTaskSensor(task_id="r", mps_task_id="x-1", tencentcloud_conn_id="mps_real")
+    missing = MpsProcessImageOperator(task_id="m", input="x", tencentcloud_conn_id="no_such_connection")
+    assert MpsTaskLink().get_link(emu, ti_key=_Key()) == f"http://127.0.0.1:9100/tasks/{TASK}"
+    assert MpsTaskLink().get_link(real, ti_key=_Key()) == CONSOLE
+    assert MpsTaskLink().get_link(missing, ti_key=_Key()) == CONSOLE  # unreadable: never an error
+
+
+def test_one_connection_lookup_per_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    calls: list[str] = []
+    real_get = BaseHook.get_connection
+
+    def counting(conn_id: str) -> Any:
+        calls.append(conn_id)
+        return real_get(conn_id)
+
+    monkeypatch.setattr(BaseHook, "get_connection", staticmethod(counting))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MPS_EMU", "tencentcloud://AKID:key@/?endpoint=localhost%3A9100&protocol=http"
+    )
+    op = MpsProcessImageOperator(task_id="e", input="x", tencentcloud_conn_id="mps_emu")
+
+    class TI:
+        def __init__(self) -> None:
+            self.xcoms: dict[str, Any] = {}
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            self.xcoms[key] = value
+
+    ti = TI()
+    op.push_task_id({"ti": ti}, TASK)
+    op.push_task_id({"ti": ti}, TASK)
+    _fake_xcom(monkeypatch, TASK)
+    assert MpsTaskLink().get_link(op, ti_key=_Key()) == f"http://localhost:9100/tasks/{TASK}"
+    assert ti.xcoms[MpsTaskLink().xcom_key] == f"http://localhost:9100/tasks/{TASK}"
+    assert ti.xcoms["mps_task_id"] == TASK
+    assert calls == ["mps_emu"]

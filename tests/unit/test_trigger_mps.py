@@ -261,6 +261,7 @@ def test_serialize_carries_no_secret_and_only_known_keys() -> None:
         "request_id",
         "created_after",
         "share_polling",
+        "include_signed_urls",
     }
 
 

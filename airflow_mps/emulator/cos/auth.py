@@ -16,6 +16,14 @@ URLs, from the same ``q-*`` fields in the query string. It checks the ``q-sign-t
 the clock and the ``x-cos-security-token`` (header or query param) when a token is configured.
 Failures raise ``CosAuthError`` with the COS code and HTTP status the real service uses.
 
+Presigned URLs never carry the STS token (issue 12 item 4: a URL ends up in logs, XCom and browser
+history, the token would outlive the link's purpose). The emulator's own ``SignedUrl`` plays the part
+of MPS's, which the service signs with its own credentials: with a token configured,
+:func:`presign_url` signs with a key bound to the token (:func:`token_bound_key`) instead of putting
+the token in the URL, and :func:`verify_request` accepts a query-signed request without a token when
+its signature was made with that key. It cannot be forged without the SecretKey, and it stops working
+when the token changes, like a URL signed with temporary credentials that expired.
+
 This is server code: hand-written signing is fine here (clients use the official SDK).
 """
 
@@ -37,6 +45,7 @@ __all__ = [
     "http_string",
     "presign_url",
     "sign",
+    "token_bound_key",
     "verify_request",
 ]
 
@@ -135,6 +144,13 @@ def _signature(secret_key: str, key_time: str, http_str: str) -> str:
     return hmac.new(sign_key.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha1).hexdigest()
 
 
+def token_bound_key(secret_key: str, token: str) -> str:
+    """The signing key of a presigned URL made under an STS token, which the URL does not carry."""
+    return hmac.new(
+        secret_key.encode("utf-8"), b"airflow-mps-emulator/signed-url\n" + token.encode("utf-8"), hashlib.sha1
+    ).hexdigest()
+
+
 def sign(
     method: str,
     path: str,
@@ -174,8 +190,8 @@ def presign_url(
     The emulator's own COS handler accepts it with a plain ``requests.get(url)``: the signed path is
     ``"/" + key`` (the bucket segment is not part of it, as with the SDK's IP mode), the signed
     header is ``host`` = the base URL's host name without port (the verifier retries without the
-    port, exactly as for the SDK's own IP-mode presigned URLs). A token, if given, is appended as an
-    unsigned ``x-cos-security-token`` param, as the SDK documents.
+    port, exactly as for the SDK's own IP-mode presigned URLs). A token, if given, is never put in
+    the URL: the signature is made with :func:`token_bound_key` instead (see the module docstring).
     """
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
@@ -186,15 +202,13 @@ def presign_url(
         method,
         "/" + key,
         secret_id=secret_id,
-        secret_key=secret_key,
+        secret_key=token_bound_key(secret_key, token) if token else secret_key,
         key_time=key_time,
         headers={"host": host},
     )
     query = "&".join(
         f"{name}={quote(value, safe='')}" for name, value in (f.split("=", 1) for f in auth.split("&"))
     )
-    if token:
-        query += "&x-cos-security-token=" + quote(token, safe="")
     base = base_url.rstrip("/")
     return f"{base}/{quote(bucket, safe='')}/{quote(key.encode('utf-8'), safe='/-_.~')}?{query}"
 
@@ -259,7 +273,10 @@ def verify_request(request: EmulatorRequest, config: CosAuthConfig, *, sign_path
         token = request.headers.get("x-cos-security-token")
         if token is None:
             token = next((v for k, v in query_pairs if k.lower() == "x-cos-security-token"), None)
-        if token is None or not hmac.compare_digest(token.encode("utf-8"), config.token.encode("utf-8")):
+        if token is None and not request.headers.get("Authorization"):
+            # A presigned URL without the token: valid only when signed with the token-bound key.
+            secret_key = token_bound_key(secret_key, config.token)
+        elif token is None or not hmac.compare_digest(token.encode("utf-8"), config.token.encode("utf-8")):
             raise CosAuthError(
                 "AccessDenied", "The security token (x-cos-security-token) is missing or invalid."
             )
