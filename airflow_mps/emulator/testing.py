@@ -29,15 +29,43 @@ from airflow_mps.emulator.faults import FaultPlan
 
 
 class _ClientHelpers:
-    """SDK conveniences shared by the in-thread and subprocess emulators."""
+    """SDK conveniences shared by the in-thread and subprocess emulators.
 
-    endpoint: str
-    secret_id: str
-    secret_key: str
-    region: str
-    token: str | None
-    scheme: str
-    tls_cert: Path | None
+    A subclass sets ``config`` and provides ``endpoint`` and ``tls_cert`` (known once it runs); the
+    credentials, region and scheme are read from ``config``.
+    """
+
+    config: EmulatorConfig
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the running emulator."""
+        raise NotImplementedError
+
+    @property
+    def tls_cert(self) -> Path | None:
+        """The certificate to trust when the emulator serves https (``None`` for http)."""
+        raise NotImplementedError
+
+    @property
+    def secret_id(self) -> str:
+        return self.config.secret_id
+
+    @property
+    def secret_key(self) -> str:
+        return self.config.secret_key
+
+    @property
+    def region(self) -> str:
+        return self.config.region
+
+    @property
+    def token(self) -> str | None:
+        return self.config.token
+
+    @property
+    def scheme(self) -> str:
+        return self.config.scheme
 
     def http_profile(self, **kwargs: Any) -> Any:
         from tencentcloud.common.profile.http_profile import HttpProfile
@@ -227,19 +255,16 @@ class EmulatorServer(_ClientHelpers):
         return self._running.app
 
     @property
-    def endpoint(self) -> str:  # type: ignore[override]
+    def endpoint(self) -> str:
         return self._running.endpoint
+
+    @property
+    def tls_cert(self) -> Path | None:
+        return self._running.tls_cert if self._running else None
 
     @property
     def base_url(self) -> str:
         return f"{self.scheme}://{self.endpoint}"
-
-    secret_id = property(lambda self: self.config.secret_id)  # type: ignore[assignment]
-    secret_key = property(lambda self: self.config.secret_key)  # type: ignore[assignment]
-    region = property(lambda self: self.config.region)  # type: ignore[assignment]
-    token = property(lambda self: self.config.token)  # type: ignore[assignment]
-    scheme = property(lambda self: self.config.scheme)  # type: ignore[assignment]
-    tls_cert = property(lambda self: self._running.tls_cert if self._running else None)  # type: ignore[assignment]
 
     @property
     def faults(self) -> FaultPlan:
@@ -263,23 +288,23 @@ class EmulatorProcess(_ClientHelpers):
     """The emulator as a subprocess (`python -m airflow_mps.emulator`); start/stop/kill/restart."""
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, **config: Any) -> None:
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="mps-emulator-proc-")
-        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if not data_dir:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mps-emulator-proc-")
+            data_dir = self._tmp.name
+        self.data_dir = Path(data_dir)
         self.config = _make_config(self.data_dir, config)
         self.proc: subprocess.Popen[bytes] | None = None
         self._endpoint: str | None = None
         self._tls_cert: Path | None = None
         self.faults = RemoteFaults(self)
 
-    secret_id = property(lambda self: self.config.secret_id)  # type: ignore[assignment]
-    secret_key = property(lambda self: self.config.secret_key)  # type: ignore[assignment]
-    region = property(lambda self: self.config.region)  # type: ignore[assignment]
-    token = property(lambda self: self.config.token)  # type: ignore[assignment]
-    scheme = property(lambda self: self.config.scheme)  # type: ignore[assignment]
-    tls_cert = property(lambda self: self._tls_cert)  # type: ignore[assignment]
+    @property
+    def tls_cert(self) -> Path | None:
+        return self._tls_cert
 
     @property
-    def endpoint(self) -> str:  # type: ignore[override]
+    def endpoint(self) -> str:
         if self._endpoint is None:
             raise RuntimeError("the emulator process is not running")
         return self._endpoint

@@ -39,7 +39,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +166,27 @@ def crc64ecma(data: bytes, crc: int = 0) -> int:
 # value types
 
 
+def _json_int(value: object) -> int:
+    """``int()`` of a number read from JSON; ``TypeError`` for anything that is not one (as ``int()``)."""
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def _json_float(value: object) -> float:
+    """``float()`` of a number read from JSON; ``TypeError`` for anything that is not one."""
+    if isinstance(value, (int, float, str)):
+        return float(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def _json_str_map(value: object) -> dict[str, str]:
+    """A ``{str: str}`` object read from JSON (stored metadata / headers); ``TypeError`` otherwise."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    raise TypeError(f"expected an object, got {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class CosObjectMeta:
     """What COS knows about one object besides its bytes."""
@@ -198,13 +219,13 @@ class CosObjectMeta:
     def from_json(cls, raw: Mapping[str, object]) -> CosObjectMeta:
         return cls(
             key=str(raw["key"]),
-            size=int(raw["size"]),  # type: ignore[call-overload]  # JSON value, checked by int()
+            size=_json_int(raw["size"]),
             etag=str(raw["etag"]),
-            last_modified=float(raw["last_modified"]),  # type: ignore[arg-type]
+            last_modified=_json_float(raw["last_modified"]),
             content_type=str(raw.get("content_type") or "application/octet-stream"),
-            crc64=int(raw.get("crc64") or 0),  # type: ignore[call-overload]  # JSON value, checked by int()
-            metadata=dict(raw.get("metadata") or {}),  # type: ignore[call-overload]
-            headers=dict(raw.get("headers") or {}),  # type: ignore[call-overload]
+            crc64=_json_int(raw.get("crc64") or 0),
+            metadata=_json_str_map(raw.get("metadata") or {}),
+            headers=_json_str_map(raw.get("headers") or {}),
             storage_class=str(raw.get("storage_class") or "STANDARD"),
         )
 
@@ -295,7 +316,7 @@ class CosBackend:
     the index (a count, not a timing).
     """
 
-    def __init__(self, root_dir: str | os.PathLike[str], *, clock=time.time) -> None:
+    def __init__(self, root_dir: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
         self.root = Path(root_dir).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._clock = clock
