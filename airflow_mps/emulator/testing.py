@@ -80,7 +80,9 @@ class _ClientHelpers:
 
         return ClientProfile(httpProfile=self.http_profile(), **kwargs)
 
-    def credential(self, secret_key: str | None = None, secret_id: str | None = None, token: str | None = None) -> Any:
+    def credential(
+        self, secret_key: str | None = None, secret_id: str | None = None, token: str | None = None
+    ) -> Any:
         from tencentcloud.common.credential import Credential
 
         return Credential(secret_id or self.secret_id, secret_key or self.secret_key, token or self.token)
@@ -125,8 +127,14 @@ class _ClientHelpers:
 
     def connection_uri(self) -> str:
         """Airflow connection URI for the `tencentcloud` connection type (contains the key)."""
-        cfg = EmulatorConfig(secret_id=self.secret_id, secret_key=self.secret_key, region=self.region,
-                             token=self.token, tls=self.scheme == "https", extra_regions=[self.region])
+        cfg = EmulatorConfig(
+            secret_id=self.secret_id,
+            secret_key=self.secret_key,
+            region=self.region,
+            token=self.token,
+            tls=self.scheme == "https",
+            extra_regions=[self.region],
+        )
         return cfg.connection_uri(self.endpoint)
 
     # -- admin ------------------------------------------------------------------------------------
@@ -195,7 +203,9 @@ class RemoteFaults:
     def internal_error(self, action: str = "*", **opts: Any) -> Any:
         return self.add("internal_error", action, **opts)
 
-    def api_error(self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any) -> Any:
+    def api_error(
+        self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any
+    ) -> Any:
         return self.add("api_error", action, api_code=code, api_message=message, **opts)
 
     def http_error(self, status: int, action: str = "*", **opts: Any) -> Any:
@@ -207,8 +217,13 @@ class RemoteFaults:
     def reset_after(self, action: str = "*", **opts: Any) -> Any:
         return self.add("reset_after", action, **opts)
 
-    def fail_tasks(self, err_code: int = 70000, err_msg: str = "InternalError",
-                   message: str = "Injected task failure.", **opts: Any) -> Any:
+    def fail_tasks(
+        self,
+        err_code: int = 70000,
+        err_msg: str = "InternalError",
+        message: str = "Injected task failure.",
+        **opts: Any,
+    ) -> Any:
         return self.add("task_fail", "task", err_code=err_code, err_msg=err_msg, message=message, **opts)
 
 
@@ -313,13 +328,39 @@ class EmulatorProcess(_ClientHelpers):
         c = self.config
         port = int(self._endpoint.rpartition(":")[2]) if self._endpoint else c.port
         argv = [
-            sys.executable, "-m", "airflow_mps.emulator", "--host", c.host, "--port", str(port),
-            "--data-dir", str(self.data_dir), "--secret-id", c.secret_id, "--secret-key", c.secret_key,
-            "--region", c.region, "--appid", str(c.appid),
-            "--process-image-rate", str(c.process_image_rate), "--describe-rate", str(c.describe_rate),
-            "--workers", str(c.workers), "--latency-ms", str(c.latency_ms),
-            "--task-duration-ms", f"{c.task_duration[0] * 1000:g}:{c.task_duration[1] * 1000:g}",
-            "--seed", str(c.seed), "--ready-file", str(ready_file), "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "airflow_mps.emulator",
+            "--host",
+            c.host,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(self.data_dir),
+            "--secret-id",
+            c.secret_id,
+            "--secret-key",
+            c.secret_key,
+            "--region",
+            c.region,
+            "--appid",
+            str(c.appid),
+            "--process-image-rate",
+            str(c.process_image_rate),
+            "--describe-rate",
+            str(c.describe_rate),
+            "--workers",
+            str(c.workers),
+            "--latency-ms",
+            str(c.latency_ms),
+            "--task-duration-ms",
+            f"{c.task_duration[0] * 1000:g}:{c.task_duration[1] * 1000:g}",
+            "--seed",
+            str(c.seed),
+            "--ready-file",
+            str(ready_file),
+            "--log-level",
+            "WARNING",
         ]
         if c.token:
             argv += ["--token", c.token]
@@ -354,7 +395,9 @@ class EmulatorProcess(_ClientHelpers):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"emulator exited with {self.proc.returncode}; see {self.data_dir}/emulator.log")
+                raise RuntimeError(
+                    f"emulator exited with {self.proc.returncode}; see {self.data_dir}/emulator.log"
+                )
             if ready.exists():
                 try:
                     info = json.loads(ready.read_text())
