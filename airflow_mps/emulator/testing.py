@@ -7,7 +7,7 @@
 
 Both offer `.endpoint` ("127.0.0.1:PORT"), `.secret_id`, `.secret_key`, `.region`, `.http_profile()`,
 `.client_profile()`, `.credential()`, `.mps_client()`, `.cos_config()`, `.cos_client()`,
-`.connection_uri()`, `.stats()`, `.reset()`, `.wait_idle()`.
+`.ensure_bucket()`, `.connection_uri()`, `.stats()`, `.reset()`, `.wait_idle()`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from airflow_mps.emulator.config import ENV_PREFIX, EmulatorConfig, parse_duration_range
+from airflow_mps.emulator.config import ENV_PREFIX, EmulatorConfig, format_retention, parse_duration_range
 from airflow_mps.emulator.faults import FaultPlan
 
 
@@ -124,6 +124,16 @@ class _ClientHelpers:
         from qcloud_cos import CosS3Client
 
         return CosS3Client(self.cos_config(region, **kwargs), retry=retry)
+
+    def ensure_bucket(self, bucket: str, region: str | None = None) -> None:
+        """Create ``bucket`` with PUT Bucket (the SDK's ``create_bucket``) unless it exists.
+
+        The emulator, like COS, answers a PUT Object into a missing bucket with ``NoSuchBucket`` and
+        fails an MPS task whose output bucket is missing: tests create their buckets first.
+        """
+        client = self.cos_client(region)
+        if not client.bucket_exists(Bucket=bucket):
+            client.create_bucket(Bucket=bucket)
 
     def connection_uri(self) -> str:
         """Airflow connection URI for the `tencentcloud` connection type (contains the key)."""
@@ -381,6 +391,8 @@ class EmulatorProcess(_ClientHelpers):
         env[ENV_PREFIX + "LISTING_WAITING"] = c.listing_waiting
         if c.extra_regions:
             env[ENV_PREFIX + "EXTRA_REGIONS"] = ",".join(c.extra_regions)
+        env[ENV_PREFIX + "AUTO_CREATE_BUCKETS"] = "1" if c.auto_create_buckets else "0"
+        env[ENV_PREFIX + "TASK_RETENTION_SECONDS"] = format_retention(c.task_retention_seconds)
         return env
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
