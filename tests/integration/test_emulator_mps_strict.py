@@ -62,6 +62,7 @@ def huge_png_header(width: int = 9000, height: int = 9000) -> bytes:
 
 
 def upload(emu: Any, key: str, data: bytes | None = None) -> str:
+    emu.ensure_bucket(BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
     emu.cos_client().put_object(Bucket=BUCKET, Key=key, Body=png_bytes() if data is None else data)
     return key
 
@@ -216,6 +217,33 @@ def test_lenient_is_one_switch_back_to_the_old_behaviour(tmp_path: Any) -> None:
         assert server.wait_idle(30)
         assert json.loads(listing(client, "FINISH").TaskSet[0].Input)["CosInputInfo"]["Object"] == "/" + src
         assert listing(client, "WAITING").TotalCount == 0
+        # an output into a bucket nobody created creates it
+        assert server.config.auto_create_buckets is True
+        out = {"Type": "COS", "CosOutputStorage": {"Bucket": "madeonwrite-1250000000", "Region": REGION}}
+        task_id = submit(client, body_for(src, OutputStorage=out))
+        assert server.wait_idle(30)
+        assert detail(client, task_id).ImageProcessTaskResultSet[0].Status == "SUCCESS"
+        assert server.cos_client().bucket_exists(Bucket="madeonwrite-1250000000")
+
+
+def test_an_output_bucket_is_never_created_by_a_task(emu: EmulatorServer) -> None:
+    """Real MPS cannot write into a missing bucket: the task FINISHes failed with the documented
+    ``InvalidInput`` and the bucket still does not exist; once created (PUT Bucket) the same request
+    succeeds."""
+    client = emu.mps_client()
+    src = upload(emu, unique())
+    out = {"Type": "COS", "CosOutputStorage": {"Bucket": "later-1250000000", "Region": REGION}}
+    failed = submit(client, body_for(src, OutputStorage=out))
+    assert emu.wait_idle(30)
+    done = detail(client, failed)
+    assert (done.Status, done.ErrCode, done.ErrMsg) == ("FINISH", 40000, "InvalidInput")
+    assert "later-1250000000" in done.Message and "does not exist" in done.Message
+    assert emu.cos_client().bucket_exists(Bucket="later-1250000000") is False
+    emu.cos_client().create_bucket(Bucket="later-1250000000")
+    ok = submit(client, body_for(src, OutputStorage=out))
+    assert emu.wait_idle(30)
+    result = detail(client, ok).ImageProcessTaskResultSet[0]
+    assert result.Status == "SUCCESS" and result.Output.OutputStorage.CosOutputStorage.Bucket == "later-1250000000"
 
 
 # -- 2. Describe* at 20/s by default ------------------------------------------------------------------
@@ -284,6 +312,7 @@ def test_describe_rate_is_configurable(tmp_path: Any) -> None:
         ("unusable-parameter", 40000, "InvalidInput.ConfigurationUnsupported"),
         ("schedule-id", 40000, "InvalidInput.ConfigurationUnsupported"),
         ("output-bucket-unwritable", 40000, "InvalidInput"),
+        ("output-bucket-missing", 40000, "InvalidInput"),
         ("injected-internal", 70000, "InternalError"),
     ],
 )
@@ -326,6 +355,12 @@ def test_failed_tasks_carry_documented_codes(
         body["OutputStorage"] = {
             "Type": "COS",
             "CosOutputStorage": {"Bucket": "NoSuchOutput", "Region": REGION},
+        }
+    elif case == "output-bucket-missing":
+        upload(emulator, src)  # a valid name nobody created: MPS cannot write there, nor create it
+        body["OutputStorage"] = {
+            "Type": "COS",
+            "CosOutputStorage": {"Bucket": "nosuchoutput-1250000000", "Region": REGION},
         }
     elif case == "injected-internal":
         upload(emulator, src)

@@ -22,6 +22,11 @@ Listing never touches the disk: each bucket keeps its keys in a list sorted by U
 All public methods are thread-safe (one re-entrant lock per backend; file I/O of object bodies
 happens outside it).
 
+Buckets exist only once created (``create_bucket``: PUT Bucket, or the ``seed`` command): a write
+into a missing bucket is ``CosNoSuchBucket``, as real COS answers a PUT Object there (404
+``NoSuchBucket``), unless the backend was made with ``auto_create_buckets=True`` (the emulator's
+``lenient`` mode; docs/emulator-fidelity.md).
+
 Public API (see docs/internals.md): ``CosBackend(root_dir)`` with ``create_bucket``,
 ``bucket_exists``, ``delete_bucket``, ``list_buckets``, ``put_object``, ``get_object``,
 ``head_object``, ``delete_object``, ``list_objects``; errors are ``CosError`` subclasses carrying the
@@ -312,12 +317,21 @@ class CosBackend:
     """Buckets and objects stored under ``root_dir``; see the module docstring for the layout.
 
     ``clock`` (default ``time.time``) stamps Last-Modified; tests may inject one.
+    ``auto_create_buckets`` makes ``put_object`` create a missing bucket (default: ``CosNoSuchBucket``,
+    as COS).
     ``disk_reads`` counts metadata/data file reads, so tests can assert that listing is served from
     the index (a count, not a timing).
     """
 
-    def __init__(self, root_dir: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        auto_create_buckets: bool = False,
+    ) -> None:
         self.root = Path(root_dir).resolve()
+        self.auto_create_buckets = auto_create_buckets
         self.root.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.RLock()
@@ -430,12 +444,13 @@ class CosBackend:
         *,
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        create_bucket: bool = True,
+        create_bucket: bool | None = None,
     ) -> str:
         """Store ``data`` under ``key`` atomically; returns the ETag (md5 hex, unquoted).
 
-        The bucket is created on first write unless ``create_bucket=False`` (then
-        ``CosNoSuchBucket``). ``metadata`` holds ``x-cos-meta-*`` pairs (names are lower-cased);
+        A missing bucket is ``CosNoSuchBucket`` (real COS: 404 ``NoSuchBucket``) unless
+        ``create_bucket=True``, or ``create_bucket`` is left ``None`` and the backend was made with
+        ``auto_create_buckets=True``: then the write creates it. ``metadata`` holds ``x-cos-meta-*`` pairs (names are lower-cased);
         ``headers`` standard headers to hand back on GET (Cache-Control, Content-Disposition, ...).
         """
         validate_key(key)
@@ -453,7 +468,7 @@ class CosBackend:
         with self._lock:
             state = self._load(bucket)
             if state is None:
-                if not create_bucket:
+                if not (self.auto_create_buckets if create_bucket is None else create_bucket):
                     raise CosNoSuchBucket(f"The specified bucket {bucket!r} does not exist.")
                 self.create_bucket(bucket)
                 state = self._require(bucket)

@@ -83,7 +83,8 @@ TASK_FAILURES: dict[str, tuple[int, str]] = {
     # a parameter value that cannot be applied to this image, or a config the emulator cannot run
     # ("配置无效 … 输入参数取值非法")
     "bad_parameters": (ERR_INVALID_INPUT, "InvalidInput.ConfigurationUnsupported"),
-    # the output cannot be written (the output bucket does not exist): a bad OutputStorage
+    # the output cannot be written (the output bucket does not exist, or COS refuses the key): a bad
+    # OutputStorage, "输入参数不合法" (862/50369)
     "bad_output": (ERR_INVALID_INPUT, "InvalidInput"),
     # anything else that went wrong inside the emulator
     "internal": (ERR_INTERNAL, "InternalError"),
@@ -466,9 +467,20 @@ class MpsBackend:
             "webp": "image/webp",
         }.get(processed.format, "application/octet-stream")
         try:
-            self.cos.put_object(bucket, key, processed.data, content_type=content_type)
+            # Real MPS cannot write into a bucket that does not exist: the task fails (a missing output
+            # bucket is a bad OutputStorage). `auto_create_buckets` (lenient) is the old behaviour.
+            self.cos.put_object(
+                bucket,
+                key,
+                processed.data,
+                content_type=content_type,
+                create_bucket=self.config.auto_create_buckets,
+            )
         except (cos_models.CosNoSuchBucket, cos_models.CosInvalidBucketName):
-            raise TaskFailure.of("bad_output", f"The output bucket {bucket!r} does not exist.") from None
+            raise TaskFailure.of(
+                "bad_output",
+                f"The output bucket {bucket!r} does not exist: create it first (COS PUT Bucket).",
+            ) from None
         except cos_models.CosError as exc:  # e.g. a key COS refuses (too long)
             raise TaskFailure.of(
                 "bad_output", f"The output cos://{bucket}/{key} cannot be written: {exc}"
