@@ -217,13 +217,16 @@ def test_lenient_is_one_switch_back_to_the_old_behaviour(tmp_path: Any) -> None:
         assert server.wait_idle(30)
         assert json.loads(listing(client, "FINISH").TaskSet[0].Input)["CosInputInfo"]["Object"] == "/" + src
         assert listing(client, "WAITING").TotalCount == 0
-        # an output into a bucket nobody created creates it
-        assert server.config.auto_create_buckets is True
+        # an output into a bucket nobody created creates it, and tasks are kept forever
+        assert (server.config.auto_create_buckets, server.config.task_retention_seconds) == (True, None)
         out = {"Type": "COS", "CosOutputStorage": {"Bucket": "madeonwrite-1250000000", "Region": REGION}}
         task_id = submit(client, body_for(src, OutputStorage=out))
         assert server.wait_idle(30)
         assert detail(client, task_id).ImageProcessTaskResultSet[0].Status == "SUCCESS"
         assert server.cos_client().bucket_exists(Bucket="madeonwrite-1250000000")
+        now = time.time()
+        server.app.mps.clock.wall = lambda: now + 365 * 86400
+        assert detail(client, task_id).Status == "FINISH"
 
 
 def test_an_output_bucket_is_never_created_by_a_task(emu: EmulatorServer) -> None:
@@ -244,6 +247,48 @@ def test_an_output_bucket_is_never_created_by_a_task(emu: EmulatorServer) -> Non
     assert emu.wait_idle(30)
     result = detail(client, ok).ImageProcessTaskResultSet[0]
     assert result.Status == "SUCCESS" and result.Output.OutputStorage.CosOutputStorage.Bucket == "later-1250000000"
+
+
+# -- 1b. Tasks are kept 7 days (mps-api.md §2.1, §2.3) --------------------------------------------------
+def test_tasks_expire_seven_days_after_their_create_time(emu: EmulatorServer) -> None:
+    """Past the retention a task is unknown to both actions; the emulator's clock decides."""
+    assert emu.config.task_retention_seconds == 7 * 24 * 3600
+    client = emu.mps_client()
+    old = submit(client, body_for(upload(emu, unique())))
+    assert emu.wait_idle(30)
+    created = emu.app.mps.get(old).create_time
+    clock = emu.app.mps.clock
+    clock.wall = lambda: created + 7 * 24 * 3600  # exactly 7 days: still kept
+    assert detail(client, old).Status == "FINISH"
+    assert [r.TaskId for r in listing(client, "FINISH").TaskSet] == [old]
+    new = submit(client, body_for(upload(emu, unique())))  # created "7 days later"
+    assert emu.wait_idle(30)
+    clock.wall = lambda: created + 7 * 24 * 3600 + 1  # one second more: forgotten
+    err = sdk_error(lambda: detail(client, old))
+    assert err.get_code() == "ResourceNotFound.TaskNotFound" and old in err.get_message()
+    rows = listing(client, "FINISH", StartTime="2000-01-01T00:00:00Z")
+    assert ([r.TaskId for r in rows.TaskSet], rows.TotalCount) == ([new], 1)
+    assert detail(client, new).Status == "FINISH"
+    assert listing(client, "FINISH", SubTaskHasFailed=False).TotalCount == 1
+
+
+def test_task_retention_is_configurable_and_pages_skip_expired_tasks(tmp_path: Any) -> None:
+    with EmulatorServer(data_dir=tmp_path, task_retention_seconds=60) as server:
+        client = server.mps_client()
+        ids = [submit(client, body_for(upload(server, unique()))) for _ in range(3)]
+        assert server.wait_idle(30)
+        first = listing(client, "FINISH", limit=2)
+        assert [r.TaskId for r in first.TaskSet] == [ids[2], ids[1]] and first.ScrollToken == ids[0]
+        newest = max(server.app.mps.get(i).create_time for i in ids)
+        server.app.mps.clock.wall = lambda: newest + 61  # every task is older than 60 s now
+        assert listing(client, "FINISH").TotalCount == 0
+        for task_id in ids:
+            assert sdk_error(lambda t=task_id: detail(client, t)).get_code() == "ResourceNotFound.TaskNotFound"
+        # the ScrollToken named a task that has expired since: refused, as any unknown token
+        err = sdk_error(lambda: listing(client, "FINISH", limit=2, token=ids[0]))
+        assert err.get_code() == "InvalidParameterValue"
+        server.app.mps.clock.wall = time.time  # the clock back: the tasks were forgotten, not deleted
+        assert detail(client, ids[0]).Status == "FINISH"
 
 
 # -- 2. Describe* at 20/s by default ------------------------------------------------------------------

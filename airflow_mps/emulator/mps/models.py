@@ -344,10 +344,30 @@ class MpsBackend:
                 "there is no input storage to inherit.",
             )
 
+    def retention_cutoff(self) -> float | None:
+        """The CreateTime before which a task is forgotten (``None``: tasks are kept forever).
+
+        MPS answers for tasks of the last 7 days only (mps-api.md §2.1, §2.3); the emulator counts
+        ``config.task_retention_seconds`` back from its own clock (``clock.wall``), so a test can move
+        time. Expired tasks stay in the store (moving the clock back shows them again).
+        """
+        retention = self.config.task_retention_seconds
+        return None if retention is None else self.clock.wall() - retention
+
     def get(self, task_id: str) -> TaskRecord:
-        return self.store.get(task_id)
+        """The task as the API sees it: ``TaskNotFound`` when unknown or older than the retention."""
+        rec = self.store.get(task_id)
+        cutoff = self.retention_cutoff()
+        if cutoff is not None and rec.create_time < cutoff:
+            raise TaskNotFound(task_id)
+        return rec
 
     def list(self, **filters: Any) -> tuple[list[TaskRecord], int]:
+        """``TaskStore.query`` over the tasks still kept (created at or after the retention cutoff)."""
+        cutoff = self.retention_cutoff()
+        if cutoff is not None:
+            start = filters.get("start")
+            filters["start"] = cutoff if start is None else max(float(start), cutoff)
         return self.store.query(**filters)
 
     # -- workers -----------------------------------------------------------------------------------
@@ -487,6 +507,7 @@ class MpsBackend:
             ) from None
 
     def tasks(self) -> Iterator[TaskRecord]:
+        """Every stored task, newest first, expired ones included (for inspection, not the API)."""
         before = None
         while True:
             page, _ = self.store.query(before_seq=before, limit=100)
