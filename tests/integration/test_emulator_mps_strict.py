@@ -246,7 +246,10 @@ def test_an_output_bucket_is_never_created_by_a_task(emu: EmulatorServer) -> Non
     ok = submit(client, body_for(src, OutputStorage=out))
     assert emu.wait_idle(30)
     result = detail(client, ok).ImageProcessTaskResultSet[0]
-    assert result.Status == "SUCCESS" and result.Output.OutputStorage.CosOutputStorage.Bucket == "later-1250000000"
+    assert (
+        result.Status == "SUCCESS"
+        and result.Output.OutputStorage.CosOutputStorage.Bucket == "later-1250000000"
+    )
 
 
 # -- 1b. Tasks are kept 7 days (mps-api.md §2.1, §2.3) --------------------------------------------------
@@ -283,7 +286,9 @@ def test_task_retention_is_configurable_and_pages_skip_expired_tasks(tmp_path: A
         server.app.mps.clock.wall = lambda: newest + 61  # every task is older than 60 s now
         assert listing(client, "FINISH").TotalCount == 0
         for task_id in ids:
-            assert sdk_error(lambda t=task_id: detail(client, t)).get_code() == "ResourceNotFound.TaskNotFound"
+            assert (
+                sdk_error(lambda t=task_id: detail(client, t)).get_code() == "ResourceNotFound.TaskNotFound"
+            )
         # the ScrollToken named a task that has expired since: refused, as any unknown token
         err = sdk_error(lambda: listing(client, "FINISH", limit=2, token=ids[0]))
         assert err.get_code() == "InvalidParameterValue"

@@ -113,9 +113,7 @@ def test_task_page_has_the_image_task_outputs_and_errors(web: dict[str, Any]) ->
     assert "input · 640×480" in page and "output · 640×480" in page and "image/png" in page
     assert "&quot;Format&quot;: &quot;PNG&quot;" in page  # the ImageTask as submitted
     failed = _get(web["base"] + task_path(web["missing"]))[2].decode()
-    assert (
-        "SourceFileError.ContentMalformed" in failed and "60000" in failed and "does not exist" in failed
-    )
+    assert "SourceFileError.ContentMalformed" in failed and "60000" in failed and "does not exist" in failed
     gone = _get(web["base"] + "/tasks/1250000000-WorkflowTask-" + "0" * 32)
     assert gone[0] == 404 and b"No task with TaskId" in gone[2]
 

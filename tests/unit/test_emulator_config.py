@@ -156,7 +156,10 @@ def test_emulator_process_hands_the_fields_to_the_subprocess(tmp_path: Path) -> 
     assert env["MPS_EMULATOR_ECHO_LISTING_INPUT"] == "1"
     assert env["MPS_EMULATOR_LISTING_WAITING"] == "processing"
     assert env["MPS_EMULATOR_EXTRA_REGIONS"] == "xx-test"
-    assert (env["MPS_EMULATOR_AUTO_CREATE_BUCKETS"], env["MPS_EMULATOR_TASK_RETENTION_SECONDS"]) == ("1", "30")
+    assert (env["MPS_EMULATOR_AUTO_CREATE_BUCKETS"], env["MPS_EMULATOR_TASK_RETENTION_SECONDS"]) == (
+        "1",
+        "30",
+    )
     assert _describe_rate_arg(proc, tmp_path / "ready.json") == "9"
     lenient = EmulatorProcess(tmp_path, lenient=True)
     assert _describe_rate_arg(lenient, tmp_path / "ready.json") == "100"
