@@ -2,7 +2,8 @@
 
 The defaults are the documented service at its strictest (design.md §5, issue 11): Describe* limited
 to 20/s, DescribeImageTasks listing only FINISH/PROCESSING tasks and no ``Input``, requests from an
-undocumented region refused. Each fidelity choice has a field here and a row in
+undocumented region refused, no bucket created by a write into it, tasks forgotten 7 days after
+their CreateTime. Each fidelity choice has a field here and a row in
 docs/emulator-fidelity.md; ``lenient=True`` is the one switch back to the emulator's earlier,
 kinder behaviour for code that has not caught up yet.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from airflow_mps.models.constants import MPS_REGIONS
+from airflow_mps.models.constants import MPS_REGIONS, TASK_RETENTION_SECONDS
 
 DEFAULT_SECRET_ID = "AKIDMPSEMULATOR000000000000000000"
 DEFAULT_SECRET_KEY = "mps-emulator-secret-key"  # a published, local-only test key, not a secret
@@ -40,6 +41,8 @@ LENIENT_OVERRIDES: dict[str, Any] = {
     "describe_rate": 100,
     "echo_listing_input": True,
     "listing_waiting": "waiting",
+    "auto_create_buckets": True,
+    "task_retention_seconds": None,
 }
 
 #: Environment variables read by the CLI (flag > env var > default).
@@ -102,6 +105,14 @@ class EmulatorConfig:
     listing_waiting: str = "hidden"
     #: Regions accepted in ``X-TC-Region`` besides the documented :data:`MPS_REGIONS`.
     extra_regions: list[str] = field(default_factory=list)
+    #: A COS PUT Object (or copy) into a bucket that does not exist, and an MPS task writing its output
+    #: into one, create the bucket. Off by default: real COS answers ``NoSuchBucket`` (404) and the
+    #: task FINISHes failed (``InvalidInput``); buckets come from PUT Bucket or the ``seed`` command.
+    auto_create_buckets: bool = False
+    #: How long a task is kept, counted from its CreateTime on the emulator's clock: an older task is
+    #: ``ResourceNotFound.TaskNotFound`` to DescribeImageTaskDetail and absent from DescribeImageTasks
+    #: (mps-api.md §2.1, §2.3: 7 days). ``None`` keeps tasks forever (the emulator before issue 11).
+    task_retention_seconds: float | None = TASK_RETENTION_SECONDS
     #: One switch back to the pre-issue-11 behaviour: :data:`LENIENT_OVERRIDES`.
     lenient: bool = False
 
@@ -113,6 +124,11 @@ class EmulatorConfig:
         if self.listing_waiting not in LISTING_WAITING_CHOICES:
             raise ValueError(
                 f"listing_waiting must be one of {', '.join(LISTING_WAITING_CHOICES)}, got {self.listing_waiting!r}"
+            )
+        if self.task_retention_seconds is not None and not self.task_retention_seconds > 0:
+            raise ValueError(
+                f"task_retention_seconds must be a positive number of seconds or None (forever), "
+                f"got {self.task_retention_seconds!r}"
             )
         if self.region not in self.regions():
             raise ValueError(
@@ -154,11 +170,37 @@ _STRICT_DEFAULTS: dict[str, Any] = {
     "describe_rate": DEFAULT_DESCRIBE_RATE,
     "echo_listing_input": False,
     "listing_waiting": "hidden",
+    "auto_create_buckets": False,
+    "task_retention_seconds": TASK_RETENTION_SECONDS,
 }
 
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+#: What ``--task-retention-seconds`` (and its variable) accepts for "keep tasks forever".
+RETENTION_FOREVER: tuple[str, ...] = ("forever", "none")
+
+
+def parse_retention(value: str | float | None) -> float | None:
+    """A task retention from the CLI or the environment: seconds (> 0), or ``forever``/``none`` → None."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in RETENTION_FOREVER):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"task retention must be a number of seconds or 'forever', got {value!r}"
+        ) from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"task retention must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def format_retention(seconds: float | None) -> str:
+    """The CLI / environment spelling of a task retention (the inverse of :func:`parse_retention`)."""
+    return "forever" if seconds is None else f"{seconds:g}"
 
 
 def add_fidelity_arguments(parser: argparse.ArgumentParser) -> None:
@@ -187,10 +229,24 @@ def add_fidelity_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept this X-TC-Region besides the documented MPS regions; repeatable",
     )
     parser.add_argument(
+        "--auto-create-buckets",
+        action="store_true",
+        default=_flag(env("auto_create_buckets")),
+        help="a COS PUT (or an MPS output) into a missing bucket creates it; off = NoSuchBucket, as COS",
+    )
+    parser.add_argument(
+        "--task-retention-seconds",
+        type=parse_retention,
+        default=env("task_retention_seconds", str(TASK_RETENTION_SECONDS)),  # parsed by argparse
+        metavar="SECONDS|forever",
+        help=f"forget tasks this long after their CreateTime (default: {TASK_RETENTION_SECONDS}, 7 days)",
+    )
+    parser.add_argument(
         "--lenient",
         action="store_true",
         default=_flag(env("lenient")),
-        help="the pre-issue-11 behaviour: Describe* 100/s, Input echoed, WAITING listable",
+        help="the pre-issue-11 behaviour: Describe* 100/s, Input echoed, WAITING listable, buckets "
+        "created on write, tasks kept forever",
     )
 
 
@@ -200,5 +256,7 @@ def fidelity_options(args: argparse.Namespace) -> dict[str, Any]:
         "echo_listing_input": bool(args.echo_listing_input),
         "listing_waiting": str(args.listing_waiting),
         "extra_regions": list(args.extra_region or []),
+        "auto_create_buckets": bool(args.auto_create_buckets),
+        "task_retention_seconds": args.task_retention_seconds,
         "lenient": bool(args.lenient),
     }

@@ -31,8 +31,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 REQUEST_KINDS = frozenset(
-    {"latency", "slow", "throttle", "internal_error", "api_error", "http_502", "http_503", "reset_before",
-     "reset_after"}
+    {
+        "latency",
+        "slow",
+        "throttle",
+        "internal_error",
+        "api_error",
+        "http_502",
+        "http_503",
+        "reset_before",
+        "reset_after",
+    }
 )
 TASK_KINDS = frozenset({"task_fail"})
 KINDS = REQUEST_KINDS | TASK_KINDS
@@ -203,7 +212,9 @@ class FaultPlan:
     def internal_error(self, action: str = "*", **opts: Any) -> Fault:
         return self.add("internal_error", action, **opts)
 
-    def api_error(self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any) -> Fault:
+    def api_error(
+        self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any
+    ) -> Fault:
         """Answer ``action`` with the error envelope ``code``/``message`` (e.g. an access denial)."""
         return self.add("api_error", action, api_code=code, api_message=message, **opts)
 
@@ -219,7 +230,11 @@ class FaultPlan:
         return self.add("reset_after", action, **opts)
 
     def fail_tasks(
-        self, err_code: int = 70000, err_msg: str = "InternalError", message: str = "Injected task failure.", **opts: Any
+        self,
+        err_code: int = 70000,
+        err_msg: str = "InternalError",
+        message: str = "Injected task failure.",
+        **opts: Any,
     ) -> Fault:
         return self.add("task_fail", "task", err_code=err_code, err_msg=err_msg, message=message, **opts)
 

@@ -55,20 +55,14 @@ def canonical_request(
     """Build the TC3 canonical request from the signed headers (name, value) in signing order."""
     canonical_headers = "".join(f"{name.lower()}:{value.strip().lower()}\n" for name, value in headers)
     signed_headers = ";".join(name.lower() for name, _ in headers)
-    return "\n".join(
-        [method.upper(), path or "/", query, canonical_headers, signed_headers, payload_hash]
-    )
+    return "\n".join([method.upper(), path or "/", query, canonical_headers, signed_headers, payload_hash])
 
 
-def tc3_signature(
-    secret_key: str, service: str, timestamp: int, canonical: str
-) -> tuple[str, str]:
+def tc3_signature(secret_key: str, service: str, timestamp: int, canonical: str) -> tuple[str, str]:
     """Return (credential scope date, hex signature) for a canonical request."""
     date = datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d")
     scope = f"{date}/{service}/tc3_request"
-    string_to_sign = "\n".join(
-        [ALGORITHM, str(timestamp), scope, sha256_hex(canonical.encode("utf-8"))]
-    )
+    string_to_sign = "\n".join([ALGORITHM, str(timestamp), scope, sha256_hex(canonical.encode("utf-8"))])
     k_date = _hmac_sha256(("TC3" + secret_key).encode("utf-8"), date)
     k_service = _hmac_sha256(k_date, service)
     k_signing = _hmac_sha256(k_service, "tc3_request")
@@ -147,7 +141,10 @@ def verify_tc3(
         )
     secret_key = secret_lookup(secret_id)
     if secret_key is None:
-        raise SignatureError("AuthFailure.SecretIdNotFound", "The SecretId is not found, please ensure that your SecretId is correct.")
+        raise SignatureError(
+            "AuthFailure.SecretIdNotFound",
+            "The SecretId is not found, please ensure that your SecretId is correct.",
+        )
 
     signed_headers: list[tuple[str, str]] = []
     for name in signed_names:

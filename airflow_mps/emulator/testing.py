@@ -7,7 +7,7 @@
 
 Both offer `.endpoint` ("127.0.0.1:PORT"), `.secret_id`, `.secret_key`, `.region`, `.http_profile()`,
 `.client_profile()`, `.credential()`, `.mps_client()`, `.cos_config()`, `.cos_client()`,
-`.connection_uri()`, `.stats()`, `.reset()`, `.wait_idle()`.
+`.ensure_bucket()`, `.connection_uri()`, `.stats()`, `.reset()`, `.wait_idle()`.
 """
 
 from __future__ import annotations
@@ -24,20 +24,48 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from airflow_mps.emulator.config import ENV_PREFIX, EmulatorConfig, parse_duration_range
+from airflow_mps.emulator.config import ENV_PREFIX, EmulatorConfig, format_retention, parse_duration_range
 from airflow_mps.emulator.faults import FaultPlan
 
 
 class _ClientHelpers:
-    """SDK conveniences shared by the in-thread and subprocess emulators."""
+    """SDK conveniences shared by the in-thread and subprocess emulators.
 
-    endpoint: str
-    secret_id: str
-    secret_key: str
-    region: str
-    token: str | None
-    scheme: str
-    tls_cert: Path | None
+    A subclass sets ``config`` and provides ``endpoint`` and ``tls_cert`` (known once it runs); the
+    credentials, region and scheme are read from ``config``.
+    """
+
+    config: EmulatorConfig
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the running emulator."""
+        raise NotImplementedError
+
+    @property
+    def tls_cert(self) -> Path | None:
+        """The certificate to trust when the emulator serves https (``None`` for http)."""
+        raise NotImplementedError
+
+    @property
+    def secret_id(self) -> str:
+        return self.config.secret_id
+
+    @property
+    def secret_key(self) -> str:
+        return self.config.secret_key
+
+    @property
+    def region(self) -> str:
+        return self.config.region
+
+    @property
+    def token(self) -> str | None:
+        return self.config.token
+
+    @property
+    def scheme(self) -> str:
+        return self.config.scheme
 
     def http_profile(self, **kwargs: Any) -> Any:
         from tencentcloud.common.profile.http_profile import HttpProfile
@@ -52,7 +80,9 @@ class _ClientHelpers:
 
         return ClientProfile(httpProfile=self.http_profile(), **kwargs)
 
-    def credential(self, secret_key: str | None = None, secret_id: str | None = None, token: str | None = None) -> Any:
+    def credential(
+        self, secret_key: str | None = None, secret_id: str | None = None, token: str | None = None
+    ) -> Any:
         from tencentcloud.common.credential import Credential
 
         return Credential(secret_id or self.secret_id, secret_key or self.secret_key, token or self.token)
@@ -95,10 +125,26 @@ class _ClientHelpers:
 
         return CosS3Client(self.cos_config(region, **kwargs), retry=retry)
 
+    def ensure_bucket(self, bucket: str, region: str | None = None) -> None:
+        """Create ``bucket`` with PUT Bucket (the SDK's ``create_bucket``) unless it exists.
+
+        The emulator, like COS, answers a PUT Object into a missing bucket with ``NoSuchBucket`` and
+        fails an MPS task whose output bucket is missing: tests create their buckets first.
+        """
+        client = self.cos_client(region)
+        if not client.bucket_exists(Bucket=bucket):
+            client.create_bucket(Bucket=bucket)
+
     def connection_uri(self) -> str:
         """Airflow connection URI for the `tencentcloud` connection type (contains the key)."""
-        cfg = EmulatorConfig(secret_id=self.secret_id, secret_key=self.secret_key, region=self.region,
-                             token=self.token, tls=self.scheme == "https", extra_regions=[self.region])
+        cfg = EmulatorConfig(
+            secret_id=self.secret_id,
+            secret_key=self.secret_key,
+            region=self.region,
+            token=self.token,
+            tls=self.scheme == "https",
+            extra_regions=[self.region],
+        )
         return cfg.connection_uri(self.endpoint)
 
     # -- admin ------------------------------------------------------------------------------------
@@ -167,7 +213,9 @@ class RemoteFaults:
     def internal_error(self, action: str = "*", **opts: Any) -> Any:
         return self.add("internal_error", action, **opts)
 
-    def api_error(self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any) -> Any:
+    def api_error(
+        self, code: str, action: str = "*", message: str = "Injected API error.", **opts: Any
+    ) -> Any:
         return self.add("api_error", action, api_code=code, api_message=message, **opts)
 
     def http_error(self, status: int, action: str = "*", **opts: Any) -> Any:
@@ -179,8 +227,13 @@ class RemoteFaults:
     def reset_after(self, action: str = "*", **opts: Any) -> Any:
         return self.add("reset_after", action, **opts)
 
-    def fail_tasks(self, err_code: int = 70000, err_msg: str = "InternalError",
-                   message: str = "Injected task failure.", **opts: Any) -> Any:
+    def fail_tasks(
+        self,
+        err_code: int = 70000,
+        err_msg: str = "InternalError",
+        message: str = "Injected task failure.",
+        **opts: Any,
+    ) -> Any:
         return self.add("task_fail", "task", err_code=err_code, err_msg=err_msg, message=message, **opts)
 
 
@@ -227,19 +280,16 @@ class EmulatorServer(_ClientHelpers):
         return self._running.app
 
     @property
-    def endpoint(self) -> str:  # type: ignore[override]
+    def endpoint(self) -> str:
         return self._running.endpoint
+
+    @property
+    def tls_cert(self) -> Path | None:
+        return self._running.tls_cert if self._running else None
 
     @property
     def base_url(self) -> str:
         return f"{self.scheme}://{self.endpoint}"
-
-    secret_id = property(lambda self: self.config.secret_id)  # type: ignore[assignment]
-    secret_key = property(lambda self: self.config.secret_key)  # type: ignore[assignment]
-    region = property(lambda self: self.config.region)  # type: ignore[assignment]
-    token = property(lambda self: self.config.token)  # type: ignore[assignment]
-    scheme = property(lambda self: self.config.scheme)  # type: ignore[assignment]
-    tls_cert = property(lambda self: self._running.tls_cert if self._running else None)  # type: ignore[assignment]
 
     @property
     def faults(self) -> FaultPlan:
@@ -263,23 +313,23 @@ class EmulatorProcess(_ClientHelpers):
     """The emulator as a subprocess (`python -m airflow_mps.emulator`); start/stop/kill/restart."""
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, **config: Any) -> None:
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="mps-emulator-proc-")
-        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if not data_dir:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mps-emulator-proc-")
+            data_dir = self._tmp.name
+        self.data_dir = Path(data_dir)
         self.config = _make_config(self.data_dir, config)
         self.proc: subprocess.Popen[bytes] | None = None
         self._endpoint: str | None = None
         self._tls_cert: Path | None = None
         self.faults = RemoteFaults(self)
 
-    secret_id = property(lambda self: self.config.secret_id)  # type: ignore[assignment]
-    secret_key = property(lambda self: self.config.secret_key)  # type: ignore[assignment]
-    region = property(lambda self: self.config.region)  # type: ignore[assignment]
-    token = property(lambda self: self.config.token)  # type: ignore[assignment]
-    scheme = property(lambda self: self.config.scheme)  # type: ignore[assignment]
-    tls_cert = property(lambda self: self._tls_cert)  # type: ignore[assignment]
+    @property
+    def tls_cert(self) -> Path | None:
+        return self._tls_cert
 
     @property
-    def endpoint(self) -> str:  # type: ignore[override]
+    def endpoint(self) -> str:
         if self._endpoint is None:
             raise RuntimeError("the emulator process is not running")
         return self._endpoint
@@ -288,13 +338,39 @@ class EmulatorProcess(_ClientHelpers):
         c = self.config
         port = int(self._endpoint.rpartition(":")[2]) if self._endpoint else c.port
         argv = [
-            sys.executable, "-m", "airflow_mps.emulator", "--host", c.host, "--port", str(port),
-            "--data-dir", str(self.data_dir), "--secret-id", c.secret_id, "--secret-key", c.secret_key,
-            "--region", c.region, "--appid", str(c.appid),
-            "--process-image-rate", str(c.process_image_rate), "--describe-rate", str(c.describe_rate),
-            "--workers", str(c.workers), "--latency-ms", str(c.latency_ms),
-            "--task-duration-ms", f"{c.task_duration[0] * 1000:g}:{c.task_duration[1] * 1000:g}",
-            "--seed", str(c.seed), "--ready-file", str(ready_file), "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "airflow_mps.emulator",
+            "--host",
+            c.host,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(self.data_dir),
+            "--secret-id",
+            c.secret_id,
+            "--secret-key",
+            c.secret_key,
+            "--region",
+            c.region,
+            "--appid",
+            str(c.appid),
+            "--process-image-rate",
+            str(c.process_image_rate),
+            "--describe-rate",
+            str(c.describe_rate),
+            "--workers",
+            str(c.workers),
+            "--latency-ms",
+            str(c.latency_ms),
+            "--task-duration-ms",
+            f"{c.task_duration[0] * 1000:g}:{c.task_duration[1] * 1000:g}",
+            "--seed",
+            str(c.seed),
+            "--ready-file",
+            str(ready_file),
+            "--log-level",
+            "WARNING",
         ]
         if c.token:
             argv += ["--token", c.token]
@@ -315,6 +391,8 @@ class EmulatorProcess(_ClientHelpers):
         env[ENV_PREFIX + "LISTING_WAITING"] = c.listing_waiting
         if c.extra_regions:
             env[ENV_PREFIX + "EXTRA_REGIONS"] = ",".join(c.extra_regions)
+        env[ENV_PREFIX + "AUTO_CREATE_BUCKETS"] = "1" if c.auto_create_buckets else "0"
+        env[ENV_PREFIX + "TASK_RETENTION_SECONDS"] = format_retention(c.task_retention_seconds)
         return env
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
@@ -329,7 +407,9 @@ class EmulatorProcess(_ClientHelpers):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"emulator exited with {self.proc.returncode}; see {self.data_dir}/emulator.log")
+                raise RuntimeError(
+                    f"emulator exited with {self.proc.returncode}; see {self.data_dir}/emulator.log"
+                )
             if ready.exists():
                 try:
                     info = json.loads(ready.read_text())

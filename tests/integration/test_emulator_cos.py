@@ -39,6 +39,7 @@ def emulator(data_dir: Path) -> Iterator[RunningEmulator]:
         )
     )
     try:
+        _client(running).create_bucket(Bucket=BUCKET)  # PUT Bucket: a PUT Object never creates one
         yield running
     finally:
         running.stop()
@@ -120,6 +121,36 @@ def test_missing_bucket_is_nosuchbucket(cos: CosS3Client) -> None:
     assert info.value.get_status_code() == 404
 
 
+def test_put_into_a_missing_bucket_is_nosuchbucket_and_creates_nothing(cos: CosS3Client) -> None:
+    """Real COS answers a PUT Object into a bucket that does not exist with 404 NoSuchBucket; only
+    PUT Bucket (the SDK's create_bucket) makes one."""
+    bucket = "nevermade-1250000000"
+    cos.put_object(Bucket=BUCKET, Key="copy/source.txt", Body=b"src")
+    for put in (
+        lambda: cos.put_object(Bucket=bucket, Key="a.txt", Body=b"x"),
+        lambda: cos.copy_object(
+            Bucket=bucket,
+            Key="copy.txt",
+            CopySource={"Bucket": BUCKET, "Key": "copy/source.txt", "Region": REGION},
+        ),
+    ):
+        with pytest.raises(CosServiceError) as info:
+            put()
+        assert (info.value.get_status_code(), info.value.get_error_code()) == (404, "NoSuchBucket")
+        assert info.value.get_request_id()
+    assert cos.bucket_exists(Bucket=bucket) is False
+    cos.create_bucket(Bucket=bucket)
+    cos.put_object(Bucket=bucket, Key="a.txt", Body=b"x")
+    assert _read_from(cos, bucket, "a.txt") == b"x"
+    with pytest.raises(CosServiceError) as info:
+        cos.create_bucket(Bucket=bucket)
+    assert (info.value.get_status_code(), info.value.get_error_code()) == (409, "BucketAlreadyExists")
+
+
+def _read_from(cos: CosS3Client, bucket: str, key: str) -> bytes:
+    return bytes(cos.get_object(Bucket=bucket, Key=key)["Body"].get_raw_stream().read())
+
+
 def test_range_get_returns_206_and_content_range(cos: CosS3Client) -> None:
     payload = bytes(range(256)) * 4
     cos.put_object(Bucket=BUCKET, Key="range.bin", Body=payload)
@@ -175,6 +206,7 @@ def test_anonymous_request_is_access_denied(emulator: RunningEmulator) -> None:
 def test_list_2500_keys_pages_of_1000(cos: CosS3Client) -> None:
     bucket = "paging-1250000000"
     keys = [f"p/{i:05d}.jpg" for i in range(2500)]
+    cos.create_bucket(Bucket=bucket)
     for key in keys:
         cos.put_object(Bucket=bucket, Key=key, Body=b"")
     seen: list[str] = []
@@ -197,6 +229,7 @@ def test_list_2500_keys_pages_of_1000(cos: CosS3Client) -> None:
 
 def test_list_with_delimiter_common_prefixes_and_paging(cos: CosS3Client) -> None:
     bucket = "delim-1250000000"
+    cos.create_bucket(Bucket=bucket)
     for key in ["a/1.jpg", "a/b/2.jpg", "a/b/3.jpg", "a/c/4.jpg", "a/5.jpg", "z.jpg"]:
         cos.put_object(Bucket=bucket, Key=key, Body=b"1")
     seen_keys: list[str] = []
@@ -295,6 +328,7 @@ def test_objects_survive_a_restart(data_dir: Path) -> None:
         )
     )
     try:
+        _client(first).create_bucket(Bucket=BUCKET)
         _client(first).put_object(Bucket=BUCKET, Key="persist/me.txt", Body=b"still here")
     finally:
         first.stop()

@@ -34,6 +34,7 @@ def png_bytes(size: tuple[int, int] = (40, 30), color: tuple[int, int, int] = (1
 
 
 def upload(emu: Any, key: str, data: bytes | None = None) -> str:
+    emu.ensure_bucket(BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
     emu.cos_client().put_object(Bucket=BUCKET, Key=key, Body=data if data is not None else png_bytes())
     return key
 

@@ -137,6 +137,7 @@ def test_latency_fault_fires_and_requests_still_succeed(emulator: EmulatorServer
 
 
 def test_fail_tasks_next_n(emulator: EmulatorServer, mps_client: Any, cos_client: Any) -> None:
+    emulator.ensure_bucket(BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
     cos_client.put_object(Bucket=BUCKET, Key="raw/ok.png", Body=_png())
     emulator.faults.fail_tasks(err_code=70013, err_msg="FailedOperation.Injected", message="boom", count=1)
     first = mps_client.ProcessImage(_request("raw/ok.png")).TaskId
@@ -158,6 +159,7 @@ def test_fail_tasks_next_n(emulator: EmulatorServer, mps_client: Any, cos_client
 
 
 def test_cos_faults(emulator: EmulatorServer, cos_client: Any) -> None:
+    emulator.ensure_bucket(BUCKET)
     cos_client.put_object(Bucket=BUCKET, Key="c.txt", Body=b"x")
     emulator.faults.internal_error("cos:GetObject", count=1)
     with pytest.raises(CosServiceError) as err:

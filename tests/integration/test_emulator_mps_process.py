@@ -72,6 +72,7 @@ def test_cli_help_and_banner(tmp_path: Path) -> None:
 def test_tasks_and_objects_survive_a_clean_restart(tmp_path: Path) -> None:
     emu = EmulatorProcess(tmp_path / "data")
     with emu:
+        emu.cos_client().create_bucket(Bucket=BUCKET)  # a PUT never creates the bucket
         emu.cos_client().put_object(Bucket=BUCKET, Key="in/a.png", Body=_png())
         task_id = _submit(emu, "in/a.png")
         assert emu.wait_idle(30)
@@ -98,6 +99,7 @@ def test_in_flight_task_is_finished_after_kill_9(tmp_path: Path) -> None:
     # Every task takes at least 3 s, so the kill certainly lands while it is WAITING/PROCESSING.
     emu = EmulatorProcess(tmp_path / "data", task_duration_ms="3000", workers=1)
     with emu:
+        emu.cos_client().create_bucket(Bucket=BUCKET)
         emu.cos_client().put_object(Bucket=BUCKET, Key="in/b.png", Body=_png())
         task_id = _submit(emu, "in/b.png")
         assert _detail(emu, task_id).Status in ("WAITING", "PROCESSING")
@@ -122,6 +124,7 @@ def test_tls_with_generated_certificate(tmp_path: Path, monkeypatch: pytest.Monk
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"https://{emu.endpoint}/_emulator/health", timeout=5)
         assert requests.get(f"https://{emu.endpoint}/_emulator/health", verify=str(cert), timeout=5).ok
+        emu.cos_client().create_bucket(Bucket=BUCKET)
         emu.cos_client().put_object(Bucket=BUCKET, Key="tls.txt", Body=b"secure")
         assert (
             emu.cos_client().get_object(Bucket=BUCKET, Key="tls.txt")["Body"].get_raw_stream().read()

@@ -62,6 +62,7 @@ def huge_png_header(width: int = 9000, height: int = 9000) -> bytes:
 
 
 def upload(emu: Any, key: str, data: bytes | None = None) -> str:
+    emu.ensure_bucket(BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
     emu.cos_client().put_object(Bucket=BUCKET, Key=key, Body=png_bytes() if data is None else data)
     return key
 
@@ -216,6 +217,83 @@ def test_lenient_is_one_switch_back_to_the_old_behaviour(tmp_path: Any) -> None:
         assert server.wait_idle(30)
         assert json.loads(listing(client, "FINISH").TaskSet[0].Input)["CosInputInfo"]["Object"] == "/" + src
         assert listing(client, "WAITING").TotalCount == 0
+        # an output into a bucket nobody created creates it, and tasks are kept forever
+        assert (server.config.auto_create_buckets, server.config.task_retention_seconds) == (True, None)
+        out = {"Type": "COS", "CosOutputStorage": {"Bucket": "madeonwrite-1250000000", "Region": REGION}}
+        task_id = submit(client, body_for(src, OutputStorage=out))
+        assert server.wait_idle(30)
+        assert detail(client, task_id).ImageProcessTaskResultSet[0].Status == "SUCCESS"
+        assert server.cos_client().bucket_exists(Bucket="madeonwrite-1250000000")
+        now = time.time()
+        server.app.mps.clock.wall = lambda: now + 365 * 86400
+        assert detail(client, task_id).Status == "FINISH"
+
+
+def test_an_output_bucket_is_never_created_by_a_task(emu: EmulatorServer) -> None:
+    """Real MPS cannot write into a missing bucket: the task FINISHes failed with the documented
+    ``InvalidInput`` and the bucket still does not exist; once created (PUT Bucket) the same request
+    succeeds."""
+    client = emu.mps_client()
+    src = upload(emu, unique())
+    out = {"Type": "COS", "CosOutputStorage": {"Bucket": "later-1250000000", "Region": REGION}}
+    failed = submit(client, body_for(src, OutputStorage=out))
+    assert emu.wait_idle(30)
+    done = detail(client, failed)
+    assert (done.Status, done.ErrCode, done.ErrMsg) == ("FINISH", 40000, "InvalidInput")
+    assert "later-1250000000" in done.Message and "does not exist" in done.Message
+    assert emu.cos_client().bucket_exists(Bucket="later-1250000000") is False
+    emu.cos_client().create_bucket(Bucket="later-1250000000")
+    ok = submit(client, body_for(src, OutputStorage=out))
+    assert emu.wait_idle(30)
+    result = detail(client, ok).ImageProcessTaskResultSet[0]
+    assert (
+        result.Status == "SUCCESS"
+        and result.Output.OutputStorage.CosOutputStorage.Bucket == "later-1250000000"
+    )
+
+
+# -- 1b. Tasks are kept 7 days (mps-api.md §2.1, §2.3) --------------------------------------------------
+def test_tasks_expire_seven_days_after_their_create_time(emu: EmulatorServer) -> None:
+    """Past the retention a task is unknown to both actions; the emulator's clock decides."""
+    assert emu.config.task_retention_seconds == 7 * 24 * 3600
+    client = emu.mps_client()
+    old = submit(client, body_for(upload(emu, unique())))
+    assert emu.wait_idle(30)
+    created = emu.app.mps.get(old).create_time
+    clock = emu.app.mps.clock
+    clock.wall = lambda: created + 7 * 24 * 3600  # exactly 7 days: still kept
+    assert detail(client, old).Status == "FINISH"
+    assert [r.TaskId for r in listing(client, "FINISH").TaskSet] == [old]
+    new = submit(client, body_for(upload(emu, unique())))  # created "7 days later"
+    assert emu.wait_idle(30)
+    clock.wall = lambda: created + 7 * 24 * 3600 + 1  # one second more: forgotten
+    err = sdk_error(lambda: detail(client, old))
+    assert err.get_code() == "ResourceNotFound.TaskNotFound" and old in err.get_message()
+    rows = listing(client, "FINISH", StartTime="2000-01-01T00:00:00Z")
+    assert ([r.TaskId for r in rows.TaskSet], rows.TotalCount) == ([new], 1)
+    assert detail(client, new).Status == "FINISH"
+    assert listing(client, "FINISH", SubTaskHasFailed=False).TotalCount == 1
+
+
+def test_task_retention_is_configurable_and_pages_skip_expired_tasks(tmp_path: Any) -> None:
+    with EmulatorServer(data_dir=tmp_path, task_retention_seconds=60) as server:
+        client = server.mps_client()
+        ids = [submit(client, body_for(upload(server, unique()))) for _ in range(3)]
+        assert server.wait_idle(30)
+        first = listing(client, "FINISH", limit=2)
+        assert [r.TaskId for r in first.TaskSet] == [ids[2], ids[1]] and first.ScrollToken == ids[0]
+        newest = max(server.app.mps.get(i).create_time for i in ids)
+        server.app.mps.clock.wall = lambda: newest + 61  # every task is older than 60 s now
+        assert listing(client, "FINISH").TotalCount == 0
+        for task_id in ids:
+            assert (
+                sdk_error(lambda t=task_id: detail(client, t)).get_code() == "ResourceNotFound.TaskNotFound"
+            )
+        # the ScrollToken named a task that has expired since: refused, as any unknown token
+        err = sdk_error(lambda: listing(client, "FINISH", limit=2, token=ids[0]))
+        assert err.get_code() == "InvalidParameterValue"
+        server.app.mps.clock.wall = time.time  # the clock back: the tasks were forgotten, not deleted
+        assert detail(client, ids[0]).Status == "FINISH"
 
 
 # -- 2. Describe* at 20/s by default ------------------------------------------------------------------
@@ -284,6 +362,7 @@ def test_describe_rate_is_configurable(tmp_path: Any) -> None:
         ("unusable-parameter", 40000, "InvalidInput.ConfigurationUnsupported"),
         ("schedule-id", 40000, "InvalidInput.ConfigurationUnsupported"),
         ("output-bucket-unwritable", 40000, "InvalidInput"),
+        ("output-bucket-missing", 40000, "InvalidInput"),
         ("injected-internal", 70000, "InternalError"),
     ],
 )
@@ -326,6 +405,12 @@ def test_failed_tasks_carry_documented_codes(
         body["OutputStorage"] = {
             "Type": "COS",
             "CosOutputStorage": {"Bucket": "NoSuchOutput", "Region": REGION},
+        }
+    elif case == "output-bucket-missing":
+        upload(emulator, src)  # a valid name nobody created: MPS cannot write there, nor create it
+        body["OutputStorage"] = {
+            "Type": "COS",
+            "CosOutputStorage": {"Bucket": "nosuchoutput-1250000000", "Region": REGION},
         }
     elif case == "injected-internal":
         upload(emulator, src)

@@ -53,6 +53,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 def test_seed_goes_through_a_running_in_thread_server(tmp_path: Path) -> None:
     with EmulatorServer(data_dir=tmp_path / "data") as emu:
+        emu.cos_client().create_bucket(Bucket=BUCKET)  # a PUT never creates the bucket
         emu.cos_client().put_object(Bucket=BUCKET, Key="raw/old.txt", Body=b"loads the bucket index")
         assert _keys(emu, "raw/") == ["raw/old.txt"]
         holder = read_holder(tmp_path / "data")

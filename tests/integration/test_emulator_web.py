@@ -59,6 +59,7 @@ def web() -> Iterator[dict[str, Any]]:
 
     with tempfile.TemporaryDirectory(prefix="emu-web-") as tmp, EmulatorServer(data_dir=tmp) as emu:
         cos = emu.cos_client()
+        cos.create_bucket(Bucket=BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
         cos.put_object(Bucket=BUCKET, Key=KEY, Body=_jpeg((640, 480)), ContentType="image/jpeg")
         cos.put_object(Bucket=BUCKET, Key="in/readme.txt", Body=b"not an image", ContentType="text/plain")
         ok = _submit(emu, KEY, {"EncodeConfig": {"Format": "PNG"}})
@@ -94,7 +95,8 @@ def test_task_list_shows_every_task_with_status_error_and_thumbnails(web: dict[s
     positions = [page.index(task_path(web[name])) for name in ("not_image", "missing", "ok")]
     assert positions == sorted(positions)  # newest first
     assert page.count(">SUCCESS<") == 1 and page.count(">FAIL<") == 2
-    assert "ResourceNotFound.CosObjectNotExist" in page and "InvalidParameterValue.SrcFile" in page
+    # the documented task error codes (docs/emulator-fidelity.md): a missing or undecodable input
+    assert page.count("SourceFileError.ContentMalformed") >= 2
     assert "cos://webui-1250000000/in/&lt;b&gt;&quot;猫&quot; &amp; 🐱.jpg" in page  # escaped, literally
     assert "cos://webui-1250000000/out/&lt;b&gt;&quot;猫&quot; &amp; 🐱.png" in page
     thumbs = re.findall(r'src="(/buckets/[^"]+)"', page)
@@ -111,9 +113,7 @@ def test_task_page_has_the_image_task_outputs_and_errors(web: dict[str, Any]) ->
     assert "input · 640×480" in page and "output · 640×480" in page and "image/png" in page
     assert "&quot;Format&quot;: &quot;PNG&quot;" in page  # the ImageTask as submitted
     failed = _get(web["base"] + task_path(web["missing"]))[2].decode()
-    assert (
-        "ResourceNotFound.CosObjectNotExist" in failed and "70000" in failed and "object not found" in failed
-    )
+    assert "SourceFileError.ContentMalformed" in failed and "60000" in failed and "does not exist" in failed
     gone = _get(web["base"] + "/tasks/1250000000-WorkflowTask-" + "0" * 32)
     assert gone[0] == 404 and b"No task with TaskId" in gone[2]
 

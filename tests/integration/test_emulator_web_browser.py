@@ -70,6 +70,7 @@ def _submit(emu: EmulatorServer, key: str, image_task: dict[str, Any]) -> str:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with EmulatorServer(data_dir=tmp_path_factory.mktemp("browser-emu")) as emu:
         cos = emu.cos_client()
+        cos.create_bucket(Bucket=BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
         cos.put_object(
             Bucket=BUCKET, Key="raw/dt=2026-11-01/harbour.png", Body=_photo(), ContentType="image/png"
         )

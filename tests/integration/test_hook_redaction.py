@@ -56,6 +56,7 @@ def test_sdk_debug_logs_carry_no_token_or_signing_key(
 
     with EmulatorServer(data_dir=tmp_path / "emu", secret_key=SECRET_KEY, token=TOKEN) as server:
         monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", server.connection_uri())
+        server.cos_backend.create_bucket(BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
         server.cos_backend.put_object(BUCKET, "raw/a.txt", b"x")
         hook = MpsHook()
         assert [o.key for o in hook.list_objects(BUCKET, "raw/")] == ["raw/a.txt"]

@@ -74,6 +74,7 @@ def test_full_batch_run_with_debug_logging_leaks_nothing(
         buf = io.BytesIO()
         Image.new("RGB", (8, 8)).save(buf, format="PNG")
         part = f"dt={uuid.uuid4().hex[:8]}"
+        server.cos_backend.create_bucket(BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
         for i in range(5):
             server.cos_backend.put_object(BUCKET, f"raw/{part}/i{i}.png", buf.getvalue(), "image/png")
         server.faults.throttle("ProcessImage", count=2)  # exercise the retry paths' logging too

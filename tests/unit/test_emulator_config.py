@@ -16,7 +16,7 @@ from airflow_mps.emulator.config import (
     fidelity_options,
 )
 from airflow_mps.emulator.testing import EmulatorProcess
-from airflow_mps.models.constants import MPS_REGIONS
+from airflow_mps.models.constants import MPS_REGIONS, TASK_RETENTION_SECONDS
 
 
 def test_defaults_are_the_documented_service_at_its_strictest() -> None:
@@ -27,6 +27,8 @@ def test_defaults_are_the_documented_service_at_its_strictest() -> None:
     assert config.listing_waiting == "hidden"
     assert config.lenient is False
     assert config.regions() == MPS_REGIONS
+    assert config.auto_create_buckets is False  # a PUT into a missing bucket: NoSuchBucket, as COS
+    assert config.task_retention_seconds == TASK_RETENTION_SECONDS == 7 * 24 * 3600
 
 
 def test_lenient_restores_the_old_behaviour_where_nothing_else_was_asked() -> None:
@@ -35,6 +37,8 @@ def test_lenient_restores_the_old_behaviour_where_nothing_else_was_asked() -> No
         "describe_rate": 100,
         "echo_listing_input": True,
         "listing_waiting": "waiting",
+        "auto_create_buckets": True,
+        "task_retention_seconds": None,
     }
     # An explicit, non-default choice wins over the switch.
     chosen = EmulatorConfig(lenient=True, describe_rate=7, listing_waiting="processing")
@@ -43,6 +47,16 @@ def test_lenient_restores_the_old_behaviour_where_nothing_else_was_asked() -> No
         "processing",
         True,
     )
+
+
+def test_task_retention_is_positive_or_forever() -> None:
+    assert EmulatorConfig(task_retention_seconds=2.5).task_retention_seconds == 2.5
+    assert EmulatorConfig(task_retention_seconds=None).task_retention_seconds is None
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="task_retention_seconds must be a positive number"):
+            EmulatorConfig(task_retention_seconds=bad)
+    # lenient keeps tasks forever only where the retention was left at 7 days
+    assert EmulatorConfig(lenient=True, task_retention_seconds=60).task_retention_seconds == 60
 
 
 def test_listing_waiting_must_be_a_known_mode() -> None:
@@ -78,6 +92,8 @@ def test_cli_flags_and_env_feed_the_config(monkeypatch: pytest.MonkeyPatch) -> N
         "echo_listing_input": False,
         "listing_waiting": "hidden",
         "extra_regions": [],
+        "auto_create_buckets": False,
+        "task_retention_seconds": float(TASK_RETENTION_SECONDS),
         "lenient": False,
     }
     options = fidelity_options(
@@ -88,6 +104,9 @@ def test_cli_flags_and_env_feed_the_config(monkeypatch: pytest.MonkeyPatch) -> N
                 "processing",
                 "--extra-region",
                 "xx-test",
+                "--auto-create-buckets",
+                "--task-retention-seconds",
+                "90",
                 "--lenient",
             ]
         )
@@ -99,14 +118,23 @@ def test_cli_flags_and_env_feed_the_config(monkeypatch: pytest.MonkeyPatch) -> N
         ["xx-test"],
     )
     assert config.describe_rate == 100  # lenient, describe_rate left at its default
+    assert (config.auto_create_buckets, config.task_retention_seconds) == (True, 90.0)
+    assert fidelity_options(_parse(["--task-retention-seconds", "forever"]))["task_retention_seconds"] is None
     monkeypatch.setenv("MPS_EMULATOR_ECHO_LISTING_INPUT", "1")
     monkeypatch.setenv("MPS_EMULATOR_LISTING_WAITING", "waiting")
     monkeypatch.setenv("MPS_EMULATOR_EXTRA_REGIONS", "xx-a,xx-b")
     from_env = fidelity_options(_parse([]))
     assert (from_env["echo_listing_input"], from_env["listing_waiting"]) == (True, "waiting")
     assert from_env["extra_regions"] == ["xx-a", "xx-b"]
+    monkeypatch.setenv("MPS_EMULATOR_AUTO_CREATE_BUCKETS", "yes")
+    monkeypatch.setenv("MPS_EMULATOR_TASK_RETENTION_SECONDS", "3600")
+    from_env = fidelity_options(_parse([]))
+    assert (from_env["auto_create_buckets"], from_env["task_retention_seconds"]) == (True, 3600.0)
     with pytest.raises(SystemExit):
         _parse(["--listing-waiting", "visible"])
+    for bad in ("0", "-5", "a week"):
+        with pytest.raises(SystemExit):
+            _parse(["--task-retention-seconds", bad])
 
 
 def _describe_rate_arg(proc: EmulatorProcess, ready: Path) -> str:
@@ -121,12 +149,24 @@ def test_emulator_process_hands_the_fields_to_the_subprocess(tmp_path: Path) -> 
         listing_waiting="processing",
         extra_regions=["xx-test"],
         describe_rate=9,
+        auto_create_buckets=True,
+        task_retention_seconds=30,
     )
     env = proc._env()
     assert env["MPS_EMULATOR_ECHO_LISTING_INPUT"] == "1"
     assert env["MPS_EMULATOR_LISTING_WAITING"] == "processing"
     assert env["MPS_EMULATOR_EXTRA_REGIONS"] == "xx-test"
+    assert (env["MPS_EMULATOR_AUTO_CREATE_BUCKETS"], env["MPS_EMULATOR_TASK_RETENTION_SECONDS"]) == (
+        "1",
+        "30",
+    )
     assert _describe_rate_arg(proc, tmp_path / "ready.json") == "9"
     lenient = EmulatorProcess(tmp_path, lenient=True)
     assert _describe_rate_arg(lenient, tmp_path / "ready.json") == "100"
     assert lenient._env()["MPS_EMULATOR_LISTING_WAITING"] == "waiting"
+    assert lenient._env()["MPS_EMULATOR_TASK_RETENTION_SECONDS"] == "forever"
+    strict = EmulatorProcess(tmp_path)._env()
+    assert (strict["MPS_EMULATOR_AUTO_CREATE_BUCKETS"], strict["MPS_EMULATOR_TASK_RETENTION_SECONDS"]) == (
+        "0",
+        "604800",
+    )

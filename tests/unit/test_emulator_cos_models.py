@@ -41,8 +41,26 @@ def test_missing_bucket_and_key(tmp_path: Path) -> None:
         backend.put_object(B, "é" * 426, b"")  # 852 UTF-8 bytes
 
 
+def test_a_write_never_creates_a_bucket_unless_asked(tmp_path: Path) -> None:
+    """COS answers a PUT Object into a missing bucket with NoSuchBucket (404): so does the backend,
+    unless the write (or the whole backend, the emulator's lenient mode) asks for the old behaviour."""
+    backend = CosBackend(tmp_path)
+    with pytest.raises(CosNoSuchBucket) as caught:
+        backend.put_object(B, "k", b"1")
+    assert (caught.value.code, caught.value.status) == ("NoSuchBucket", 404)
+    assert not backend.bucket_exists(B) and backend.list_buckets() == []
+    backend.put_object(B, "k", b"1", create_bucket=True)
+    assert backend.get_object(B, "k").data == b"1"
+    lenient = CosBackend(tmp_path / "lenient", auto_create_buckets=True)
+    lenient.put_object(B, "k", b"2")
+    assert lenient.list_buckets() == [B]
+    with pytest.raises(CosNoSuchBucket):
+        lenient.put_object("other-1250000000", "k", b"2", create_bucket=False)
+
+
 def test_listing_order_is_utf8_bytes_and_marker_exclusive(tmp_path: Path) -> None:
     backend = CosBackend(tmp_path)
+    backend.create_bucket(B)
     keys = ["b", "a", "é", "Z", "a/b", "a0", "\uffff", "\U0001f600"]
     for k in keys:
         backend.put_object(B, k, b"1")
@@ -54,6 +72,7 @@ def test_listing_order_is_utf8_bytes_and_marker_exclusive(tmp_path: Path) -> Non
 
 def test_delimiter_rollup_counts_toward_max_keys(tmp_path: Path) -> None:
     backend = CosBackend(tmp_path)
+    backend.create_bucket(B)
     for k in ["p/1", "p/d/1", "p/d/2", "p/e/1", "p/2", "q"]:
         backend.put_object(B, k, b"")
     page = backend.list_objects(B, prefix="p/", delimiter="/", max_keys=3)
@@ -67,6 +86,7 @@ def test_delimiter_rollup_counts_toward_max_keys(tmp_path: Path) -> None:
 
 def test_ten_thousand_keys_list_from_the_index(tmp_path: Path) -> None:
     backend = CosBackend(tmp_path)
+    backend.create_bucket(B)
     for i in range(10_000):
         backend.put_object(B, f"k/{i:05d}", b"")
     reads_before = backend.disk_reads
@@ -86,6 +106,7 @@ def test_ten_thousand_keys_list_from_the_index(tmp_path: Path) -> None:
 
 def test_persistence_and_crash_leftovers(tmp_path: Path) -> None:
     backend = CosBackend(tmp_path)
+    backend.create_bucket(B)
     backend.put_object(B, "a.jpg", b"old", "image/jpeg", metadata={"x-cos-meta-A": "1"})
     backend.put_object(B, "a.jpg", b"new", "image/jpeg")
     objects = tmp_path / B / "objects"
@@ -101,6 +122,7 @@ def test_persistence_and_crash_leftovers(tmp_path: Path) -> None:
 def test_keys_never_become_paths(tmp_path: Path) -> None:
     root = tmp_path / "cos"
     backend = CosBackend(root)
+    backend.create_bucket(B)
     for key in ["../../x", "/abs/path", "a\\b\\..\\..\\c", "..", ".", "~", "con", "a" * 800]:
         backend.put_object(B, key, key.encode())
         assert backend.get_object(B, key).data == key.encode()
@@ -112,6 +134,7 @@ def test_keys_never_become_paths(tmp_path: Path) -> None:
 
 def test_concurrent_writers_and_readers(tmp_path: Path) -> None:
     backend = CosBackend(tmp_path)
+    backend.create_bucket(B)
     backend.put_object(B, "shared", b"0" * 1000)
     errors: list[BaseException] = []
 

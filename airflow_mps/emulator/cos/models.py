@@ -22,6 +22,11 @@ Listing never touches the disk: each bucket keeps its keys in a list sorted by U
 All public methods are thread-safe (one re-entrant lock per backend; file I/O of object bodies
 happens outside it).
 
+Buckets exist only once created (``create_bucket``: PUT Bucket, or the ``seed`` command): a write
+into a missing bucket is ``CosNoSuchBucket``, as real COS answers a PUT Object there (404
+``NoSuchBucket``), unless the backend was made with ``auto_create_buckets=True`` (the emulator's
+``lenient`` mode; docs/emulator-fidelity.md).
+
 Public API (see docs/internals.md): ``CosBackend(root_dir)`` with ``create_bucket``,
 ``bucket_exists``, ``delete_bucket``, ``list_buckets``, ``put_object``, ``get_object``,
 ``head_object``, ``delete_object``, ``list_objects``; errors are ``CosError`` subclasses carrying the
@@ -39,7 +44,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +171,27 @@ def crc64ecma(data: bytes, crc: int = 0) -> int:
 # value types
 
 
+def _json_int(value: object) -> int:
+    """``int()`` of a number read from JSON; ``TypeError`` for anything that is not one (as ``int()``)."""
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def _json_float(value: object) -> float:
+    """``float()`` of a number read from JSON; ``TypeError`` for anything that is not one."""
+    if isinstance(value, (int, float, str)):
+        return float(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def _json_str_map(value: object) -> dict[str, str]:
+    """A ``{str: str}`` object read from JSON (stored metadata / headers); ``TypeError`` otherwise."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    raise TypeError(f"expected an object, got {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class CosObjectMeta:
     """What COS knows about one object besides its bytes."""
@@ -198,13 +224,13 @@ class CosObjectMeta:
     def from_json(cls, raw: Mapping[str, object]) -> CosObjectMeta:
         return cls(
             key=str(raw["key"]),
-            size=int(raw["size"]),  # type: ignore[call-overload]  # JSON value, checked by int()
+            size=_json_int(raw["size"]),
             etag=str(raw["etag"]),
-            last_modified=float(raw["last_modified"]),  # type: ignore[arg-type]
+            last_modified=_json_float(raw["last_modified"]),
             content_type=str(raw.get("content_type") or "application/octet-stream"),
-            crc64=int(raw.get("crc64") or 0),  # type: ignore[call-overload]  # JSON value, checked by int()
-            metadata=dict(raw.get("metadata") or {}),  # type: ignore[call-overload]
-            headers=dict(raw.get("headers") or {}),  # type: ignore[call-overload]
+            crc64=_json_int(raw.get("crc64") or 0),
+            metadata=_json_str_map(raw.get("metadata") or {}),
+            headers=_json_str_map(raw.get("headers") or {}),
             storage_class=str(raw.get("storage_class") or "STANDARD"),
         )
 
@@ -291,12 +317,21 @@ class CosBackend:
     """Buckets and objects stored under ``root_dir``; see the module docstring for the layout.
 
     ``clock`` (default ``time.time``) stamps Last-Modified; tests may inject one.
+    ``auto_create_buckets`` makes ``put_object`` create a missing bucket (default: ``CosNoSuchBucket``,
+    as COS).
     ``disk_reads`` counts metadata/data file reads, so tests can assert that listing is served from
     the index (a count, not a timing).
     """
 
-    def __init__(self, root_dir: str | os.PathLike[str], *, clock=time.time) -> None:
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        auto_create_buckets: bool = False,
+    ) -> None:
         self.root = Path(root_dir).resolve()
+        self.auto_create_buckets = auto_create_buckets
         self.root.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.RLock()
@@ -409,12 +444,13 @@ class CosBackend:
         *,
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        create_bucket: bool = True,
+        create_bucket: bool | None = None,
     ) -> str:
         """Store ``data`` under ``key`` atomically; returns the ETag (md5 hex, unquoted).
 
-        The bucket is created on first write unless ``create_bucket=False`` (then
-        ``CosNoSuchBucket``). ``metadata`` holds ``x-cos-meta-*`` pairs (names are lower-cased);
+        A missing bucket is ``CosNoSuchBucket`` (real COS: 404 ``NoSuchBucket``) unless
+        ``create_bucket=True``, or ``create_bucket`` is left ``None`` and the backend was made with
+        ``auto_create_buckets=True``: then the write creates it. ``metadata`` holds ``x-cos-meta-*`` pairs (names are lower-cased);
         ``headers`` standard headers to hand back on GET (Cache-Control, Content-Disposition, ...).
         """
         validate_key(key)
@@ -432,7 +468,7 @@ class CosBackend:
         with self._lock:
             state = self._load(bucket)
             if state is None:
-                if not create_bucket:
+                if not (self.auto_create_buckets if create_bucket is None else create_bucket):
                     raise CosNoSuchBucket(f"The specified bucket {bucket!r} does not exist.")
                 self.create_bucket(bucket)
                 state = self._require(bucket)

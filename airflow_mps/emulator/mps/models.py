@@ -83,7 +83,8 @@ TASK_FAILURES: dict[str, tuple[int, str]] = {
     # a parameter value that cannot be applied to this image, or a config the emulator cannot run
     # ("配置无效 … 输入参数取值非法")
     "bad_parameters": (ERR_INVALID_INPUT, "InvalidInput.ConfigurationUnsupported"),
-    # the output cannot be written (the output bucket does not exist): a bad OutputStorage
+    # the output cannot be written (the output bucket does not exist, or COS refuses the key): a bad
+    # OutputStorage, "输入参数不合法" (862/50369)
     "bad_output": (ERR_INVALID_INPUT, "InvalidInput"),
     # anything else that went wrong inside the emulator
     "internal": (ERR_INTERNAL, "InternalError"),
@@ -343,10 +344,30 @@ class MpsBackend:
                 "there is no input storage to inherit.",
             )
 
+    def retention_cutoff(self) -> float | None:
+        """The CreateTime before which a task is forgotten (``None``: tasks are kept forever).
+
+        MPS answers for tasks of the last 7 days only (mps-api.md §2.1, §2.3); the emulator counts
+        ``config.task_retention_seconds`` back from its own clock (``clock.wall``), so a test can move
+        time. Expired tasks stay in the store (moving the clock back shows them again).
+        """
+        retention = self.config.task_retention_seconds
+        return None if retention is None else self.clock.wall() - retention
+
     def get(self, task_id: str) -> TaskRecord:
-        return self.store.get(task_id)
+        """The task as the API sees it: ``TaskNotFound`` when unknown or older than the retention."""
+        rec = self.store.get(task_id)
+        cutoff = self.retention_cutoff()
+        if cutoff is not None and rec.create_time < cutoff:
+            raise TaskNotFound(task_id)
+        return rec
 
     def list(self, **filters: Any) -> tuple[list[TaskRecord], int]:
+        """``TaskStore.query`` over the tasks still kept (created at or after the retention cutoff)."""
+        cutoff = self.retention_cutoff()
+        if cutoff is not None:
+            start = filters.get("start")
+            filters["start"] = cutoff if start is None else max(float(start), cutoff)
         return self.store.query(**filters)
 
     # -- workers -----------------------------------------------------------------------------------
@@ -466,15 +487,27 @@ class MpsBackend:
             "webp": "image/webp",
         }.get(processed.format, "application/octet-stream")
         try:
-            self.cos.put_object(bucket, key, processed.data, content_type=content_type)
+            # Real MPS cannot write into a bucket that does not exist: the task fails (a missing output
+            # bucket is a bad OutputStorage). `auto_create_buckets` (lenient) is the old behaviour.
+            self.cos.put_object(
+                bucket,
+                key,
+                processed.data,
+                content_type=content_type,
+                create_bucket=self.config.auto_create_buckets,
+            )
         except (cos_models.CosNoSuchBucket, cos_models.CosInvalidBucketName):
-            raise TaskFailure.of("bad_output", f"The output bucket {bucket!r} does not exist.") from None
+            raise TaskFailure.of(
+                "bad_output",
+                f"The output bucket {bucket!r} does not exist: create it first (COS PUT Bucket).",
+            ) from None
         except cos_models.CosError as exc:  # e.g. a key COS refuses (too long)
             raise TaskFailure.of(
                 "bad_output", f"The output cos://{bucket}/{key} cannot be written: {exc}"
             ) from None
 
     def tasks(self) -> Iterator[TaskRecord]:
+        """Every stored task, newest first, expired ones included (for inspection, not the API)."""
         before = None
         while True:
             page, _ = self.store.query(before_seq=before, limit=100)

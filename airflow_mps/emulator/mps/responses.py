@@ -15,6 +15,8 @@ DescribeImageTasks as api.json documents it: `Status` required, `PROCESSING` or 
 
 Choices where the real service is not documented (docs/emulator-fidelity.md): an unknown TaskId is
 `ResourceNotFound.TaskNotFound`; DescribeImageTasks lists newest first; WAITING tasks are not listed.
+A task older than the retention (7 days from its CreateTime, `task_retention_seconds`) is unknown to
+both actions, as the service keeps tasks for 7 days.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ STATUSES = (WAITING, PROCESSING, FINISH)
 
 
 class TaskNotFound(KeyError):
-    """No task with this id (or it is older than the retention the emulator keeps: forever)."""
+    """No task with this id, or (raised by ``MpsBackend.get``) one older than the task retention."""
 
 
 @dataclass
