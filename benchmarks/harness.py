@@ -148,6 +148,7 @@ def seed(emu: Any, n: int, data: bytes | None = None, *, prefix: str | None = No
     data = data if data is not None else png_bytes()
     client = emu.cos_client()
     keys = [f"raw/{part}/img_{i:05d}.png" for i in range(n)]
+    emu.ensure_bucket(BUCKET)  # a PUT Object never creates a bucket (COS, and the strict emulator)
 
     def put(key: str) -> None:
         client.put_object(Bucket=BUCKET, Key=key, Body=data, ContentType="image/png")

@@ -180,7 +180,7 @@ def _seed_direct(
     result = SeedResult(bucket, prefix, "direct", str(data_dir))
     for item in files:
         data = item.path.read_bytes()
-        backend.put_object(bucket, item.key, data, item.content_type)
+        backend.put_object(bucket, item.key, data, item.content_type, create_bucket=True)
         result.objects.append((item.key, len(data), item.content_type))
         if progress is not None:
             progress(item.key, len(data), item.content_type)
@@ -223,6 +223,8 @@ def _seed_via_server(
     for item in files:
         data = item.path.read_bytes()
         try:
+            if not result.objects:
+                _create_bucket(client, bucket)
             client.put_object(Bucket=bucket, Key=item.key, Body=data, ContentType=item.content_type)
         except CosServiceError as exc:
             hint = ""
@@ -248,6 +250,20 @@ def _seed_via_server(
         if progress is not None:
             progress(item.key, len(data), item.content_type)
     return result
+
+
+def _create_bucket(client: Any, bucket: str) -> None:
+    """PUT Bucket unless it exists: a PUT Object never creates one (COS, and the emulator: NoSuchBucket).
+
+    Not ``bucket_exists``: a HEAD error has no body, so a refused signature would lose its code.
+    """
+    from qcloud_cos.cos_exception import CosServiceError
+
+    try:
+        client.create_bucket(Bucket=bucket)
+    except CosServiceError as exc:
+        if exc.get_error_code() not in ("BucketAlreadyExists", "BucketAlreadyOwnedByYou"):
+            raise
 
 
 __all__ = [

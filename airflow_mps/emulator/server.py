@@ -108,7 +108,8 @@ class EmulatorApp:
             from airflow_mps.emulator.cos.models import CosBackend
         except ImportError:  # COS part not installed yet: MPS still works for URL inputs
             return None, None
-        return CosBackend(self.data_dir / "cos"), CosAuthConfig(
+        cos = CosBackend(self.data_dir / "cos", auto_create_buckets=self.config.auto_create_buckets)
+        return cos, CosAuthConfig(
             credentials=self.config.credentials(), token=self.config.token
         )
 
@@ -540,8 +541,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
                 return
         with self._conn_lock:
             self._connections.add(conn)
+        handler: Callable[..., Any] = self.RequestHandlerClass  # typeshed binds its server arg to Self
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            handler(conn, client_address, self)
         finally:
             with self._conn_lock:
                 self._connections.discard(conn)

@@ -122,17 +122,23 @@ class WebUI:
     # -- pages ----------------------------------------------------------------------------------------
     def _task_list(self, query: dict[str, str]) -> EmulatorResponse:
         status = query.get("status", "")
-        filters: dict[str, object] = {}
+        statuses: tuple[str, ...] = ()
+        failed: bool | None = None
         if status in (WAITING, PROCESSING, FINISH):
-            filters["status"] = status
+            statuses = (status,)
         elif status == "failed":
-            filters["failed"] = True
+            failed = True
         else:
             status = ""
         before = query.get("before", "")
-        if before.isdigit():
-            filters["before_seq"] = int(before)
-        page, total = self.app.mps.store.query(limit=TASKS_PER_PAGE + 1, **filters)  # type: ignore[arg-type]
+        # Expired tasks are gone for the API (7-day retention); the page agrees with it.
+        page, total = self.app.mps.store.query(
+            statuses=statuses,
+            start=self.app.mps.retention_cutoff(),
+            failed=failed,
+            before_seq=int(before) if before.isdigit() else None,
+            limit=TASKS_PER_PAGE + 1,
+        )
         more = len(page) > TASKS_PER_PAGE
         page = page[:TASKS_PER_PAGE]
         return self._html(
