@@ -7,8 +7,6 @@ here each branch is driven deterministically and the call counts are asserted.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -563,23 +561,6 @@ def test_openlineage_degrades_without_provider() -> None:
         assert lineage.inputs[0].namespace == "cosn://b"
 
 
-# ---------------------------------------------------------------------------------------------- parse cost
-def test_parse_time_imports_nothing_heavy() -> None:
-    code = (
-        "import sys\n"
-        "from airflow.providers.common.compat.sdk import BaseOperator, BaseSensorOperator\n"
-        "import airflow.triggers.base\n"
-        "base = set(sys.modules)\n"
-        "import airflow_mps.operators.mps, airflow_mps.sensors.mps, airflow_mps.triggers.mps, airflow_mps.links.mps\n"
-        "new = set(sys.modules) - base\n"
-        "heavy = sorted(m for m in new if m.split('.')[0] in {'tencentcloud', 'qcloud_cos', 'PIL', 'httpx', 'requests'})\n"
-        "heavy += sorted(m for m in sys.modules if m.split('.')[0] in {'tencentcloud', 'qcloud_cos', 'PIL'})\n"
-        "print(repr(heavy))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
-
-
 # ---------------------------------------------------------------------------------------------- submit → store window
 class ListingHook(FakeHook):
     """FakeHook whose DescribeImageTasks lists every task it created (plus any extra rows).
@@ -764,29 +745,3 @@ def test_an_identical_request_just_before_the_marker_is_not_taken_for_ours() -> 
     hook.list_image_tasks = with_times  # type: ignore[method-assign]
     result = op.execute(retry(op, ctx))
     assert result["mps_task_id"] == "task-1" and len(hook.submitted) == 1
-
-
-def test_parse_time_imports_no_trigger_machinery() -> None:
-    """A DAG file that uses the single-image operator or the sensor does not import the triggers (nor
-    Airflow's trigger base): they are imported when first used (deferral), not while the DAG file is
-    parsed (benchmark P5). The batch operator is re-exported by a plain import (issue 10: no module
-    ``__getattr__``), so it is one class under both paths."""
-    code = (
-        "import sys\n"
-        "from airflow.sdk import DAG, BaseOperator, BaseSensorOperator\n"
-        "base = set(sys.modules)\n"
-        "from airflow_mps.operators.mps import MpsProcessImageOperator\n"
-        "from airflow_mps.sensors.mps import MpsImageTaskSensor\n"
-        "new = set(sys.modules) - base\n"
-        "print(sorted(m for m in new if m.startswith(('airflow.triggers', 'airflow_mps.triggers', "
-        "'airflow_mps.hooks'))))\n"
-        "from airflow_mps.operators.mps import MpsBatchProcessImageOperator\n"
-        "from airflow_mps.operators.batch import MpsBatchProcessImageOperator as Batch\n"
-        "from airflow_mps.triggers.batch import MpsImageBatchTrigger\n"
-        "from airflow_mps.triggers.mps import MpsImageTaskTrigger\n"
-        "print(MpsBatchProcessImageOperator.__name__, Batch is MpsBatchProcessImageOperator)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    lines = out.stdout.strip().splitlines()
-    assert lines[-2] == "[]", out.stdout + out.stderr
-    assert lines[-1] == "MpsBatchProcessImageOperator True"
