@@ -41,7 +41,16 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "operators": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_mps.operators.mps"]}],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_mps.operators.base",
+                    "airflow_mps.operators.mps",
+                    "airflow_mps.operators.batch",
+                ],
+            }
+        ],
         "sensors": [
             {
                 "integration-name": _INTEGRATION,

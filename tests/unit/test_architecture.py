@@ -116,14 +116,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "airflow_mps/emulator/cos/responses.py:1 — 662 lines, over 600 and not in docs/internals.md's "
         "list; being fixed in integration (split, or listed with a reason)"
     ),
-    ("registered", "airflow_mps.operators.base"): (
-        "airflow_mps/__init__.py:44 — provider info's operators list has only airflow_mps.operators.mps "
-        "(MpsBaseOperator, airflow_mps/operators/base.py:67); being fixed in integration"
-    ),
-    ("registered", "airflow_mps.operators.batch"): (
-        "airflow_mps/__init__.py:44 — provider info's operators list has only airflow_mps.operators.mps "
-        "(MpsBatchProcessImageOperator, airflow_mps/operators/batch.py:84); being fixed in integration"
-    ),
     ("keyword-only", "airflow_mps.triggers.batch"): (
         "airflow_mps/triggers/batch.py:81 — MpsImageBatchTrigger.__init__ takes its arguments by position; "
         "being fixed in integration"
