@@ -27,6 +27,12 @@ test: $(STAMP)
 test-floor:
 	bash .ci/floor $(PYTEST_ARGS)
 
+# Prove the declared Tencent SDK floors (tencentcloud-sdk-python-mps/-common[async], cos-python-sdk-v5):
+# builds .venv-sdk-floor with exactly those versions and runs the hook and operator tests on it.
+.PHONY: test-sdk-floor
+test-sdk-floor:
+	bash .ci/sdk-floor $(PYTEST_ARGS)
+
 emulator: $(STAMP)
 	$(VENV)/bin/airflow-mps-emulator
 
