@@ -20,7 +20,7 @@ import pytest
 from airflow_mps.errors import MpsAuthError, MpsTransientError
 from airflow_mps.hooks._pacing import reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import RetryPolicy
-from airflow_mps.hooks.mps import PACING_HEADROOM, MpsHook
+from airflow_mps.hooks.mps import LISTED_STATUSES, PACING_HEADROOM, MpsHook
 from airflow_mps.models import ProcessImageRequest
 
 BUCKET = "hooktest-1250000000"
@@ -288,11 +288,9 @@ def test_async_describe_and_list_inside_a_running_loop(hook, emulator, images, m
     async def run():
         try:
             status = await fresh.adescribe_image_task(submission.task_id)
-            listed = (
-                [t async for t in fresh.alist_image_tasks("WAITING")]
-                + [t async for t in fresh.alist_image_tasks("PROCESSING")]
-                + [t async for t in fresh.alist_image_tasks("FINISH")]
-            )
+            listed = [  # the statuses DescribeImageTasks lists (api.json): never WAITING
+                t for status in LISTED_STATUSES async for t in fresh.alist_image_tasks(status)
+            ]
             return status, listed
         finally:
             await fresh.aclose()
@@ -427,7 +425,7 @@ def _thumbnail_request(key: str) -> ProcessImageRequest:
     return ProcessImageRequest.build(
         input=f"cos://{BUCKET}/{key}",
         region=REGION,
-        output_path=f"/thumbs/{uuid.uuid4().hex}.jpg",
+        output_path=f"/thumbs/{uuid.uuid4().hex}.{{format}}",  # the path must end with .{format}
         image_task={"EncodeConfig": {"Format": "JPEG", "Quality": 30}},
     )
 
