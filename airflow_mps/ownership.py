@@ -163,8 +163,8 @@ def task_finder(
             "AmbiguousSubmission.TooManyCandidates",
             f"{unnamed} tasks created between {start.strftime(TIME_FORMAT)} and "
             f"{end_text or 'now'} are listed without an Input; telling ours among them takes one "
-            f"DescribeImageTaskDetail each, more than the cap of {max_describes} "
-            "(MpsHook(reconcile_max_describes=...) raises it)",
+            f"DescribeImageTaskDetail each, more than the cap of {max_describes} (raise it with "
+            "MpsHook(reconcile_max_describes=...) or find_tasks_for(max_describes=...))",
         )
     matches: list[tuple[str, datetime | None]] = []
     for task_id, created, verdict in candidates:

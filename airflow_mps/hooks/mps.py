@@ -172,6 +172,17 @@ def _no_task_id(response: Mapping[str, Any]) -> Failure:
     return Failure(error, Arrival.AMBIGUOUS, False)
 
 
+def _utc(value: Any, field: str) -> datetime | None:
+    """``value`` (a datetime; naive = UTC) in UTC; None stays None."""
+    if value is None and field != "since":
+        return None
+    if not isinstance(value, datetime):
+        raise MpsValidationError(field=field, value=value, allowed="a datetime (naive = UTC)")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
 def _format_time(value: datetime | str | None, field: str) -> str | None:
     """API time string ``YYYY-MM-DDThh:mm:ssZ`` (UTC) from a datetime or an already formatted string."""
     if value is None:
@@ -348,6 +359,7 @@ class MpsHook(TencentCloudBaseHook):
         *,
         clock_skew_seconds: float | None = None,
         until: datetime | None = None,
+        max_describes: int = MAX_DESCRIBES,
     ) -> list[str]:
         """Ids of the tasks a ``ProcessImage`` of ``request`` sent at ``since`` can have created.
 
@@ -357,7 +369,7 @@ class MpsHook(TencentCloudBaseHook):
         and FINISH tasks created from ``since`` (minus ``clock_skew_seconds``, default the hook's
         ``reconcile_clock_skew_seconds``) to ``until`` (plus the skew; default now), matched by the
         listed ``Input`` or, where the listing names none, by describing the task (at most
-        ``reconcile_max_describes``, newest first; more → ``MpsAmbiguousSubmissionError``).
+        ``max_describes``, newest first; more → ``MpsAmbiguousSubmissionError``).
 
         Empty: no *listable* task is ours. A task still WAITING is not listable, so an empty answer
         soon after ``since`` does not prove that nothing was created; several: ambiguous. The caller
@@ -366,8 +378,11 @@ class MpsHook(TencentCloudBaseHook):
         :param request: a ``ProcessImageRequest`` or its API body (``to_api()``).
         :param since: when the request was (first) sent; a naive datetime is taken as UTC.
         :param until: when the last attempt ended (no task of ours can be younger); naive = UTC.
+        :param max_describes: most listed tasks without an ``Input`` this search describes.
         """
-        return drive(self._find(request, since, clock_skew_seconds, until), self)
+        body, start, skew = self._finder_args(request, since, clock_skew_seconds)
+        finding = _finding(body, start, skew, until=_utc(until, "until"), max_describes=max_describes)
+        return drive(finding, self)
 
     async def afind_tasks_for(
         self,
@@ -376,17 +391,12 @@ class MpsHook(TencentCloudBaseHook):
         *,
         clock_skew_seconds: float | None = None,
         until: datetime | None = None,
+        max_describes: int = MAX_DESCRIBES,
     ) -> list[str]:
         """Async twin of :meth:`find_tasks_for` (same rules, async SDK client)."""
-        return await adrive(self._find(request, since, clock_skew_seconds, until), self)
-
-    def _find(
-        self, request: Any, since: Any, clock_skew_seconds: float | None, until: Any
-    ) -> Steps[list[str]]:
         body, start, skew = self._finder_args(request, since, clock_skew_seconds)
-        if until is not None:
-            until = self._finder_args(body, until, skew)[1]
-        return _finding(body, start, skew, until=until, max_describes=self.reconcile_max_describes)
+        finding = _finding(body, start, skew, until=_utc(until, "until"), max_describes=max_describes)
+        return await adrive(finding, self)
 
     def _finder_args(
         self, request: Any, since: Any, clock_skew_seconds: float | None
@@ -396,14 +406,12 @@ class MpsHook(TencentCloudBaseHook):
             raise MpsValidationError(
                 field="request", value=type(request).__name__, allowed="a ProcessImageRequest or its API body"
             )
-        if not isinstance(since, datetime):
-            raise MpsValidationError(field="since", value=since, allowed="a datetime (naive = UTC)")
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
         skew = self.reconcile_clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
         if isinstance(skew, bool) or not isinstance(skew, (int, float)) or skew < 0:
             raise MpsValidationError(field="clock_skew_seconds", value=skew, allowed="a number >= 0")
-        return body, since.astimezone(timezone.utc), float(skew)
+        start = _utc(since, "since")
+        assert start is not None
+        return body, start, float(skew)
 
     # ---- DescribeImageTaskDetail ----------------------------------------------------------------
     @staticmethod
