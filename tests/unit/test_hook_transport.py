@@ -220,3 +220,13 @@ def test_certificate_failures_are_terminal_and_never_sent() -> None:
 
     cos = classify_cos_failure(CosClientError("HTTPSConnectionPool: [SSL: CERTIFICATE_VERIFY_FAILED] x"))
     assert cos.error.code == CERTIFICATE_ERROR_CODE and not cos.error.retryable
+
+
+def test_the_proxy_password_is_registered_as_a_secret() -> None:
+    from types import SimpleNamespace
+
+    from airflow_mps.hooks import _redact
+
+    conn = SimpleNamespace(login="AKIDtest", password="secret-key")
+    TencentCloudBaseHook()._settings_from(conn, {"proxy": "http://user:proxy-pw-7f3a@proxy:3128"})
+    assert "proxy-pw-7f3a" not in _redact.redact("via http://user:proxy-pw-7f3a@proxy:3128")
