@@ -76,3 +76,9 @@ dist: $(STAMP)
 	"$$tmp/venv/bin/python" -c 'from airflow.providers_manager import ProvidersManager; info = ProvidersManager().providers["$(DIST_NAME)"]; print("documentation-url:", info.data["documentation-url"]); assert info.data["documentation-url"]'; \
 	"$$tmp/venv/bin/airflow-mps-emulator" --help > /dev/null; \
 	echo "dist OK: $$(ls dist | tr '\n' ' ')"
+
+# Prove the declared Tencent SDK floors (tencentcloud-sdk-python-mps/-common[async], cos-python-sdk-v5):
+# builds .venv-sdk-floor with exactly those versions and runs the hook and operator tests on it.
+.PHONY: test-sdk-floor
+test-sdk-floor:
+	bash .ci/sdk-floor $(PYTEST_ARGS)

@@ -90,8 +90,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "endpoint": {
                         "label": "Endpoint",
-                        "description": "host[:port] of the MPS API (and COS) - e.g. 127.0.0.1:9100 for the local "
-                        "emulator; empty = mps.tencentcloudapi.com and the region's COS endpoint.",
+                        "description": "host[:port] of the MPS API (and COS), or http(s)://host[:port] (the scheme "
+                        "sets the protocol) - e.g. http://127.0.0.1:9100 for the local emulator; empty = "
+                        "mps.tencentcloudapi.com and the region's COS endpoint.",
                         "schema": {"type": ["string", "null"]},
                     },
                     "protocol": {
@@ -113,6 +114,24 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "ProcessImage rate (req/s)",
                         "description": "Client-side pacing of ProcessImage per process (default 20, the API limit).",
                         "schema": {"type": ["number", "null"], "minimum": 0.1},
+                    },
+                    "describe_rate": {
+                        "label": "Describe* rate (req/s)",
+                        "description": "Client-side pacing of DescribeImageTaskDetail + DescribeImageTasks per "
+                        "process (default 20, the strictest documented limit).",
+                        "schema": {"type": ["number", "null"], "minimum": 0.1},
+                    },
+                    "ca_bundle": {
+                        "label": "CA bundle",
+                        "description": "Path of a PEM file of CA certificates to trust for MPS and COS over https "
+                        "(e.g. the emulator's --tls certificate, a TLS-inspecting proxy's CA); empty = certifi.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "proxy": {
+                        "label": "Proxy",
+                        "description": "http(s)://[user:password@]host[:port] of an HTTP proxy for MPS and COS; "
+                        "empty = the HTTP(S)_PROXY environment variables.",
+                        "schema": {"type": ["string", "null"]},
                     },
                 },
             }

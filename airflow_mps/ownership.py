@@ -14,10 +14,20 @@ and is sent the answers — so the hook's sync and async paths (and the operator
 ``MpsHook.find_tasks_for``) drive the very same rules with their own I/O. :func:`match_listed_rows` is
 the batch form: many wanted inputs against one set of listing rows.
 
+What the service lets us see (issue 11; api.json for DescribeImageTasks): only ``PROCESSING`` and
+``FINISH`` tasks are listable (``Status`` is required and enumerates those two), and a row's ``Input``
+is an unpublished string the official example omits. So the finder lists those two statuses only,
+and a row that names no input is *described* — bounded: only rows created inside the window, newest
+first, at most ``max_describes`` of them (past the cap it refuses with a clear error rather than
+spend the account's Describe quota for minutes). A task still ``WAITING`` is invisible to the
+listing, so an empty result is **not** proof that nothing was created; what a caller may conclude
+from it is its own rule (the hook's: keep looking until a settle deadline, then
+``MpsAmbiguousSubmissionError``, never a blind resubmission — docs/reliability.md).
+
 Reading a listed ``Input`` is :func:`airflow_mps.models.parse_listed_input` (one parser for every
 form the service, the SDK and the emulator send). ``airflow_mps.models`` is imported inside the
 functions: ``airflow_mps.hooks.mps`` imports this module and DAG files import the hook, so nothing
-here may cost DAG-parse time. Stdlib and ``airflow_mps.models`` only.
+here may cost DAG-parse time. Stdlib, ``airflow_mps.errors`` and ``airflow_mps.models`` only.
 """
 
 from __future__ import annotations
@@ -28,10 +38,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from airflow_mps.errors import MpsAmbiguousSubmissionError
+
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo
 
 __all__ = [
+    "LISTED_STATUSES",
+    "MAX_DESCRIBES",
     "TASK_STATUSES",
     "TIME_FORMAT",
     "DetailStep",
@@ -43,10 +57,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The task statuses DescribeImageTasks lists, in lifecycle order: listing them in this order sees a
-#: task that moves on between two listings in the later one. (Moved from hooks/mps.py; one of the
-#: copies ``airflow_mps.models.constants.TASK_STATES`` replaces at integration, issue 10 item 2.)
+#: The task statuses, in lifecycle order. (Moved from hooks/mps.py; one of the copies
+#: ``airflow_mps.models.constants.TASK_STATES`` replaces at integration, issue 10 item 2.)
 TASK_STATUSES = ("WAITING", "PROCESSING", "FINISH")
+#: The statuses DescribeImageTasks can list (api.json: ``Status`` required, FINISH or PROCESSING; a
+#: WAITING task is not listable), in lifecycle order: listing them in this order sees a task that moves
+#: on between the two listings in the later one. (``models.constants.LISTED_TASK_STATES`` from issue
+#: 11's emulator part replaces this copy at integration.)
+LISTED_STATUSES = ("PROCESSING", "FINISH")
+#: Default cap on the listed tasks :func:`task_finder` describes because their row names no input:
+#: 200 DescribeImageTaskDetail calls are 10 s of the default 20/s Describe quota.
+MAX_DESCRIBES = 200
 #: The API's time strings (``CreateTime``, ``StartTime``): UTC, whole seconds. (Moved from
 #: hooks/mps.py; ``models.constants.API_TIME_FORMAT`` replaces it at integration.)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -56,11 +77,12 @@ K = TypeVar("K", bound=Hashable)
 
 @dataclass(frozen=True)
 class ListStep:
-    """I/O request of :func:`task_finder`: every task in ``status`` listed from ``start`` (an API time
-    string) → the ``ImageTaskInfo`` rows, all pages."""
+    """I/O request of :func:`task_finder`: every task in ``status`` listed from ``start`` to ``end``
+    (API time strings; ``end`` None = up to now) → the ``ImageTaskInfo`` rows, all pages."""
 
     status: str
     start: str
+    end: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,47 +94,95 @@ class DetailStep:
 
 
 def task_finder(
-    body: Mapping[str, Any], since: datetime, skew_seconds: float
+    body: Mapping[str, Any],
+    since: datetime,
+    skew_seconds: float,
+    *,
+    until: datetime | None = None,
+    max_describes: int = MAX_DESCRIBES,
+    known: dict[str, bool] | None = None,
 ) -> Generator[ListStep | DetailStep, Any, list[str]]:
     """Ids of the tasks a ProcessImage of ``body`` (the API body) sent at ``since`` can have created.
 
-    Rules: tasks of every status listed from ``since`` minus ``skew_seconds`` (client/server clock
-    skew, one-second ``CreateTime`` resolution); our input named by the listing's ``Input`` (or, when
-    the listing names none, by the task's ``InputInfo``); not provably another request's
-    (``ImageTaskStatus.conflicts_with``: echoed ImageTask, or outputs outside our absolute OutputPath /
-    OutputDir); when some were created in or after ``since``'s second, only those. Empty: nothing was
-    created; several: ambiguous, the caller decides.
+    Rules:
+
+    * **Window**: tasks created from ``since`` minus ``skew_seconds`` (client/server clock skew,
+      one-second ``CreateTime`` resolution) up to ``until`` plus ``skew_seconds`` (``until`` None: up
+      to now). A ProcessImage that failed at time T cannot have created a task after T.
+    * **Listing**: PROCESSING and FINISH only (:data:`LISTED_STATUSES`; WAITING is not listable).
+    * **Input**: a row whose ``Input`` names another input is dropped unread; one naming ours, or
+      naming nothing, is described, newest first — for the latter the task's ``InputInfo`` decides.
+      More than ``max_describes`` rows naming nothing → ``MpsAmbiguousSubmissionError``
+      (code ``AmbiguousSubmission.TooManyCandidates``), before any describe.
+    * **Request**: a task with our input that provably came from another request
+      (``ImageTaskStatus.conflicts_with``: echoed ImageTask, outputs outside our absolute OutputPath /
+      OutputDir) is not ours.
+    * **Narrowing**: when some matches were created in or after ``since``'s second, only those count.
+
+    Empty: no listable task is ours — a task still WAITING is not seen, so this is not proof that
+    nothing was created. Several: ambiguous, the caller decides.
+
+    ``known`` (optional, updated in place) remembers the tasks proven not ours (their input or their
+    request never changes), so a caller that runs the finder again — the hook polls until a settle
+    deadline — describes each task at most once.
 
     A generator that yields what it needs (:class:`ListStep`, :class:`DetailStep`) and is sent the
-    answer; it returns the ids. ``since`` must be timezone-aware (UTC).
+    answer; it returns the ids. ``since`` and ``until`` must be timezone-aware (UTC).
     """
     from airflow_mps.models import listed_input_matches, request_input
 
     ours = request_input(body)
     if ours is None:  # no input we could recognise a task by
         return []
+    memo: dict[str, bool] = {} if known is None else known
     start = since - timedelta(seconds=skew_seconds)
     start_floor = start.replace(microsecond=0)
-    candidates: dict[str, ImageTaskInfo] = {}
-    for status in TASK_STATUSES:  # lifecycle order: a task moving on is seen in a later listing
-        rows = yield ListStep(status, start.strftime(TIME_FORMAT))
-        for row in rows:
-            candidates.setdefault(row.task_id, row)
-    matches: list[tuple[str, datetime | None]] = []
-    for task_id, row in candidates.items():
+    end = None if until is None else until + timedelta(seconds=skew_seconds)
+    end_text = None if end is None else end.strftime(TIME_FORMAT)
+    rows: dict[str, ImageTaskInfo] = {}
+    for status in LISTED_STATUSES:  # lifecycle order: a task moving on is seen in the later listing
+        listed = yield ListStep(status, start.strftime(TIME_FORMAT), end_text)
+        for row in listed:
+            rows.setdefault(row.task_id, row)
+    candidates: list[tuple[str, datetime | None, bool | None]] = []
+    for task_id, row in rows.items():
         created = _parse_time(row.create_time)
-        if created is not None and created < start_floor:
+        if created is not None and (created < start_floor or (end is not None and created > end)):
+            continue
+        if memo.get(task_id) is False:
             continue
         verdict = listed_input_matches(row.input, *ours)
         if verdict is False:
+            memo[task_id] = False
             continue
+        candidates.append((task_id, created, verdict))
+    candidates.sort(key=_newest_first)
+    unnamed = sum(1 for _task_id, _created, verdict in candidates if verdict is None)
+    if unnamed > max_describes:
+        raise MpsAmbiguousSubmissionError(
+            "AmbiguousSubmission.TooManyCandidates",
+            f"{unnamed} tasks created between {start.strftime(TIME_FORMAT)} and "
+            f"{end_text or 'now'} are listed without an Input; telling ours among them takes one "
+            f"DescribeImageTaskDetail each, more than the cap of {max_describes} (raise it with "
+            "MpsHook(reconcile_max_describes=...) or find_tasks_for(max_describes=...))",
+        )
+    matches: list[tuple[str, datetime | None]] = []
+    for task_id, created, verdict in candidates:
         # Same input (or the listing names none): the detail tells our task from another pipeline's.
         detail = yield DetailStep(task_id)
-        if verdict is None:  # listing carries no input: ask the task itself
+        if verdict is None:  # the listing carries no input: ask the task itself
             verdict = _input_info_matches(detail.get("InputInfo"), body)
         if verdict and _same_request(detail, body, task_id):
             matches.append((task_id, created))
+        else:
+            memo[task_id] = False
     return _narrow(matches, since)
+
+
+def _newest_first(candidate: tuple[str, datetime | None, bool | None]) -> tuple[float, str]:
+    """Sort key: newest ``CreateTime`` first (an unknown time first of all), then task id."""
+    task_id, created, _verdict = candidate
+    return (-created.timestamp() if created is not None else float("-inf"), task_id)
 
 
 def match_listed_rows(

@@ -42,7 +42,7 @@ __all__ = [
 #: before reuse, so one the server closed meanwhile is replaced, not failed.
 ASYNC_KEEPALIVE_SECONDS = 120.0
 #: Connections one shared client may open (and keep idle) towards the API: bounded in practice by the
-#: Describe pacing (100/s) times the round trip, far below this.
+#: Describe pacing (20/s by default) times the round trip, far below this.
 ASYNC_MAX_CONNECTIONS = 100
 
 
@@ -69,11 +69,15 @@ _SHARED_ASYNC_LOCK = threading.Lock()  # loops of different threads share the ma
 def client_identity(settings: ClientSettings, service: str) -> tuple[str, ...]:
     """What makes two hooks' async clients interchangeable: which service, where, and as whom.
 
-    Secrets only enter a SHA-256 digest. For the SDK default chain (a provider that refreshes itself,
-    e.g. a CVM role's STS token) the provider class and the SecretId seen at resolution count; the
-    shared client keeps asking its provider per request, so rotation keeps working.
+    Secrets only enter a SHA-256 digest (the proxy URL too: it may carry a password). For the SDK
+    default chain (a provider that refreshes itself, e.g. a CVM role's STS token) the provider class and
+    the SecretId seen at resolution count; the shared client keeps asking its provider per request, so
+    rotation keeps working. The CA bundle and the proxy are part of the identity: they live in the
+    shared httpx client.
     """
-    secret = "\0".join((settings.secret_id or "", settings.secret_key or "", settings.token or ""))
+    secret = "\0".join(
+        (settings.secret_id or "", settings.secret_key or "", settings.token or "", settings.proxy or "")
+    )
     provider = type(settings.provider).__qualname__ if settings.provider is not None else ""
     return (
         service,
@@ -81,22 +85,37 @@ def client_identity(settings: ClientSettings, service: str) -> tuple[str, ...]:
         settings.endpoint or "",
         settings.region,
         str(settings.request_timeout),
+        settings.ca_bundle or "",
         settings.credential_source,
         provider,
         hashlib.sha256(secret.encode("utf-8")).hexdigest(),
     )
 
 
-def keepalive_http_client(timeout: float) -> Any:
-    """An ``httpx.AsyncClient`` with the SDK's timeout and a keep-alive longer than a poll interval.
+def keepalive_http_client(timeout: float, *, ca_bundle: str | None = None, proxy: str | None = None) -> Any:
+    """An ``httpx.AsyncClient`` with the SDK's timeout, a keep-alive longer than a poll interval, and the
+    connection's CA bundle and proxy.
 
     The SDK builds its ``httpx.AsyncClient`` itself with httpx's default limits and exposes it as
     ``http_client`` (every request goes through ``self.http_client.send``, the timeout is read from it
     too); the hook replaces it with this one. The SDK's own is dropped unopened (httpx holds no socket
     or finalizer until a send).
+
+    TLS and proxy are set here because the SDK cannot: its ``HttpProfile.certification`` becomes httpx's
+    ``cert=`` (a *client* certificate) and its ``HttpProfile.proxy`` becomes ``proxies=``, which httpx
+    0.28 removed (mps-api.md §0.6, §0.13). ``ca_bundle`` → ``verify=`` an SSL context trusting exactly
+    that file; without it httpx's default applies (certifi, or ``SSL_CERT_FILE``). ``proxy`` → httpx's
+    ``proxy=`` (httpx >= 0.26; Airflow 3 requires >= 0.27); without it httpx reads ``HTTP(S)_PROXY``.
     """
     import httpx
 
+    options: dict[str, Any] = {}
+    if ca_bundle:
+        import ssl
+
+        options["verify"] = ssl.create_default_context(cafile=ca_bundle)
+    if proxy:
+        options["proxy"] = proxy
     return httpx.AsyncClient(
         timeout=timeout,
         limits=httpx.Limits(
@@ -104,6 +123,7 @@ def keepalive_http_client(timeout: float) -> Any:
             max_keepalive_connections=ASYNC_MAX_CONNECTIONS,
             keepalive_expiry=ASYNC_KEEPALIVE_SECONDS,
         ),
+        **options,
     )
 
 

@@ -8,6 +8,11 @@ async path of the hook. Credential precedence:
    ``TENCENTCLOUD_SESSION_TOKEN``);
 3. the SDK's ``DefaultCredentialProvider`` chain: profile file ``~/.tencentcloud/credentials`` (or
    ``/etc/tencentcloud/credentials``), the CVM instance role, the TKE OIDC role.
+
+Transport extras (issue 11 item 9): ``endpoint`` as ``host[:port]`` or ``http(s)://host[:port]`` (the
+scheme then sets the protocol), ``ca_bundle`` (a PEM file of CAs to trust instead of certifi's) and
+``proxy`` (an ``http(s)://[user:password@]host[:port]`` URL). How each SDK is given them is the
+hook's business (``base.py``, ``cos.py``); here they are only parsed and checked.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_mps.errors import MpsAuthError, MpsValidationError
 
 DEFAULT_REGION = "ap-guangzhou"
 DEFAULT_PROCESS_IMAGE_RATE = 20.0
+#: Describe* (DescribeImageTaskDetail, DescribeImageTasks) requests/second: the docs disagree (20/s on
+#: doc 862/134161 and 1041/82054, 100/s on pages updated 2026-05; mps-api.md §0.12), so the strictest
+#: documented value is the default. The ``describe_rate`` extra raises it for an account that has more.
+DEFAULT_DESCRIBE_RATE = 20.0
 DEFAULT_REQUEST_TIMEOUT = 60
 EXTRA_PREFIX = "extra__tencentcloud__"
 ENV_SECRET_ID = "TENCENTCLOUD_SECRET_ID"
@@ -56,6 +66,12 @@ class ClientSettings:
     #: The SDK credential provider object when credentials came from the default chain (CVM role
     #: credentials refresh themselves); ``None`` otherwise.
     provider: Any = field(default=None, repr=False, compare=False)
+    #: Client-side pacing of the Describe* quota, requests/second (``describe_rate`` extra).
+    describe_rate: float = DEFAULT_DESCRIBE_RATE
+    #: Path of a PEM file of CA certificates to verify TLS with instead of certifi's (``ca_bundle``).
+    ca_bundle: str | None = None
+    #: Proxy URL for every MPS and COS request (``proxy``); may carry a password, so never in ``repr``.
+    proxy: str | None = field(default=None, repr=False)
 
     @property
     def host(self) -> str | None:
@@ -84,25 +100,89 @@ class ClientSettings:
         return self.secret_id, self.secret_key, self.token
 
 
-def _parse_endpoint(value: Any) -> str | None:
+def _parse_endpoint(value: Any) -> tuple[str | None, str | None]:
+    """``(protocol, host[:port])`` of the ``endpoint`` extra; protocol is None unless a scheme was given.
+
+    ``127.0.0.1:9100`` and ``http://127.0.0.1:9100`` (or ``https://…``, a trailing ``/`` allowed) are
+    accepted: the SDKs want the bare ``host[:port]`` (the MPS SDK copies it into the Host header and
+    signs it), so the scheme is split off here and becomes the protocol.
+    """
     if value in (None, ""):
-        return None
+        return None, None
     text = str(value).strip()
-    for scheme in ("https://", "http://"):
-        if text.startswith(scheme):
+    scheme: str | None = None
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        scheme = scheme.lower()
+        if scheme not in ("https", "http"):
             raise MpsValidationError(
-                field="endpoint",
-                value=text,
-                allowed="host[:port] without a scheme (set the protocol extra to http or https)",
+                field="endpoint", value=value, allowed="host[:port] or http(s)://host[:port]"
             )
     text = text.rstrip("/")
-    if "/" in text or not text:
-        raise MpsValidationError(field="endpoint", value=text, allowed="host[:port]")
+    if "/" in text or "?" in text or "#" in text or "@" in text or not text:
+        raise MpsValidationError(
+            field="endpoint", value=value, allowed="host[:port] or http(s)://host[:port], no path"
+        )
     if ":" in text:
         port = text.rsplit(":", 1)[1]
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise MpsValidationError(field="endpoint", value=text, allowed="host[:port] with a port 1-65535")
-    return text
+            raise MpsValidationError(field="endpoint", value=value, allowed="host[:port] with a port 1-65535")
+    return scheme, text
+
+
+def _parse_ca_bundle(value: Any) -> str | None:
+    """The ``ca_bundle`` extra: an existing file (``~`` expanded), returned as an absolute path."""
+    if value in (None, ""):
+        return None
+    path = os.path.abspath(os.path.expanduser(str(value).strip()))
+    if not os.path.isfile(path):
+        raise MpsValidationError(
+            field="ca_bundle", value=value, allowed="the path of an existing PEM file of CA certificates"
+        )
+    return path
+
+
+def _parse_proxy(value: Any) -> str | None:
+    """The ``proxy`` extra: ``http(s)://[user:password@]host[:port]`` (what requests and httpx accept)."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise MpsValidationError(
+            field="proxy", value=_hide_password(text), allowed="http(s)://[user:password@]host[:port]"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment or port == 0:
+        raise MpsValidationError(
+            field="proxy",
+            value=_hide_password(text),
+            allowed="http(s)://[user:password@]host[:port], no path",
+        )
+    return text.rstrip("/")
+
+
+def _hide_password(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (for error messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
+
+
+def proxy_password(proxy: str | None) -> str | None:
+    """The (percent-decoded) password in a proxy URL, for the secrets masker; None when there is none."""
+    if not proxy:
+        return None
+    from urllib.parse import unquote
+
+    password = urlsplit(proxy).password
+    return unquote(password) if password else None
 
 
 def _parse_number(name: str, value: Any, default: float, *, integer: bool) -> float:
@@ -135,10 +215,19 @@ def resolve_settings(
     sources when none provides credentials.
     """
     env = os.environ if environ is None else environ
-    protocol = str(get_extra(extras, "protocol") or "https").lower()
+    given_protocol = get_extra(extras, "protocol")
+    protocol = str(given_protocol or "https").lower()
     if protocol not in ("https", "http"):
         raise MpsValidationError(field="protocol", value=protocol, allowed="https, http")
-    endpoint = _parse_endpoint(get_extra(extras, "endpoint"))
+    scheme, endpoint = _parse_endpoint(get_extra(extras, "endpoint"))
+    if scheme is not None:
+        if given_protocol and protocol != scheme:
+            raise MpsValidationError(
+                field="protocol",
+                value=protocol,
+                allowed=f"{scheme} (the scheme of the endpoint extra) or empty",
+            )
+        protocol = scheme
     timeout = int(
         _parse_number(
             "request_timeout", get_extra(extras, "request_timeout"), DEFAULT_REQUEST_TIMEOUT, integer=True
@@ -150,14 +239,31 @@ def resolve_settings(
         DEFAULT_PROCESS_IMAGE_RATE,
         integer=False,
     )
+    describe_rate = _parse_number(
+        "describe_rate", get_extra(extras, "describe_rate"), DEFAULT_DESCRIBE_RATE, integer=False
+    )
     final_region = str(region or get_extra(extras, "region") or DEFAULT_REGION)
-    common = {
-        "region": final_region,
-        "endpoint": endpoint,
-        "protocol": protocol,
-        "request_timeout": timeout,
-        "process_image_rate": rate,
-    }
+    ca_bundle = _parse_ca_bundle(get_extra(extras, "ca_bundle"))
+    proxy = _parse_proxy(get_extra(extras, "proxy"))
+
+    def settings(
+        secret_id: str | None, secret_key: str | None, token: str | None, source: str, provider: Any = None
+    ) -> ClientSettings:
+        return ClientSettings(
+            secret_id,
+            secret_key,
+            token,
+            region=final_region,
+            endpoint=endpoint,
+            protocol=protocol,
+            request_timeout=timeout,
+            process_image_rate=rate,
+            credential_source=source,
+            provider=provider,
+            describe_rate=describe_rate,
+            ca_bundle=ca_bundle,
+            proxy=proxy,
+        )
 
     login = (login or "").strip() or None
     password = password or None
@@ -169,20 +275,18 @@ def resolve_settings(
                 f"the tencentcloud connection sets only one of SecretId/SecretKey: {missing} is empty",
             )
         token = get_extra(extras, "token")
-        return ClientSettings(login, password, token, credential_source="connection", **common)
+        return settings(login, password, token, "connection")
 
     env_id, env_key = env.get(ENV_SECRET_ID), env.get(ENV_SECRET_KEY)
     if env_id and env_key:
         env_token = next((env[name] for name in ENV_TOKENS if env.get(name)), None)
-        return ClientSettings(env_id, env_key, env_token, credential_source="environment", **common)
+        return settings(env_id, env_key, env_token, "environment")
 
     if use_default_chain:
         provider = _default_chain_credential()
         if provider is not None:
             secret_id, _key, _token = provider.get_credential_info()
-            return ClientSettings(
-                secret_id, None, None, credential_source="sdk-default-chain", provider=provider, **common
-            )
+            return settings(secret_id, None, None, "sdk-default-chain", provider)
 
     raise MpsAuthError(
         "InvalidCredential",

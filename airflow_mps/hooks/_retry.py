@@ -13,6 +13,7 @@ ambiguous (read timeout, reset  retry                  reconcile: list recent ta
 after sending, HTTP 5xx)
 transient MPS code             retry                  retry only if the code says nothing was created
 (InternalError, ...)                                  (throttling); otherwise reconcile
+TLS certificate not trusted    raise at once          raise at once (never sent; a configuration error)
 terminal (Auth*, Invalid*...)  raise at once          raise at once
 ============================  =====================  =============================================
 
@@ -63,8 +64,10 @@ class RetryPolicy:
 
     def decide(self, *, retryable: bool, throttled: bool, arrival: Arrival, idempotent: bool) -> Decision:
         """Apply the decision table above to one failed attempt."""
-        if throttled or arrival in (Arrival.REFUSED, Arrival.NEVER_ARRIVED):
+        if throttled or arrival is Arrival.REFUSED:
             return Decision.RETRY
+        if arrival is Arrival.NEVER_ARRIVED:  # nothing was sent: retry, unless retrying cannot help
+            return Decision.RETRY if retryable else Decision.RAISE
         if arrival is Arrival.AMBIGUOUS:
             return Decision.RETRY if idempotent else Decision.RECONCILE
         # The service answered with an error code.

@@ -5,8 +5,12 @@ service hooks); :class:`~airflow_mps.hooks.mps.MpsHook` and :class:`~airflow_mps
 add their service's actions on top:
 
 * **Connection → settings** (``_credentials.py``): SecretId/SecretKey/token from the connection, the
-  environment or the SDK default chain; region, endpoint, protocol, timeouts. Sync (``get_settings``)
-  or without blocking the event loop (``aget_settings``).
+  environment or the SDK default chain; region, endpoint, protocol, timeouts, CA bundle, proxy. Sync
+  (``get_settings``) or without blocking the event loop (``aget_settings``).
+* **Requests go out exactly as validated**: the body is sent as JSON through the SDK's generic call
+  (sync ``call_json``, async ``call_and_deserialize(..., dict)``), never through an SDK request model —
+  a model silently drops members its SDK version does not know (mps-api.md §0.8, issue 11 item 7).
+  The SDK still signs, sends and raises ``TencentCloudSDKException`` as for its own methods.
 * **No secret leaves**: SecretKey, token and any secret-named field of a request body are registered
   with Airflow's secrets masker and the SDK-log redaction filter (``_redact.py``); SDK debug logging
   stays off unless a user turned it on.
@@ -24,7 +28,6 @@ Nothing heavy at import: the SDK, httpx and the form libraries are imported insi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -44,18 +47,24 @@ from airflow_mps.hooks._clients import (
     preload_modules,
     release_async_client,
 )
-from airflow_mps.hooks._credentials import ClientSettings, resolve_settings
+from airflow_mps.hooks._credentials import (
+    DEFAULT_DESCRIBE_RATE,
+    ClientSettings,
+    proxy_password,
+    resolve_settings,
+)
 from airflow_mps.hooks._pacing import TokenBucket, shared_bucket
 from airflow_mps.hooks._retry import Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks._steps import Sleep, Steps, adrive, drive
 from airflow_mps.hooks.failures import Failure, classify_failure
 
-__all__ = ["DESCRIBE_RATE", "PACING_HEADROOM", "NeedsReconcile", "TencentCloudBaseHook"]
+__all__ = ["DESCRIBE_RATE", "PACING_HEADROOM", "NeedsReconcile", "TencentCloudBaseHook", "response_of"]
 
 log = logging.getLogger(__name__)
 
-#: Rate of the account's read quota (MPS ``Describe*``: 100 requests/second).
-DESCRIBE_RATE = 100.0
+#: Default rate of the account's read quota (MPS ``Describe*``): 20 requests/second, the strictest
+#: documented value (mps-api.md §0.12); a connection raises it with the ``describe_rate`` extra.
+DESCRIBE_RATE = DEFAULT_DESCRIBE_RATE
 #: Fraction of the configured rate the pacer sends at. The service counts requests in a sliding
 #: one-second window; pacing at exactly the limit lets thread-scheduling and network jitter put a
 #: 21st request into some window (measured: ~4 throttles per 100 submissions at 100%). At 97% twenty
@@ -150,17 +159,81 @@ class _Pace:
 
 @dataclass(frozen=True)
 class _Send:
-    """Send one SDK request object with the hook's client; the answer is the SDK response model."""
+    """Send one API 3.0 request, the body exactly as given (JSON), with the hook's SDK client; the
+    answer is the decoded JSON document (``{"Response": {...}}``).
+
+    Sync: ``AbstractClient.call_json``. Async: the async ``AbstractClient`` has no ``call_json``; its
+    ``call_and_deserialize(action, params, dict)`` is the same thing (what its generated methods call
+    with a model class instead of ``dict``). Both sign, send and raise ``TencentCloudSDKException`` for
+    an error envelope and a non-200 status exactly as the SDK's per-action methods do.
+    """
 
     action: str
-    request: Any
+    params: Mapping[str, Any]
 
     def run(self, hook: TencentCloudBaseHook) -> Any:
-        return getattr(hook._sync_client(), self.action)(self.request)
+        client = hook._sync_client()
+        try:
+            return client.call_json(self.action, dict(self.params))
+        except Exception as exc:
+            wrapped = _sdk_exception(exc)
+            if wrapped is exc:
+                raise
+            raise wrapped from exc
 
     async def arun(self, hook: TencentCloudBaseHook) -> Any:
         client = await hook._async_client()
-        return await getattr(client, self.action)(self.request)
+        try:
+            return await client.call_and_deserialize(self.action, dict(self.params), dict)
+        except Exception as exc:
+            if type(exc).__module__.startswith("httpx") or isinstance(exc, OSError):
+                raise  # transport failures, as the async SDK raises them (hooks/failures.py reads them)
+            wrapped = _sdk_exception(exc)
+            if wrapped is exc:
+                raise
+            raise wrapped from exc
+
+
+def _is_sdk_exception(exc: BaseException) -> bool:
+    return callable(getattr(exc, "get_code", None))
+
+
+def _sdk_exception(exc: BaseException) -> BaseException:
+    """What the SDK's own per-action methods raise for ``exc``: an SDK exception as it is; a transport
+    error while reading the body (requests, urllib3, OSError) as ``ClientNetworkError`` (the caller
+    raises it ``from exc``: the arrival rules read the cause chain); anything else (a body that is not
+    JSON) as ``TencentCloudSDKException(<exception name>, <message>)`` — the generated methods' rule.
+    """
+    if _is_sdk_exception(exc):
+        return exc
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+    module = type(exc).__module__ or ""
+    if module.startswith(("requests", "urllib3", "http.client")) or isinstance(exc, OSError):
+        return TencentCloudSDKException("ClientNetworkError", str(exc))
+    return TencentCloudSDKException(type(exc).__name__, str(exc))
+
+
+def response_of(action: str, answer: Any) -> dict[str, Any]:
+    """The ``Response`` object of a decoded API 3.0 answer.
+
+    An error envelope the SDK let through raises the SDK's exception for it: the SDK recognises errors
+    only under ``Content-Type: application/json`` exactly (mps-api.md §0.5), so one sent as
+    ``application/json; charset=utf-8`` would otherwise read as a success without a result.
+    """
+    response = answer.get("Response") if isinstance(answer, Mapping) else None
+    if isinstance(response, Mapping) and not isinstance(response.get("Error"), Mapping):
+        return dict(response)
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+    if isinstance(response, Mapping):
+        error = response["Error"]
+        raise TencentCloudSDKException(
+            str(error.get("Code") or "InternalError"),
+            str(error.get("Message") or ""),
+            response.get("RequestId"),
+        )
+    raise TencentCloudSDKException("InvalidResponse", f"{action} answered without a Response object")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,7 +296,9 @@ class TencentCloudBaseHook(BaseHook):
             return {}
         return {
             "region": StringField(lazy_gettext("Region"), widget=BS3TextFieldWidget()),
-            "endpoint": StringField(lazy_gettext("Endpoint (host[:port])"), widget=BS3TextFieldWidget()),
+            "endpoint": StringField(
+                lazy_gettext("Endpoint ([http(s)://]host[:port])"), widget=BS3TextFieldWidget()
+            ),
             "protocol": SelectField(
                 lazy_gettext("Protocol"), choices=[("https", "https"), ("http", "http")], default="https"
             ),
@@ -234,6 +309,11 @@ class TencentCloudBaseHook(BaseHook):
             "process_image_rate": DecimalField(
                 lazy_gettext("ProcessImage rate (req/s)"), validators=[Optional(), NumberRange(min=0.1)]
             ),
+            "describe_rate": DecimalField(
+                lazy_gettext("Describe* rate (req/s)"), validators=[Optional(), NumberRange(min=0.1)]
+            ),
+            "ca_bundle": StringField(lazy_gettext("CA bundle (PEM file path)"), widget=BS3TextFieldWidget()),
+            "proxy": StringField(lazy_gettext("Proxy URL"), widget=BS3TextFieldWidget()),
         }
 
     @classmethod
@@ -255,6 +335,7 @@ class TencentCloudBaseHook(BaseHook):
         )
         mask_secret_value(settings.secret_key)
         mask_secret_value(settings.token)
+        mask_secret_value(proxy_password(settings.proxy))
         quiet_sdk_loggers()
         return settings
 
@@ -325,13 +406,22 @@ class TencentCloudBaseHook(BaseHook):
         )
 
     @staticmethod
-    def _profiles(settings: ClientSettings) -> Any:
+    def _profiles(settings: ClientSettings, *, for_async: bool = False) -> Any:
+        """The SDK profiles. Sync: CA bundle and proxy go in ``HttpProfile`` (``certification`` is
+        requests' ``verify``). Async: neither — there ``certification`` is a *client* certificate and
+        ``proxy`` crashes on httpx >= 0.28 (``proxies`` is gone; mps-api.md §0.6, §0.13): the hook's own
+        httpx client carries them (``_new_async_client``)."""
         from tencentcloud.common.profile.client_profile import ClientProfile
         from tencentcloud.common.profile.http_profile import HttpProfile
 
         http_profile = HttpProfile(
             protocol=settings.protocol, endpoint=settings.endpoint, reqTimeout=settings.request_timeout
         )
+        if not for_async:
+            # None → the SDK's certifi bundle; it passes verify= explicitly, so REQUESTS_CA_BUNDLE is
+            # never read. None proxy → the SDK reads HTTP(S)_PROXY itself.
+            http_profile.certification = settings.ca_bundle
+            http_profile.proxy = settings.proxy
         http_profile.keepAlive = True
         # No retryer (the SDK's StandardRetryer is broken), no region breaker.
         return ClientProfile(httpProfile=http_profile, request_client="airflow-mps")
@@ -357,11 +447,14 @@ class TencentCloudBaseHook(BaseHook):
         return client
 
     def _new_async_client(self, settings: ClientSettings) -> Any:
-        """An async SDK client whose httpx client keeps connections alive across poll intervals."""
+        """An async SDK client whose httpx client keeps connections alive across poll intervals and
+        carries the connection's CA bundle and proxy."""
         client = self._client_class("_async")(
-            self._credential(settings), settings.region, self._profiles(settings)
+            self._credential(settings), settings.region, self._profiles(settings, for_async=True)
         )
-        client.http_client = keepalive_http_client(settings.request_timeout)
+        client.http_client = keepalive_http_client(
+            settings.request_timeout, ca_bundle=settings.ca_bundle, proxy=settings.proxy
+        )
         return client
 
     async def _async_client(self) -> Any:
@@ -390,8 +483,9 @@ class TencentCloudBaseHook(BaseHook):
     # ---- pacing ---------------------------------------------------------------------------------
     def _pacing(self, settings: ClientSettings, action: str) -> tuple[str, float]:
         """(quota name, requests/second) ``action`` is paced by. Service hooks name their write quotas;
-        everything else shares the account's read quota, ``Describe``."""
-        return "Describe", DESCRIBE_RATE
+        everything else shares the account's read quota, ``Describe``, at the connection's
+        ``describe_rate`` (default :data:`DESCRIBE_RATE`)."""
+        return "Describe", settings.describe_rate
 
     def _bucket(self, settings: ClientSettings, action: str) -> TokenBucket:
         """The process-wide bucket of ``action``'s quota for this account (shared by every hook)."""
@@ -399,14 +493,6 @@ class TencentCloudBaseHook(BaseHook):
         return shared_bucket((settings.pacing_key, name), rate * PACING_HEADROOM)
 
     # ---- the retry driver -----------------------------------------------------------------------
-    def _build_request(self, action: str, params: Mapping[str, Any]) -> Any:
-        import importlib
-
-        models = importlib.import_module(self._sdk_module("models"))
-        request = getattr(models, f"{action}Request")()
-        request.from_json_string(json.dumps(params))
-        return request
-
     def _after_failure(
         self, exc: BaseException, action: str, clock: RetryClock, *, idempotent: bool
     ) -> float:
@@ -449,7 +535,8 @@ class TencentCloudBaseHook(BaseHook):
     def _call_steps(
         self, action: str, params: Mapping[str, Any], *, idempotent: bool
     ) -> Steps[dict[str, Any]]:
-        """One logical API call: pace, send through the SDK, retry per policy; the response as a dict.
+        """One logical API call: pace, send ``params`` as they are, retry per policy; the ``Response``
+        object as a dict (what the service sent: members it left out are absent, not None).
 
         Raises the classified ``MpsError`` when the policy gives up, or :class:`NeedsReconcile` when a
         non-idempotent call failed ambiguously.
@@ -457,13 +544,11 @@ class TencentCloudBaseHook(BaseHook):
         settings: ClientSettings = yield _Ready()
         bucket = self._bucket(settings, action)
         clock = RetryClock(self.retry_policy)
-        request = self._build_request(action, params)
         while True:
             yield _Pace(bucket)
             try:
-                response = yield _Send(action, request)
-                answer: dict[str, Any] = json.loads(response.to_json_string())
-                return answer
+                answer = yield _Send(action, params)
+                return response_of(action, answer)
             except Exception as exc:
                 delay = self._after_failure(exc, action, clock, idempotent=idempotent)
             yield Sleep(delay)

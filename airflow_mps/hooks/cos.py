@@ -4,6 +4,9 @@ What the operators need from COS around MPS: list a partition's images, skip out
 and write the batch manifest and progress. Through ``qcloud_cos`` (cos-python-sdk-v5) with the
 connection's credentials (a refreshing default-chain provider is handed to the SDK as is) and, when the
 connection sets an ``endpoint``, the SDK's ``IP=``/``Port=`` mode (the emulator, a private gateway).
+The connection's ``ca_bundle`` becomes ``CosConfig(VerifySSL=<path>)`` (requests' ``verify``: a CA
+bundle path; cos-python-sdk-v5 >= 1.9.33 — 1.9.31/1.9.32 only accept ``False``, and before 1.9.33 the
+IP mode turned verification off over https) and its ``proxy`` ``CosConfig(Proxies=…)``.
 
 Retries are ours, as for MPS (the SDK's are off): COS throttling (503 ``SlowDown``) and transient
 failures are retried with the base hook's backoff policy; a 404 on HEAD is an answer, not an error;
@@ -98,6 +101,10 @@ class CosHook(TencentCloudBaseHook):
             if settings.endpoint:
                 kwargs["IP"] = settings.host
                 kwargs["Port"] = settings.port or (443 if settings.protocol == "https" else 80)
+            if settings.ca_bundle:
+                kwargs["VerifySSL"] = settings.ca_bundle
+            if settings.proxy:
+                kwargs["Proxies"] = {"http": settings.proxy, "https": settings.proxy}
             client = clients[region] = CosS3Client(CosConfig(**kwargs), retry=0)  # retries are ours
         return client
 

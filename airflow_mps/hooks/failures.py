@@ -11,7 +11,9 @@ and nothing else, so every rule here is a pure function of the exception and uni
   (docs/reliability.md: "ambiguous"). The sync SDK wraps ``requests`` errors in
   ``TencentCloudSDKException("ClientNetworkError")`` and keeps the cause in ``__context__``; the async
   SDK lets raw ``httpx`` errors through: both are read by the exception *names* in their cause chain,
-  so neither library is imported here.
+  so neither library is imported here. A TLS certificate the client does not trust (a missing or wrong
+  ``ca_bundle``) fails the handshake, before anything is sent: terminal, so a configuration error is
+  reported at once instead of being retried for minutes.
 * **COS** failures (``qcloud_cos``): HTTP status and COS code → the same typed errors.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from airflow_mps.errors import (
     MpsError,
+    MpsTerminalError,
     MpsThrottledError,
     MpsTransientError,
     error_from_code,
@@ -31,6 +34,7 @@ from airflow_mps.errors import (
 from airflow_mps.hooks._retry import Arrival
 
 __all__ = [
+    "CERTIFICATE_ERROR_CODE",
     "NEVER_ARRIVED_NAMES",
     "REFUSED_CODES",
     "Failure",
@@ -67,6 +71,13 @@ NEVER_ARRIVED_NAMES = frozenset(
         "gaierror",
     }
 )
+
+#: Code of the terminal error for a server certificate the client does not trust.
+CERTIFICATE_ERROR_CODE = "ClientNetworkError.CertificateVerifyFailed"
+#: What an untrusted certificate looks like: the stdlib exception name (anywhere in the cause chain)
+#: and the OpenSSL reason in messages (qcloud_cos keeps only a message).
+_CERTIFICATE_NAMES = frozenset({"SSLCertVerificationError"})
+_CERTIFICATE_WORDS = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
 
 #: Answered codes that say the request was refused before any task was created (besides
 #: throttling): safe to resend ProcessImage after a backoff, no reconciliation needed.
@@ -108,6 +119,18 @@ def transport_arrival(exc: BaseException) -> Arrival:
     return Arrival.AMBIGUOUS
 
 
+def certificate_failure(exc: BaseException) -> Failure | None:
+    """A terminal, never-arrived failure when ``exc`` is a TLS certificate verification failure."""
+    for item in _cause_chain(exc):
+        if type(item).__name__ in _CERTIFICATE_NAMES or any(word in str(item) for word in _CERTIFICATE_WORDS):
+            message = (
+                f"the server's TLS certificate is not trusted ({short(item)}); set the connection's "
+                "ca_bundle extra to the PEM file of the CA that signed it"
+            )
+            return Failure(MpsTerminalError(CERTIFICATE_ERROR_CODE, message), Arrival.NEVER_ARRIVED, False)
+    return None
+
+
 def short(text: Any, limit: int = 300) -> str:
     """``text`` as a string of at most ``limit`` characters (service bodies can be whole HTML pages)."""
     string = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
@@ -127,6 +150,9 @@ def classify_failure(exc: BaseException) -> Failure:
         code = sdk.get_code()
         error: MpsError
         if code == "ClientNetworkError":
+            certificate = certificate_failure(exc)
+            if certificate is not None:
+                return certificate
             error = MpsTransientError(
                 "ClientNetworkError", short(sdk.get_message()), sdk.get_request_id() or None
             )
@@ -142,6 +168,9 @@ def classify_failure(exc: BaseException) -> Failure:
         return Failure(error, Arrival.REFUSED if refused else Arrival.ANSWERED, throttled)
     module = type(exc).__module__ or ""
     if module.startswith("httpx") or isinstance(exc, (OSError, TimeoutError)):
+        certificate = certificate_failure(exc)
+        if certificate is not None:
+            return certificate
         error = MpsTransientError("ClientNetworkError", f"{type(exc).__name__}: {short(exc)}")
         return Failure(error, transport_arrival(exc), False)
     raise exc
@@ -175,6 +204,9 @@ def classify_cos_failure(exc: BaseException) -> Failure:
             error_from_code("InvalidParameter", f"{code}: {text}", request_id), Arrival.ANSWERED, False
         )
     if name == "CosClientError":
+        certificate = certificate_failure(exc)
+        if certificate is not None:
+            return certificate
         message = short(getattr(cos, "get_message", lambda: str(exc))())
         if any(word in message for word in _COS_NETWORK_WORDS):
             return Failure(

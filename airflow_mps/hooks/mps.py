@@ -4,14 +4,18 @@ The MPS actions an operator, sensor or trigger needs — ``ProcessImage``, ``Des
 ``DescribeImageTasks`` — on top of :class:`~airflow_mps.hooks.base.TencentCloudBaseHook` (connection,
 masking, pacing, the retry driver, SDK clients). Policy:
 
-* **Requests are SDK models** built from ``ProcessImageRequest.to_api()`` — never hand-signed.
+* **Requests go out exactly as validated**: ``ProcessImageRequest.to_api()`` is sent as JSON through
+  the SDK's generic call (signed by the SDK, never by hand; no SDK model that could drop a member).
 * **Retry is ours** (``_retry.py``): throttling is retried on any call; transient failures on reads;
   ``ProcessImage`` only when it provably never arrived. An *ambiguous* ``ProcessImage`` failure
-  (read timeout, reset after sending, 5xx, answered InternalError) is **reconciled**: recent tasks are
-  listed and matched by the rules of :mod:`airflow_mps.ownership`. The SDK's own retryer is never
-  used (it re-sends successful calls and raises a stale error; see docs/reliability.md).
+  (read timeout, reset after sending, 5xx, answered InternalError) is **reconciled**: PROCESSING and
+  FINISH tasks are listed and matched by the rules of :mod:`airflow_mps.ownership` until a settle
+  deadline; nothing found is not proof (a WAITING task is not listable), so it ends in
+  ``MpsAmbiguousSubmissionError``, never in a second task. The SDK's own retryer is never used (it
+  re-sends successful calls and raises a stale error; see docs/reliability.md).
 * **Pacing**: ``ProcessImage`` at the connection's ``process_image_rate`` (default 20/s, the API
-  limit), ``Describe*`` at 100/s, per account, process-wide.
+  limit), ``Describe*`` at its ``describe_rate`` (default 20/s, the strictest documented limit), per
+  account, process-wide.
 * **One decision, two drivers**: submission-and-reconciliation and the finder are step machines
   (``_steps.py``); each public sync method and its ``a``-prefixed async twin are drivers of a few lines.
 
@@ -23,15 +27,16 @@ connection. Names that moved out of this module are re-exported here by plain im
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_mps.errors import MpsAmbiguousSubmissionError, MpsError, MpsValidationError
+from airflow_mps.errors import MpsAmbiguousSubmissionError, MpsError, MpsTransientError, MpsValidationError
 from airflow_mps.hooks._clients import ASYNC_KEEPALIVE_SECONDS, ASYNC_MAX_CONNECTIONS, shared_async_clients
 from airflow_mps.hooks._credentials import ClientSettings, get_extra
-from airflow_mps.hooks._retry import RetryPolicy
+from airflow_mps.hooks._retry import Arrival, RetryPolicy
 from airflow_mps.hooks._steps import Sleep, Step, Steps, adrive, drive, relay
 from airflow_mps.hooks.base import (
     DESCRIBE_RATE,
@@ -42,7 +47,15 @@ from airflow_mps.hooks.base import (
 )
 from airflow_mps.hooks.cos import CosHook, CosObject
 from airflow_mps.hooks.failures import Failure, classify_failure
-from airflow_mps.ownership import TASK_STATUSES, TIME_FORMAT, DetailStep, ListStep, task_finder
+from airflow_mps.ownership import (
+    LISTED_STATUSES,
+    MAX_DESCRIBES,
+    TASK_STATUSES,
+    TIME_FORMAT,
+    DetailStep,
+    ListStep,
+    task_finder,
+)
 
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo, ImageTaskStatus, ProcessImageRequest
@@ -51,7 +64,9 @@ __all__ = [
     "ASYNC_KEEPALIVE_SECONDS",
     "ASYNC_MAX_CONNECTIONS",
     "DESCRIBE_RATE",
+    "LISTED_STATUSES",
     "PACING_HEADROOM",
+    "RECONCILE_MAX_POLL_SECONDS",
     "TASK_STATUSES",
     "CosHook",
     "CosObject",
@@ -64,6 +79,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Longest wait between two reconciliation listings (the wait doubles from ``reconcile_settle_seconds``).
+RECONCILE_MAX_POLL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -84,16 +102,19 @@ class Submission:
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _ListAll:
-    """Every task in ``status`` listed from ``start``, all pages (answers ``ownership.ListStep``)."""
+    """Every task in ``status`` listed from ``start`` to ``end``, all pages (answers
+    ``ownership.ListStep``)."""
 
     status: str
     start: str
+    end: str | None = None
 
     def run(self, hook: MpsHook) -> list[ImageTaskInfo]:
-        return list(hook.list_image_tasks(self.status, start_time=self.start))
+        return list(hook.list_image_tasks(self.status, start_time=self.start, end_time=self.end))
 
     async def arun(self, hook: MpsHook) -> list[ImageTaskInfo]:
-        return [row async for row in hook.alist_image_tasks(self.status, start_time=self.start)]
+        rows = hook.alist_image_tasks(self.status, start_time=self.start, end_time=self.end)
+        return [row async for row in rows]
 
 
 @dataclass(frozen=True)
@@ -110,21 +131,56 @@ class _Detail:
 
 
 def _hook_step(request: ListStep | DetailStep) -> Step:
-    return (
-        _ListAll(request.status, request.start) if isinstance(request, ListStep) else _Detail(request.task_id)
-    )
+    if isinstance(request, ListStep):
+        return _ListAll(request.status, request.start, request.end)
+    return _Detail(request.task_id)
 
 
-def _finding(body: Mapping[str, Any], since: datetime, skew: float) -> Steps[list[str]]:
+def _finding(
+    body: Mapping[str, Any],
+    since: datetime,
+    skew: float,
+    *,
+    until: datetime | None = None,
+    max_describes: int = MAX_DESCRIBES,
+    known: dict[str, bool] | None = None,
+) -> Steps[list[str]]:
     """The ownership rules (:func:`airflow_mps.ownership.task_finder`) as hook steps."""
-    return relay(task_finder(body, since, skew), _hook_step)
+    finder = task_finder(body, since, skew, until=until, max_describes=max_describes, known=known)
+    return relay(finder, _hook_step)
 
 
 def _listing_failed(failure: Failure, exc: MpsError) -> MpsAmbiguousSubmissionError:
+    if isinstance(exc, MpsAmbiguousSubmissionError):  # the finder's own refusal (too many candidates)
+        return MpsAmbiguousSubmissionError(
+            exc.code,
+            f"ProcessImage failed ambiguously ({failure.error}): {exc.message}",
+            failure.error.request_id,
+        )
     return MpsAmbiguousSubmissionError(
-        message=f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
-        request_id=failure.error.request_id,
+        "AmbiguousSubmission.ListingFailed",
+        f"ProcessImage failed ambiguously ({failure.error}) and listing recent tasks failed: {exc}",
+        failure.error.request_id,
     )
+
+
+def _no_task_id(response: Mapping[str, Any]) -> Failure:
+    """A ProcessImage "success" without a TaskId: the request arrived, a task may exist → reconcile."""
+    error = MpsTransientError(
+        "InvalidResponse", "ProcessImage answered without a TaskId", response.get("RequestId")
+    )
+    return Failure(error, Arrival.AMBIGUOUS, False)
+
+
+def _utc(value: Any, field: str) -> datetime | None:
+    """``value`` (a datetime; naive = UTC) in UTC; None stays None."""
+    if value is None and field != "since":
+        return None
+    if not isinstance(value, datetime):
+        raise MpsValidationError(field=field, value=value, allowed="a datetime (naive = UTC)")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def _format_time(value: datetime | str | None, field: str) -> str | None:
@@ -164,10 +220,16 @@ class MpsHook(TencentCloudBaseHook):
     :param tencentcloud_conn_id: Airflow connection id (type ``tencentcloud``).
     :param region: overrides the connection's ``region`` extra.
     :param max_retry_seconds: bound on the time one logical call spends retrying (default 120 s).
-    :param reconcile_settle_seconds: wait before listing tasks after an ambiguous ProcessImage failure,
-        so a request still in flight on the service side has created its task (default 1 s).
-    :param reconcile_clock_skew_seconds: how far before our send time a task's ``CreateTime`` may be
-        and still count as ours (client/server clock skew and second truncation; default 5 s).
+    :param reconcile_settle_seconds: wait before the first listing after an ambiguous ProcessImage
+        failure, so a request still in flight on the service side has created its task (default 1 s);
+        the wait between later listings doubles up to 10 s.
+    :param reconcile_deadline_seconds: how long reconciliation keeps looking (sum of the waits) before
+        it gives up with ``MpsAmbiguousSubmissionError`` (default 60 s: far longer than a task
+        normally stays WAITING, the only state DescribeImageTasks cannot show).
+    :param reconcile_clock_skew_seconds: how far outside our send/failure times a task's
+        ``CreateTime`` may be and still count as ours (clock skew and second truncation; default 5 s).
+    :param reconcile_max_describes: most listed tasks without an ``Input`` one search describes
+        (default 200: 10 s of the 20/s Describe quota); more → ``MpsAmbiguousSubmissionError``.
     """
 
     sdk_service = "mps"
@@ -182,12 +244,16 @@ class MpsHook(TencentCloudBaseHook):
         retry_policy: RetryPolicy | None = None,
         reconcile_settle_seconds: float = 1.0,
         reconcile_clock_skew_seconds: float = 5.0,
+        reconcile_deadline_seconds: float = 60.0,
+        reconcile_max_describes: int = MAX_DESCRIBES,
     ) -> None:
         super().__init__(
             tencentcloud_conn_id, region, max_retry_seconds=max_retry_seconds, retry_policy=retry_policy
         )
         self.reconcile_settle_seconds = reconcile_settle_seconds
         self.reconcile_clock_skew_seconds = reconcile_clock_skew_seconds
+        self.reconcile_deadline_seconds = reconcile_deadline_seconds
+        self.reconcile_max_describes = reconcile_max_describes
 
     def _pacing(self, settings: ClientSettings, action: str) -> tuple[str, float]:
         """ProcessImage has its own quota, at the connection's ``process_image_rate``."""
@@ -199,11 +265,15 @@ class MpsHook(TencentCloudBaseHook):
     def process_image(self, request: ProcessImageRequest) -> Submission:
         """Submit one ProcessImage; never creates a second task for one call.
 
-        Throttled / never-arrived attempts are retried. After an ambiguous failure the hook waits
-        ``reconcile_settle_seconds`` and lists recent tasks (all statuses) created since just before
-        the first attempt: exactly one task with our input → that task is returned; none (in two
-        complete listings) → the request is resubmitted once; several, or a listing that fails →
-        ``MpsAmbiguousSubmissionError``.
+        Throttled / never-arrived attempts are retried. After an ambiguous failure the hook looks for
+        the task the request may have created (:meth:`find_tasks_for`'s rules, window = first attempt
+        to failure): it lists PROCESSING and FINISH tasks after ``reconcile_settle_seconds``, then
+        again with doubling waits until ``reconcile_deadline_seconds``. Exactly one task with our input
+        and request → that task is returned (``Submission.reconciled``). Several, a listing that fails,
+        or none by the deadline → ``MpsAmbiguousSubmissionError`` (codes
+        ``AmbiguousSubmission.SeveralTasks`` / ``.ListingFailed`` / ``.TooManyCandidates`` /
+        ``.NotFound``): a task still WAITING is not listable, so "none found" never proves that
+        nothing was created, and the request is never resubmitted (docs/reliability.md).
         """
         return drive(self._submission(request), self)
 
@@ -212,61 +282,74 @@ class MpsHook(TencentCloudBaseHook):
         return await adrive(self._submission(request), self)
 
     def _submission(self, request: ProcessImageRequest) -> Steps[Submission]:
-        """The submit-and-reconcile loop of :meth:`process_image`, as a step machine."""
+        """The submit-and-reconcile sequence of :meth:`process_image`, as a step machine."""
         body = request.to_api()
         mask_request_secrets(body)
         first_sent = datetime.now(timezone.utc)
-        resubmitted = False
-        while True:
-            try:
-                response = yield from self._call_steps("ProcessImage", body, idempotent=False)
-                return Submission(task_id=response["TaskId"], request_id=response.get("RequestId"))
-            except NeedsReconcile as pending:
-                failure = pending.failure
-            log.warning(
-                "MPS ProcessImage outcome unknown (%s); reconciling by listing recent tasks", failure.error
-            )
-            yield Sleep(self.reconcile_settle_seconds)
-            matches = yield from self._reconciling(body, first_sent, failure)
-            if len(matches) == 0:
-                # A second complete listing after another settle period must agree before resubmitting.
-                yield Sleep(self.reconcile_settle_seconds)
-                matches = yield from self._reconciling(body, first_sent, failure)
-            outcome = self._reconcile_outcome(matches, failure, resubmitted)
-            if outcome is not None:
-                return outcome
-            resubmitted = True
+        try:
+            response = yield from self._call_steps("ProcessImage", body, idempotent=False)
+            task_id = response.get("TaskId")
+            if isinstance(task_id, str) and task_id:
+                return Submission(task_id=task_id, request_id=response.get("RequestId"))
+            failure = _no_task_id(response)
+        except NeedsReconcile as pending:
+            failure = pending.failure
+        failed_at = datetime.now(timezone.utc)
+        log.warning(
+            "MPS ProcessImage outcome unknown (%s); reconciling by listing recent tasks", failure.error
+        )
+        matches, waited = yield from self._reconciling(body, first_sent, failed_at, failure)
+        return self._reconcile_outcome(matches, failure, waited)
 
     def _reconciling(
-        self, body: Mapping[str, Any], first_sent: datetime, failure: Failure
-    ) -> Steps[list[str]]:
-        """The finder over ``body`` since the first attempt; a failed listing is an ambiguous submission."""
-        try:
-            return (yield from _finding(*self._finder_args(body, first_sent, None)))
-        except MpsError as exc:
-            raise _listing_failed(failure, exc) from exc
+        self, body: Mapping[str, Any], first_sent: datetime, failed_at: datetime, failure: Failure
+    ) -> Steps[tuple[list[str], float]]:
+        """Poll the finder (window: first attempt → failure) until it finds something or the waits add
+        up to ``reconcile_deadline_seconds``; returns (matches, seconds waited). Each task is described
+        at most once over all polls (the finder's ``known``). A failed listing is an ambiguous
+        submission."""
+        known: dict[str, bool] = {}
+        waited = 0.0
+        delay = max(0.0, self.reconcile_settle_seconds)
+        while True:
+            yield Sleep(delay)
+            waited += delay
+            started = time.monotonic()
+            try:
+                matches: list[str] = yield from _finding(
+                    *self._finder_args(body, first_sent, None),
+                    until=failed_at,
+                    max_describes=self.reconcile_max_describes,
+                    known=known,
+                )
+            except MpsError as exc:
+                raise _listing_failed(failure, exc) from exc
+            waited += time.monotonic() - started
+            left = self.reconcile_deadline_seconds - waited
+            if matches or left <= 0:
+                return matches, waited
+            delay = min(max(delay * 2, 0.1), RECONCILE_MAX_POLL_SECONDS, left)
 
-    def _reconcile_outcome(
-        self, matches: list[str], failure: Failure, resubmitted: bool
-    ) -> Submission | None:
-        """Submission for one match; None to resubmit (once); raise for several or a second miss."""
+    def _reconcile_outcome(self, matches: list[str], failure: Failure, waited: float) -> Submission:
+        """Submission for exactly one match; ``MpsAmbiguousSubmissionError`` otherwise."""
         if len(matches) == 1:
             log.warning("MPS ProcessImage reconciled: the failed attempt created task %s", matches[0])
             return Submission(task_id=matches[0], request_id=failure.error.request_id, reconciled=True)
         if len(matches) > 1:
             raise MpsAmbiguousSubmissionError(
-                message=f"ProcessImage failed ambiguously ({failure.error}) and {len(matches)} tasks with the "
-                f"same input were created since: {', '.join(sorted(matches))}",
-                request_id=failure.error.request_id,
+                "AmbiguousSubmission.SeveralTasks",
+                f"ProcessImage failed ambiguously ({failure.error}) and {len(matches)} tasks with the "
+                f"same input and request were created since: {', '.join(sorted(matches))}",
+                failure.error.request_id,
             )
-        if resubmitted:
-            raise MpsAmbiguousSubmissionError(
-                message=f"ProcessImage failed ambiguously twice ({failure.error}) and no task with this input "
-                "could be found; not resubmitting again",
-                request_id=failure.error.request_id,
-            )
-        log.warning("MPS ProcessImage created no task (two complete listings agree); resubmitting once")
-        return None
+        raise MpsAmbiguousSubmissionError(
+            "AmbiguousSubmission.NotFound",
+            f"ProcessImage failed ambiguously ({failure.error}) and no PROCESSING or FINISH task with this "
+            f"input and request appeared within {waited:.0f} s; a task still WAITING cannot be listed, so "
+            "this does not prove that none was created. Not resubmitting: look for the task (MpsHook."
+            "find_tasks_for) before submitting again",
+            failure.error.request_id,
+        )
 
     # ---- which tasks did a ProcessImage create? (reconciliation, retry adoption) ----------------
     def find_tasks_for(
@@ -275,20 +358,31 @@ class MpsHook(TencentCloudBaseHook):
         since: datetime,
         *,
         clock_skew_seconds: float | None = None,
+        until: datetime | None = None,
+        max_describes: int = MAX_DESCRIBES,
     ) -> list[str]:
         """Ids of the tasks a ``ProcessImage`` of ``request`` sent at ``since`` can have created.
 
         The one implementation of "find the task this request created", used by the hook's own
         reconciliation after an ambiguous failure and by the operators when a try died before it
-        recorded the TaskId. The rules are :func:`airflow_mps.ownership.task_finder`'s, with the window
-        reaching back ``clock_skew_seconds`` (default: the hook's ``reconcile_clock_skew_seconds``).
-        Empty: nothing was created; several: ambiguous, the caller decides. Listing/describe failures
-        raise the hook's ``MpsError`` classes.
+        recorded the TaskId. The rules are :func:`airflow_mps.ownership.task_finder`'s: PROCESSING
+        and FINISH tasks created from ``since`` (minus ``clock_skew_seconds``, default the hook's
+        ``reconcile_clock_skew_seconds``) to ``until`` (plus the skew; default now), matched by the
+        listed ``Input`` or, where the listing names none, by describing the task (at most
+        ``max_describes``, newest first; more → ``MpsAmbiguousSubmissionError``).
+
+        Empty: no *listable* task is ours. A task still WAITING is not listable, so an empty answer
+        soon after ``since`` does not prove that nothing was created; several: ambiguous. The caller
+        decides. Listing/describe failures raise the hook's ``MpsError`` classes.
 
         :param request: a ``ProcessImageRequest`` or its API body (``to_api()``).
         :param since: when the request was (first) sent; a naive datetime is taken as UTC.
+        :param until: when the last attempt ended (no task of ours can be younger); naive = UTC.
+        :param max_describes: most listed tasks without an ``Input`` this search describes.
         """
-        return drive(_finding(*self._finder_args(request, since, clock_skew_seconds)), self)
+        body, start, skew = self._finder_args(request, since, clock_skew_seconds)
+        finding = _finding(body, start, skew, until=_utc(until, "until"), max_describes=max_describes)
+        return drive(finding, self)
 
     async def afind_tasks_for(
         self,
@@ -296,9 +390,13 @@ class MpsHook(TencentCloudBaseHook):
         since: datetime,
         *,
         clock_skew_seconds: float | None = None,
+        until: datetime | None = None,
+        max_describes: int = MAX_DESCRIBES,
     ) -> list[str]:
         """Async twin of :meth:`find_tasks_for` (same rules, async SDK client)."""
-        return await adrive(_finding(*self._finder_args(request, since, clock_skew_seconds)), self)
+        body, start, skew = self._finder_args(request, since, clock_skew_seconds)
+        finding = _finding(body, start, skew, until=_utc(until, "until"), max_describes=max_describes)
+        return await adrive(finding, self)
 
     def _finder_args(
         self, request: Any, since: Any, clock_skew_seconds: float | None
@@ -308,14 +406,12 @@ class MpsHook(TencentCloudBaseHook):
             raise MpsValidationError(
                 field="request", value=type(request).__name__, allowed="a ProcessImageRequest or its API body"
             )
-        if not isinstance(since, datetime):
-            raise MpsValidationError(field="since", value=since, allowed="a datetime (naive = UTC)")
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
         skew = self.reconcile_clock_skew_seconds if clock_skew_seconds is None else clock_skew_seconds
         if isinstance(skew, bool) or not isinstance(skew, (int, float)) or skew < 0:
             raise MpsValidationError(field="clock_skew_seconds", value=skew, allowed="a number >= 0")
-        return body, since.astimezone(timezone.utc), float(skew)
+        start = _utc(since, "since")
+        assert start is not None
+        return body, start, float(skew)
 
     # ---- DescribeImageTaskDetail ----------------------------------------------------------------
     @staticmethod
@@ -387,9 +483,12 @@ class MpsHook(TencentCloudBaseHook):
         sub_task_has_failed: bool | None = None,
         page_size: int = 100,
     ) -> Iterator[ImageTaskInfo]:
-        """Every task in ``status`` (WAITING, PROCESSING, FINISH) in the time window, page by page.
+        """Every task in ``status`` in the time window, page by page.
 
-        The arguments are checked now; pages are fetched as the iterator is consumed."""
+        The documented service lists ``PROCESSING`` and ``FINISH`` only (api.json); ``WAITING`` is
+        passed through for services that list it (the emulator's lenient mode) and is answered
+        ``InvalidParameterValue`` by the real one. The arguments are checked now; pages are fetched as
+        the iterator is consumed."""
         return self._pages(self._list_params(status, start_time, end_time, sub_task_has_failed, page_size))
 
     def _pages(self, params: dict[str, Any] | None) -> Iterator[ImageTaskInfo]:

@@ -1,5 +1,10 @@
 """MpsHook through the official SDKs over HTTP to the emulator: credentials, retry, reconciliation,
-pacing, COS access and secrets hygiene."""
+pacing, COS access and secrets hygiene.
+
+Reconciliation runs against both listings the emulator can give (the ``listing`` fixture): rows with
+``Input`` echoed, and rows without it — the documented DescribeImageTasks (issue 11), where the hook
+must describe candidates. WAITING tasks are never listed by the hook.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import pytest
 from airflow_mps.errors import MpsAuthError, MpsTransientError
 from airflow_mps.hooks._pacing import reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import RetryPolicy
-from airflow_mps.hooks.mps import PACING_HEADROOM, MpsHook
+from airflow_mps.hooks.mps import LISTED_STATUSES, PACING_HEADROOM, MpsHook
 from airflow_mps.models import ProcessImageRequest
 
 BUCKET = "hooktest-1250000000"
@@ -65,6 +70,38 @@ def _request(key: str) -> ProcessImageRequest:
     return ProcessImageRequest.build(
         input=f"cos://{BUCKET}/{key}", region=REGION, image_task={"EncodeConfig": {"Format": "PNG"}}
     )
+
+
+def set_listing_input(emulator, monkeypatch, echo: bool) -> None:
+    """Make the emulator's DescribeImageTasks rows carry ``Input`` (``echo``) or not, for this test.
+
+    The strict emulator (issue 11) has the switch ``EmulatorConfig.echo_listing_input`` (default off):
+    it is flipped on the live config. An emulator without it always echoes; the documented listing is
+    then emulated by dropping ``Input`` from each row it renders.
+    """
+    config = emulator.app.config
+    if hasattr(config, "echo_listing_input"):
+        monkeypatch.setattr(config, "echo_listing_input", echo)
+        return
+    if echo:
+        return
+    from airflow_mps.emulator.mps import responses
+
+    original = responses.task_info
+
+    def without_input(*args, **kwargs):
+        row = dict(original(*args, **kwargs))
+        row.pop("Input", None)
+        return row
+
+    monkeypatch.setattr(responses, "task_info", without_input)
+
+
+@pytest.fixture(params=["input-echoed", "input-omitted"])
+def listing(request, emulator, monkeypatch) -> str:
+    """Run the test with listing rows that carry ``Input`` and with rows that do not (documented)."""
+    set_listing_input(emulator, monkeypatch, request.param == "input-echoed")
+    return request.param
 
 
 def _action(stats: dict, name: str) -> dict:
@@ -162,7 +199,7 @@ def test_internal_error_on_describe_is_retried(hook, emulator, images) -> None:
     assert describe["received"] == 3 and describe["faulted"] == 2
 
 
-def test_reset_after_sending_process_image_is_reconciled_to_one_task(hook, emulator, images) -> None:
+def test_reset_after_sending_process_image_is_reconciled_to_one_task(hook, emulator, images, listing) -> None:
     (key,) = images(1)
     emulator.reset()
     emulator.faults.reset_after("ProcessImage", count=1)
@@ -174,19 +211,27 @@ def test_reset_after_sending_process_image_is_reconciled_to_one_task(hook, emula
     assert hook.describe_image_task(submission.task_id).task_id == submission.task_id
 
 
-def test_reset_before_reading_is_resubmitted_once_after_two_empty_listings(hook, emulator, images) -> None:
+def test_reset_before_reading_is_ambiguous_and_never_resubmitted(emulator, conn_env, images, listing) -> None:
+    """The request never reached the service, but the client cannot know: the listing stays empty, and
+    an empty listing does not prove that nothing was created (a WAITING task is not listable). After
+    the settle deadline the hook raises instead of risking a second task."""
+    from airflow_mps.errors import MpsAmbiguousSubmissionError
+
     (key,) = images(1)
+    hook = MpsHook(retry_policy=FAST, reconcile_settle_seconds=0.2, reconcile_deadline_seconds=1.0)
     emulator.reset()
     emulator.faults.reset_before("ProcessImage", count=1)
-    submission = hook.process_image(_request(key))
+    with pytest.raises(MpsAmbiguousSubmissionError) as info:
+        hook.process_image(_request(key))
     stats = emulator.stats()
-    assert not submission.reconciled
-    assert stats["tasks_created"] == 1
-    assert _action(stats, "ProcessImage")["received"] == 2
-    assert _action(stats, "DescribeImageTasks")["received"] >= 6  # two complete listings, 3 statuses each
+    assert info.value.code == "AmbiguousSubmission.NotFound"
+    assert stats["tasks_created"] == 0
+    assert _action(stats, "ProcessImage")["received"] == 1  # never resubmitted
+    listings = _action(stats, "DescribeImageTasks")
+    assert listings["received"] >= 2 and listings["failed"] == 0  # PROCESSING + FINISH, never WAITING
 
 
-def test_async_reset_after_is_reconciled(hook, emulator, images) -> None:
+def test_async_reset_after_is_reconciled(hook, emulator, images, listing) -> None:
     (key,) = images(1)
     emulator.reset()
     emulator.faults.reset_after("ProcessImage", count=1)
@@ -243,11 +288,9 @@ def test_async_describe_and_list_inside_a_running_loop(hook, emulator, images, m
     async def run():
         try:
             status = await fresh.adescribe_image_task(submission.task_id)
-            listed = (
-                [t async for t in fresh.alist_image_tasks("WAITING")]
-                + [t async for t in fresh.alist_image_tasks("PROCESSING")]
-                + [t async for t in fresh.alist_image_tasks("FINISH")]
-            )
+            listed = [  # the statuses DescribeImageTasks lists (api.json): never WAITING
+                t for status in LISTED_STATUSES async for t in fresh.alist_image_tasks(status)
+            ]
             return status, listed
         finally:
             await fresh.aclose()
@@ -382,12 +425,14 @@ def _thumbnail_request(key: str) -> ProcessImageRequest:
     return ProcessImageRequest.build(
         input=f"cos://{BUCKET}/{key}",
         region=REGION,
-        output_path=f"/thumbs/{uuid.uuid4().hex}.jpg",
+        output_path=f"/thumbs/{uuid.uuid4().hex}.{{format}}",  # the path must end with .{format}
         image_task={"EncodeConfig": {"Format": "JPEG", "Quality": 30}},
     )
 
 
-def test_reconciliation_ignores_another_pipelines_task_for_the_same_input(hook, emulator, images) -> None:
+def test_reconciliation_ignores_another_pipelines_task_for_the_same_input(
+    hook, emulator, images, listing
+) -> None:
     """Ambiguous failure while another pipeline's task for the same image sits in the window: the
     listing shows two tasks with our input, but only one carries our ImageTask → that one."""
     (key,) = images(1)
@@ -399,20 +444,25 @@ def test_reconciliation_ignores_another_pipelines_task_for_the_same_input(hook, 
     assert emulator.stats()["tasks_created"] == 2
 
 
-def test_reconciliation_never_adopts_another_pipelines_task(hook, emulator, images) -> None:
+def test_reconciliation_never_adopts_another_pipelines_task(emulator, conn_env, images, listing) -> None:
     """Our request never arrived; the only task with our input is another pipeline's. Adopting it
-    would report its output as ours: it must be resubmitted instead."""
+    would report its output as ours: the hook must not (and, nothing of ours being listable, it ends
+    ambiguous rather than resubmitting)."""
+    from airflow_mps.errors import MpsAmbiguousSubmissionError
+
     (key,) = images(1)
+    hook = MpsHook(retry_policy=FAST, reconcile_settle_seconds=0.2, reconcile_deadline_seconds=1.0)
     emulator.reset()
     other = hook.process_image(_thumbnail_request(key))
     emulator.faults.reset_before("ProcessImage", count=1)
-    submission = hook.process_image(_request(key))
-    assert not submission.reconciled and submission.task_id != other.task_id
-    assert emulator.stats()["tasks_created"] == 2
+    with pytest.raises(MpsAmbiguousSubmissionError) as info:
+        hook.process_image(_request(key))
+    assert info.value.code == "AmbiguousSubmission.NotFound" and other.task_id not in str(info.value)
+    assert emulator.stats()["tasks_created"] == 1
 
 
 # ---- find_tasks_for: the public "which task did this request create?" -------------------------------
-def test_find_tasks_for_finds_ours_and_not_another_pipelines(hook, emulator, images) -> None:
+def test_find_tasks_for_finds_ours_and_not_another_pipelines(hook, emulator, images, listing) -> None:
     """Sync and async twins agree, through the SDK and the emulator: our task is found, another
     pipeline's task for the same image is not, an image nobody submitted has none."""
     from datetime import datetime, timezone
@@ -422,10 +472,16 @@ def test_find_tasks_for_finds_ours_and_not_another_pipelines(hook, emulator, ima
     thumbnail = _thumbnail_request(key)
     theirs = hook.process_image(thumbnail)
     ours = hook.process_image(_request(key))
+    assert emulator.wait_idle(30)  # listable (PROCESSING or FINISH), not WAITING
+    rows = [row for row in hook.list_image_tasks("FINISH", start_time=since) if row.task_id == ours.task_id]
+    assert [row.input is not None for row in rows] == [listing == "input-echoed"]
+    describes = _action(emulator.stats(), "DescribeImageTaskDetail")["received"]
     assert hook.find_tasks_for(_request(key), since) == [ours.task_id]
     assert hook.find_tasks_for(_request(key).to_api(), since) == [ours.task_id]  # the API body works too
     assert hook.find_tasks_for(thumbnail, since) == [theirs.task_id]
     assert hook.find_tasks_for(_request(untouched), since) == []
+    if listing == "input-omitted":  # rows name no input: the candidates were described
+        assert _action(emulator.stats(), "DescribeImageTaskDetail")["received"] > describes
 
     async def run():
         try:
@@ -447,3 +503,27 @@ def test_find_tasks_for_refuses_malformed_arguments_before_any_call(hook, emulat
             _request("raw/x.jpg"), __import__("datetime").datetime.now(), clock_skew_seconds=-1
         )
     assert _action(emulator.stats(), "DescribeImageTasks")["received"] == 0
+
+
+def test_a_task_still_waiting_at_the_first_listings_is_found_later(tmp_path, monkeypatch) -> None:
+    """The documented listing cannot show a WAITING task. One worker busy with another task keeps ours
+    WAITING past the first listings; the hook keeps looking (doubling waits) and adopts it once it is
+    PROCESSING — no second task."""
+    from airflow_mps.emulator.testing import EmulatorServer
+
+    with EmulatorServer(data_dir=tmp_path, workers=1, task_duration_ms="1500") as emu:
+        set_listing_input(emu, monkeypatch, echo=False)
+        monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", emu.connection_uri())
+        reset_shared_buckets()
+        hook = MpsHook(retry_policy=FAST, reconcile_settle_seconds=0.2, reconcile_deadline_seconds=30)
+        emu.cos_backend.create_bucket(BUCKET)
+        for key in ("raw/blocker.jpg", "raw/ours.jpg"):
+            hook.write_object(BUCKET, key, _jpeg(), "image/jpeg")
+        hook.process_image(_request("raw/blocker.jpg"))  # occupies the only worker for 1.5 s
+        emu.faults.reset_after("ProcessImage", count=1)
+        submission = hook.process_image(_request("raw/ours.jpg"))
+        stats = emu.stats()
+    reset_shared_buckets()
+    assert submission.reconciled
+    assert stats["tasks_created"] == 2 and _action(stats, "ProcessImage")["received"] == 2
+    assert _action(stats, "DescribeImageTasks")["received"] >= 4  # more than one round of listings

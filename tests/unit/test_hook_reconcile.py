@@ -232,7 +232,7 @@ def test_finder_asks_the_task_when_the_listing_names_no_input() -> None:
     details = {"ours": _body(key), "other-image": _body(KEYS[1])}
     ids, steps = _drive(_body(key), since, rows, details)
     assert ids == ["ours"]
-    assert [s.status for s in steps if isinstance(s, ListStep)] == ["WAITING", "PROCESSING", "FINISH"]
+    assert [s.status for s in steps if isinstance(s, ListStep)] == ["PROCESSING", "FINISH"]
     assert steps[0].start == "2026-11-01T07:59:55Z"  # since minus the skew allowance
     # The listed other image is refused from the listing alone (no detail call).
     assert {s.task_id for s in steps if isinstance(s, DetailStep)} == {"ours", "other-image"}

@@ -39,6 +39,9 @@ def test_connection_types_validate_against_provider_yaml_schema() -> None:
         "token",
         "request_timeout",
         "process_image_rate",
+        "describe_rate",
+        "ca_bundle",
+        "proxy",
     }
     assert conn["conn-fields"]["token"]["schema"]["format"] == "password"
 
