@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AMBIGUOUS_NOT_FOUND",
     "CODE_TABLE",
     "MpsAccountError",
     "MpsAmbiguousSubmissionError",
@@ -153,6 +154,11 @@ class MpsAmbiguousSubmissionError(MpsError):
     retryable = False
     category = "ambiguous"
     default_code = "AmbiguousSubmission"
+
+
+#: The ambiguous outcome where reconciliation found no task: a WAITING task cannot be listed, so this
+#: is not proof that none was created (the hook never resubmits on it; a later try looks again).
+AMBIGUOUS_NOT_FOUND = "AmbiguousSubmission.NotFound"
 
 
 class MpsTaskFailedError(MpsTerminalError):

@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_mps.errors import MpsAmbiguousSubmissionError, MpsError, MpsTransientError, MpsValidationError
+from airflow_mps.errors import (
+    AMBIGUOUS_NOT_FOUND,
+    MpsAmbiguousSubmissionError,
+    MpsError,
+    MpsTransientError,
+    MpsValidationError,
+)
 from airflow_mps.hooks._clients import ASYNC_KEEPALIVE_SECONDS, ASYNC_MAX_CONNECTIONS, shared_async_clients
 from airflow_mps.hooks._credentials import ClientSettings, get_extra
 from airflow_mps.hooks._retry import Arrival, RetryPolicy
@@ -343,7 +349,7 @@ class MpsHook(TencentCloudBaseHook):
                 failure.error.request_id,
             )
         raise MpsAmbiguousSubmissionError(
-            "AmbiguousSubmission.NotFound",
+            AMBIGUOUS_NOT_FOUND,
             f"ProcessImage failed ambiguously ({failure.error}) and no PROCESSING or FINISH task with this "
             f"input and request appeared within {waited:.0f} s; a task still WAITING cannot be listed, so "
             "this does not prove that none was created. Not resubmitting: look for the task (MpsHook."

@@ -37,9 +37,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_mps.errors import MpsAmbiguousSubmissionError, MpsError, MpsValidationError
+from airflow_mps.errors import AMBIGUOUS_NOT_FOUND, MpsAmbiguousSubmissionError, MpsError, MpsValidationError
 from airflow_mps.operators.base import MpsBaseOperator
 
 # The batch operator lives in its own module; this is its public import path (design §2): a plain
@@ -316,6 +316,14 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
             with self.metrics.timing_submit():
                 submission = self.hook.process_image(self._request)
         except MpsError as err:
+            if isinstance(err, MpsAmbiguousSubmissionError) and err.code == AMBIGUOUS_NOT_FOUND and store:
+                # Nothing found yet, but a WAITING task is invisible to the listing: the hook never
+                # resubmits on that. With the marker stored, the next try looks again (minutes later,
+                # when a queued task is listable) and adopts it, or submits once when it finds none.
+                raise AirflowException(
+                    f"{self.task_id}: ProcessImage: {err}; the next try looks for the task again before "
+                    "submitting (docs/reliability.md, retry classification)"
+                ) from err
             if not err.retryable and not isinstance(err, MpsAmbiguousSubmissionError):
                 self.metrics.failed(code=err.code)  # refused for good: this image will not process
             raise airflow_exception_for(err, f"{self.task_id}: ProcessImage") from err

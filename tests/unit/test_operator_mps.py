@@ -667,7 +667,7 @@ def test_unrecorded_submission_that_created_nothing_submits_once() -> None:
     ctx["task_state_store"].failed = True
     result = op.execute(retry(op, ctx))
     assert len(hook.submitted) == 1 and result["mps_task_id"] == "task-1"
-    assert hook.listings == 3
+    assert hook.listings == 2  # PROCESSING and FINISH: WAITING is not listable
 
 
 @needs_store
@@ -745,3 +745,37 @@ def test_an_identical_request_just_before_the_marker_is_not_taken_for_ours() -> 
     hook.list_image_tasks = with_times  # type: ignore[method-assign]
     result = op.execute(retry(op, ctx))
     assert result["mps_task_id"] == "task-1" and len(hook.submitted) == 1
+
+
+# ------------------------------------------------------------------- ambiguous submission, nothing found
+def _ambiguous_not_found(*_: Any) -> Submission:
+    from airflow_mps.errors import AMBIGUOUS_NOT_FOUND, MpsAmbiguousSubmissionError
+
+    raise MpsAmbiguousSubmissionError(AMBIGUOUS_NOT_FOUND, "nothing listed yet", "req-x")
+
+
+@needs_store
+def test_ambiguous_not_found_with_a_stored_marker_lets_airflow_retry() -> None:
+    """A WAITING task is invisible to the listing: the try fails retryably, the marker stays, and the
+    next try looks for the task before it submits (never a blind resubmission in the same try)."""
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+    op, hook, ctx = make()
+    hook.process_image = _ambiguous_not_found  # type: ignore[method-assign]  # scripted failure
+    with pytest.raises(AirflowException) as info:
+        op.execute(ctx)
+    assert not isinstance(info.value, AirflowFailException)
+    assert "AmbiguousSubmission.NotFound" in str(info.value)
+    assert op.pending_key in ctx["task_state_store"].data
+
+
+@without_store
+def test_ambiguous_not_found_without_a_store_fails_for_good() -> None:
+    """Below Airflow 3.3 nothing durable remembers the attempt, so a retry could only resubmit blindly."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    op, hook, ctx = make()
+    ctx.pop("task_state_store")
+    hook.process_image = _ambiguous_not_found  # type: ignore[method-assign]  # scripted failure
+    with pytest.raises(AirflowFailException):
+        op.execute(ctx)
