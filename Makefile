@@ -41,7 +41,7 @@ emulator: $(STAMP)
 	$(VENV)/bin/airflow-mps-emulator
 
 clean:
-	rm -rf $(VENV) .venv-floor .pytest_cache .ruff_cache .demo
+	rm -rf $(VENV) .venv-floor .venv-sdk-floor .pytest_cache .ruff_cache .mypy_cache .demo
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if running.tls_cert:
         print(f"  TLS cert:   {running.tls_cert}  (use as CA bundle)")
     if config.secret_key == DEFAULT_SECRET_KEY and not config.token:
-        print(f"  connection: {config.connection_uri(endpoint)}")
+        print(f"  connection: {config.connection_uri(endpoint, ca_bundle=running.tls_cert)}")
     else:
         print(
             "  connection: tencentcloud://<SecretId>:<SecretKey>@/?region="

@@ -149,14 +149,20 @@ class EmulatorConfig:
     def scheme(self) -> str:
         return "https" if self.tls or self.tls_cert else "http"
 
-    def connection_uri(self, endpoint: str) -> str:
-        """A ready Airflow connection URI for the `tencentcloud` connection type (contains the key)."""
+    def connection_uri(self, endpoint: str, ca_bundle: str | Path | None = None) -> str:
+        """A ready Airflow connection URI for the `tencentcloud` connection type (contains the key).
+
+        Under TLS, ``ca_bundle`` (the emulator's self-signed certificate) goes into the ``ca_bundle``
+        extra, so the provider trusts exactly that certificate with nothing else configured.
+        """
         uri = (
             f"tencentcloud://{quote(self.secret_id, safe='')}:{quote(self.secret_key, safe='')}@/"
             f"?region={quote(self.region, safe='')}&endpoint={quote(endpoint, safe='')}&protocol={self.scheme}"
         )
         if self.token:
             uri += f"&token={quote(self.token, safe='')}"
+        if ca_bundle and self.scheme == "https":
+            uri += f"&ca_bundle={quote(str(ca_bundle), safe='')}"
         return uri
 
 

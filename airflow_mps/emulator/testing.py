@@ -94,10 +94,17 @@ class _ClientHelpers:
         return mps_client.MpsClient(self.credential(**cred), self.region, self.client_profile())
 
     def async_mps_client(self, **cred: Any) -> Any:
-        """An async `MpsClient` (use with `async with`)."""
+        """An async `MpsClient` (use with `async with`).
+
+        The async SDK's ``certification`` is a *client* certificate, not a CA bundle, so it is never
+        set here; under TLS the async client trusts the emulator through ``SSL_CERT_FILE`` (read when
+        the client is created) — the provider's hook passes the CA to its own httpx client instead.
+        """
+        from tencentcloud.common.profile.client_profile import ClientProfile
         from tencentcloud.mps.v20190612 import mps_client_async
 
-        return mps_client_async.MpsClient(self.credential(**cred), self.region, self.client_profile())
+        profile = ClientProfile(httpProfile=self.http_profile(certification=None))
+        return mps_client_async.MpsClient(self.credential(**cred), self.region, profile)
 
     def cos_config(self, region: str | None = None, **kwargs: Any) -> Any:
         """qcloud_cos `CosConfig` in IP/Port mode (the bucket travels in the Host header)."""
@@ -145,7 +152,7 @@ class _ClientHelpers:
             tls=self.scheme == "https",
             extra_regions=[self.region],
         )
-        return cfg.connection_uri(self.endpoint)
+        return cfg.connection_uri(self.endpoint, ca_bundle=self.tls_cert)
 
     # -- admin ------------------------------------------------------------------------------------
     def admin(self, name: str, method: str = "GET", data: Any = None, timeout: float = 30) -> Any:
