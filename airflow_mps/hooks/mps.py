@@ -43,7 +43,7 @@ from airflow_mps.errors import (
 )
 from airflow_mps.hooks import _redact
 from airflow_mps.hooks._credentials import ClientSettings, get_extra, resolve_settings
-from airflow_mps.hooks._pacing import TokenBucket, shared_bucket
+from airflow_mps.hooks._pacing import HEADROOM, TokenBucket, shared_bucket
 from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
 
 if TYPE_CHECKING:
@@ -52,11 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DESCRIBE_RATE = 100.0
-#: Fraction of the configured rate the pacer sends at. The service counts requests in a sliding
-#: one-second window; pacing at exactly the limit lets thread-scheduling and network jitter put a
-#: 21st request into some window (measured: ~4 throttles per 100 submissions at 100%). At 97% twenty
-#: requests span 1.03 s, absorbing ~30 ms of jitter, and the rate stays above 95% of the limit.
-PACING_HEADROOM = 0.97
+#: Fraction of the configured rate a bucket starts at (fixed pacing: stays at); see ``_pacing.HEADROOM``.
+PACING_HEADROOM = HEADROOM
 TASK_STATUSES = ("WAITING", "PROCESSING", "FINISH")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 #: SDK loggers and the level we set when nobody configured them. qcloud_cos logs every HEAD 404 as a
@@ -636,10 +633,8 @@ class MpsHook(BaseHook):
 
     def _buckets(self, settings: ClientSettings) -> tuple[TokenBucket, TokenBucket]:
         return (
-            shared_bucket(
-                (settings.pacing_key, "ProcessImage"), settings.process_image_rate * PACING_HEADROOM
-            ),
-            shared_bucket((settings.pacing_key, "Describe"), DESCRIBE_RATE * PACING_HEADROOM),
+            shared_bucket((settings.pacing_key, "ProcessImage"), settings.process_image_rate),
+            shared_bucket((settings.pacing_key, "Describe"), DESCRIBE_RATE),
         )
 
     # ---- the one call path (sync + async share all but the I/O) ---------------------------------
@@ -652,10 +647,19 @@ class MpsHook(BaseHook):
         return request
 
     def _after_failure(
-        self, exc: BaseException, action: str, clock: RetryClock, *, idempotent: bool
+        self,
+        exc: BaseException,
+        action: str,
+        clock: RetryClock,
+        *,
+        idempotent: bool,
+        bucket: TokenBucket | None = None,
+        sent_at: float | None = None,
     ) -> float:
         """Classify a failed attempt; return the backoff delay, or raise (final error / reconcile)."""
         failure = classify_failure(exc)
+        if failure.throttled and bucket is not None:
+            bucket.on_throttled(sent_at, failure.error.message)  # adaptive pacing (issue 13)
         decision = self.retry_policy.decide(
             retryable=failure.error.retryable,
             throttled=failure.throttled,
@@ -696,11 +700,15 @@ class MpsHook(BaseHook):
         request = self._build_request(action, params)
         while True:
             bucket.acquire()
+            sent_at = bucket.now()
             try:
                 response = getattr(self._sync_client(), action)(request)
+                bucket.on_success(sent_at)
                 return json.loads(response.to_json_string())
             except Exception as exc:
-                delay = self._after_failure(exc, action, clock, idempotent=idempotent)
+                delay = self._after_failure(
+                    exc, action, clock, idempotent=idempotent, bucket=bucket, sent_at=sent_at
+                )
             time.sleep(delay)
 
     async def _acall(self, action: str, params: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
@@ -713,12 +721,16 @@ class MpsHook(BaseHook):
         request = self._build_request(action, params)
         while True:
             await bucket.aacquire()
+            sent_at = bucket.now()
             try:
                 client = await self._async_client()
                 response = await getattr(client, action)(request)
+                bucket.on_success(sent_at)
                 return json.loads(response.to_json_string())
             except Exception as exc:
-                delay = self._after_failure(exc, action, clock, idempotent=idempotent)
+                delay = self._after_failure(
+                    exc, action, clock, idempotent=idempotent, bucket=bucket, sent_at=sent_at
+                )
             await asyncio.sleep(delay)
 
     # ---- ProcessImage ---------------------------------------------------------------------------
