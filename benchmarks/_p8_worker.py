@@ -44,6 +44,9 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
         ends.append(time.monotonic())
         return out
 
+    trace: list[tuple[float, float, str, int]] = []
+    if os.environ.get("P8_TRACE_DIR"):  # diagnostics: every outcome the bucket was told about
+        _trace_buckets(_pacing, trace)
     op = harness.batch_operator(part, wait_for_completion=False, submit_concurrency=concurrency,
                                 task_id=f"p8_{part.replace('=', '_')}")
     t0 = time.monotonic()
@@ -52,6 +55,9 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
         summary = op.execute(harness.context())
     finally:
         MpsHook.process_image = real  # type: ignore[method-assign]
+    if trace:
+        out = Path(os.environ["P8_TRACE_DIR"]) / f"{mode}_{part}.json"
+        out.write_text(json.dumps(trace))
     buckets = [b for key, b in _pacing._REGISTRY.items() if key[-1] == "ProcessImage"]  # bench-only peek
     bucket = buckets[0] if buckets else None
     return {
@@ -66,11 +72,26 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
             "kind": type(bucket).__name__,
             "throttles_seen": bucket.throttles,
             "successes": bucket.successes,
-            "final_rate": round(bucket.rate, 3),
+            "final_rate": round(getattr(bucket, "pacing_rate", bucket.rate), 3),
             **{name: getattr(bucket, name) for name in ("cuts", "widenings", "probes", "failed_probes")
                if hasattr(bucket, name)},
         },
     }
+
+
+def _trace_buckets(pacing: Any, trace: list[tuple[float, float, str, int]]) -> None:
+    cls = pacing.AdaptiveBucket
+    ok, thr = cls.on_success, cls.on_throttled
+
+    def on_success(self: Any, sent_at: float | None = None) -> None:
+        ok(self, sent_at)
+        trace.append((self.now(), sent_at or 0.0, "ok", self.budget))
+
+    def on_throttled(self: Any, sent_at: float | None = None, message: str | None = None) -> None:
+        thr(self, sent_at, message)
+        trace.append((self.now(), sent_at or 0.0, "thr " + (message or "")[:60], self.budget))
+
+    cls.on_success, cls.on_throttled = on_success, on_throttled
 
 
 def main() -> int:

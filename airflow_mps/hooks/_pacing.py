@@ -95,6 +95,8 @@ class TokenBucket:
         self._burst = int(burst)
         self._tat = 0.0  # theoretical arrival time of the next call
         self.ledger: deque[float] = deque(maxlen=ledger_size)
+        #: Bumped when reservations handed out earlier must be re-made (an adaptive bucket's pause).
+        self.epoch = 0
         #: Outcomes reported by the hook (for benchmarks and logs).
         self.successes = 0
         self.throttles = 0
@@ -139,20 +141,34 @@ class TokenBucket:
             return send_at - now
 
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Block the calling thread until its slot; return the time waited."""
-        delay = self.reserve()
-        if delay > 0:
-            sleep(delay)
-        return delay
+        """Block the calling thread until its slot; return the time waited.
+
+        A slot reserved before the bucket paused (``epoch`` changed while waiting) is given up and
+        a new one reserved: it was planned for a rate the service has since refused.
+        """
+        waited = 0.0
+        while True:
+            epoch = self.epoch
+            delay = self.reserve()
+            if delay > 0:
+                sleep(delay)
+                waited += delay
+            if self.epoch == epoch:
+                return waited
 
     async def aacquire(self) -> float:
         """Wait (without blocking the event loop) until the caller's slot; return the time waited."""
         import asyncio
 
-        delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return delay
+        waited = 0.0
+        while True:
+            epoch = self.epoch
+            delay = self.reserve()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                waited += delay
+            if self.epoch == epoch:
+                return waited
 
     def on_success(self, sent_at: float | None = None) -> None:
         """The service answered a call paced by this bucket (anything but a throttle)."""
@@ -181,6 +197,7 @@ class AdaptiveParams:
     """Tuning of :class:`AdaptiveBucket` (defaults: issue 13's simulation and bench P1/P8)."""
 
     window: float = 1.0
+    phases: int = 1
     start_margin: float = 1 / HEADROOM - 1
     min_margin: float = 0.005
     max_margin: float = 0.10
@@ -190,11 +207,10 @@ class AdaptiveParams:
     shared_memory: float = 60.0
     alone_others: int = 1
     hold: float = 1.0
-    probe_interval: float = 10.0
-    min_probe_interval: float = 0.0
+    probe_interval: float = 80.0
+    min_probe_interval: float = 0.3
     probe_window: float = 1.2
     storm_factor: float = 1.5
-    quiet: float = 20.0
 
 
 class AdaptiveBucket(TokenBucket):
@@ -215,20 +231,20 @@ class AdaptiveBucket(TokenBucket):
         self.params = p = params or AdaptiveParams()
         self._rng = random.Random(seed)
         self._slots = max(1, math.ceil(ceiling * p.window - 1e-9))
-        self._owned: list[int] = list(range(self._slots))
+        self._owned: set[int] = set(range(self._slots * p.phases))
+        self._by_phase = self._index()
         now = clock()
         self._margin = p.start_margin
         self._margin_at = now
         self._margin_base = p.start_margin
         self._shared_until = -math.inf
         self._last_grant = -math.inf
-        self._last_cut = -math.inf
+        self._last_widen = -math.inf
         self._storm_hold = -math.inf
-        self._last_throttle = -math.inf
-        self._probing: list[int] = []
+        self._probing: set[int] = set()
         self._probe_started = 0.0
-        self._next_probe = now + p.probe_interval * self._rng.uniform(0.5, 1.5)
         self._streak = 0
+        self._next_probe = now + self._interval()
         self.cuts = 0
         self.widenings = 0
         self.probes = 0
@@ -236,48 +252,66 @@ class AdaptiveBucket(TokenBucket):
 
     # ---- state ------------------------------------------------------------------------------
     @property
-    def budget(self) -> int:
-        """Requests per window this bucket sends now (the slots it owns)."""
+    def units(self) -> int:
+        """Send opportunities per ``phases`` periods this bucket owns (``slots × phases`` at most)."""
         return len(self._owned)
+
+    @property
+    def budget(self) -> float:
+        """Requests per period this bucket sends now (owned units ÷ phases)."""
+        return len(self._owned) / self.params.phases
 
     @property
     def pacing_rate(self) -> float:
         """Calls per second this bucket sends at now (≤ ``rate``)."""
-        return len(self._owned) / self._period()
+        return self.budget / self._period(self._clock())
 
     def _shared(self, now: float) -> bool:
         return now < self._shared_until
 
-    def _period(self) -> float:
+    def _period(self, now: float) -> float:
         p = self.params
-        margin = p.shared_margin if self._shared(self._clock()) else self._margin
+        margin = p.shared_margin if self._shared(now) else self._margin
         return max(p.window, self._slots / self._rate) * (1.0 + margin)
+
+    def _index(self) -> list[list[int]]:
+        by_phase: list[list[int]] = [[] for _ in range(self.params.phases)]
+        for unit in sorted(self._owned):
+            by_phase[unit // self._slots].append(unit % self._slots)
+        return by_phase
+
+    def _set_owned(self, owned: set[int]) -> None:
+        self._owned = owned
+        self._by_phase = self._index()
 
     def set_rate(self, rate: float) -> None:
         _check_rate(rate)
         with self._lock:
-            full = len(self._owned) == self._slots
+            p = self.params
+            full = len(self._owned) == self._slots * p.phases
             self._rate = float(rate)
-            self._slots = max(1, math.ceil(rate * self.params.window - 1e-9))
-            kept = [j for j in self._owned if j < self._slots]
-            self._owned = list(range(self._slots)) if full or not kept else kept
+            self._slots = max(1, math.ceil(rate * p.window - 1e-9))
+            total = self._slots * p.phases
+            kept = {u for u in self._owned if u % self._slots < self._slots and u < total}
+            self._set_owned(set(range(total)) if full or not kept else kept)
 
     # ---- reservations -------------------------------------------------------------------------
     def reserve(self) -> float:
         with self._lock:
             now = self._clock()
-            period = self._period()
-            gap = self.params.window / self._slots * (1 - 1e-9)  # never faster than the ceiling
+            p = self.params
+            period = self._period(now)
+            gap = p.window / self._slots * (1 - 1e-9)  # never faster than the ceiling
             earliest = max(now, self._last_grant + gap)
             if not self._shared(now):  # alone: evenly spaced at the adaptive rate, any phase
-                send_at = max(now, self._last_grant + period / len(self._owned))
-            else:  # shared: the owned slots of the common grid
+                send_at = max(now, self._last_grant + period / self.budget)
+            else:  # shared: the owned units of the common grid
                 width = period / self._slots
                 cycle = math.floor(earliest / period)
                 send_at = None
                 while send_at is None:
                     base = cycle * period
-                    for j in self._owned:
+                    for j in self._by_phase[cycle % p.phases]:
                         t = base + j * width
                         if t >= earliest:
                             send_at = t
@@ -287,9 +321,11 @@ class AdaptiveBucket(TokenBucket):
             self.ledger.append(send_at)
             return send_at - now
 
-    def _slot_of(self, sent: float) -> int:
-        period = self._period()
-        return int((sent % period) / (period / self._slots) + 0.5) % self._slots
+    def _unit_of(self, sent: float) -> int:
+        period = self._period(sent)
+        cycle = math.floor(sent / period + 0.5 / self._slots)
+        slot = int((sent - cycle * period) / (period / self._slots) + 0.5) % self._slots
+        return (cycle % self.params.phases) * self._slots + slot
 
     # ---- feedback -----------------------------------------------------------------------------
     def on_success(self, sent_at: float | None = None) -> None:
@@ -299,24 +335,26 @@ class AdaptiveBucket(TokenBucket):
             now = self._clock()
             self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
             if self._probing and now >= self._probe_started + p.probe_window:
-                self._probing = []
+                self._probing = set()
                 self._streak += 1
                 self._next_probe = now + self._interval()
-            if not self._probing and len(self._owned) < self._slots and now >= self._next_probe:
-                free = [j for j in range(self._slots) if j not in self._owned]
-                quiet = now - self._last_throttle >= p.quiet
-                step = min(len(free), 2 ** min(self._streak, 3)) if quiet else 1
-                self._probing = self._rng.sample(free, step)
-                self._owned = sorted(self._owned + self._probing)
+            total = self._slots * p.phases
+            if not self._probing and len(self._owned) < total and now >= self._next_probe:
+                free = [u for u in range(total) if u not in self._owned]
+                step = min(len(free), 2 ** max(0, min(self._streak - 1, 6)))
+                self._probing = set(self._rng.sample(free, step))
+                self._set_owned(self._owned | self._probing)
                 self._probe_started = now
                 self.probes += 1
 
     def _interval(self) -> float:
+        """Seconds to the next probe: small holders probe more often than large ones, so contests
+        move units toward a fair share and the account-wide probing rate hardly depends on how many
+        processes share it; every won probe in a row halves the wait (capacity freed up)."""
         p = self.params
-        quiet = self._clock() - self._last_throttle
-        if self._streak and quiet >= p.quiet:  # nobody contested our probes for a while: speed up
-            return p.min_probe_interval
-        return p.probe_interval * self._rng.uniform(0.5, 1.5)
+        share = len(self._owned) / (self._slots * p.phases)
+        base = p.probe_interval * share * self._rng.uniform(0.5, 1.5)
+        return max(p.min_probe_interval, base / 2**self._streak)
 
     def on_throttled(self, sent_at: float | None = None, message: str | None = None) -> None:
         with self._lock:
@@ -328,34 +366,46 @@ class AdaptiveBucket(TokenBucket):
             own = sum(1 for t in self.ledger if sent - p.window < t <= sent)
             if counts is not None and counts[0] - own <= p.alone_others and not self._shared(now):
                 if self._margin < p.max_margin:  # alone: jitter pushed a request into the window
-                    if sent >= self._last_cut + p.hold:
+                    if sent >= self._last_widen + p.hold:
                         self._margin = self._margin_base = min(p.max_margin, self._margin + p.margin_step)
                         self._margin_at = now
-                        self._last_cut = now
+                        self._last_widen = now
                         self.widenings += 1
                     return
             self._shared_until = now + p.shared_memory
-            self._last_throttle = now
             if sent < self._storm_hold:  # the window is still full of the storm we already cut for
                 return
-            slot = self._slot_of(sent)
-            if counts is not None and counts[0] >= p.storm_factor * counts[1] and sent >= self._last_cut + p.hold:
-                seen, limit = counts
-                keep = max(1, min(len(self._owned) - 1, round(own * limit / seen)))
-                rest = [j for j in self._owned if j != slot]
-                self._rng.shuffle(rest)
-                self._owned = sorted(rest[:keep]) or self._owned[:1]
-                self._last_cut = now
-                self._storm_hold = now + p.hold
-                self.cuts += 1
-            elif slot in self._owned and len(self._owned) > 1:
-                self._owned.remove(slot)  # lost this slot's contest to another process
-                self.cuts += 1
-            if slot in self._probing:
+            unit = self._unit_of(sent)
+            if unit in self._probing:
                 self.failed_probes += 1
-            self._probing = []
+            if counts is not None and counts[0] >= p.storm_factor * counts[1]:
+                self._storm(sent, now, unit, own, *counts)
+            elif unit in self._owned and len(self._owned) > 1:
+                self._set_owned(self._owned - {unit})  # lost this unit's contest to another process
+                self.cuts += 1
+            elif unit in self._owned:  # our only unit: try another one instead
+                total = self._slots * p.phases
+                self._set_owned({self._rng.choice([u for u in range(total) if u != unit] or [unit])})
+                self.cuts += 1
+            self._probing = set()
             self._streak = 0
             self._next_probe = now + self._interval()
+
+    def _storm(self, sent: float, now: float, unit: int, own: int, seen: int, limit: int) -> None:
+        """Many processes at once: keep our share of the limit (``own ÷ seen``) and wait for the
+        window to drain (it stays full until the requests of the storm age out)."""
+        p = self.params
+        keep = max(1, min(len(self._owned) - 1, round(own * p.phases * limit / seen)))
+        rest = sorted(self._owned - {unit})
+        self._rng.shuffle(rest)
+        self._set_owned(set(rest[:keep]) or {unit})
+        self._storm_hold = now + p.hold
+        self.cuts += 1
+        mine = [t for t in self.ledger if sent - p.window < t <= sent]
+        resume = min(mine, default=sent) + p.window * (1 + p.shared_margin)
+        if resume > now:
+            self._last_grant = max(self._last_grant, resume - p.window / self._slots)
+            self.epoch += 1
 
 
 def _counts(message: str | None) -> tuple[int, int] | None:

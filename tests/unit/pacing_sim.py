@@ -161,10 +161,16 @@ def simulate(
             if client.remaining == 0:
                 return
             client.remaining -= 1
+        epoch = client.bucket.epoch
         delay = client.bucket.reserve()
-        at(clock.now + delay, lambda: send(client, attempt))
+        at(clock.now + delay, lambda: send(client, attempt, epoch))
 
-    def send(client: Client, attempt: int) -> None:
+    def send(client: Client, attempt: int, epoch: int) -> None:
+        if client.bucket.epoch != epoch:  # the bucket paused while we waited: reserve again (acquire)
+            epoch = client.bucket.epoch
+            delay = client.bucket.reserve()
+            at(clock.now + delay, lambda: send(client, attempt, epoch))
+            return
         sent_at = clock.now
         client.sent += 1
         arrive = sent_at + net.delay(rng)
