@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 #: Fraction of the configured rate a fixed bucket paces at, and the rate an adaptive bucket starts
 #: at. The service counts requests in a sliding one-second window; pacing at exactly the limit lets
@@ -130,6 +131,17 @@ class TokenBucket:
 
     def reserve(self) -> float:
         """Reserve the next slot; return how many seconds the caller must wait before sending."""
+        return self._reserve()[0]
+
+    def _reserve(self) -> tuple[float, Any]:
+        """``(delay, ticket)``: ``still_valid(ticket)`` says after the wait whether to send."""
+        return self._reserve_slot(), self.epoch
+
+    def still_valid(self, ticket: Any) -> bool:
+        """Whether a reservation made with ``ticket`` may still be used (nothing voided it since)."""
+        return ticket == self.epoch
+
+    def _reserve_slot(self) -> float:
         with self._lock:
             now = self._clock()
             interval = 1.0 / self._rate
@@ -143,17 +155,16 @@ class TokenBucket:
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
         """Block the calling thread until its slot; return the time waited.
 
-        A slot reserved before the bucket paused (``epoch`` changed while waiting) is given up and
-        a new one reserved: it was planned for a rate the service has since refused.
+        A reservation voided while waiting (the bucket paused, or gave up the slot it was in) is
+        dropped and a new one made: it was planned for a rate the service has since refused.
         """
         waited = 0.0
         while True:
-            epoch = self.epoch
-            delay = self.reserve()
+            delay, ticket = self._reserve()
             if delay > 0:
                 sleep(delay)
                 waited += delay
-            if self.epoch == epoch:
+            if self.still_valid(ticket):
                 return waited
 
     async def aacquire(self) -> float:
@@ -162,12 +173,11 @@ class TokenBucket:
 
         waited = 0.0
         while True:
-            epoch = self.epoch
-            delay = self.reserve()
+            delay, ticket = self._reserve()
             if delay > 0:
                 await asyncio.sleep(delay)
                 waited += delay
-            if self.epoch == epoch:
+            if self.still_valid(ticket):
                 return waited
 
     def on_success(self, sent_at: float | None = None) -> None:
@@ -207,10 +217,18 @@ class AdaptiveParams:
     shared_memory: float = 60.0
     alone_others: int = 1
     hold: float = 1.0
-    probe_interval: float = 80.0
+    probe_interval: float = 30.0
     min_probe_interval: float = 0.3
     probe_window: float = 1.2
     storm_factor: float = 1.5
+    min_growth: int = 5
+    move_memory: float = 5.0
+    max_moves: int = 3
+    settle: float = 4.0
+    young: float = 2.0
+    quiet: float = 20.0
+    yield_step: float = 0.003
+    max_yield: float = 0.012
 
 
 class AdaptiveBucket(TokenBucket):
@@ -239,12 +257,16 @@ class AdaptiveBucket(TokenBucket):
         self._margin_base = p.start_margin
         self._shared_until = -math.inf
         self._last_grant = -math.inf
+        self._born = math.inf  # first grant
         self._last_widen = -math.inf
         self._storm_hold = -math.inf
         self._probing: set[int] = set()
         self._probe_started = 0.0
         self._streak = 0
         self._next_probe = now + self._interval()
+        self._target = len(self._owned)
+        self._recent: deque[tuple[float, int]] = deque(maxlen=64)  # (sent, seen) of recent throttles
+        self._moves: deque[float] = deque(maxlen=8)
         self.cuts = 0
         self.widenings = 0
         self.probes = 0
@@ -296,11 +318,12 @@ class AdaptiveBucket(TokenBucket):
             self._set_owned(set(range(total)) if full or not kept else kept)
 
     # ---- reservations -------------------------------------------------------------------------
-    def reserve(self) -> float:
+    def _reserve(self) -> tuple[float, Any]:
         with self._lock:
             now = self._clock()
             p = self.params
             period = self._period(now)
+            unit = None
             gap = p.window / self._slots * (1 - 1e-9)  # never faster than the ceiling
             earliest = max(now, self._last_grant + gap)
             if not self._shared(now):  # alone: evenly spaced at the adaptive rate, any phase
@@ -312,14 +335,27 @@ class AdaptiveBucket(TokenBucket):
                 while send_at is None:
                     base = cycle * period
                     for j in self._by_phase[cycle % p.phases]:
-                        t = base + j * width
+                        t = base + j * width + self._yield_offset()
                         if t >= earliest:
                             send_at = t
+                            unit = (cycle % p.phases) * self._slots + j
                             break
                     cycle += 1
             self._last_grant = send_at
+            self._born = min(self._born, send_at)
             self.ledger.append(send_at)
-            return send_at - now
+            return send_at - now, (self.epoch, unit)
+
+    def still_valid(self, ticket: Any) -> bool:
+        epoch, unit = ticket
+        return epoch == self.epoch and (unit is None or unit in self._owned)
+
+    def _yield_offset(self) -> float:
+        """Send a little later the more units we hold: when two processes send in the same unit,
+        the service keeps the earlier request, so contests go to the smaller holder (fairness)."""
+        p = self.params
+        held = len(self._owned) - len(self._probing)  # a probe competes at the size we had before it
+        return min(p.max_yield, p.yield_step * max(0.0, held / p.phases - 1))
 
     def _unit_of(self, sent: float) -> int:
         period = self._period(sent)
@@ -336,7 +372,10 @@ class AdaptiveBucket(TokenBucket):
             self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
             if self._probing and now >= self._probe_started + p.probe_window:
                 self._probing = set()
-                self._streak += 1
+                # Speed up only while nothing of ours is refused: in a full account a won probe evicts
+                # someone (and our next one is likely refused); after others left, every probe wins.
+                self._streak = self._streak + 1 if now - self._last_throttle >= p.quiet else 0
+                self._target = max(self._target, len(self._owned))
                 self._next_probe = now + self._interval()
             total = self._slots * p.phases
             if not self._probing and len(self._owned) < total and now >= self._next_probe:
@@ -353,7 +392,7 @@ class AdaptiveBucket(TokenBucket):
         processes share it; every won probe in a row halves the wait (capacity freed up)."""
         p = self.params
         share = len(self._owned) / (self._slots * p.phases)
-        base = p.probe_interval * share * self._rng.uniform(0.5, 1.5)
+        base = p.probe_interval * math.sqrt(share) * self._rng.uniform(0.5, 1.5)
         return max(p.min_probe_interval, base / 2**self._streak)
 
     def on_throttled(self, sent_at: float | None = None, message: str | None = None) -> None:
@@ -373,36 +412,67 @@ class AdaptiveBucket(TokenBucket):
                         self.widenings += 1
                     return
             self._shared_until = now + p.shared_memory
+            self._last_throttle = now
             if sent < self._storm_hold:  # the window is still full of the storm we already cut for
                 return
             unit = self._unit_of(sent)
             if unit in self._probing:
                 self.failed_probes += 1
-            if counts is not None and counts[0] >= p.storm_factor * counts[1]:
-                self._storm(sent, now, unit, own, *counts)
-            elif unit in self._owned and len(self._owned) > 1:
-                self._set_owned(self._owned - {unit})  # lost this unit's contest to another process
-                self.cuts += 1
-            elif unit in self._owned:  # our only unit: try another one instead
-                total = self._slots * p.phases
-                self._set_owned({self._rng.choice([u for u in range(total) if u != unit] or [unit])})
-                self.cuts += 1
+            if counts is not None:
+                self._recent.append((sent, counts[0]))
             self._probing = set()
+            young = sent < self._born + p.young  # we just started: others were here first
+            if counts is not None and (counts[0] >= p.storm_factor * counts[1] or young):
+                self._storm(sent, now, unit, own, *counts)
+                return
+            if unit in self._owned:
+                self._contest_lost(unit, now)
             self._streak = 0
             self._next_probe = now + self._interval()
 
-    def _storm(self, sent: float, now: float, unit: int, own: int, seen: int, limit: int) -> None:
-        """Many processes at once: keep our share of the limit (``own ÷ seen``) and wait for the
-        window to drain (it stays full until the requests of the storm age out)."""
+    def _contest_lost(self, unit: int, now: float) -> None:
+        """Another process sent in the same unit and the service kept theirs: give the unit up if we
+        hold more than our share (or keep losing), otherwise move to another unit."""
         p = self.params
-        keep = max(1, min(len(self._owned) - 1, round(own * p.phases * limit / seen)))
+        recent_moves = sum(1 for t in self._moves if t > now - p.move_memory)
+        settling = now < self._storm_hold + p.settle  # right after a storm cut: units were picked blindly
+        crowded = len(self._owned) > max(1, self._target) or recent_moves >= p.max_moves
+        if len(self._owned) > 1 and (crowded or not settling):
+            self._set_owned(self._owned - {unit})
+            self._target = min(self._target, len(self._owned))
+            self.cuts += 1
+            return
+        total = self._slots * p.phases
+        others = [u for u in range(total) if u not in self._owned]
+        if others:
+            self._set_owned((self._owned - {unit}) | {self._rng.choice(others)})
+            self._moves.append(now)
+
+    def _storm(self, sent: float, now: float, unit: int, own: int, seen: int, limit: int) -> None:
+        """Many processes at once: keep our share of the limit and wait for the window to drain.
+
+        Our share is how much of the account's recent *growth* in requests was ours: between an
+        earlier throttle's count and this one, the service saw ``seen - seen_then`` requests and we
+        sent some of them. Growth, unlike totals, does not favour the process that started first.
+        """
+        p = self.params
+        share = own / seen
+        for then, seen_then in self._recent:
+            if then >= sent - p.window and seen - seen_then >= p.min_growth:
+                mine = sum(1 for t in self.ledger if then < t <= sent)
+                share = min(1.0, mine / (seen - seen_then))
+                break
+        total = self._slots * p.phases
+        self._target = max(1, min(len(self._owned) - 1, math.floor(share * limit / self._slots * total)))
         rest = sorted(self._owned - {unit})
         self._rng.shuffle(rest)
-        self._set_owned(set(rest[:keep]) or {unit})
+        self._set_owned(set(rest[: self._target]) or {unit})
         self._storm_hold = now + p.hold
         self.cuts += 1
-        mine = [t for t in self.ledger if sent - p.window < t <= sent]
-        resume = min(mine, default=sent) + p.window * (1 + p.shared_margin)
+        self._streak = 0
+        self._next_probe = now + p.hold + self._rng.uniform(0.5, 2.5)  # fill what rounding left free
+        mine_now = [t for t in self.ledger if sent - p.window < t <= sent]
+        resume = min(mine_now, default=sent) + p.window * (1 + p.shared_margin)
         if resume > now:
             self._last_grant = max(self._last_grant, resume - p.window / self._slots)
             self.epoch += 1

@@ -161,15 +161,13 @@ def simulate(
             if client.remaining == 0:
                 return
             client.remaining -= 1
-        epoch = client.bucket.epoch
-        delay = client.bucket.reserve()
-        at(clock.now + delay, lambda: send(client, attempt, epoch))
+        delay, ticket = client.bucket._reserve()
+        at(clock.now + delay, lambda: send(client, attempt, ticket))
 
-    def send(client: Client, attempt: int, epoch: int) -> None:
-        if client.bucket.epoch != epoch:  # the bucket paused while we waited: reserve again (acquire)
-            epoch = client.bucket.epoch
-            delay = client.bucket.reserve()
-            at(clock.now + delay, lambda: send(client, attempt, epoch))
+    def send(client: Client, attempt: int, ticket: object) -> None:
+        if not client.bucket.still_valid(ticket):  # voided while waiting: reserve again (as acquire does)
+            delay, ticket = client.bucket._reserve()
+            at(clock.now + delay, lambda: send(client, attempt, ticket))
             return
         sent_at = clock.now
         client.sent += 1
