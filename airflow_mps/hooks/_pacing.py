@@ -1,30 +1,28 @@
-"""Client-side pacing of MPS API calls: a process-wide, thread-safe token bucket per account and action.
+"""Client-side pacing of MPS API calls: a process-wide, thread-safe bucket per account and action.
 
-MPS limits each account (uin) per action per second (ProcessImage 20/s, Describe* 100/s), counting
-in a sliding one-second window. Throttled calls are retried, but a throttle costs a round trip and a
-backoff; pacing keeps us under the limit in the first place. The bucket is a GCRA (generic cell rate
-algorithm): it keeps one "theoretical arrival time" and hands out *reservations* — the delay the
-caller must wait before sending — so the same object serves threads (``time.sleep``) and coroutines
-(``asyncio.sleep``) without a lock held while waiting.
+MPS limits each account (uin) per action (ProcessImage 20/s, Describe* 100/s), counting the requests
+it accepted in a sliding one-second window; a refused request (``RequestLimitExceeded``) costs a round
+trip and a backoff. Pacing keeps us under the limit in the first place. Buckets hand out
+*reservations* — the delay the caller must wait before sending — so one object serves threads
+(``time.sleep``) and coroutines (``asyncio.sleep``) without a lock held while waiting.
 
 Buckets are shared by every hook in the process that uses the same SecretId and endpoint (the limit
-is per account, not per hook). Separate processes (several Airflow workers, several batch tasks of a
-backfill) cannot see each other's buckets, so each bucket **adapts** (issue 13): it is cut when the
-service answers ``RequestLimitExceeded`` and probes back up while calls succeed, the way TCP CUBIC
-and botocore's ``adaptive`` retry mode do. K independent processes on one account then converge to
-about limit ÷ K each with few throttles; one process alone converges to just under the limit (the
-connection's configured rate is the ceiling, never exceeded).
+is per account). Separate processes — several Airflow workers, the runs of a backfill — cannot see
+each other's buckets, so the default bucket **adapts** to what the service answers (issue 13; the idea
+of botocore's ``adaptive`` retry mode, a client rate that follows the throttling it sees): see
+:class:`AdaptiveBucket`. Alone it paces just under the connection's rate (P1); K processes on one
+account settle on about limit ÷ K each with few throttles (P8). The configured rate is the ceiling.
 
-The hook's side of the contract (see :class:`AdaptiveBucket`)::
+The hook's side of the contract::
 
-    bucket.acquire()                # or: await bucket.aacquire()
+    bucket.acquire()                     # or: await bucket.aacquire()
     sent_at = bucket.now()
     ...send...
-    bucket.on_success()             # the call was answered (anything but a throttle)
-    bucket.on_throttled(sent_at, error.message)  # answered RequestLimitExceeded*
+    bucket.on_success(sent_at)           # answered, and not a throttle
+    bucket.on_throttled(sent_at, error.message)   # answered RequestLimitExceeded*
 
-:class:`TokenBucket` is the fixed pacer (the feedback methods are no-ops); it is what
-``use_adaptive_pacing(False)`` selects, e.g. for the benchmark's fixed-pacing baseline.
+:class:`TokenBucket` is the fixed pacer (a GCRA; the feedback methods only count); it is what
+``use_adaptive_pacing(False)`` selects — the benchmark's baseline.
 """
 
 from __future__ import annotations
@@ -39,11 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: Fraction of the configured rate a fixed bucket paces at, and the rate an adaptive bucket starts
-#: at. The service counts requests in a sliding one-second window; pacing at exactly the limit lets
-#: thread-scheduling and network jitter put a 21st request into some window (measured: ~4 throttles
-#: per 100 submissions at 100 %). At 97 % twenty requests span 1.03 s, absorbing ~30 ms of jitter.
-#: An adaptive bucket starts there and probes up to 100 % of the ceiling while nothing is throttled.
+#: Fraction of the configured rate a fixed bucket paces at, and where an adaptive bucket starts. The
+#: service counts requests in a sliding one-second window; pacing at exactly the limit lets thread
+#: scheduling and network jitter put a 21st request into some window (measured: ~4 throttles per 100
+#: submissions at 100 %). At 97 % twenty requests span 1.03 s, absorbing ~30 ms of jitter. An adaptive
+#: bucket alone narrows that margin while nothing is refused (to 0.5 %) and widens it on jitter.
 HEADROOM = 0.97
 
 # The documented throttle message: "Your current request times equals to `21` in a second, which
@@ -51,23 +49,19 @@ HEADROOM = 0.97
 _THROTTLE_COUNTS = re.compile(r"equals to\D*(\d+)\D+?limit\D*(\d+)", re.IGNORECASE)
 
 
-def demand_ratio(message: str | None) -> float | None:
-    """``limit ÷ requests`` from a ``RequestLimitExceeded`` message, or None when it says neither.
+def throttle_counts(message: str | None) -> tuple[int, int] | None:
+    """``(requests seen in the window, limit)`` from a ``RequestLimitExceeded`` message, or None.
 
-    The service reports how many requests of the account it counted in the window and the limit:
-    ``20 ÷ 21`` after a one-request overshoot, ``20 ÷ 160`` when eight processes each send at the
-    full rate. It is how much the whole account must slow down; the bucket uses it to cut deeper
-    than its default step when the overshoot is large.
+    The service says how many requests of the account it counted in the window (accepted and
+    refused) and the limit: ``(21, 20)`` after a one-request overshoot, ``(160, 20)``-ish when eight
+    processes each send at the full rate.
     """
     if not message:
         return None
     match = _THROTTLE_COUNTS.search(message)
     if match is None:
         return None
-    seen, limit = int(match.group(1)), int(match.group(2))
-    if seen <= 0 or limit <= 0 or seen <= limit:
-        return None
-    return limit / seen
+    return int(match.group(1)), int(match.group(2))
 
 
 class TokenBucket:
@@ -204,35 +198,77 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class AdaptiveParams:
-    """Tuning of :class:`AdaptiveBucket` (defaults: issue 13's simulation and bench P1/P8)."""
+    """Tuning of :class:`AdaptiveBucket`. The defaults come from the simulation in
+    ``tests/unit/test_pacing_sim.py`` and bench P1/P8 (docs/performance.md); times are seconds."""
 
+    #: The service's counting window.
     window: float = 1.0
-    phases: int = 1
+    #: Jitter margin while alone: the period is ``window × (1 + margin)``. Starts at the fixed
+    #: pacer's headroom, narrows by ``margin_decay`` per second of quiet down to ``min_margin``, and
+    #: widens by ``margin_step`` (up to ``max_margin``) when a throttle shows jitter, not company.
     start_margin: float = 1 / HEADROOM - 1
     min_margin: float = 0.005
     max_margin: float = 0.10
     margin_step: float = 0.01
     margin_decay: float = 0.002
-    shared_margin: float = 0.015
-    shared_memory: float = 60.0
+    #: A throttle is "alone" when at most this many of the window's requests were not ours.
     alone_others: int = 1
+    #: Margin of the common slot grid once the account is shared (must be the same in every process).
+    shared_margin: float = 0.015
+    #: How long after the last throttle that showed company the bucket stays on the grid.
+    shared_memory: float = 60.0
+    #: A throttle reporting ``storm_factor × limit`` requests (or any in the first ``young`` seconds
+    #: of this bucket) means several processes at full speed: cut to our share at once.
+    storm_factor: float = 1.5
+    young: float = 2.0
+    #: Minimum growth of the reported count between two throttles to measure our share from it.
+    min_growth: int = 5
+    #: After a storm cut, throttles of requests sent within ``hold`` are echoes of the storm.
     hold: float = 1.0
+    #: For ``settle`` seconds after a storm cut, a lost slot is moved rather than given up (slots were
+    #: picked blindly); ``max_moves`` moves within ``move_memory`` mean the account is simply full.
+    settle: float = 4.0
+    max_moves: int = 3
+    move_memory: float = 5.0
+    #: Probing: the wait before taking one more slot is ``probe_interval × sqrt(share)`` (× 0.5–1.5
+    #: at random), halved after every probe that was not refused, never below ``min_probe_interval``;
+    #: a probe is good once ``probe_window`` has passed without a refusal.
     probe_interval: float = 30.0
     min_probe_interval: float = 0.3
     probe_window: float = 1.2
-    storm_factor: float = 1.5
-    min_growth: int = 5
-    move_memory: float = 5.0
-    max_moves: int = 3
-    settle: float = 4.0
-    young: float = 2.0
-    quiet: float = 20.0
+    #: Within a slot, a process sends ``yield_step`` later per slot it holds beyond one (at most
+    #: ``max_yield``, under the grid margin): two requests in one slot go to the smaller holder.
     yield_step: float = 0.003
     max_yield: float = 0.012
 
 
 class AdaptiveBucket(TokenBucket):
-    """A slotted, adaptive bucket (issue 13)."""
+    """A pacer that shares one account's limit with other processes it cannot see (issue 13).
+
+    The service refuses a request when ``limit`` requests were accepted in the last ``window``;
+    refused requests cost nothing but a round trip. Evenly paced, independent processes at a total
+    below the limit still collide in such a window (two requests 1 ms apart count like two), and
+    one that probes up takes a slot from whoever sends next. So the bucket paces in **slots**:
+
+    * **Alone** (no throttle has shown another process for ``shared_memory``): evenly spaced at
+      ``ceiling × slots ÷ (slots × (1 + margin))``; the margin follows jitter (starts at 3 %,
+      narrows while nothing is refused, widens when a throttle shows only our own requests).
+    * **Shared**: every process cuts time into the same grid — period ``window × (1 +
+      shared_margin)`` of wall-clock time, ``ceiling × window`` slots — and sends only in the slots
+      it holds. Processes holding different slots never exceed the limit in any window, whatever
+      their number; two in one slot **contest** it: the service keeps the first request, the loser
+      gives the slot up (the smaller holder sends first, so contests move slots toward a fair share).
+    * **Storms** (a throttle reports ``storm_factor × limit`` requests, or we just started): our
+      share is how much of the growth of the service's count was ours; keep that many slots and
+      send nothing until the window has drained.
+    * **Probing**: while holding fewer slots than the ceiling, take one more now and then (small
+      holders more often); a refused probe gives it back; unrefused probes speed up the next.
+
+    Feedback comes from the hook: ``on_success(sent_at)``, ``on_throttled(sent_at, message)``
+    (``sent_at`` = ``now()`` just after ``acquire``; the message is the service's, whose counts are
+    used). Thread- and asyncio-safe: state changes under one lock, no lock is held while waiting.
+    The clock is wall time by default so that processes (and hosts, NTP-synced) share the grid.
+    """
 
     def __init__(
         self,
@@ -248,74 +284,65 @@ class AdaptiveBucket(TokenBucket):
         super().__init__(ceiling, burst, clock=clock, ledger_size=ledger_size)
         self.params = p = params or AdaptiveParams()
         self._rng = random.Random(seed)
-        self._slots = max(1, math.ceil(ceiling * p.window - 1e-9))
-        self._owned: set[int] = set(range(self._slots * p.phases))
-        self._by_phase = self._index()
+        self._slots = _slots(ceiling, p.window)
+        self._owned: frozenset[int] = frozenset(range(self._slots))
+        self._sorted: list[int] = sorted(self._owned)
         now = clock()
         self._margin = p.start_margin
-        self._margin_at = now
         self._margin_base = p.start_margin
+        self._margin_at = now
+        self._last_widen = -math.inf
         self._shared_until = -math.inf
         self._last_grant = -math.inf
-        self._born = math.inf  # first grant
-        self._last_widen = -math.inf
+        self._born = math.inf
         self._storm_hold = -math.inf
-        self._probing: set[int] = set()
+        self._recent: deque[tuple[float, int]] = deque(maxlen=64)  # (sent, seen) of recent throttles
+        self._moves: deque[float] = deque(maxlen=8)
+        self._target = self._slots
+        self._probing: frozenset[int] = frozenset()
         self._probe_started = 0.0
         self._streak = 0
         self._next_probe = now + self._interval()
-        self._target = len(self._owned)
-        self._recent: deque[tuple[float, int]] = deque(maxlen=64)  # (sent, seen) of recent throttles
-        self._moves: deque[float] = deque(maxlen=8)
+        #: Counters for benchmarks and logs.
         self.cuts = 0
         self.widenings = 0
         self.probes = 0
         self.failed_probes = 0
+        self.storms = 0
 
     # ---- state ------------------------------------------------------------------------------
     @property
-    def units(self) -> int:
-        """Send opportunities per ``phases`` periods this bucket owns (``slots × phases`` at most)."""
+    def budget(self) -> int:
+        """Requests per period this bucket sends now (the slots it holds)."""
         return len(self._owned)
 
     @property
-    def budget(self) -> float:
-        """Requests per period this bucket sends now (owned units ÷ phases)."""
-        return len(self._owned) / self.params.phases
-
-    @property
     def pacing_rate(self) -> float:
-        """Calls per second this bucket sends at now (≤ ``rate``)."""
-        return self.budget / self._period(self._clock())
+        """Calls per second this bucket sends at now (at most ``rate``)."""
+        return len(self._owned) / self._period(self._clock())
 
-    def _shared(self, now: float) -> bool:
-        return now < self._shared_until
+    def shared(self) -> bool:
+        """Whether the bucket paces on the common grid (another process was seen recently)."""
+        return self._clock() < self._shared_until
 
     def _period(self, now: float) -> float:
-        p = self.params
-        margin = p.shared_margin if self._shared(now) else self._margin
-        return max(p.window, self._slots / self._rate) * (1.0 + margin)
+        margin = self.params.shared_margin if now < self._shared_until else self._margin
+        return max(self.params.window, self._slots / self._rate) * (1.0 + margin)
 
-    def _index(self) -> list[list[int]]:
-        by_phase: list[list[int]] = [[] for _ in range(self.params.phases)]
-        for unit in sorted(self._owned):
-            by_phase[unit // self._slots].append(unit % self._slots)
-        return by_phase
-
-    def _set_owned(self, owned: set[int]) -> None:
-        self._owned = owned
-        self._by_phase = self._index()
+    def _hold(self, owned: frozenset[int] | set[int]) -> None:
+        self._owned = frozenset(owned)
+        self._sorted = sorted(self._owned)
 
     def set_rate(self, rate: float) -> None:
+        """Change the ceiling (a connection edited to another ``process_image_rate``)."""
         _check_rate(rate)
         with self._lock:
-            p = self.params
-            full = len(self._owned) == self._slots * p.phases
+            full = len(self._owned) == self._slots
             self._rate = float(rate)
-            self._slots = max(1, math.ceil(rate * p.window - 1e-9))
-            total = self._slots * p.phases
-            kept = {u for u in self._owned if u % self._slots < self._slots and u < total}
-            self._set_owned(set(range(total)) if full or not kept else kept)
+            self._slots = _slots(rate, self.params.window)
+            kept = {j for j in self._owned if j < self._slots}
+            self._hold(set(range(self._slots)) if full or not kept else kept)
+            self._target = min(self._target, self._slots)
 
     # ---- reservations -------------------------------------------------------------------------
     def _reserve(self) -> tuple[float, Any]:
@@ -323,137 +350,133 @@ class AdaptiveBucket(TokenBucket):
             now = self._clock()
             p = self.params
             period = self._period(now)
-            unit = None
-            gap = p.window / self._slots * (1 - 1e-9)  # never faster than the ceiling
-            earliest = max(now, self._last_grant + gap)
-            if not self._shared(now):  # alone: evenly spaced at the adaptive rate, any phase
-                send_at = max(now, self._last_grant + period / self.budget)
-            else:  # shared: the owned units of the common grid
+            if self._last_grant > now + 60 * period:  # the wall clock stepped back: start afresh
+                self._last_grant = -math.inf
+            # Never two grants closer than the ceiling allows, whatever the grid does.
+            earliest = max(now, self._last_grant + p.window / self._slots * (1 - 1e-9))
+            slot: int | None = None
+            if now >= self._shared_until:  # alone: evenly spaced, any phase
+                send_at = max(now, self._last_grant + period / len(self._owned))
+            else:  # shared: the next instance of a slot we hold
                 width = period / self._slots
+                offset = self._yield_offset()
                 cycle = math.floor(earliest / period)
-                send_at = None
-                while send_at is None:
+                found: float | None = None
+                while found is None:
                     base = cycle * period
-                    for j in self._by_phase[cycle % p.phases]:
-                        t = base + j * width + self._yield_offset()
+                    for j in self._sorted:
+                        t = base + j * width + offset
                         if t >= earliest:
-                            send_at = t
-                            unit = (cycle % p.phases) * self._slots + j
+                            found, slot = t, j
                             break
                     cycle += 1
+                send_at = found
             self._last_grant = send_at
             self._born = min(self._born, send_at)
             self.ledger.append(send_at)
-            return send_at - now, (self.epoch, unit)
+            return send_at - now, (self.epoch, slot)
 
     def still_valid(self, ticket: Any) -> bool:
-        epoch, unit = ticket
-        return epoch == self.epoch and (unit is None or unit in self._owned)
+        """A reservation stays good unless the bucket paused or gave its slot up meanwhile."""
+        epoch, slot = ticket
+        return bool(epoch == self.epoch and (slot is None or slot in self._owned))
 
     def _yield_offset(self) -> float:
-        """Send a little later the more units we hold: when two processes send in the same unit,
-        the service keeps the earlier request, so contests go to the smaller holder (fairness)."""
         p = self.params
         held = len(self._owned) - len(self._probing)  # a probe competes at the size we had before it
-        return min(p.max_yield, p.yield_step * max(0.0, held / p.phases - 1))
+        return min(p.max_yield, p.yield_step * max(0, held - 1))
 
-    def _unit_of(self, sent: float) -> int:
+    def _slot_of(self, sent: float) -> int:
         period = self._period(sent)
-        cycle = math.floor(sent / period + 0.5 / self._slots)
-        slot = int((sent - cycle * period) / (period / self._slots) + 0.5) % self._slots
-        return (cycle % self.params.phases) * self._slots + slot
+        return int((sent % period) / (period / self._slots) + 0.5) % self._slots
 
     # ---- feedback -----------------------------------------------------------------------------
     def on_success(self, sent_at: float | None = None) -> None:
+        """A call paced by this bucket was answered (not throttled): narrow the margin; probe."""
         with self._lock:
             self.successes += 1
             p = self.params
             now = self._clock()
             self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
             if self._probing and now >= self._probe_started + p.probe_window:
-                self._probing = set()
-                # Speed up only while nothing of ours is refused: in a full account a won probe evicts
-                # someone (and our next one is likely refused); after others left, every probe wins.
-                self._streak = self._streak + 1 if now - self._last_throttle >= p.quiet else 0
+                self._probing = frozenset()  # nobody refused it: keep the slot(s), speed up
+                self._streak += 1
                 self._target = max(self._target, len(self._owned))
                 self._next_probe = now + self._interval()
-            total = self._slots * p.phases
-            if not self._probing and len(self._owned) < total and now >= self._next_probe:
-                free = [u for u in range(total) if u not in self._owned]
-                step = min(len(free), 2 ** max(0, min(self._streak - 1, 6)))
-                self._probing = set(self._rng.sample(free, step))
-                self._set_owned(self._owned | self._probing)
+            if not self._probing and len(self._owned) < self._slots and now >= self._next_probe:
+                free = [j for j in range(self._slots) if j not in self._owned]
+                step = min(len(free), 2 ** max(0, min(self._streak - 1, 3)))
+                self._probing = frozenset(self._rng.sample(free, step))
+                self._hold(self._owned | self._probing)
                 self._probe_started = now
                 self.probes += 1
 
-    def _interval(self) -> float:
-        """Seconds to the next probe: small holders probe more often than large ones, so contests
-        move units toward a fair share and the account-wide probing rate hardly depends on how many
-        processes share it; every won probe in a row halves the wait (capacity freed up)."""
-        p = self.params
-        share = len(self._owned) / (self._slots * p.phases)
-        base = p.probe_interval * math.sqrt(share) * self._rng.uniform(0.5, 1.5)
-        return max(p.min_probe_interval, base / 2**self._streak)
-
     def on_throttled(self, sent_at: float | None = None, message: str | None = None) -> None:
+        """The service refused a call sent at ``sent_at`` with ``message`` (``RequestLimitExceeded``)."""
         with self._lock:
             self.throttles += 1
             p = self.params
             now = self._clock()
             sent = now if sent_at is None else sent_at
-            counts = _counts(message)
+            counts = throttle_counts(message)
             own = sum(1 for t in self.ledger if sent - p.window < t <= sent)
-            if counts is not None and counts[0] - own <= p.alone_others and not self._shared(now):
-                if self._margin < p.max_margin:  # alone: jitter pushed a request into the window
-                    if sent >= self._last_widen + p.hold:
-                        self._margin = self._margin_base = min(p.max_margin, self._margin + p.margin_step)
-                        self._margin_at = now
-                        self._last_widen = now
-                        self.widenings += 1
-                    return
-            self._shared_until = now + p.shared_memory
-            self._last_throttle = now
-            if sent < self._storm_hold:  # the window is still full of the storm we already cut for
+            alone = counts is not None and counts[0] - own <= p.alone_others and now >= self._shared_until
+            if alone and self._margin < p.max_margin:  # only our own requests: jitter, widen the margin
+                if sent >= self._last_widen + p.hold:
+                    self._margin = self._margin_base = min(p.max_margin, self._margin + p.margin_step)
+                    self._margin_at = self._last_widen = now
+                    self.widenings += 1
                 return
-            unit = self._unit_of(sent)
-            if unit in self._probing:
+            self._shared_until = now + p.shared_memory
+            if sent < self._storm_hold:  # the window is still full of the storm we cut for
+                return
+            slot = self._slot_of(sent)
+            if slot in self._probing:
                 self.failed_probes += 1
             if counts is not None:
                 self._recent.append((sent, counts[0]))
-            self._probing = set()
-            young = sent < self._born + p.young  # we just started: others were here first
+            self._probing = frozenset()
+            young = sent < self._born + p.young
             if counts is not None and (counts[0] >= p.storm_factor * counts[1] or young):
-                self._storm(sent, now, unit, own, *counts)
+                self._storm(sent, now, slot, own, *counts)
                 return
-            if unit in self._owned:
-                self._contest_lost(unit, now)
+            if slot in self._owned:
+                self._contest_lost(slot, now)
             self._streak = 0
             self._next_probe = now + self._interval()
 
-    def _contest_lost(self, unit: int, now: float) -> None:
-        """Another process sent in the same unit and the service kept theirs: give the unit up if we
-        hold more than our share (or keep losing), otherwise move to another unit."""
+    def _interval(self) -> float:
+        """Wait before the next probe: ``sqrt(share)`` makes small holders probe more often (their
+        probes win contests against larger ones) while the whole account's probing rate grows only
+        slowly with the number of processes; each unrefused probe in a row halves it."""
         p = self.params
-        recent_moves = sum(1 for t in self._moves if t > now - p.move_memory)
-        settling = now < self._storm_hold + p.settle  # right after a storm cut: units were picked blindly
-        crowded = len(self._owned) > max(1, self._target) or recent_moves >= p.max_moves
+        share = len(self._owned) / self._slots
+        base = p.probe_interval * math.sqrt(share) * self._rng.uniform(0.5, 1.5)
+        return max(p.min_probe_interval, base / 2**self._streak)
+
+    def _contest_lost(self, slot: int, now: float) -> None:
+        """Another process sent in our slot and the service kept theirs: give it up — or, right after
+        a storm (slots picked blindly) and within our share, move to another slot."""
+        p = self.params
+        moves = sum(1 for t in self._moves if t > now - p.move_memory)
+        settling = now < self._storm_hold + p.settle
+        crowded = len(self._owned) > max(1, self._target) or moves >= p.max_moves
         if len(self._owned) > 1 and (crowded or not settling):
-            self._set_owned(self._owned - {unit})
+            self._hold(self._owned - {slot})
             self._target = min(self._target, len(self._owned))
             self.cuts += 1
             return
-        total = self._slots * p.phases
-        others = [u for u in range(total) if u not in self._owned]
-        if others:
-            self._set_owned((self._owned - {unit}) | {self._rng.choice(others)})
+        others = [j for j in range(self._slots) if j not in self._owned]
+        if others:  # our only slot (or settling): try another one
+            self._hold((self._owned - {slot}) | {self._rng.choice(others)})
             self._moves.append(now)
 
-    def _storm(self, sent: float, now: float, unit: int, own: int, seen: int, limit: int) -> None:
-        """Many processes at once: keep our share of the limit and wait for the window to drain.
+    def _storm(self, sent: float, now: float, slot: int, own: int, seen: int, limit: int) -> None:
+        """Several processes at full speed: keep our share and wait for the window to drain.
 
-        Our share is how much of the account's recent *growth* in requests was ours: between an
-        earlier throttle's count and this one, the service saw ``seen - seen_then`` requests and we
-        sent some of them. Growth, unlike totals, does not favour the process that started first.
+        Our share is how much of the service's count *growth* between an earlier throttle and this
+        one was ours (growth, unlike the totals, does not favour whoever started first); without an
+        earlier throttle, our part of the reported count.
         """
         p = self.params
         share = own / seen
@@ -462,15 +485,17 @@ class AdaptiveBucket(TokenBucket):
                 mine = sum(1 for t in self.ledger if then < t <= sent)
                 share = min(1.0, mine / (seen - seen_then))
                 break
-        total = self._slots * p.phases
-        self._target = max(1, min(len(self._owned) - 1, math.floor(share * limit / self._slots * total)))
-        rest = sorted(self._owned - {unit})
+        self._target = max(1, min(len(self._owned) - 1, math.floor(share * limit * p.window)))
+        rest = sorted(self._owned - {slot})
         self._rng.shuffle(rest)
-        self._set_owned(set(rest[: self._target]) or {unit})
+        self._hold(set(rest[: self._target]) or {slot})
         self._storm_hold = now + p.hold
-        self.cuts += 1
         self._streak = 0
-        self._next_probe = now + p.hold + self._rng.uniform(0.5, 2.5)  # fill what rounding left free
+        self._next_probe = now + p.hold + self._rng.uniform(0.5, 2.5)  # fill what rounding left
+        self.cuts += 1
+        self.storms += 1
+        # The window stays full until the storm's requests age out: from one window after our
+        # oldest request in it, no sooner (others' are no older when all started together).
         mine_now = [t for t in self.ledger if sent - p.window < t <= sent]
         resume = min(mine_now, default=sent) + p.window * (1 + p.shared_margin)
         if resume > now:
@@ -478,13 +503,8 @@ class AdaptiveBucket(TokenBucket):
             self.epoch += 1
 
 
-def _counts(message: str | None) -> tuple[int, int] | None:
-    if not message:
-        return None
-    match = _THROTTLE_COUNTS.search(message)
-    if match is None:
-        return None
-    return int(match.group(1)), int(match.group(2))
+def _slots(ceiling: float, window: float) -> int:
+    return max(1, math.ceil(ceiling * window - 1e-9))
 
 
 def _check_rate(rate: float) -> None:
