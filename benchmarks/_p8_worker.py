@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
+import harness
 
 harness.isolate_airflow()
 
@@ -44,20 +44,18 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
         ends.append(time.monotonic())
         return out
 
-    trace: list[tuple[float, float, str, int]] = []
-    if os.environ.get("P8_TRACE_DIR"):  # diagnostics: every outcome the bucket was told about
-        _trace_buckets(_pacing, trace)
-    op = harness.batch_operator(part, wait_for_completion=False, submit_concurrency=concurrency,
-                                task_id=f"p8_{part.replace('=', '_')}")
+    op = harness.batch_operator(
+        part,
+        wait_for_completion=False,
+        submit_concurrency=concurrency,
+        task_id=f"p8_{part.replace('=', '_')}",
+    )
     t0 = time.monotonic()
     MpsHook.process_image = recorded  # type: ignore[method-assign]
     try:
         summary = op.execute(harness.context())
     finally:
         MpsHook.process_image = real  # type: ignore[method-assign]
-    if trace:
-        out = Path(os.environ["P8_TRACE_DIR"]) / f"{mode}_{part}.json"
-        out.write_text(json.dumps(trace))
     buckets = [b for key, b in _pacing._REGISTRY.items() if key[-1] == "ProcessImage"]  # bench-only peek
     bucket = buckets[0] if buckets else None
     return {
@@ -68,30 +66,20 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
         "last_submit_end": max(ends) if ends else None,
         "submitted": int(summary.get("submitted", 0)),
         "failed": int(summary.get("failed", 0) or 0),
-        "bucket": None if bucket is None else {
+        "bucket": None
+        if bucket is None
+        else {
             "kind": type(bucket).__name__,
             "throttles_seen": bucket.throttles,
             "successes": bucket.successes,
             "final_rate": round(getattr(bucket, "pacing_rate", bucket.rate), 3),
-            **{name: getattr(bucket, name) for name in ("cuts", "widenings", "probes", "failed_probes")
-               if hasattr(bucket, name)},
+            **{
+                name: getattr(bucket, name)
+                for name in ("budget", "storms", "cuts", "widenings", "probes", "failed_probes")
+                if hasattr(bucket, name)
+            },
         },
     }
-
-
-def _trace_buckets(pacing: Any, trace: list[tuple[float, float, str, int]]) -> None:
-    cls = pacing.AdaptiveBucket
-    ok, thr = cls.on_success, cls.on_throttled
-
-    def on_success(self: Any, sent_at: float | None = None) -> None:
-        ok(self, sent_at)
-        trace.append((self.now(), sent_at or 0.0, "ok", self.budget))
-
-    def on_throttled(self: Any, sent_at: float | None = None, message: str | None = None) -> None:
-        thr(self, sent_at, message)
-        trace.append((self.now(), sent_at or 0.0, "thr " + (message or "")[:60], self.budget))
-
-    cls.on_success, cls.on_throttled = on_success, on_throttled
 
 
 def main() -> int:
@@ -99,9 +87,10 @@ def main() -> int:
     proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
     # Everything a run needs, imported before "ready" so start-up cost never lands inside a run.
+    from tencentcloud.mps.v20190612 import models, mps_client  # noqa: F401
+
     import airflow_mps.operators.batch  # noqa: F401
     from airflow_mps.hooks.mps import MpsHook
-    from tencentcloud.mps.v20190612 import mps_client, models  # noqa: F401
 
     MpsHook().get_settings()
     print("ready", file=proto, flush=True)

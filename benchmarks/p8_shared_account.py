@@ -37,10 +37,18 @@ class _Workers:
     """K worker processes, started once and reused by every run (start-up cost paid once)."""
 
     def __init__(self, k: int) -> None:
-        self.logs = [tempfile.TemporaryFile("w+") for _ in range(k)]  # the workers' stderr (Airflow logs)
+        # The workers' stderr (Airflow's logs), read back only to explain a failure; closed in close().
+        self.logs = [tempfile.TemporaryFile("w+") for _ in range(k)]  # noqa: SIM115
         self.procs = [
-            subprocess.Popen([sys.executable, str(HERE / "_p8_worker.py")], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=log, text=True, cwd=harness.REPO_ROOT, bufsize=1)
+            subprocess.Popen(
+                [sys.executable, str(HERE / "_p8_worker.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                cwd=harness.REPO_ROOT,
+                bufsize=1,
+            )
             for log in self.logs
         ]
         for i, proc in enumerate(self.procs):
@@ -55,7 +63,7 @@ class _Workers:
     def run(self, k: int, mode: str, parts: list[str], concurrency: int) -> list[dict[str, Any]]:
         """Start ``k`` runs at once (one command per process, written back to back); collect them."""
         procs = self.procs[:k]
-        for proc, part in zip(procs, parts):
+        for proc, part in zip(procs, parts, strict=True):
             assert proc.stdin is not None
             proc.stdin.write(f"run {mode} {part} {concurrency}\n")
             proc.stdin.flush()
@@ -124,27 +132,34 @@ def p8_shared_account(sizes: Any) -> Result:
         detail={
             "limit_per_s": PROCESS_IMAGE_LIMIT,
             "submit_concurrency": sizes.p8_concurrency,
-            "targets": {"aggregate_ratio": f">= {TARGET_AGGREGATE}", "throttled_share": f"<= {TARGET_THROTTLED}",
-                        "failures": 0},
+            "targets": {
+                "aggregate_ratio": f">= {TARGET_AGGREGATE}",
+                "throttled_share": f"<= {TARGET_THROTTLED}",
+                "failures": 0,
+            },
             "throttled_share_max": max(r["throttled_share"] for r in adaptive),
             "failures_total": sum(r["failures"] for r in adaptive),
             "baseline_is": "the same K processes with fixed pacing at 97 % of the limit each (the "
-                           "pre-issue-13 pacer), relying on throttle retries",
+            "pre-issue-13 pacer), relying on throttle retries",
             **runs,
         },
     )
 
 
-def _summarise(k: int, n: int, mode: str, results: list[dict[str, Any]], before: dict[str, Any],
-               after: dict[str, Any]) -> dict[str, Any]:
+def _summarise(
+    k: int, n: int, mode: str, results: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any]:
     received = count(after, "ProcessImage") - count(before, "ProcessImage")
     throttled = count(after, "ProcessImage", "throttled") - count(before, "ProcessImage", "throttled")
     submitted = sum(r["submitted"] for r in results)
     first = min(r["first_submit"] for r in results if r["first_submit"] is not None)
     ends = [r["last_submit_end"] for r in results if r["last_submit_end"] is not None]
     span = max(ends) - first
-    rates = [r["submitted"] / (r["last_submit_end"] - r["first_submit"]) for r in results
-             if r["first_submit"] is not None and r["last_submit_end"] > r["first_submit"]]
+    rates = [
+        r["submitted"] / (r["last_submit_end"] - r["first_submit"])
+        for r in results
+        if r["first_submit"] is not None and r["last_submit_end"] > r["first_submit"]
+    ]
     return {
         "k": k,
         "mode": mode,

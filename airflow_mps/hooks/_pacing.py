@@ -209,8 +209,8 @@ class AdaptiveParams:
     start_margin: float = 1 / HEADROOM - 1
     min_margin: float = 0.005
     max_margin: float = 0.10
-    margin_step: float = 0.01
-    margin_decay: float = 0.002
+    margin_step: float = 0.005
+    margin_decay: float = 0.004
     #: A throttle is "alone" when at most this many of the window's requests were not ours.
     alone_others: int = 1
     #: Margin of the common slot grid once the account is shared (must be the same in every process).
@@ -436,7 +436,7 @@ class AdaptiveBucket(TokenBucket):
             if counts is not None:
                 self._recent.append((sent, counts[0]))
             self._probing = frozenset()
-            young = sent < self._born + p.young
+            young = self._born <= sent < self._born + p.young
             if counts is not None and (counts[0] >= p.storm_factor * counts[1] or young):
                 self._storm(sent, now, slot, own, *counts)
                 return
