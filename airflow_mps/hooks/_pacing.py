@@ -211,8 +211,10 @@ class AdaptiveParams:
     max_margin: float = 0.10
     margin_step: float = 0.005
     margin_decay: float = 0.004
-    #: A throttle is "alone" when at most this many of the window's requests were not ours.
+    #: A throttle is "alone" when at most ``alone_others`` of the window's requests were not ours
+    #: (counting ours over the window + ``jitter``, the delay spread that squeezed them together).
     alone_others: int = 1
+    jitter: float = 0.1
     #: Margin of the common slot grid once the account is shared (must be the same in every process).
     shared_margin: float = 0.015
     #: How long after the last throttle that showed company the bucket stays on the grid.
@@ -420,7 +422,9 @@ class AdaptiveBucket(TokenBucket):
             sent = now if sent_at is None else sent_at
             counts = throttle_counts(message)
             own = sum(1 for t in self.ledger if sent - p.window < t <= sent)
-            alone = counts is not None and counts[0] - own <= p.alone_others and now >= self._shared_until
+            # Jitter is what squeezes our own requests into one window: count ours a little wider.
+            near = sum(1 for t in self.ledger if sent - p.window - p.jitter < t <= sent)
+            alone = counts is not None and counts[0] - near <= p.alone_others and now >= self._shared_until
             if alone and self._margin < p.max_margin:  # only our own requests: jitter, widen the margin
                 if sent >= self._last_widen + p.hold:
                     self._margin = self._margin_base = min(p.max_margin, self._margin + p.margin_step)

@@ -97,7 +97,7 @@ def test_a_throttle_showing_other_processes_moves_the_bucket_onto_the_grid() -> 
     for t in send(bucket, clock, 60):  # 3 s old: not "young" any more
         bucket.on_success(t)
     (t,) = send(bucket, clock)
-    bucket.on_throttled(t, message(22))  # 22 seen, ~20 ours, the window had others too
+    bucket.on_throttled(t, message(25))  # 25 seen, ~20 ours: the window had others too
     assert bucket.shared()
     assert bucket.budget == 19  # the contested slot was given up (not a storm: 22 < 1.5 × 20)
     params = AdaptiveParams()
@@ -115,7 +115,7 @@ def test_losing_a_contest_voids_the_reservations_already_made_in_that_slot() -> 
     bucket = AdaptiveBucket(20, clock=clock, seed=2)
     send(bucket, clock, 60)
     (t,) = send(bucket, clock)
-    bucket.on_throttled(t, message(22))  # onto the grid
+    bucket.on_throttled(t, message(25))  # onto the grid
     delay, ticket = bucket._reserve()
     _, slot = ticket
     assert bucket.still_valid(ticket)
@@ -225,7 +225,7 @@ def test_never_more_grants_than_the_ceiling_in_any_window() -> None:
     for t in send(bucket, clock, 100):
         bucket.on_success(t)
     (t,) = send(bucket, clock)
-    bucket.on_throttled(t, message(22))  # onto the grid: the switch must not squeeze two grants
+    bucket.on_throttled(t, message(25))  # onto the grid: the switch must not squeeze two grants
     for t in send(bucket, clock, 300):
         bucket.on_success(t)
     assert bucket.max_in_window(1.0) <= 20
