@@ -421,7 +421,6 @@ class AdaptiveBucket(TokenBucket):
             now = self._clock()
             sent = now if sent_at is None else sent_at
             counts = throttle_counts(message)
-            own = sum(1 for t in self.ledger if sent - p.window < t <= sent)
             # Jitter is what squeezes our own requests into one window: count ours a little wider.
             near = sum(1 for t in self.ledger if sent - p.window - p.jitter < t <= sent)
             alone = counts is not None and counts[0] - near <= p.alone_others and now >= self._shared_until
@@ -441,8 +440,8 @@ class AdaptiveBucket(TokenBucket):
                 self._recent.append((sent, counts[0]))
             self._probing = frozenset()
             young = self._born <= sent < self._born + p.young
-            if counts is not None and (counts[0] >= p.storm_factor * counts[1] or young):
-                self._storm(sent, now, slot, own, *counts)
+            stormy = counts is not None and (counts[0] >= p.storm_factor * counts[1] or young)
+            if stormy and counts is not None and self._storm(sent, now, slot, *counts):
                 return
             if slot in self._owned:
                 self._contest_lost(slot, now)
@@ -475,20 +474,24 @@ class AdaptiveBucket(TokenBucket):
             self._hold((self._owned - {slot}) | {self._rng.choice(others)})
             self._moves.append(now)
 
-    def _storm(self, sent: float, now: float, slot: int, own: int, seen: int, limit: int) -> None:
+    def _storm(self, sent: float, now: float, slot: int, seen: int, limit: int) -> bool:
         """Several processes at full speed: keep our share and wait for the window to drain.
 
-        Our share is how much of the service's count *growth* between an earlier throttle and this
-        one was ours (growth, unlike the totals, does not favour whoever started first); without an
-        earlier throttle, our part of the reported count.
+        Our share is how much of the growth of the service's count, between an earlier throttle of
+        ours and this one, was our requests. Growth, unlike totals, does not favour whoever started
+        first (a process alone for a while fills most of the window itself). Without an earlier
+        throttle to compare with, returns False: this one is handled as a lost contest, and the
+        next one — a storm refuses again within a request or two — decides.
         """
         p = self.params
-        share = own / seen
+        share = None
         for then, seen_then in self._recent:
             if then >= sent - p.window and seen - seen_then >= p.min_growth:
                 mine = sum(1 for t in self.ledger if then < t <= sent)
                 share = min(1.0, mine / (seen - seen_then))
                 break
+        if share is None:
+            return False
         self._target = max(1, min(len(self._owned) - 1, math.floor(share * limit * p.window)))
         rest = sorted(self._owned - {slot})
         self._rng.shuffle(rest)
@@ -505,6 +508,7 @@ class AdaptiveBucket(TokenBucket):
         if resume > now:
             self._last_grant = max(self._last_grant, resume - p.window / self._slots)
             self.epoch += 1
+        return True
 
 
 def _slots(ceiling: float, window: float) -> int:

@@ -144,29 +144,35 @@ def test_a_storm_keeps_our_share_of_the_growth_and_waits_for_the_window_to_drain
     window that the start-up burst filled has drained."""
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, seed=5)
-    times = send(bucket, clock, 6)  # ~0.3 s at 19.4/s
-    bucket.on_throttled(times[2], message(21))  # young: counts as a storm at once
-    assert bucket.storms == 1
-    first_cut = bucket.budget
-    # A second bucket that saw the count grow: 8 of its own among 32 new requests.
-    other = AdaptiveBucket(20, clock=clock, seed=6)
-    sent = send(other, clock, 10)
-    other._recent.append((sent[1], 24))
-    other.on_throttled(sent[9], message(24 + 32))
-    assert other.budget == 5  # share 8 / 32 of 20 slots
-    assert 1 <= first_cut <= 19
-    # Paused: the next grant is one window after our oldest request in it.
-    delay = other.reserve()
+    sent = send(bucket, clock, 10)
+    bucket.on_throttled(sent[1], message(24))  # young: a storm, but nothing to compare with yet ...
+    assert bucket.storms == 0 and bucket.budget == 19  # ... so handled as a lost contest
+    bucket.on_throttled(sent[9], message(24 + 32))  # 32 more seen, 8 of them ours
+    assert bucket.storms == 1 and bucket.budget == 5  # share 8 / 32 of 20 slots
+    delay = bucket.reserve()  # paused: one window after our oldest request in it
     assert clock.now + delay >= sent[0] + 1.0
+
+
+def test_growth_does_not_favour_the_process_that_started_first() -> None:
+    """Alone for a while, a process fills most of the window itself; when others arrive, its share
+    is measured on what the service saw since, not on the window's total."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, seed=6)
+    sent = send(bucket, clock, 14)  # ~0.7 s alone: 14 of the window's requests are ours
+    bucket.on_throttled(sent[11], message(30))  # others arrived: 30 seen, ~12 ours
+    bucket.on_throttled(sent[13], message(40))  # 10 more seen, 2 of them ours
+    assert bucket.budget == 4  # 2 / 10 of the limit, not 14 / 40
 
 
 def test_throttles_during_the_storm_pause_are_echoes() -> None:
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, seed=7)
-    times = send(bucket, clock, 6)
-    bucket.on_throttled(times[3], message(40))
+    times = send(bucket, clock, 8)
+    bucket.on_throttled(times[1], message(24))
+    bucket.on_throttled(times[5], message(40))
+    assert bucket.storms == 1
     kept = bucket.budget
-    for t in times[4:]:
+    for t in times[6:]:
         bucket.on_throttled(t, message(44))  # sent before the cut took effect
     assert bucket.budget == kept and bucket.storms == 1
 
@@ -175,9 +181,10 @@ def test_a_pause_makes_sleeping_workers_reserve_again() -> None:
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, seed=8)
     times = send(bucket, clock, 6)
+    bucket.on_throttled(times[1], message(24))
     delay, ticket = bucket._reserve()  # a worker is sleeping toward this slot ...
-    bucket.on_throttled(times[3], message(60))  # ... when the storm cut arrives
-    assert not bucket.still_valid(ticket)
+    bucket.on_throttled(times[4], message(60))  # ... when the storm cut arrives
+    assert bucket.storms == 1 and not bucket.still_valid(ticket)
     waited = bucket.acquire(sleep=clock.sleep)  # acquire re-reserves after the pause
     assert clock.now >= times[0] + 1.0 and waited > delay
 
