@@ -224,7 +224,7 @@ class AdaptiveParams:
     storm_factor: float = 1.5
     young: float = 2.0
     #: Minimum growth of the reported count between two throttles to measure our share from it.
-    min_growth: int = 5
+    min_growth: int = 15
     #: After a storm cut, throttles of requests sent within ``hold`` are echoes of the storm.
     hold: float = 1.0
     #: For ``settle`` seconds after a storm cut, a lost slot is moved rather than given up (slots were

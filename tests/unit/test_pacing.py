@@ -147,7 +147,7 @@ def test_a_storm_keeps_our_share_of_the_growth_and_waits_for_the_window_to_drain
     sent = send(bucket, clock, 10)
     bucket.on_throttled(sent[1], message(24))  # young: a storm, but nothing to compare with yet ...
     assert bucket.storms == 0 and bucket.budget == 19  # ... so handled as a lost contest
-    bucket.on_throttled(sent[9], message(24 + 32))  # 32 more seen, 8 of them ours
+    bucket.on_throttled(sent[9], message(24 + 32))  # 32 more seen, 8 of them ours (>= min_growth)
     assert bucket.storms == 1 and bucket.budget == 5  # share 8 / 32 of 20 slots
     delay = bucket.reserve()  # paused: one window after our oldest request in it
     assert clock.now + delay >= sent[0] + 1.0
@@ -158,10 +158,10 @@ def test_growth_does_not_favour_the_process_that_started_first() -> None:
     is measured on what the service saw since, not on the window's total."""
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, seed=6)
-    sent = send(bucket, clock, 14)  # ~0.7 s alone: 14 of the window's requests are ours
+    sent = send(bucket, clock, 16)  # ~0.8 s alone: 16 of the window's requests are ours
     bucket.on_throttled(sent[11], message(30))  # others arrived: 30 seen, ~12 ours
-    bucket.on_throttled(sent[13], message(40))  # 10 more seen, 2 of them ours
-    assert bucket.budget == 4  # 2 / 10 of the limit, not 14 / 40
+    bucket.on_throttled(sent[15], message(50))  # 20 more seen, 4 of them ours
+    assert bucket.budget == 4  # 4 / 20 of the limit, not 16 / 50
 
 
 def test_throttles_during_the_storm_pause_are_echoes() -> None:
