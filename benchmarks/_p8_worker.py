@@ -65,6 +65,7 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
         "first_submit": min(starts) if starts else None,
         "last_submit_end": max(ends) if ends else None,
         "submitted": int(summary.get("submitted", 0)),
+        "answered": [round(t, 4) for t in ends],
         "failed": int(summary.get("failed", 0) or 0),
         "bucket": None
         if bucket is None
