@@ -52,7 +52,7 @@ class Sizes:
 
 QUICK = Sizes(p1_n=80, p1_naive_n=20, p2_n=100, p2_poll=0.6, p3_n=30, p3_task_ms=1000, p4_n=100,
               p4_task_ms=1000, p5_runs=2, p6_n=100, p6_window=3.0, p7_images=3, p7_overhead_calls=50,
-              p8_n4=30, p8_n8=16)
+              p8_n4=24, p8_n8=12)
 SMOKE = Sizes(p1_n=20, p1_naive_n=10, p2_n=20, p2_poll=0.5, p3_n=10, p3_task_ms=500, p4_n=20,
               p4_task_ms=500, p5_runs=1, p6_n=20, p6_window=2.0, p7_images=1, p7_overhead_calls=10,
               p8_n4=6, p8_n8=3)
