@@ -206,11 +206,11 @@ class AdaptiveParams:
     #: Jitter margin while alone: the period is ``window × (1 + margin)``. Starts at the fixed
     #: pacer's headroom, narrows by ``margin_decay`` per second of quiet down to ``min_margin``, and
     #: widens by ``margin_step`` (up to ``max_margin``) when a throttle shows jitter, not company.
-    start_margin: float = 1 / HEADROOM - 1
+    start_margin: float = 0.02
     min_margin: float = 0.005
     max_margin: float = 0.10
     margin_step: float = 0.005
-    margin_decay: float = 0.004
+    margin_decay: float = 0.001
     #: A throttle is "alone" when at most ``alone_others`` of the window's requests were not ours
     #: (counting ours over the window + ``jitter``, the delay spread that squeezed them together).
     alone_others: int = 1
