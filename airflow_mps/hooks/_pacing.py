@@ -37,11 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: Fraction of the configured rate a fixed bucket paces at, and where an adaptive bucket starts. The
-#: service counts requests in a sliding one-second window; pacing at exactly the limit lets thread
-#: scheduling and network jitter put a 21st request into some window (measured: ~4 throttles per 100
-#: submissions at 100 %). At 97 % twenty requests span 1.03 s, absorbing ~30 ms of jitter. An adaptive
-#: bucket alone narrows that margin while nothing is refused (to 0.5 %) and widens it on jitter.
+#: Fraction of the configured rate a fixed bucket paces at. The service counts requests in a sliding
+#: one-second window; pacing at exactly the limit lets thread scheduling and network jitter put a 21st
+#: request into some window (measured: ~4 throttles per 100 submissions at 100 %). At 97 % twenty
+#: requests span 1.03 s, absorbing ~30 ms of jitter. An adaptive bucket alone instead starts at a 2 %
+#: margin, narrows it while nothing is refused (to 0.5 %) and widens it when jitter shows.
 HEADROOM = 0.97
 
 # The documented throttle message: "Your current request times equals to `21` in a second, which
@@ -203,9 +203,10 @@ class AdaptiveParams:
 
     #: The service's counting window.
     window: float = 1.0
-    #: Jitter margin while alone: the period is ``window × (1 + margin)``. Starts at the fixed
-    #: pacer's headroom, narrows by ``margin_decay`` per second of quiet down to ``min_margin``, and
-    #: widens by ``margin_step`` (up to ``max_margin``) when a throttle shows jitter, not company.
+    #: Jitter margin while alone: the period is ``window × (1 + margin)``. Starts at ``start_margin``,
+    #: narrows by ``margin_decay`` per second of quiet down to ``min_margin``, and widens by
+    #: ``margin_step`` (up to ``max_margin``) when a throttle shows jitter, not company. A jitter
+    #: throttle wastes a whole slot (1/20 s), so the margin narrows slowly.
     start_margin: float = 0.02
     min_margin: float = 0.005
     max_margin: float = 0.10
@@ -253,7 +254,7 @@ class AdaptiveBucket(TokenBucket):
     one that probes up takes a slot from whoever sends next. So the bucket paces in **slots**:
 
     * **Alone** (no throttle has shown another process for ``shared_memory``): evenly spaced at
-      ``ceiling × slots ÷ (slots × (1 + margin))``; the margin follows jitter (starts at 3 %,
+      ``ceiling ÷ (1 + margin)``; the margin follows jitter (starts at 2 %,
       narrows while nothing is refused, widens when a throttle shows only our own requests).
     * **Shared**: every process cuts time into the same grid — period ``window × (1 +
       shared_margin)`` of wall-clock time, ``ceiling × window`` slots — and sends only in the slots

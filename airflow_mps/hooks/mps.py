@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DESCRIBE_RATE = 100.0
-#: Fraction of the configured rate a bucket starts at (fixed pacing: stays at); see ``_pacing.HEADROOM``.
+#: Fraction of the configured rate the fixed pacer sends at (see ``_pacing.use_adaptive_pacing``).
 PACING_HEADROOM = HEADROOM
 TASK_STATUSES = ("WAITING", "PROCESSING", "FINISH")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

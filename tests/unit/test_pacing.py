@@ -61,16 +61,17 @@ def test_throttle_counts_reads_the_documented_message() -> None:
 
 
 # ---- alone: even spacing, a jitter margin that follows the service -----------------------------
-def test_alone_starts_at_the_fixed_headroom_and_narrows_while_nothing_is_refused() -> None:
+def test_alone_starts_with_a_margin_and_narrows_it_while_nothing_is_refused() -> None:
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock)
-    assert bucket.rate == bucket.ceiling == 20
-    assert bucket.pacing_rate == pytest.approx(20 * HEADROOM, rel=1e-3)
-    times = send(bucket, clock, 3)
-    assert times[1] - times[0] == pytest.approx(1 / (20 * HEADROOM), rel=1e-3)
-    for t in send(bucket, clock, 400):  # 20 s of successes
-        bucket.on_success(t)
     params = AdaptiveParams()
+    start = 20 / (1 + params.start_margin)
+    assert bucket.rate == bucket.ceiling == 20
+    assert bucket.pacing_rate == pytest.approx(start, rel=1e-3)
+    times = send(bucket, clock, 3)
+    assert times[1] - times[0] == pytest.approx(1 / start, rel=1e-3)
+    for t in send(bucket, clock, 600):  # 30 s of successes
+        bucket.on_success(t)
     assert bucket.pacing_rate == pytest.approx(20 / (1 + params.min_margin), rel=1e-3)
     assert not bucket.shared() and bucket.throttles == 0
     assert bucket.max_in_window(1.0) <= 20
@@ -275,7 +276,7 @@ def test_aacquire_waits_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> No
             await bucket.aacquire()
 
     asyncio.run(main())
-    assert slept == [pytest.approx(1 / (20 * HEADROOM), rel=1e-3)] * 2
+    assert slept == [pytest.approx((1 + AdaptiveParams().start_margin) / 20, rel=1e-3)] * 2
 
 
 def test_set_rate_changes_the_ceiling() -> None:
