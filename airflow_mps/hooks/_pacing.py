@@ -240,7 +240,8 @@ class AdaptiveParams:
     min_probe_interval: float = 0.3
     probe_window: float = 1.2
     #: Within a slot, a process sends ``yield_step`` later per slot it holds beyond one (at most
-    #: ``max_yield``, under the grid margin): two requests in one slot go to the smaller holder.
+    #: ``max_yield`` and 40 % of a slot, under the grid margin): two requests in one slot go to the
+    #: smaller holder.
     yield_step: float = 0.003
     max_yield: float = 0.012
 
@@ -362,7 +363,7 @@ class AdaptiveBucket(TokenBucket):
                 send_at = max(now, self._last_grant + period / len(self._owned))
             else:  # shared: the next instance of a slot we hold
                 width = period / self._slots
-                offset = self._yield_offset()
+                offset = min(self._yield_offset(), 0.4 * width)  # stay inside our slot (100/s: 10 ms)
                 cycle = math.floor(earliest / period)
                 found: float | None = None
                 while found is None:
