@@ -53,7 +53,7 @@ from airflow_mps.hooks._credentials import (
     proxy_password,
     resolve_settings,
 )
-from airflow_mps.hooks._pacing import TokenBucket, shared_bucket
+from airflow_mps.hooks._pacing import HEADROOM, TokenBucket, shared_bucket
 from airflow_mps.hooks._retry import Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks._steps import Sleep, Steps, adrive, drive
 from airflow_mps.hooks.failures import Failure, classify_failure
@@ -69,7 +69,7 @@ DESCRIBE_RATE = DEFAULT_DESCRIBE_RATE
 #: one-second window; pacing at exactly the limit lets thread-scheduling and network jitter put a
 #: 21st request into some window (measured: ~4 throttles per 100 submissions at 100%). At 97% twenty
 #: requests span 1.03 s, absorbing ~30 ms of jitter, and the rate stays above 95% of the limit.
-PACING_HEADROOM = 0.97
+PACING_HEADROOM = HEADROOM
 #: SDK loggers and the level we set when nobody configured them. qcloud_cos logs every HEAD 404 as a
 #: warning (object_exists) and its DEBUG output includes the security token; we report errors ourselves.
 _SDK_LOGGERS = {"tencentcloud_sdk_common": logging.WARNING, "qcloud_cos": logging.ERROR}
@@ -490,14 +490,24 @@ class TencentCloudBaseHook(BaseHook):
     def _bucket(self, settings: ClientSettings, action: str) -> TokenBucket:
         """The process-wide bucket of ``action``'s quota for this account (shared by every hook)."""
         name, rate = self._pacing(settings, action)
-        return shared_bucket((settings.pacing_key, name), rate * PACING_HEADROOM)
+        return shared_bucket((settings.pacing_key, name), rate)  # the ceiling; fixed pacing keeps HEADROOM
 
     # ---- the retry driver -----------------------------------------------------------------------
     def _after_failure(
-        self, exc: BaseException, action: str, clock: RetryClock, *, idempotent: bool
+        self,
+        exc: BaseException,
+        action: str,
+        clock: RetryClock,
+        *,
+        idempotent: bool,
+        bucket: TokenBucket | None = None,
+        sent_at: float | None = None,
     ) -> float:
-        """Classify a failed attempt; return the backoff delay, or raise (final error / reconcile)."""
+        """Classify a failed attempt; return the backoff delay, or raise (final error / reconcile).
+        A throttled attempt is reported to its bucket (an adaptive bucket cuts its share)."""
         failure = classify_failure(exc)
+        if failure.throttled and bucket is not None:
+            bucket.on_throttled(sent_at, failure.error.message)
         decision = self.retry_policy.decide(
             retryable=failure.error.retryable,
             throttled=failure.throttled,
@@ -546,11 +556,17 @@ class TencentCloudBaseHook(BaseHook):
         clock = RetryClock(self.retry_policy)
         while True:
             yield _Pace(bucket)
+            sent_at = bucket.now()
             try:
                 answer = yield _Send(action, params)
-                return response_of(action, answer)
+                response = response_of(action, answer)
             except Exception as exc:
-                delay = self._after_failure(exc, action, clock, idempotent=idempotent)
+                delay = self._after_failure(
+                    exc, action, clock, idempotent=idempotent, bucket=bucket, sent_at=sent_at
+                )
+            else:
+                bucket.on_success(sent_at)  # an adaptive bucket probes up on success
+                return response
             yield Sleep(delay)
 
     def _call(self, action: str, params: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:

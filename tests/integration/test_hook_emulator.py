@@ -315,9 +315,7 @@ def test_burst_of_100_from_8_threads_holds_to_the_rate(hook, emulator, images) -
     keys = images(100)
     emulator.reset()
     settings = hook.get_settings()
-    bucket = shared_bucket(
-        (settings.pacing_key, "ProcessImage"), settings.process_image_rate * PACING_HEADROOM
-    )
+    bucket = shared_bucket((settings.pacing_key, "ProcessImage"), settings.process_image_rate)
     errors: list = []
 
     def submit(batch: list[str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_mps.errors import MpsAuthError, MpsThrottledError, MpsTransientError, MpsValidationError
 from airflow_mps.hooks._credentials import resolve_settings
-from airflow_mps.hooks._pacing import TokenBucket, reset_shared_buckets, shared_bucket
+from airflow_mps.hooks._pacing import HEADROOM, TokenBucket, reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks.failures import classify_cos_failure, classify_failure
 from airflow_mps.ownership import input_matches
@@ -82,7 +82,7 @@ def test_shared_bucket_is_per_key_and_follows_latest_rate() -> None:
     assert shared_bucket(("AKID@x", "ProcessImage"), 20) is a
     assert shared_bucket(("AKID@y", "ProcessImage"), 20) is not a
     shared_bucket(("AKID@x", "ProcessImage"), 5)
-    assert a.rate == 5
+    assert a.rate == pytest.approx(5 * HEADROOM)  # fixed pacing (the default) sends at HEADROOM of it
     reset_shared_buckets()
 
 

@@ -134,14 +134,14 @@ def test_throttled_read_is_paced_retried_and_answered() -> None:
     assert _kinds(trace) == ["Ready", "Pace", "Send", "Sleep", "Pace", "Send"]
     assert trace[2].action == "DescribeImageTaskDetail" and trace[2].params == {"TaskId": "t-1"}
     # Describe* at the strictest documented limit, 20/s (mps-api.md §0.12), unless the connection says.
-    assert trace[1].bucket is shared_bucket((SETTINGS.pacing_key, "Describe"), 20 * PACING_HEADROOM)
+    assert trace[1].bucket is shared_bucket((SETTINGS.pacing_key, "Describe"), 20)
 
 
 def test_process_image_is_paced_by_its_own_quota() -> None:
     steps = _hook()._call_steps("ProcessImage", {}, idempotent=False)
     assert isinstance(next(steps), _Ready)
     pace = steps.send(SETTINGS)
-    assert pace.bucket is shared_bucket((SETTINGS.pacing_key, "ProcessImage"), 20 * PACING_HEADROOM)
+    assert pace.bucket is shared_bucket((SETTINGS.pacing_key, "ProcessImage"), 20)
     assert pace.bucket.rate == pytest.approx(20 * PACING_HEADROOM)
 
 
