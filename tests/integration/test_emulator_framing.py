@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from airflow_mps.emulator.cos.models import CosNoSuchKey
+from airflow_mps.emulator.cos.errors import CosNoSuchKey
 from airflow_mps.emulator.testing import EmulatorServer
 
 BUCKET = "framing-1250000000"

@@ -39,14 +39,9 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from airflow_mps.emulator.cos.auth import CosAuthConfig, CosAuthError, verify_request
-from airflow_mps.emulator.cos.models import (
-    MAX_LIST_KEYS,
-    CosBackend,
-    CosError,
-    CosInvalidArgument,
-    CosNoSuchBucket,
-    CosObjectMeta,
-)
+from airflow_mps.emulator.cos.errors import CosError, CosInvalidArgument, CosNoSuchBucket
+from airflow_mps.emulator.cos.listing import MAX_LIST_KEYS
+from airflow_mps.emulator.cos.models import CosBackend, CosObjectMeta
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse
 
 __all__ = ["CosTarget", "error_response", "handle", "resolve_target"]
