@@ -112,10 +112,6 @@ MAX_LINES = 600
 #: Known violations being fixed on other branches: (rule, module) → "file:line — reason". Each becomes
 #: one ``xfail(strict=True)`` case; remove the entry when the fix lands (the case then fails as XPASS).
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("size", "airflow_mps.emulator.cos.responses"): (
-        "airflow_mps/emulator/cos/responses.py:1 — 662 lines, over 600 and not in docs/internals.md's "
-        "list; being fixed in integration (split, or listed with a reason)"
-    ),
     ("registered", "airflow_mps.operators.base"): (
         "airflow_mps/__init__.py:44 — provider info's operators list has only airflow_mps.operators.mps "
         "(MpsBaseOperator, airflow_mps/operators/base.py:67); being fixed in integration"
