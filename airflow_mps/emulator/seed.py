@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_mps.emulator.cos.models import CosError, validate_bucket_name, validate_key
+from airflow_mps.emulator.cos.errors import CosError
+from airflow_mps.emulator.cos.models import validate_bucket_name, validate_key
 from airflow_mps.emulator.datadir import DataDirLock, read_holder
 
 #: Content types by suffix, checked before `mimetypes` (whose table depends on the machine: .webp is

@@ -6,9 +6,9 @@ for a local stand-in. On top of it this module adds HTTP/1.1 keep-alive, de-chun
 `Transfer-Encoding: chunked` bodies, absolute-form request targets (HTTP-proxy mode), optional TLS,
 injected latency and connection faults.
 
-Dispatch (docs/internals.md): `/_emulator/...` → admin; a POST with an `X-TC-Action` header → MPS;
-an unsigned path-style GET/HEAD of `/`, `/tasks…` or `/buckets…` → the web pages (`web.ui`); everything
-else → COS (`cos.responses.handle`).
+Dispatch (docs/internals.md): `/_emulator/...` → the admin API (`admin.handle`); a POST with an
+`X-TC-Action` header → MPS; an unsigned path-style GET/HEAD of `/`, `/tasks…` or `/buckets…` → the web
+pages (`web.ui`); everything else → COS (`cos.responses.handle`).
 
 The app locks its data dir (`datadir.claim_for_server`) for its whole life and announces its endpoint
 there, so the `seed` command uploads through this server instead of writing behind its in-memory index.
@@ -17,7 +17,6 @@ there, so the `seed` command uploads through this server instead of writing behi
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import socket
@@ -32,34 +31,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import TCPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
+from airflow_mps.emulator import admin
+from airflow_mps.emulator.admin import ADMIN_PREFIX, json_response
 from airflow_mps.emulator.bodies import cos_refusal, cos_xml_error
 from airflow_mps.emulator.config import EmulatorConfig
 from airflow_mps.emulator.datadir import DataDirLock, claim_for_server, server_note
-from airflow_mps.emulator.faults import FaultPlan, fault_from_dict, parse_fault_spec
+from airflow_mps.emulator.faults import FaultPlan, parse_fault_spec
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse, Headers
 from airflow_mps.emulator.mps.models import MpsBackend
 from airflow_mps.emulator.mps.responses import MAX_BODY_BYTES, MpsApi, error_response, throttle_message
-from airflow_mps.emulator.safejson import loads_request_body
 from airflow_mps.emulator.stats import Stats
 
 log = logging.getLogger(__name__)
 
-ADMIN_PREFIX = "/_emulator/"
 SERVER_HEADER = "airflow-mps-emulator"
 #: COS action names (stats, fault patterns) by HTTP method, for object and bucket requests.
 _OBJECT_ACTIONS = {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}
 _BUCKET_ACTIONS = dict(
     GET="ListObjects", HEAD="HeadBucket", PUT="PutBucket", DELETE="DeleteBucket", POST="DeleteObjects"
 )
-
-
-def _json_response(data: Any, status: int = 200) -> EmulatorResponse:
-    body = json.dumps(data, indent=2, sort_keys=True).encode()
-    return EmulatorResponse(
-        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
-    )
 
 
 def _gateway_error(status: int) -> EmulatorResponse:
@@ -109,9 +101,7 @@ class EmulatorApp:
         except ImportError:  # COS part not installed yet: MPS still works for URL inputs
             return None, None
         cos = CosBackend(self.data_dir / "cos", auto_create_buckets=self.config.auto_create_buckets)
-        return cos, CosAuthConfig(
-            credentials=self.config.credentials(), token=self.config.token
-        )
+        return cos, CosAuthConfig(credentials=self.config.credentials(), token=self.config.token)
 
     @property
     def endpoint(self) -> str:
@@ -159,7 +149,7 @@ class EmulatorApp:
 
     def dispatch(self, service: str, action: str, request: EmulatorRequest) -> EmulatorResponse:
         if service == "admin":
-            return self.admin(action, request)
+            return admin.handle(self, action, request)
         if service == "web":
             return self.web.handle(request)
         if service == "mps":
@@ -219,71 +209,6 @@ class EmulatorApp:
             500, "InternalError", "We encountered an internal error. Please try again.", request_path
         )
 
-    # -- admin -------------------------------------------------------------------------------------
-    def admin(self, name: str, request: EmulatorRequest) -> EmulatorResponse:
-        method = request.method
-        name = name.strip("/")
-        try:
-            if name == "health":
-                return _json_response(
-                    {
-                        "status": "ok",
-                        "endpoint": self.endpoint,
-                        "tasks": self.mps.store.count(),
-                        "uptime": round(time.time() - self.started, 3),
-                    }
-                )
-            if name == "config":
-                c = self.config
-                return _json_response(
-                    {
-                        "endpoint": self.endpoint,
-                        "scheme": c.scheme,
-                        "secret_id": c.secret_id,
-                        "region": c.region,
-                        "appid": c.appid,
-                        "process_image_rate": c.process_image_rate,
-                        "describe_rate": c.describe_rate,
-                        "workers": c.workers,
-                        "data_dir": str(c.data_dir),
-                        "token_required": bool(c.token),
-                    }
-                )
-            if name == "stats" and method == "GET":
-                return _json_response(self.stats.snapshot())
-            if name == "reset-stats" and method == "POST":
-                self.stats.reset()
-                return _json_response({"ok": True})
-            if name == "reset" and method == "POST":
-                self.reset()
-                return _json_response({"ok": True})
-            if name == "wait-idle" and method == "POST":
-                timeout = float(dict(parse_qsl(request.query)).get("timeout", "30"))
-                return _json_response({"idle": self.mps.wait_idle(timeout)})
-            if name == "faults":
-                if method == "GET":
-                    return _json_response({"faults": self.faults.list()})
-                if method == "DELETE":
-                    self.faults.clear()
-                    return _json_response({"faults": []})
-                if method == "POST":
-                    data = loads_request_body(request.body)
-                    if isinstance(data, dict) and data.get("clear"):
-                        self.faults.clear()
-                    specs = data.get("faults", []) if isinstance(data, dict) else data
-                    if isinstance(data, dict) and "kind" in data:
-                        specs = [data]
-                    added = [
-                        self.faults.add_fault(
-                            parse_fault_spec(s) if isinstance(s, str) else fault_from_dict(s)
-                        ).to_dict()
-                        for s in specs
-                    ]
-                    return _json_response({"added": added, "faults": self.faults.list()})
-        except (ValueError, TypeError) as exc:
-            return _json_response({"error": str(exc)}, 400)
-        return _json_response({"error": f"unknown admin endpoint {method} /_emulator/{name}"}, 404)
-
     def reset(self) -> None:
         """Clear faults, counters and rate-limit windows (tasks and objects are kept)."""
         self.faults.clear()
@@ -327,6 +252,15 @@ def _content_length(headers: Headers) -> int:
     return int(raw)
 
 
+def _split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target: origin-form, or absolute-form (HTTP-proxy mode)."""
+    if target.startswith(("http://", "https://")):
+        parts = urlsplit(target)
+        return parts.path or "/", parts.query
+    path, _, query = target.partition("?")
+    return path, query
+
+
 def _framing_error(service: str, exc: _BadFraming, path: str) -> EmulatorResponse:
     """A 4xx in the service's own error format, as a real front end answers a malformed request."""
     if service == "mps":
@@ -355,68 +289,52 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
     def _serve(self) -> None:
-        app = self.server.app
+        """Answer one request: admin and web pages directly; API calls through stats, faults, latency."""
         target = self.path
-        if target.startswith(("http://", "https://")):
-            parts = urlsplit(target)
-            path, query = parts.path or "/", parts.query
-        else:
-            path, _, query = target.partition("?")
-        headers = Headers(list(self.headers.items()))
-        method = self.command.upper()
-        service, action = app.route(method, path, headers, query)
+        path, query = _split_target(target)
+        head = EmulatorRequest(self.command.upper(), path, query, Headers(list(self.headers.items())))
+        service, action = self.server.app.route(head.method, path, head.headers, query)
         if service in ("admin", "web"):  # not API calls: no stats, faults or latency
-            try:
-                body = self._read_body(headers)
-            except _BadFraming as exc:
-                self.close_connection = True
-                self._send(_json_response({"error": str(exc)}, 400), method)
-                return
-            self._send(
-                app.dispatch(
-                    service, action, EmulatorRequest(method, path, query, headers, body, self.client_address)
-                ),
-                method,
-            )
+            self._serve_local(service, action, head)
+        else:
+            self._serve_api(service, action, head, target)
+
+    def _serve_local(self, service: str, action: str, head: EmulatorRequest) -> None:
+        """An admin or web request: read its body, dispatch, answer."""
+        try:
+            body = self._read_body(head.headers)
+        except _BadFraming as exc:
+            self.close_connection = True
+            self._send(json_response({"error": str(exc)}, 400), head.method)
             return
+        request = EmulatorRequest(head.method, head.path, head.query, head.headers, body, self.client_address)
+        self._send(self.server.app.dispatch(service, action, request), head.method)
+
+    def _serve_api(self, service: str, action: str, head: EmulatorRequest, target: str) -> None:
+        """An MPS or COS call: counted, faulted as the fault plan decides, delayed, dispatched, answered."""
+        app = self.server.app
         app.stats.count(action, "received")
         decided = app.faults.for_request(action)
         if decided.terminal == "reset_before":
             app.stats.count(action, "faulted", "reset_before")
             raise _Reset
-        limit = MAX_BODY_BYTES if service == "mps" else COS_MAX_BODY_BYTES
-        try:
-            length = _content_length(headers)
-            if length > limit:
-                raise _BadFraming(
-                    f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True
-                )
-            chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
-            refusal = None
-            if service == "cos" and app.cos_auth is not None and (length > 0 or chunked):
-                refusal = cos_refusal(app.cos_auth, EmulatorRequest(method, path, query, headers))
-            if refusal is not None:
-                # Refused on its head alone: the body is drained in small pieces, never held (issue 12).
-                self._drain_body(headers, limit)
-                self.close_connection = True
-                app.stats.count(action, "failed", str(refusal.status))
-                self._send(refusal, method)
-                return
-            body = self._read_body(headers, limit)
-        except _BadFraming as exc:
-            self.close_connection = True  # the rest of the stream cannot be trusted to frame a next request
-            app.stats.count(action, "failed", "RequestSizeLimitExceeded" if exc.too_large else "BadFraming")
-            self._send(_framing_error(service, exc, path), method)
-            return
+        body = self._receive_api_body(service, action, head)
+        if body is None:
+            return  # already answered: refused on its head, or malformed framing
         delay = app.config.latency_ms / 1000.0 + decided.latency
         if delay > 0:
             time.sleep(delay)
         absolute = service == "cos" and target.startswith(("http://", "https://"))
         request = EmulatorRequest(
-            method, target if absolute else path, query, headers, body, self.client_address
+            head.method,
+            target if absolute else head.path,
+            head.query,
+            head.headers,
+            body,
+            self.client_address,
         )
         if decided.terminal:
-            response = app.injected(service, action, decided.terminal, path, decided.api_error)
+            response = app.injected(service, action, decided.terminal, head.path, decided.api_error)
         else:
             response = app.dispatch(service, action, request)
         if decided.slow > 0:
@@ -424,7 +342,42 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if decided.reset_after:
             app.stats.count(action, "faulted", "reset_after")
             raise _Reset
-        self._send(response, method)
+        self._send(response, head.method)
+
+    def _receive_api_body(self, service: str, action: str, head: EmulatorRequest) -> bytes | None:
+        """The body of an API call, at most the service's limit; ``None`` when this method has already
+        answered: a COS request refused on its head (its body drained, never held), a body too large or
+        framed badly (the connection then closes: the stream cannot be trusted to frame a next one)."""
+        app = self.server.app
+        limit = MAX_BODY_BYTES if service == "mps" else COS_MAX_BODY_BYTES
+        try:
+            length = _content_length(head.headers)
+            if length > limit:
+                raise _BadFraming(
+                    f"The request body is {length} bytes; the limit is {limit} bytes.", too_large=True
+                )
+            refusal = self._head_refusal(service, head, length)
+            if refusal is not None:
+                # Refused on its head alone: the body is drained in small pieces, never held (issue 12).
+                self._drain_body(head.headers, limit)
+                self.close_connection = True
+                app.stats.count(action, "failed", str(refusal.status))
+                self._send(refusal, head.method)
+                return None
+            return self._read_body(head.headers, limit)
+        except _BadFraming as exc:
+            self.close_connection = True  # the rest of the stream cannot be trusted to frame a next request
+            app.stats.count(action, "failed", "RequestSizeLimitExceeded" if exc.too_large else "BadFraming")
+            self._send(_framing_error(service, exc, head.path), head.method)
+            return None
+
+    def _head_refusal(self, service: str, head: EmulatorRequest, length: int) -> EmulatorResponse | None:
+        """The COS answer for a request with a body whose head fails the signature check, else None."""
+        app = self.server.app
+        chunked = "chunked" in (head.headers.get("Transfer-Encoding") or "").lower()
+        if service == "cos" and app.cos_auth is not None and (length > 0 or chunked):
+            return cos_refusal(app.cos_auth, head)
+        return None
 
     def _read_body(self, headers: Headers, limit: int = MAX_BODY_BYTES) -> bytes:
         """The request body with chunked transfer-encoding removed, at most ``limit`` bytes."""
@@ -503,7 +456,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             log.exception("emulator request failed")
             self.close_connection = True
             with contextlib.suppress(OSError):
-                self._send(_json_response({"error": "emulator internal error"}, 500), "GET")
+                self._send(json_response({"error": "emulator internal error"}, 500), "GET")
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _dispatch_method
 

@@ -96,7 +96,53 @@ def verify_tc3(
     skew → SignatureExpire; unknown SecretId → SecretIdNotFound; mismatch → SignatureFailure; wrong
     or missing session token (when the emulator is configured with one) → TokenFailure.
     """
-    authorization = header_lookup("Authorization")
+    auth = _parse_authorization(header_lookup("Authorization"))
+    timestamp = _checked_timestamp(header_lookup("X-TC-Timestamp"), now)
+    _check_scope(auth, timestamp, service)
+    if "content-type" not in auth.signed_names or "host" not in auth.signed_names:
+        raise SignatureError(
+            "AuthFailure.InvalidAuthorization", "SignedHeaders must include content-type and host."
+        )
+    secret_key = secret_lookup(auth.secret_id)
+    if secret_key is None:
+        raise SignatureError(
+            "AuthFailure.SecretIdNotFound",
+            "The SecretId is not found, please ensure that your SecretId is correct.",
+        )
+    signed_headers = _signed_headers(auth.signed_names, header_lookup)
+    canonical_query = "" if method.upper() == "POST" else query
+    payload_hash = _payload_hash(header_lookup, body)
+    canonical = canonical_request(method, path or "/", canonical_query, signed_headers, payload_hash)
+    _, expected = tc3_signature(secret_key, service, timestamp, canonical)
+    if not hmac.compare_digest(expected, auth.signature):
+        raise SignatureError(
+            "AuthFailure.SignatureFailure",
+            "The provided credentials could not be validated. Please check your signature is correct.",
+        )
+    if expected_token:
+        token = header_lookup("X-TC-Token")
+        if not token or not hmac.compare_digest(token, expected_token):
+            raise SignatureError(
+                "AuthFailure.TokenFailure", "The token is missing or invalid. Please check your token."
+            )
+    return VerifiedCaller(secret_id=auth.secret_id, timestamp=timestamp)
+
+
+@dataclass(frozen=True)
+class _Authorization:
+    """The parts of a well-formed ``Authorization`` header."""
+
+    secret_id: str
+    date: str  # the credential scope's
+    service: str
+    terminator: str
+    signed_names: list[str]  # lower-cased, in signing order
+    signature: str  # lower-case hex
+
+
+def _parse_authorization(authorization: str | None) -> _Authorization:
+    """Split ``TC3-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…``; InvalidAuthorization if
+    missing or malformed."""
     if not authorization:
         raise SignatureError(
             "AuthFailure.InvalidAuthorization", "Authorization header is missing. Please check it."
@@ -115,7 +161,18 @@ def verify_tc3(
             "Credential must be `SecretId/Date/Service/tc3_request`.",
         )
     secret_id, cred_date, cred_service, terminator = credential
-    raw_ts = header_lookup("X-TC-Timestamp")
+    return _Authorization(
+        secret_id=secret_id,
+        date=cred_date,
+        service=cred_service,
+        terminator=terminator,
+        signed_names=[n.strip().lower() for n in match.group("signed").split(";") if n.strip()],
+        signature=match.group("signature").lower(),
+    )
+
+
+def _checked_timestamp(raw_ts: str | None, now: float) -> int:
+    """``X-TC-Timestamp`` as an int within `MAX_SKEW_SECONDS` of ``now``."""
     try:
         timestamp = int(raw_ts or "")
     except ValueError:
@@ -128,24 +185,23 @@ def verify_tc3(
             f"Signature expired. Timestamp({timestamp}) is not within {MAX_SKEW_SECONDS} seconds of "
             f"the server time({int(now)}).",
         )
+    return timestamp
+
+
+def _check_scope(auth: _Authorization, timestamp: int, service: str) -> None:
+    """The credential scope is ``<the timestamp's UTC date>/<service>/tc3_request``."""
     ts_date = datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d")
-    if cred_date != ts_date or cred_service != service or terminator != "tc3_request":
+    if auth.date != ts_date or auth.service != service or auth.terminator != "tc3_request":
         raise SignatureError(
             "AuthFailure.InvalidAuthorization",
             f"Credential scope must be `{ts_date}/{service}/tc3_request` for this request.",
         )
-    signed_names = [n.strip().lower() for n in match.group("signed").split(";") if n.strip()]
-    if "content-type" not in signed_names or "host" not in signed_names:
-        raise SignatureError(
-            "AuthFailure.InvalidAuthorization", "SignedHeaders must include content-type and host."
-        )
-    secret_key = secret_lookup(secret_id)
-    if secret_key is None:
-        raise SignatureError(
-            "AuthFailure.SecretIdNotFound",
-            "The SecretId is not found, please ensure that your SecretId is correct.",
-        )
 
+
+def _signed_headers(
+    signed_names: list[str], header_lookup: Callable[[str], str | None]
+) -> list[tuple[str, str]]:
+    """(name, received value) of each signed header; InvalidAuthorization if one is absent."""
     signed_headers: list[tuple[str, str]] = []
     for name in signed_names:
         value = header_lookup(name)
@@ -154,22 +210,11 @@ def verify_tc3(
                 "AuthFailure.InvalidAuthorization", f"Signed header `{name}` is not present in the request."
             )
         signed_headers.append((name, value))
+    return signed_headers
+
+
+def _payload_hash(header_lookup: Callable[[str], str | None], body: bytes) -> str:
+    """SHA-256 of the body, or of ``UNSIGNED-PAYLOAD`` when the client declared it so."""
     if (header_lookup("X-TC-Content-SHA256") or "").strip() == UNSIGNED_PAYLOAD:
-        payload_hash = sha256_hex(UNSIGNED_PAYLOAD.encode())
-    else:
-        payload_hash = sha256_hex(body)
-    canonical_query = "" if method.upper() == "POST" else query
-    canonical = canonical_request(method, path or "/", canonical_query, signed_headers, payload_hash)
-    _, expected = tc3_signature(secret_key, service, timestamp, canonical)
-    if not hmac.compare_digest(expected, match.group("signature").lower()):
-        raise SignatureError(
-            "AuthFailure.SignatureFailure",
-            "The provided credentials could not be validated. Please check your signature is correct.",
-        )
-    if expected_token:
-        token = header_lookup("X-TC-Token")
-        if not token or not hmac.compare_digest(token, expected_token):
-            raise SignatureError(
-                "AuthFailure.TokenFailure", "The token is missing or invalid. Please check your token."
-            )
-    return VerifiedCaller(secret_id=secret_id, timestamp=timestamp)
+        return sha256_hex(UNSIGNED_PAYLOAD.encode())
+    return sha256_hex(body)

@@ -34,6 +34,7 @@ from airflow_mps.models.constants import MASK, OUTPUT_PATH_VARIABLES
 from airflow_mps.models.schema import requested_format, validate_image_task
 from airflow_mps.models.storage import MediaInput, OutputStorage, parse_output_storage, parse_uri
 from airflow_mps.models.validation import (
+    Validator,
     check_path_text,
     check_region,
     fail,
@@ -265,36 +266,36 @@ class ProcessImageRequest:
         if self.image_task is not None:
             validate_image_task(self.image_task, n("ImageTask"))
         if self.output_path is not None:
-            allowed = "a path ending with .{format}, using only the variables " + ", ".join(
-                "{" + v + "}" for v in OUTPUT_PATH_VARIABLES
-            )
-            check_path_text(self.output_path, n("OutputPath"), allowed)
-            if not self.output_path.endswith(".{format}"):
-                fail(n("OutputPath"), self.output_path, allowed, reason="does not end with .{format}")
-            for name in re.findall(r"\{([^{}]*)\}", self.output_path):
-                if name not in OUTPUT_PATH_VARIABLES:
-                    fail(
-                        n("OutputPath"),
-                        self.output_path,
-                        allowed,
-                        reason=f"uses the unknown variable {{{name}}}",
-                    )
-        if self.definition is not None:
-            integer(0)(self.definition, n("Definition"))
-        if self.schedule_id is not None:
-            integer(0)(self.schedule_id, n("ScheduleId"))
-        if self.resource_id is not None:
-            string()(self.resource_id, n("ResourceId"))
-        if self.std_ext_info is not None:
-            string()(self.std_ext_info, n("StdExtInfo"))
-        if self.add_on_parameter is not None:
-            json_object(self.add_on_parameter, n("AddOnParameter"))
+            _check_output_path(self.output_path, n("OutputPath"))
+        scalars: tuple[tuple[str, Any, Validator], ...] = (
+            ("Definition", self.definition, integer(0)),
+            ("ScheduleId", self.schedule_id, integer(0)),
+            ("ResourceId", self.resource_id, string()),
+            ("StdExtInfo", self.std_ext_info, string()),
+            ("AddOnParameter", self.add_on_parameter, json_object),
+        )
+        for api_name, value, check in scalars:
+            if value is not None:
+                check(value, n(api_name))
         is_url = self.input is not None and self.input.type == "URL"
         if is_url and self.output_storage is None and self.schedule_id is None:
             missing(
                 n("OutputStorage") if "OutputStorage" in names else "output_storage",
                 "an output storage: a URL input has no storage to inherit",
             )
+
+
+def _check_output_path(output_path: str, name: str) -> None:
+    """``OutputPath``: path text ending with ``.{format}``, using only the documented variables."""
+    allowed = "a path ending with .{format}, using only the variables " + ", ".join(
+        "{" + v + "}" for v in OUTPUT_PATH_VARIABLES
+    )
+    check_path_text(output_path, name, allowed)
+    if not output_path.endswith(".{format}"):
+        fail(name, output_path, allowed, reason="does not end with .{format}")
+    for variable in re.findall(r"\{([^{}]*)\}", output_path):
+        if variable not in OUTPUT_PATH_VARIABLES:
+            fail(name, output_path, allowed, reason=f"uses the unknown variable {{{variable}}}")
 
 
 def _mask_secrets_in_text(text: str, request: ProcessImageRequest) -> str:

@@ -113,6 +113,99 @@ class SubTaskResult:
         return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
+def _plain_int(value: Any) -> int | None:
+    """``value`` if it is an int (never a bool), else ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _state(status: Any) -> str:
+    """A task state of ``TASK_STATES``: as sent, or upper-cased; ``WAITING`` when missing and
+    ``PROCESSING`` when unknown (the task is not done until the service says ``FINISH``)."""
+    state: str = status or WAITING
+    if state not in TASK_STATES:
+        state = str(state).upper() if str(state).upper() in TASK_STATES else PROCESSING
+    return state
+
+
+def _default_storage(resp: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Where outputs without their own OutputStorage were written: next to a COS input (the API's
+    default); ``None`` for other inputs."""
+    input_info = resp.get("InputInfo") or {}
+    if isinstance(input_info, Mapping) and input_info.get("Type") == "COS":
+        cos_in = input_info.get("CosInputInfo") or {}
+        if isinstance(cos_in, Mapping) and cos_in.get("Bucket"):
+            return {
+                "Type": "COS",
+                "CosOutputStorage": {"Bucket": cos_in.get("Bucket"), "Region": cos_in.get("Region")},
+            }
+    return None
+
+
+def _results(
+    results_raw: Any, default_storage: Mapping[str, Any] | None
+) -> tuple[list[SubTaskResult], list[TaskOutput]]:
+    """The sub-results of ``ImageProcessTaskResultSet`` (items that are not objects skipped) and the
+    outputs they report."""
+    results: list[SubTaskResult] = []
+    outputs: list[TaskOutput] = []
+    for item in results_raw:
+        if not isinstance(item, Mapping):
+            continue
+        results.append(
+            SubTaskResult(
+                status=item.get("Status") or None,
+                err_msg=item.get("ErrMsg") or None,
+                message=item.get("Message") or None,
+                progress=_plain_int(item.get("Progress")),
+            )
+        )
+        out = TaskOutput.from_api(item.get("Output"), default_storage)
+        if out is not None:
+            outputs.append(out)
+    return results, outputs
+
+
+def _finish_error(
+    err_code: int | None, err_msg: str | None, message: str | None, results: list[SubTaskResult]
+) -> tuple[str | None, str | None]:
+    """(error_code, error_message) of a ``FINISH``ed task, ``(None, None)`` without an error signal
+    (the rules: :class:`ImageTaskStatus`'s docstring)."""
+    # A sub-result with no Status at all (null-tolerance) is judged by its ErrMsg only.
+    failing = [r for r in results if r.status in ("FAIL", "PROCESSING") or r.err_msg]
+    if not (bool(err_msg) or (err_code not in (0, None)) or bool(failing)):
+        return None, None
+    sub = failing[0] if failing else None
+    if _looks_like_code(err_msg):
+        error_code = err_msg
+    elif sub is not None and _looks_like_code(sub.err_msg):
+        error_code = sub.err_msg
+    elif err_code not in (0, None):
+        error_code = str(err_code)
+    else:
+        error_code = "TaskFailed"
+    candidates = [
+        message,
+        sub.message if sub else None,
+        None if _looks_like_code(err_msg) else err_msg,
+        sub.err_msg if sub and not _looks_like_code(sub.err_msg) else None,
+    ]
+    error_message = next((c for c in candidates if c), None)
+    if error_message is None:
+        if sub is not None and sub.status != "SUCCESS":
+            error_message = f"sub-task status {sub.status or 'missing'}"
+        else:
+            error_message = f"task finished with error {error_code}"
+    return error_code, error_message
+
+
+def _progress(state: str, results: list[SubTaskResult]) -> int | None:
+    """100 when finished; else the least sub-result progress, 0 while waiting, ``None`` if unknown."""
+    if state == FINISH:
+        return 100
+    values = [r.progress for r in results if r.progress is not None]
+    return min(values) if values else (0 if state == WAITING else None)
+
+
 @dataclass(frozen=True)
 class ImageTaskStatus:
     """The state of an image task (``DescribeImageTaskDetail``).
@@ -164,82 +257,15 @@ class ImageTaskStatus:
         resp: Mapping[str, Any] = response or {}
         if "Response" in resp and isinstance(resp.get("Response"), Mapping):
             resp = resp["Response"]
-        state = resp.get("Status") or WAITING
-        if state not in TASK_STATES:
-            state = str(state).upper() if str(state).upper() in TASK_STATES else PROCESSING
-        err_code_raw = resp.get("ErrCode")
-        err_code = (
-            err_code_raw if isinstance(err_code_raw, int) and not isinstance(err_code_raw, bool) else None
-        )
-        err_msg = resp.get("ErrMsg") or None
-        message = resp.get("Message") or None
-
-        # Outputs without their own OutputStorage were written next to a COS input (the API's default).
-        default_storage = None
-        input_info = resp.get("InputInfo") or {}
-        if isinstance(input_info, Mapping) and input_info.get("Type") == "COS":
-            cos_in = input_info.get("CosInputInfo") or {}
-            if isinstance(cos_in, Mapping) and cos_in.get("Bucket"):
-                default_storage = {
-                    "Type": "COS",
-                    "CosOutputStorage": {"Bucket": cos_in.get("Bucket"), "Region": cos_in.get("Region")},
-                }
-        results_raw = resp.get("ImageProcessTaskResultSet") or []
-        results: list[SubTaskResult] = []
-        outputs: list[TaskOutput] = []
-        for item in results_raw:
-            if not isinstance(item, Mapping):
-                continue
-            progress = item.get("Progress")
-            results.append(
-                SubTaskResult(
-                    status=item.get("Status") or None,
-                    err_msg=item.get("ErrMsg") or None,
-                    message=item.get("Message") or None,
-                    progress=progress
-                    if isinstance(progress, int) and not isinstance(progress, bool)
-                    else None,
-                )
-            )
-            out = TaskOutput.from_api(item.get("Output"), default_storage)
-            if out is not None:
-                outputs.append(out)
-
+        state = _state(resp.get("Status"))
+        err_code = _plain_int(resp.get("ErrCode"))
+        results, outputs = _results(resp.get("ImageProcessTaskResultSet") or [], _default_storage(resp))
         error_code: str | None = None
         error_message: str | None = None
         if state == FINISH:
-            # A sub-result with no Status at all (null-tolerance) is judged by its ErrMsg only.
-            failing = [r for r in results if r.status in ("FAIL", "PROCESSING") or r.err_msg]
-            has_error = bool(err_msg) or (err_code not in (0, None)) or bool(failing)
-            if has_error:
-                sub = failing[0] if failing else None
-                if _looks_like_code(err_msg):
-                    error_code = err_msg
-                elif sub is not None and _looks_like_code(sub.err_msg):
-                    error_code = sub.err_msg
-                elif err_code not in (0, None):
-                    error_code = str(err_code)
-                else:
-                    error_code = "TaskFailed"
-                candidates = [
-                    message,
-                    sub.message if sub else None,
-                    None if _looks_like_code(err_msg) else err_msg,
-                    sub.err_msg if sub and not _looks_like_code(sub.err_msg) else None,
-                ]
-                error_message = next((c for c in candidates if c), None)
-                if error_message is None:
-                    if sub is not None and sub.status != "SUCCESS":
-                        error_message = f"sub-task status {sub.status or 'missing'}"
-                    else:
-                        error_message = f"task finished with error {error_code}"
-
-        if state == FINISH:
-            progress_value: int | None = 100
-        else:
-            values = [r.progress for r in results if r.progress is not None]
-            progress_value = min(values) if values else (0 if state == WAITING else None)
-
+            error_code, error_message = _finish_error(
+                err_code, resp.get("ErrMsg") or None, resp.get("Message") or None, results
+            )
         return cls(
             task_id=task_id if task_id is not None else (resp.get("TaskId") or None),
             state=state,
@@ -249,7 +275,7 @@ class ImageTaskStatus:
             request_id=resp.get("RequestId") or None,
             create_time=_time(resp.get("CreateTime")),
             finish_time=_time(resp.get("FinishTime")),
-            progress=progress_value,
+            progress=_progress(state, results),
             err_code=err_code,
             results=tuple(results),
             image_task=(

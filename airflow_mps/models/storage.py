@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 from airflow_mps.errors import MpsValidationError
 from airflow_mps.models.constants import INPUT_TYPES, MASK, OUTPUT_EXTENSIONS, OUTPUT_TYPES
 from airflow_mps.models.validation import (
+    Validator,
     check_bucket,
     check_object,
     check_path_text,
@@ -273,30 +274,40 @@ class OutputStorage:
             missing(join_path(path, "Type"), "one of " + ", ".join(OUTPUT_TYPES))
         one_of(*OUTPUT_TYPES)(kind, join_path(path, "Type"))
         if kind == "COS":
-            raw = info.get("CosOutputStorage")
-            sub = {} if raw is None else _sub_object(info, "CosOutputStorage", path, (), ("Bucket", "Region"))
-            if sub.get("Bucket"):
-                check_bucket(sub["Bucket"], join_path(path, "CosOutputStorage.Bucket"))
-            elif sub.get("Bucket") is not None:
-                string()(sub["Bucket"], join_path(path, "CosOutputStorage.Bucket"))
-            if sub.get("Region"):
-                check_region(sub["Region"], join_path(path, "CosOutputStorage.Region"))
-            elif sub.get("Region") is not None:
-                string()(sub["Region"], join_path(path, "CosOutputStorage.Region"))
-            return cls("COS", bucket=sub.get("Bucket"), region=sub.get("Region"))
+            return cls._cos_from_api(info, path)
         if kind == "AWS-S3":
-            sub = _sub_object(
-                info, "S3OutputStorage", path, ("S3Bucket", "S3Region"), ("S3SecretId", "S3SecretKey")
-            )
-            check_bucket(sub["S3Bucket"], join_path(path, "S3OutputStorage.S3Bucket"))
-            check_region(sub["S3Region"], join_path(path, "S3OutputStorage.S3Region"))
-            return cls(
-                "AWS-S3",
-                bucket=sub["S3Bucket"],
-                region=sub["S3Region"],
-                s3_secret_id=sub.get("S3SecretId"),
-                s3_secret_key=sub.get("S3SecretKey"),
-            )
+            return cls._s3_from_api(info, path)
+        return cls._vod_from_api(info, path)
+
+    @classmethod
+    def _cos_from_api(cls, info: Mapping[str, Any], path: str) -> OutputStorage:
+        """``Type: COS``: ``CosOutputStorage`` may be left out, and so may its Bucket and Region
+        (inherited from the input); given, they must be valid."""
+        raw = info.get("CosOutputStorage")
+        sub = {} if raw is None else _sub_object(info, "CosOutputStorage", path, (), ("Bucket", "Region"))
+        _check_optional(sub.get("Bucket"), join_path(path, "CosOutputStorage.Bucket"), check_bucket)
+        _check_optional(sub.get("Region"), join_path(path, "CosOutputStorage.Region"), check_region)
+        return cls("COS", bucket=sub.get("Bucket"), region=sub.get("Region"))
+
+    @classmethod
+    def _s3_from_api(cls, info: Mapping[str, Any], path: str) -> OutputStorage:
+        """``Type: AWS-S3``: ``S3OutputStorage`` with a bucket and region, optionally credentials."""
+        sub = _sub_object(
+            info, "S3OutputStorage", path, ("S3Bucket", "S3Region"), ("S3SecretId", "S3SecretKey")
+        )
+        check_bucket(sub["S3Bucket"], join_path(path, "S3OutputStorage.S3Bucket"))
+        check_region(sub["S3Region"], join_path(path, "S3OutputStorage.S3Region"))
+        return cls(
+            "AWS-S3",
+            bucket=sub["S3Bucket"],
+            region=sub["S3Region"],
+            s3_secret_id=sub.get("S3SecretId"),
+            s3_secret_key=sub.get("S3SecretKey"),
+        )
+
+    @classmethod
+    def _vod_from_api(cls, info: Mapping[str, Any], path: str) -> OutputStorage:
+        """``Type: VOD``: ``VODOutputStorage`` optional; ``SubAppId`` >= 0, ``VodBasic`` 0 or 1."""
         raw = info.get("VODOutputStorage")
         sub = (
             {}
@@ -315,6 +326,15 @@ class OutputStorage:
             sub_app_id=sub.get("SubAppId"),
             vod_basic=sub.get("VodBasic"),
         )
+
+
+def _check_optional(value: Any, path: str, check: Validator) -> None:
+    """A field that may be left out: a truthy value passes ``check``; any other given value must be a
+    string (``""`` counts as not given)."""
+    if value:
+        check(value, path)
+    elif value is not None:
+        string()(value, path)
 
 
 #: Sub-object keys whose value is a secret: shown as :data:`MASK` in errors.

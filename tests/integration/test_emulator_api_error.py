@@ -27,4 +27,9 @@ def test_api_error_answers_the_given_code_through_the_sdk(emulator: EmulatorServ
 
 def test_api_error_spec_from_the_cli() -> None:
     fault = parse_fault_spec("api_error@DescribeImageTasks,api_code=ResourceUnavailable,next=2")
-    assert (fault.kind, fault.action, fault.api_code, fault.count) == ("api_error", "DescribeImageTasks", "ResourceUnavailable", 2)
+    assert (fault.kind, fault.action, fault.api_code, fault.count) == (
+        "api_error",
+        "DescribeImageTasks",
+        "ResourceUnavailable",
+        2,
+    )

@@ -168,10 +168,32 @@ def _rand_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 5:
         return [_rand_json(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
     keys = [
-        "InputInfo", "OutputStorage", "OutputDir", "OutputPath", "ImageTask", "Definition", "Type",
-        "CosInputInfo", "Bucket", "Region", "Object", "UrlInputInfo", "Url", "EncodeConfig", "Format",
-        "Quality", "EnhanceConfig", "TaskId", "Status", "Limit", "ScrollToken", "StartTime", "EndTime",
-        "S3InputInfo", "S3SecretKey", _rand_text(rng, 6),
+        "InputInfo",
+        "OutputStorage",
+        "OutputDir",
+        "OutputPath",
+        "ImageTask",
+        "Definition",
+        "Type",
+        "CosInputInfo",
+        "Bucket",
+        "Region",
+        "Object",
+        "UrlInputInfo",
+        "Url",
+        "EncodeConfig",
+        "Format",
+        "Quality",
+        "EnhanceConfig",
+        "TaskId",
+        "Status",
+        "Limit",
+        "ScrollToken",
+        "StartTime",
+        "EndTime",
+        "S3InputInfo",
+        "S3SecretKey",
+        _rand_text(rng, 6),
     ]
     return {rng.choice(keys): _rand_json(rng, depth + 1) for _ in range(rng.randrange(0, 6))}
 
@@ -186,7 +208,9 @@ def _mps_envelope(resp: tuple[int, dict[str, str], bytes] | None) -> dict[str, A
     return data["Response"]
 
 
-def _sign_tc3(server: Any, action: str, body: bytes, *, content_type: str = "application/json") -> list[tuple[str, str]]:
+def _sign_tc3(
+    server: Any, action: str, body: bytes, *, content_type: str = "application/json"
+) -> list[tuple[str, str]]:
     """Correct TC3 headers for a raw body, computed with the emulator's own verifier primitives (test
     harness only: the provider itself signs through the official SDK)."""
     from airflow_mps.emulator.signing import canonical_request, sha256_hex, tc3_signature
@@ -232,10 +256,14 @@ def test_mps_unsigned_and_broken_signatures(fuzz_env: dict[str, Any]) -> None:
     codes: set[str] = set()
     for _ in range(MPS_CASES):
         headers: list[tuple[str, str]] = [("Host", server.endpoint)]
-        action = rng.choice(["ProcessImage", "DescribeImageTaskDetail", "DescribeImageTasks", "Nope", "", "../x"])
+        action = rng.choice(
+            ["ProcessImage", "DescribeImageTaskDetail", "DescribeImageTasks", "Nope", "", "../x"]
+        )
         headers.append(("X-TC-Action", action))
         if rng.random() < 0.8:
-            headers.append(("Content-Type", rng.choice(["application/json", "text/plain", "", "application/json; x"])))
+            headers.append(
+                ("Content-Type", rng.choice(["application/json", "text/plain", "", "application/json; x"]))
+            )
         if rng.random() < 0.7:
             headers.append(("X-TC-Timestamp", rng.choice([str(ts), "0", "-5", "abc", str(ts + 10**6), ""])))
         if rng.random() < 0.7:
@@ -244,7 +272,9 @@ def test_mps_unsigned_and_broken_signatures(fuzz_env: dict[str, Any]) -> None:
         if auth is not None:
             headers.append(("Authorization", auth))
         for _ in range(rng.randrange(0, 4)):
-            headers.append((rng.choice(["X-TC-Token", "X-Junk", "X-TC-Language", "Cookie"]), _rand_header(rng)))
+            headers.append(
+                (rng.choice(["X-TC-Token", "X-Junk", "X-TC-Language", "Cookie"]), _rand_header(rng))
+            )
         body_kind = rng.randrange(4)
         body = (
             json.dumps(_rand_json(rng)).encode()
@@ -274,8 +304,16 @@ def test_mps_signed_random_bodies_get_client_errors(fuzz_env: dict[str, Any]) ->
     created_before = server.stats()["tasks_created"]
     codes: set[str] = set()
     for i in range(SIGNED_CASES):
-        action = rng.choice(["ProcessImage", "ProcessImage", "DescribeImageTaskDetail", "DescribeImageTasks",
-                             "DeleteEverything", "processimage"])
+        action = rng.choice(
+            [
+                "ProcessImage",
+                "ProcessImage",
+                "DescribeImageTaskDetail",
+                "DescribeImageTasks",
+                "DeleteEverything",
+                "processimage",
+            ]
+        )
         kind = rng.randrange(5)
         if kind == 0:
             body = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
@@ -287,7 +325,9 @@ def test_mps_signed_random_bodies_get_client_errors(fuzz_env: dict[str, Any]) ->
             body = json.dumps(_rand_json(rng, depth=2 if kind == 3 else 0), ensure_ascii=False).encode()
         if i % 40 == 0:  # rate windows are per second; stay under them so validation is what answers
             server.reset()
-        response = _mps_envelope(_request(server.endpoint, "POST", "/", _sign_tc3(server, action, body), body))
+        response = _mps_envelope(
+            _request(server.endpoint, "POST", "/", _sign_tc3(server, action, body), body)
+        )
         error = response.get("Error")
         if error is None:
             # A random body can be valid for the listing action (all its fields are optional).
@@ -300,7 +340,9 @@ def test_mps_signed_random_bodies_get_client_errors(fuzz_env: dict[str, Any]) ->
     # One flipped hex digit of an otherwise correct signature → SignatureFailure.
     body = b"{}"
     headers = _sign_tc3(server, "DescribeImageTasks", body)
-    tampered = [(k, v[:-1] + ("0" if v[-1] != "0" else "1")) if k == "Authorization" else (k, v) for k, v in headers]
+    tampered = [
+        (k, v[:-1] + ("0" if v[-1] != "0" else "1")) if k == "Authorization" else (k, v) for k, v in headers
+    ]
     response = _mps_envelope(_request(server.endpoint, "POST", "/", tampered, body))
     assert response["Error"]["Code"] == "AuthFailure.SignatureFailure", response
     _no_new_crashes(fuzz_env, crashes_before)
@@ -350,8 +392,13 @@ def test_nonsense_content_length_is_a_client_error(fuzz_env: dict[str, Any], con
         (_sign_tc3(server, "DescribeImageTasks", b"{}"), "/"),
         ([("Host", server.endpoint)], f"/{BUCKET}/k.bin"),
     ):
-        resp = _request(server.endpoint, "POST" if path == "/" else "PUT", path,
-                        [*headers, ("Content-Length", content_length)], b"{}")
+        resp = _request(
+            server.endpoint,
+            "POST" if path == "/" else "PUT",
+            path,
+            [*headers, ("Content-Length", content_length)],
+            b"{}",
+        )
         if resp is not None:
             assert resp[0] < 500, resp
     assert len(fuzz_env["crashes"].records) == before, fuzz_env["crashes"].records[before:]
@@ -417,16 +464,33 @@ def test_cos_unsigned_and_broken_signatures(fuzz_env: dict[str, Any]) -> None:
             path = "/" + quote(_rand_text(rng, 8).encode(), safe="") + "/x"
         if rng.random() < 0.1:
             path += "?" + rng.choice(["prefix=../", "max-keys=-1", "marker=%ff", "acl", "uploads", "a=b&a=c"])
-        headers: list[tuple[str, str]] = [("Host", rng.choice([server.endpoint, f"{BUCKET}.cos.ap-guangzhou.myqcloud.com",
-                                                               "evil..cos.x.myqcloud.com", "x"]))]
+        headers: list[tuple[str, str]] = [
+            (
+                "Host",
+                rng.choice(
+                    [
+                        server.endpoint,
+                        f"{BUCKET}.cos.ap-guangzhou.myqcloud.com",
+                        "evil..cos.x.myqcloud.com",
+                        "x",
+                    ]
+                ),
+            )
+        ]
         auth = rng.choice(bad_auth)
         if auth is not None:
             headers.append(("Authorization", auth))
         if rng.random() < 0.3:
-            headers.append(("Range", rng.choice(["bytes=0-", "bytes=-1", "bytes=9-1", "chars=1-2", "bytes=a-b"])))
+            headers.append(
+                ("Range", rng.choice(["bytes=0-", "bytes=-1", "bytes=9-1", "chars=1-2", "bytes=a-b"]))
+            )
         if rng.random() < 0.2:
             headers.append(("Content-MD5", rng.choice(["", "xx", "AAAAAAAAAAAAAAAAAAAAAA=="])))
-        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200))) if method in ("PUT", "POST") else b""
+        body = (
+            bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
+            if method in ("PUT", "POST")
+            else b""
+        )
         codes.add(_cos_error(_request(server.endpoint, method, path, headers, body)))
     assert codes & {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId"}, codes
     _no_new_crashes(fuzz_env, crashes_before)
@@ -472,8 +536,13 @@ def test_cos_huge_put_with_a_bad_signature_is_refused(fuzz_env: dict[str, Any]) 
     data_dir: Path = fuzz_env["data_dir"]
     size_before = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())
     body = os.urandom(1024) * (24 * 1024)  # 24 MiB
-    resp = _request(server.endpoint, "PUT", f"/{BUCKET}/huge.bin",
-                    [("Host", server.endpoint), ("Authorization", "q-sign-algorithm=sha1&q-ak=x")], body)
+    resp = _request(
+        server.endpoint,
+        "PUT",
+        f"/{BUCKET}/huge.bin",
+        [("Host", server.endpoint), ("Authorization", "q-sign-algorithm=sha1&q-ak=x")],
+        body,
+    )
     if resp is not None:  # the server may also close the connection without reading 24 MiB
         _cos_error(resp)
     size_after = sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file())

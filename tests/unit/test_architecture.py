@@ -112,10 +112,6 @@ MAX_LINES = 600
 #: Known violations being fixed on other branches: (rule, module) → "file:line — reason". Each becomes
 #: one ``xfail(strict=True)`` case; remove the entry when the fix lands (the case then fails as XPASS).
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("size", "airflow_mps.emulator.cos.responses"): (
-        "airflow_mps/emulator/cos/responses.py:1 — 662 lines, over 600 and not in docs/internals.md's "
-        "list; being fixed in integration (split, or listed with a reason)"
-    ),
     ("keyword-only", "airflow_mps.triggers.batch"): (
         "airflow_mps/triggers/batch.py:81 — MpsImageBatchTrigger.__init__ takes its arguments by position; "
         "being fixed in integration"

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from airflow_mps.emulator.cos.models import (
-    CosBackend,
+from airflow_mps.emulator.cos.errors import (
     CosInvalidBucketName,
     CosKeyTooLong,
     CosNoSuchBucket,
     CosNoSuchKey,
-    crc64ecma,
 )
+from airflow_mps.emulator.cos.models import CosBackend, crc64ecma
 
 B = "photos-1250000000"
 

@@ -77,11 +77,24 @@ def test_duration_range() -> None:
 
 
 def test_output_location_rules() -> None:
-    cos_in = {"InputInfo": {"Type": "COS", "CosInputInfo": {"Bucket": "in-1250000000", "Region": "ap-guangzhou",
-                                                            "Object": "/raw/dt=1/cat.png"}}}
+    cos_in = {
+        "InputInfo": {
+            "Type": "COS",
+            "CosInputInfo": {
+                "Bucket": "in-1250000000",
+                "Region": "ap-guangzhou",
+                "Object": "/raw/dt=1/cat.png",
+            },
+        }
+    }
     assert resolve_output(cos_in, "jpeg") == ("in-1250000000", "ap-guangzhou", "raw/dt=1/cat.jpg")
     assert resolve_output(cos_in | {"OutputDir": "/enhanced/"}, "png")[2] == "enhanced/cat.png"
-    assert resolve_output(cos_in | {"OutputDir": "/e/", "OutputPath": "x/{inputName}.webp"}, "webp")[2] == "e/x/cat.webp"
+    assert (
+        resolve_output(cos_in | {"OutputDir": "/e/", "OutputPath": "x/{inputName}.webp"}, "webp")[2]
+        == "e/x/cat.webp"
+    )
     assert resolve_output(cos_in | {"OutputPath": "/abs/out.jpeg"}, "jpeg")[2] == "abs/out.jpeg"
-    out = cos_in | {"OutputStorage": {"Type": "COS", "CosOutputStorage": {"Bucket": "out-1250000000", "Region": ""}}}
+    out = cos_in | {
+        "OutputStorage": {"Type": "COS", "CosOutputStorage": {"Bucket": "out-1250000000", "Region": ""}}
+    }
     assert resolve_output(out, "png")[:2] == ("out-1250000000", "ap-guangzhou")

@@ -31,7 +31,9 @@ def test_official_test_vector() -> None:
         [("content-type", "application/json; charset=utf-8"), ("host", "cvm.tencentcloudapi.com")],
         payload_hash,
     )
-    assert sha256_hex(canonical.encode()) == "5ffe6a04c0664d6b969fab9a13bdab201d63ee709638e2749d62a09ca18d7031"
+    assert (
+        sha256_hex(canonical.encode()) == "5ffe6a04c0664d6b969fab9a13bdab201d63ee709638e2749d62a09ca18d7031"
+    )
     date, signature = tc3_signature(VECTOR_KEY, "cvm", VECTOR_TS, canonical)
     assert date == "2019-02-25"
     assert signature == "2230eefd229f582d8b1b891af7107b91597240707d778ab3738f756258d7652c"
@@ -85,7 +87,10 @@ def test_sdk_signature_verifies() -> None:
     ("mutate", "code"),
     [
         (lambda h, b: (h | {"Authorization": "Bearer x"}, b), "AuthFailure.InvalidAuthorization"),
-        (lambda h, b: ({k: v for k, v in h.items() if k != "Authorization"}, b), "AuthFailure.InvalidAuthorization"),
+        (
+            lambda h, b: ({k: v for k, v in h.items() if k != "Authorization"}, b),
+            "AuthFailure.InvalidAuthorization",
+        ),
         (lambda h, b: (h, b + b" "), "AuthFailure.SignatureFailure"),
         (lambda h, b: (h | {"Host": "evil:1"}, b), "AuthFailure.SignatureFailure"),
     ],

@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from PIL import Image
 
-from airflow_mps.emulator.cos.models import CosListResult, CosObjectMeta
+from airflow_mps.emulator.cos.listing import CosListResult
+from airflow_mps.emulator.cos.models import CosObjectMeta
 from airflow_mps.emulator.http import Headers
 from airflow_mps.emulator.mps.models import FINISH, PROCESSING, WAITING, TaskRecord
 from airflow_mps.emulator.web import is_web_request, pages, task_path

@@ -249,66 +249,20 @@ def verify_request(request: EmulatorRequest, config: CosAuthConfig, *, sign_path
         raise CosAuthError(
             "AccessDenied", "Access Denied. Anonymous access is not allowed; sign the request."
         )
-    if fields.get("q-sign-algorithm", "").lower() != "sha1":
-        raise CosAuthError("AccessDenied", "Unsupported or missing q-sign-algorithm (expected sha1).")
-    missing = [name for name in _AUTH_FIELDS if name not in fields]
-    if missing:
-        raise CosAuthError("AccessDenied", f"The request signature is missing {', '.join(missing)}.")
-    start, end = _parse_window(fields["q-sign-time"], "q-sign-time")
-    _parse_window(fields["q-key-time"], "q-key-time")
-    now = config.clock()
-    if now < start:
-        raise CosAuthError(
-            "AccessDenied", "Request has not become valid yet (q-sign-time starts in the future)."
-        )
-    if now > end:
-        raise CosAuthError("AccessDenied", "Request has expired (q-sign-time window has passed).")
+    _check_fields(fields)
+    _check_window(fields, config.clock)
     secret_id = fields["q-ak"]
     secret_key = config.secret_for(secret_id)
     if secret_key is None:
         raise CosAuthError(
             "InvalidAccessKeyId", "The Access Key Id you provided does not exist in our records."
         )
-    if config.token is not None:
-        token = request.headers.get("x-cos-security-token")
-        if token is None:
-            token = next((v for k, v in query_pairs if k.lower() == "x-cos-security-token"), None)
-        if token is None and not request.headers.get("Authorization"):
-            # A presigned URL without the token: valid only when signed with the token-bound key.
-            secret_key = token_bound_key(secret_key, config.token)
-        elif token is None or not hmac.compare_digest(token.encode("utf-8"), config.token.encode("utf-8")):
-            raise CosAuthError(
-                "AccessDenied", "The security token (x-cos-security-token) is missing or invalid."
-            )
-
-    header_names = [h for h in fields["q-header-list"].split(";") if h]
-    param_names = [p for p in fields["q-url-param-list"].split(";") if p]
-    received_params: dict[str, str] = {}
-    for k, v in query_pairs:
-        received_params.setdefault(_enc(k).lower(), v)
-    params: dict[str, str] = {}
-    for name in param_names:
-        if name not in received_params:
-            raise CosAuthError(
-                "SignatureDoesNotMatch", f"Signed URL parameter {name!r} is not in the request."
-            )
-        params[name] = received_params[name]
-    received_headers: dict[str, str] = {}
-    for k, v in request.headers:
-        received_headers.setdefault(_enc(k).lower(), v)
-    headers: dict[str, str] = {}
-    for name in header_names:
-        if name not in received_headers:
-            raise CosAuthError("SignatureDoesNotMatch", f"Signed header {name!r} is not in the request.")
-        headers[name] = received_headers[name]
-
+    secret_key = _signing_key(request, config, query_pairs, secret_key)
+    params = _signed_values(query_pairs, fields["q-url-param-list"], "Signed URL parameter")
+    headers = _signed_values(request.headers, fields["q-header-list"], "Signed header")
     key_time = fields["q-key-time"]
     expected = fields["q-signature"].lower()
-    candidates = [headers]
-    host = headers.get("host")
-    if host is not None and ":" in host and not host.endswith("]"):
-        candidates.append({**headers, "host": host.rsplit(":", 1)[0]})
-    for candidate in candidates:
+    for candidate in _host_variants(headers):
         # The signed names are already encoded+lower-cased; _pairs re-encodes idempotently only for
         # plain names, so pass values keyed by the decoded-safe names directly.
         got = _signature(
@@ -321,6 +275,71 @@ def verify_request(request: EmulatorRequest, config: CosAuthConfig, *, sign_path
         "The request signature we calculated does not match the signature you provided. "
         "Check your key and signing method.",
     )
+
+
+def _check_fields(fields: Mapping[str, str]) -> None:
+    """The q-* fields name the sha1 algorithm and are all present."""
+    if fields.get("q-sign-algorithm", "").lower() != "sha1":
+        raise CosAuthError("AccessDenied", "Unsupported or missing q-sign-algorithm (expected sha1).")
+    missing = [name for name in _AUTH_FIELDS if name not in fields]
+    if missing:
+        raise CosAuthError("AccessDenied", f"The request signature is missing {', '.join(missing)}.")
+
+
+def _check_window(fields: Mapping[str, str], clock: Callable[[], float]) -> None:
+    """Both time windows parse, and the clock reads a time inside ``q-sign-time``."""
+    start, end = _parse_window(fields["q-sign-time"], "q-sign-time")
+    _parse_window(fields["q-key-time"], "q-key-time")
+    now = clock()
+    if now < start:
+        raise CosAuthError(
+            "AccessDenied", "Request has not become valid yet (q-sign-time starts in the future)."
+        )
+    if now > end:
+        raise CosAuthError("AccessDenied", "Request has expired (q-sign-time window has passed).")
+
+
+def _signing_key(
+    request: EmulatorRequest, config: CosAuthConfig, query_pairs: list[tuple[str, str]], secret_key: str
+) -> str:
+    """The key the signature must have been made with, after the token check (when one is configured):
+    ``secret_key``, or for a presigned URL without the token, the token-bound key (module docstring)."""
+    if config.token is None:
+        return secret_key
+    token = request.headers.get("x-cos-security-token")
+    if token is None:
+        token = next((v for k, v in query_pairs if k.lower() == "x-cos-security-token"), None)
+    if token is None and not request.headers.get("Authorization"):
+        # A presigned URL without the token: valid only when signed with the token-bound key.
+        return token_bound_key(secret_key, config.token)
+    if token is None or not hmac.compare_digest(token.encode("utf-8"), config.token.encode("utf-8")):
+        raise CosAuthError("AccessDenied", "The security token (x-cos-security-token) is missing or invalid.")
+    return secret_key
+
+
+def _signed_values(received: Iterable[tuple[str, str]], name_list: str, what: str) -> dict[str, str]:
+    """The received values of the names in ``name_list`` (``a;b``, encoded and lower-cased), keyed by
+    those names; the first received value of a name counts. A signed name that was not received is
+    ``SignatureDoesNotMatch`` ("``<what> 'name' is not in the request.``")."""
+    by_name: dict[str, str] = {}
+    for k, v in received:
+        by_name.setdefault(_enc(k).lower(), v)
+    values: dict[str, str] = {}
+    for name in (n for n in name_list.split(";") if n):
+        if name not in by_name:
+            raise CosAuthError("SignatureDoesNotMatch", f"{what} {name!r} is not in the request.")
+        values[name] = by_name[name]
+    return values
+
+
+def _host_variants(headers: dict[str, str]) -> list[dict[str, str]]:
+    """The signed headers as received, then, when ``host`` has a port, without it (the SDK's IP-mode
+    presigned URLs and :func:`presign_url` sign the host name alone)."""
+    candidates = [headers]
+    host = headers.get("host")
+    if host is not None and ":" in host and not host.endswith("]"):
+        candidates.append({**headers, "host": host.rsplit(":", 1)[0]})
+    return candidates
 
 
 def _http_string_encoded(

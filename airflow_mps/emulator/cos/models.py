@@ -18,7 +18,8 @@ at any point leaves either the old object or the new one, never half of one; orp
 files are swept when the bucket is loaded.
 
 Listing never touches the disk: each bucket keeps its keys in a list sorted by UTF-8 byte order
-(COS's order) plus a dict of metadata, loaded once per bucket (lazily) and updated on every write.
+(COS's order) plus a dict of metadata, loaded once per bucket (lazily) and updated on every write;
+`cos/listing.py` computes a page from them.
 All public methods are thread-safe (one re-entrant lock per backend; file I/O of object bodies
 happens outside it).
 
@@ -29,8 +30,8 @@ into a missing bucket is ``CosNoSuchBucket``, as real COS answers a PUT Object t
 
 Public API (see docs/internals.md): ``CosBackend(root_dir)`` with ``create_bucket``,
 ``bucket_exists``, ``delete_bucket``, ``list_buckets``, ``put_object``, ``get_object``,
-``head_object``, ``delete_object``, ``list_objects``; errors are ``CosError`` subclasses carrying the
-COS error code and HTTP status (``CosNoSuchKey``, ``CosNoSuchBucket``, ...).
+``head_object``, ``delete_object``, ``list_objects``; errors are the ``CosError`` subclasses of
+`cos/errors.py`, carrying the COS error code and HTTP status (``CosNoSuchKey``, ``CosNoSuchBucket``, ...).
 """
 
 from __future__ import annotations
@@ -48,19 +49,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airflow_mps.emulator.cos.errors import (
+    CosBucketAlreadyExists,
+    CosBucketNotEmpty,
+    CosError,
+    CosInvalidArgument,
+    CosInvalidBucketName,
+    CosKeyTooLong,
+    CosNoSuchBucket,
+    CosNoSuchKey,
+)
+from airflow_mps.emulator.cos.listing import MAX_LIST_KEYS, CosListResult, list_page
+
 __all__ = [
     "MAX_KEY_BYTES",
-    "MAX_LIST_KEYS",
     "CosBackend",
-    "CosBucketAlreadyExists",
-    "CosBucketNotEmpty",
-    "CosError",
-    "CosInvalidArgument",
-    "CosInvalidBucketName",
-    "CosKeyTooLong",
-    "CosListResult",
-    "CosNoSuchBucket",
-    "CosNoSuchKey",
     "CosObjectData",
     "CosObjectMeta",
     "crc64ecma",
@@ -70,70 +73,11 @@ __all__ = [
 
 #: Longest object key COS accepts, in UTF-8 bytes.
 MAX_KEY_BYTES = 850
-#: Largest page a list request may ask for (larger max-keys are clamped to this).
-MAX_LIST_KEYS = 1000
 
 # <name>-<appid>: lowercase letters, digits and '-', not starting/ending with '-', appid suffix.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]*-[0-9]+$")
 _MAX_BUCKET_LEN = 50
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-# --------------------------------------------------------------------------------------------
-# errors
-
-
-class CosError(Exception):
-    """A COS error: ``code`` and ``status`` are what the real service answers for the situation."""
-
-    code = "InternalError"
-    status = 500
-
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.message}"
-
-
-class CosNoSuchKey(CosError):
-    code = "NoSuchKey"
-    status = 404
-
-
-class CosNoSuchBucket(CosError):
-    code = "NoSuchBucket"
-    status = 404
-
-
-class CosInvalidBucketName(CosError):
-    code = "InvalidBucketName"
-    status = 400
-
-
-class CosKeyTooLong(CosError):
-    code = "KeyTooLongError"
-    status = 400
-
-
-class CosInvalidArgument(CosError):
-    code = "InvalidArgument"
-    status = 400
-
-
-class CosBucketAlreadyExists(CosError):
-    code = "BucketAlreadyExists"
-    status = 409
-
-
-class CosBucketNotEmpty(CosError):
-    code = "BucketNotEmpty"
-    status = 409
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,21 +197,6 @@ class CosObjectData:
     @property
     def content_type(self) -> str:
         return self.meta.content_type
-
-
-@dataclass(frozen=True)
-class CosListResult:
-    """One page of a GET Bucket listing, with COS semantics already applied."""
-
-    bucket: str
-    prefix: str
-    marker: str
-    max_keys: int
-    delimiter: str
-    is_truncated: bool
-    next_marker: str | None  # set only when is_truncated
-    contents: tuple[CosObjectMeta, ...]
-    common_prefixes: tuple[str, ...]
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,59 +484,14 @@ class CosBackend:
         Served from the in-memory index: no disk access.
         """
         max_keys = max(0, min(int(max_keys), MAX_LIST_KEYS))
-        prefix = prefix or ""
-        delimiter = delimiter or ""
-        marker = marker or ""
-        bprefix = prefix.encode("utf-8")
-        bmarker = marker.encode("utf-8")
-        bdelim = delimiter.encode("utf-8")
-        contents: list[CosObjectMeta] = []
-        prefixes: list[str] = []
-        truncated = False
-        last: bytes | None = None
         with self._lock:
             state = self._require(bucket)
-            keys = state.keys
-            start = max(bisect.bisect_right(keys, bmarker), bisect.bisect_left(keys, bprefix))
-            i = start
-            n = len(keys)
-            while i < n:
-                k = keys[i]
-                if not k.startswith(bprefix):
-                    break
-                rolled: bytes | None = None
-                if bdelim:
-                    pos = k.find(bdelim, len(bprefix))
-                    if pos >= 0:
-                        rolled = k[: pos + len(bdelim)]
-                if rolled is not None and rolled <= bmarker:
-                    # skip every key under a prefix already returned on an earlier page
-                    i = bisect.bisect_left(keys, rolled + b"\xff", i)
-                    continue
-                if len(contents) + len(prefixes) >= max_keys:
-                    truncated = True
-                    break
-                if rolled is not None:
-                    prefixes.append(rolled.decode("utf-8"))
-                    last = rolled
-                    # jump past every key sharing this rolled-up prefix
-                    i = bisect.bisect_left(keys, rolled + b"\xff", i)
-                    # a key could sort above rolled+\xff only if it has 0xff bytes, impossible in UTF-8
-                else:
-                    contents.append(state.metas[k.decode("utf-8")])
-                    last = k
-                    i += 1
-        if last is None:  # max_keys == 0: nothing returned, so nothing to page on (no endless loop)
-            truncated = False
-        next_marker = last.decode("utf-8") if truncated and last is not None else None
-        return CosListResult(
-            bucket=bucket,
-            prefix=prefix,
-            marker=marker,
-            max_keys=max_keys,
-            delimiter=delimiter,
-            is_truncated=truncated,
-            next_marker=next_marker,
-            contents=tuple(contents),
-            common_prefixes=tuple(prefixes),
-        )
+            return list_page(
+                bucket,
+                state.keys,
+                state.metas,
+                prefix=prefix or "",
+                delimiter=delimiter or "",
+                marker=marker or "",
+                max_keys=max_keys,
+            )

@@ -17,7 +17,8 @@ prefix/delimiter/marker/max-keys/encoding-type), HEAD/PUT/DELETE bucket, POST ``
 (multi-delete); PUT with ``x-cos-copy-source`` (copy). Anything else (multipart upload, ACL, CORS,
 versions, ...) gets a real-looking ``NotImplemented`` error that names it. Responses use exactly
 the header casing the SDK indexes (``ETag``, ``Content-Length``, ``x-cos-request-id``, ...), and
-errors are COS XML bodies with Code, Message, Resource, RequestId and TraceId.
+errors are COS XML bodies with Code, Message, Resource, RequestId and TraceId. This module decides
+what to answer; the XML it answers (and the multi-delete XML it reads) is written in `cos/xml.py`.
 
 Headers as COS sends them (doc 436/7729, common response headers): ``x-cos-storage-class`` only for
 objects that are not STANDARD (COS omits it for STANDARD, so code that reads it must not rely on it),
@@ -29,27 +30,28 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
-from xml.etree import ElementTree
-from xml.sax.saxutils import escape
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from airflow_mps.emulator.cos.auth import CosAuthConfig, CosAuthError, verify_request
-from airflow_mps.emulator.cos.models import (
-    MAX_LIST_KEYS,
-    CosBackend,
-    CosError,
-    CosInvalidArgument,
-    CosNoSuchBucket,
-    CosObjectMeta,
+from airflow_mps.emulator.cos.errors import CosError, CosInvalidArgument, CosNoSuchBucket
+from airflow_mps.emulator.cos.listing import MAX_LIST_KEYS
+from airflow_mps.emulator.cos.models import CosBackend, CosObjectMeta
+from airflow_mps.emulator.cos.xml import (
+    common_headers,
+    copy_object_result,
+    delete_result,
+    error_response,
+    list_bucket_result,
+    new_request_id,
+    parse_delete_request,
+    xml_response,
 )
 from airflow_mps.emulator.http import EmulatorRequest, EmulatorResponse
 
-__all__ = ["CosTarget", "error_response", "handle", "resolve_target"]
+__all__ = ["CosTarget", "handle", "resolve_target"]
 
 _VHOST_RE = re.compile(
     r"^(?P<bucket>[^.]+)\.cos(?:-internal)?\.(?P<region>[a-z0-9-]+)\.(?:myqcloud\.com|tencentcos\.cn)(?::\d+)?$",
@@ -75,7 +77,6 @@ _RESPONSE_OVERRIDES = {
     "response-content-encoding": "Content-Encoding",
 }
 _STORED_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Expires")
-_MAX_DELETE_BODY = 2 * 1024 * 1024
 
 
 class CosTarget:
@@ -128,15 +129,6 @@ def resolve_target(request: EmulatorRequest, bucket: str | None = None) -> CosTa
 # response helpers
 
 
-def _request_id() -> str:
-    return base64.b64encode(os.urandom(18)).decode("ascii")
-
-
-def _base_headers(request_id: str) -> list[tuple[str, str]]:
-    # Server and Date are left to the HTTP server (http.server adds both to every response).
-    return [("x-cos-request-id", request_id)]
-
-
 def _error(
     request: EmulatorRequest,
     target: CosTarget,
@@ -157,66 +149,10 @@ def _error(
     )
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    resource: str,
-    *,
-    method: str = "GET",
-    request_id: str | None = None,
-    extra_headers: Iterable[tuple[str, str]] = (),
-) -> EmulatorResponse:
-    """A COS error as COS sends it (doc 436/7730): an XML body with Code, Message, Resource, RequestId
-    and TraceId (none empty, or the SDK cannot read it), ``x-cos-request-id`` and ``x-cos-trace-id``
-    headers; no body for a HEAD. Every COS error the emulator answers (injected faults included) is
-    built here."""
-    request_id = request_id or _request_id()
-    trace_id = base64.b64encode(os.urandom(24)).decode("ascii")
-    body = (
-        "<?xml version='1.0' encoding='utf-8' ?>\n<Error>\n"
-        f"\t<Code>{escape(code)}</Code>\n"
-        f"\t<Message>{escape(message)}</Message>\n"
-        f"\t<Resource>{escape(_xml_safe(resource or '/'))}</Resource>\n"
-        f"\t<RequestId>{escape(request_id)}</RequestId>\n"
-        f"\t<TraceId>{escape(trace_id)}</TraceId>\n"
-        "</Error>\n"
-    ).encode()
-    if method.upper() == "HEAD":
-        body = b""
-    headers = [
-        ("Content-Type", "application/xml"),
-        ("Content-Length", str(len(body))),
-        *_base_headers(request_id),
-        ("x-cos-trace-id", trace_id),
-        *extra_headers,
-    ]
-    return EmulatorResponse(status=status, headers=headers, body=body)
-
-
-def _xml_safe(text: str) -> str:
-    """Percent-encode characters XML 1.0 cannot carry (control characters), so the SDK can parse."""
-    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", lambda m: f"%{ord(m.group()):02X}", text)
-
-
-def _xml(request_id: str, body: str, status: int = 200) -> EmulatorResponse:
-    data = ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode("utf-8")
-    headers = [
-        ("Content-Type", "application/xml"),
-        ("Content-Length", str(len(data))),
-        *_base_headers(request_id),
-    ]
-    return EmulatorResponse(status=status, headers=headers, body=data)
-
-
 def _empty(request_id: str, status: int = 200, extra: Iterable[tuple[str, str]] = ()) -> EmulatorResponse:
     return EmulatorResponse(
-        status=status, headers=[("Content-Length", "0"), *_base_headers(request_id), *extra], body=b""
+        status=status, headers=[("Content-Length", "0"), *common_headers(request_id), *extra], body=b""
     )
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _object_headers(meta: CosObjectMeta) -> list[tuple[str, str]]:
@@ -250,7 +186,7 @@ def handle(
     region: str = "ap-guangzhou",
 ) -> EmulatorResponse:
     """Serve one COS API request (see the module docstring). Never raises for client errors."""
-    request_id = _request_id()
+    request_id = new_request_id()
     try:
         target = resolve_target(request, bucket)
     except UnicodeDecodeError:
@@ -352,7 +288,7 @@ def _object_op(
                 headers=[
                     ("Content-Length", str(meta.size)),
                     *_apply_overrides(_object_headers(meta), query),
-                    *_base_headers(request_id),
+                    *common_headers(request_id),
                 ],
                 body=b"",
             )
@@ -382,13 +318,13 @@ def _object_op(
                         ("Content-Length", str(len(body))),
                         ("Content-Range", f"bytes {first}-{last}/{len(data)}"),
                         *headers,
-                        *_base_headers(request_id),
+                        *common_headers(request_id),
                     ],
                     body=body,
                 )
         return EmulatorResponse(
             status=200,
-            headers=[("Content-Length", str(len(data))), *headers, *_base_headers(request_id)],
+            headers=[("Content-Length", str(len(data))), *headers, *common_headers(request_id)],
             body=data,
         )
     if method == "DELETE":
@@ -519,11 +455,7 @@ def _copy_object(
         target.bucket, target.key, src.data, content_type, metadata=metadata, headers=stored
     )
     meta = backend.head_object(target.bucket, target.key)
-    return _xml(
-        request_id,
-        f'<CopyObjectResult><ETag>"{etag}"</ETag><LastModified>{_iso(meta.last_modified)}</LastModified>'
-        f"<CRC64>{meta.crc64}</CRC64></CopyObjectResult>",
-    )
+    return xml_response(request_id, copy_object_result(etag, meta))
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,37 +523,7 @@ def _list_objects(
     delimiter = query.get("delimiter", "")
     marker = query.get("marker", "")
     page = backend.list_objects(bucket, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys)
-
-    def text(value: str) -> str:
-        return escape(quote(value.encode("utf-8"), safe="/") if encoding == "url" else value)
-
-    parts = [f"<ListBucketResult>\n\t<Name>{escape(bucket)}</Name>"]
-    if encoding:
-        parts.append(f"\t<EncodingType>{escape(encoding)}</EncodingType>")
-    parts.append(f"\t<Prefix>{text(prefix)}</Prefix>")
-    parts.append(f"\t<Marker>{text(marker)}</Marker>")
-    parts.append(f"\t<MaxKeys>{page.max_keys}</MaxKeys>")
-    if delimiter:
-        parts.append(f"\t<Delimiter>{text(delimiter)}</Delimiter>")
-    parts.append(f"\t<IsTruncated>{'true' if page.is_truncated else 'false'}</IsTruncated>")
-    if page.is_truncated and page.next_marker is not None:
-        parts.append(f"\t<NextMarker>{text(page.next_marker)}</NextMarker>")
-    for common in page.common_prefixes:
-        parts.append(f"\t<CommonPrefixes>\n\t\t<Prefix>{text(common)}</Prefix>\n\t</CommonPrefixes>")
-    owner = bucket.rsplit("-", 1)[-1]
-    for meta in page.contents:
-        parts.append(
-            "\t<Contents>\n"
-            f"\t\t<Key>{text(meta.key)}</Key>\n"
-            f"\t\t<LastModified>{_iso(meta.last_modified)}</LastModified>\n"
-            f"\t\t<ETag>&quot;{meta.etag}&quot;</ETag>\n"
-            f"\t\t<Size>{meta.size}</Size>\n"
-            f"\t\t<Owner>\n\t\t\t<ID>{escape(owner)}</ID>\n\t\t\t<DisplayName>{escape(owner)}</DisplayName>\n\t\t</Owner>\n"
-            f"\t\t<StorageClass>{meta.storage_class}</StorageClass>\n"
-            "\t</Contents>"
-        )
-    parts.append("</ListBucketResult>")
-    return _xml(request_id, "\n".join(parts) + "\n")
+    return xml_response(request_id, list_bucket_result(page, encoding=encoding))
 
 
 def _multi_delete(
@@ -629,20 +531,7 @@ def _multi_delete(
 ) -> EmulatorResponse:
     if not backend.bucket_exists(bucket):
         raise CosNoSuchBucket("The specified bucket does not exist.")
-    if len(request.body) > _MAX_DELETE_BODY:
-        raise CosError("The XML you provided was too large.", code="MalformedXML", status=400)
-    if b"<!DOCTYPE" in request.body or b"<!ENTITY" in request.body:
-        raise CosError("The XML you provided must not contain a DTD.", code="MalformedXML", status=400)
-    try:
-        root = ElementTree.fromstring(request.body)
-    except ElementTree.ParseError:
-        raise CosError("The XML you provided was not well-formed.", code="MalformedXML", status=400) from None
-    quiet = (root.findtext("Quiet") or "false").strip().lower() == "true"
-    keys = [obj.findtext("Key") or "" for obj in root.findall("Object")]
-    if len(keys) > 1000:
-        raise CosError(
-            "You have attempted to delete more than 1000 objects.", code="MalformedXML", status=400
-        )
+    quiet, keys = parse_delete_request(request.body)
     deleted: list[str] = []
     errors: list[tuple[str, str, str]] = []
     for key in keys:
@@ -651,12 +540,4 @@ def _multi_delete(
             deleted.append(key)
         except CosError as exc:
             errors.append((key, exc.code, exc.message))
-    parts = ["<DeleteResult>"]
-    if not quiet:
-        parts += [f"<Deleted><Key>{escape(k)}</Key></Deleted>" for k in deleted]
-    parts += [
-        f"<Error><Key>{escape(k)}</Key><Code>{escape(c)}</Code><Message>{escape(m)}</Message></Error>"
-        for k, c, m in errors
-    ]
-    parts.append("</DeleteResult>")
-    return _xml(request_id, "".join(parts))
+    return xml_response(request_id, delete_result(deleted, errors, quiet=quiet))

@@ -451,15 +451,15 @@ class MpsBackend:
         bucket, key = str(cos["Bucket"]), str(cos["Object"]).lstrip("/")
         if self.cos is None:
             raise TaskFailure.of("internal", "The emulator's COS backend is not available.")
-        from airflow_mps.emulator.cos import models as cos_models
+        from airflow_mps.emulator.cos import errors as cos_errors
 
         try:
             obj = self.cos.get_object(bucket, key)
-        except (cos_models.CosNoSuchBucket, cos_models.CosInvalidBucketName):
+        except (cos_errors.CosNoSuchBucket, cos_errors.CosInvalidBucketName):
             raise TaskFailure.of(
                 "missing_input", f"The input file cos://{bucket}/{key} does not exist (no such bucket)."
             ) from None
-        except (cos_models.CosNoSuchKey, cos_models.CosKeyTooLong):
+        except (cos_errors.CosNoSuchKey, cos_errors.CosKeyTooLong):
             raise TaskFailure.of(
                 "missing_input", f"The input file cos://{bucket}/{key} does not exist."
             ) from None
@@ -478,7 +478,7 @@ class MpsBackend:
     def _write_output(self, bucket: str, key: str, processed: Any) -> None:
         if self.cos is None:
             raise TaskFailure.of("internal", "The emulator's COS backend is not available.")
-        from airflow_mps.emulator.cos import models as cos_models
+        from airflow_mps.emulator.cos import errors as cos_errors
 
         content_type = {
             "jpeg": "image/jpeg",
@@ -496,12 +496,12 @@ class MpsBackend:
                 content_type=content_type,
                 create_bucket=self.config.auto_create_buckets,
             )
-        except (cos_models.CosNoSuchBucket, cos_models.CosInvalidBucketName):
+        except (cos_errors.CosNoSuchBucket, cos_errors.CosInvalidBucketName):
             raise TaskFailure.of(
                 "bad_output",
                 f"The output bucket {bucket!r} does not exist: create it first (COS PUT Bucket).",
             ) from None
-        except cos_models.CosError as exc:  # e.g. a key COS refuses (too long)
+        except cos_errors.CosError as exc:  # e.g. a key COS refuses (too long)
             raise TaskFailure.of(
                 "bad_output", f"The output cos://{bucket}/{key} cannot be written: {exc}"
             ) from None

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from airflow_mps.emulator.cos.models import CosListResult, CosObjectMeta
+from airflow_mps.emulator.cos.listing import CosListResult
+from airflow_mps.emulator.cos.models import CosObjectMeta
 from airflow_mps.emulator.mps.models import FINISH, PROCESSING, WAITING, TaskRecord
 
 #: Suffixes the bucket page shows a thumbnail for even when the stored Content-Type is generic.

@@ -184,7 +184,7 @@ class WebUI:
         return self._html(pages.bucket_list(self.context, rows))
 
     def _object_list(self, bucket: str, query: dict[str, str]) -> EmulatorResponse:
-        from airflow_mps.emulator.cos.models import CosError
+        from airflow_mps.emulator.cos.errors import CosError
 
         cos = self.app.cos
         if cos is None:
