@@ -28,6 +28,7 @@ Nothing heavy at import: the SDK, httpx and the form libraries are imported insi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -38,6 +39,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_mps.errors import MpsValidationError
 from airflow_mps.hooks import _redact
 from airflow_mps.hooks._clients import (
     SharedAsyncClient,
@@ -92,6 +94,30 @@ def quiet_sdk_loggers() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(level)
+
+
+def connection_extras(conn: Any) -> dict[str, Any]:
+    """The connection's extras as a dict, parsed here instead of by ``extra_dejson``.
+
+    Airflow's ``extra_dejson`` registers EVERY extra value with the secrets masker, so a connection
+    with ``protocol=http`` logs "Skipping masking for a secret as it's too short" in every task (issue
+    14). Only the secret extras are masked, by the hook (``token``, a proxy's password); the raw
+    ``extra`` text as a whole is masked by Airflow when it fetches the connection.
+    """
+    raw = getattr(conn, "extra", None)
+    if not raw:
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        extras = json.loads(raw)
+    except ValueError:
+        extras = None
+    if not isinstance(extras, dict):
+        raise MpsValidationError(
+            field="extra", value="(not shown: it may hold a token)", allowed="a JSON object of extras"
+        )
+    return extras
 
 
 def mask_secret_value(value: str | None) -> None:
@@ -349,19 +375,16 @@ class TencentCloudBaseHook(BaseHook):
         """Resolve (once) the connection into client settings. Sync: do not call on an event loop."""
         if self._settings is None:
             conn = self.get_connection(self.tencentcloud_conn_id)
-            return self._keep_settings(self._settings_from(conn, conn.extra_dejson))
+            return self._keep_settings(self._settings_from(conn, connection_extras(conn)))
         return self._settings
 
     async def aget_settings(self) -> ClientSettings:
         """Resolve the connection without blocking the event loop (Airflow's async connection API)."""
         if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
+            from airflow.providers.common.compat.connection import get_async_connection
 
             conn = await get_async_connection(self.tencentcloud_conn_id, hook=self)
-            extras = await get_async_extra_dejson(conn)
+            extras = connection_extras(conn)
             # Credential resolution may probe the SDK default chain (files, metadata server): off-loop.
             return self._keep_settings(await asyncio.to_thread(self._settings_from, conn, extras))
         return self._settings
