@@ -72,7 +72,8 @@ def _request(emu: Any, key: str, out_key: str, image_task: dict[str, Any] | None
     return ProcessImageRequest.build(
         input=_input(emu, key),
         output_storage={"Type": "COS", "CosOutputStorage": {"Bucket": BUCKET, "Region": emu.region}},
-        output_path="/" + out_key,
+        # The API requires OutputPath to end with the literal ".{format}" (doc 862/37039).
+        output_path="/" + out_key.rsplit(".", 1)[0] + ".{format}",
         image_task=image_task or {"EncodeConfig": {"Format": "JPEG", "Quality": 80}},
         region=emu.region,
     )
@@ -331,7 +332,7 @@ with DAG("bench_parse_mps", schedule=None, start_date=datetime.datetime(2026, 1,
             task_id=f"img_{i}",
             input="cos://photos-1250000000/raw/dt={{ ds }}/img_%d.png" % i,
             output_storage="cos://photos-1250000000",
-            output_path="/enhanced/dt={{ ds }}/img_%d.jpg" % i,
+            output_path="/enhanced/dt={{ ds }}/img_%d.{format}" % i,
             image_task={"EncodeConfig": {"Format": "JPEG", "Quality": 85}},
             deferrable=True,
         )

@@ -50,7 +50,7 @@ with DAG(
         task_id="submit",
         input=f"cos://{BUCKET}/raw/dt={DAY}/landscape.jpg",
         output_storage=f"cos://{BUCKET}",
-        output_path=f"/converted/dt={DAY}/landscape.png",
+        output_path=f"/converted/dt={DAY}/landscape.{{format}}",
         image_task={"EncodeConfig": {"Format": "PNG"}},
         wait_for_completion=False,
     )

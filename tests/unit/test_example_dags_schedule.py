@@ -231,7 +231,7 @@ def test_wait_external_has_a_day_without_a_logical_date(dags: dict[str, Any]) ->
         data_interval_end=None,
         run_after=after,
     )
-    assert _render(dag, "submit", "output_path", with_date) == "/converted/dt=2026-11-01/landscape.png"
+    assert _render(dag, "submit", "output_path", with_date) == "/converted/dt=2026-11-01/landscape.{format}"
     assert (
         _render(dag, "submit", "input", no_date, {"partition": "2026-10-31"})
         == f"cos://{BUCKET}/raw/dt=2026-10-31/landscape.jpg"
