@@ -172,15 +172,31 @@ def shared_async_clients(loop: asyncio.AbstractEventLoop | None = None) -> int:
         return sum(len(clients) for other, clients in _SHARED_ASYNC.items() if not other.is_closed())
 
 
-def _load_modules(names: tuple[str, ...]) -> None:
+#: Optional modules that failed to import: not tried again (their user reports the missing package).
+_ABSENT: set[str] = set()
+
+
+def _load_modules(names: tuple[str, ...], optional: tuple[str, ...]) -> None:
     import importlib
 
     for name in names:
         importlib.import_module(name)
+    for name in optional:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            _ABSENT.add(name)
 
 
-async def preload_modules(names: tuple[str, ...]) -> None:
-    """Import ``names`` off the event loop (once per process; afterwards a dict lookup)."""
-    if all(name in sys.modules for name in names):
+async def preload_modules(names: tuple[str, ...], *, optional: tuple[str, ...] = ()) -> None:
+    """Import ``names`` and then ``optional`` in a worker thread, never on the event loop — the one
+    implementation of "load the SDK off the loop" (the hooks' async path, ``utils.sdk.preload_sdk``,
+    the COS triggers).
+
+    Once all are loaded this is a dict lookup. An ImportError of ``names`` propagates; one of
+    ``optional`` is swallowed and remembered (a missing SDK is reported, with a clear message, by the
+    hook that needs it on first use).
+    """
+    if all(name in sys.modules or name in _ABSENT for name in (*names, *optional)):
         return
-    await asyncio.to_thread(_load_modules, names)
+    await asyncio.to_thread(_load_modules, names, optional)
