@@ -118,10 +118,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "airflow_mps/triggers/batch.py:81 — MpsImageBatchTrigger.__init__ takes its arguments by position; "
         "being fixed in integration"
     ),
-    ("constants", "airflow_mps.ownership"): (
-        "airflow_mps/ownership.py:49,52 — TASK_STATUSES and TIME_FORMAT copy models.constants; "
-        "being fixed in integration"
-    ),
     ("constants", "airflow_mps.batch.adopt"): (
         "airflow_mps/batch/adopt.py:25 — RECONCILE_STATUSES copies TASK_STATES; being fixed in integration"
     ),
@@ -131,13 +127,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("constants", "airflow_mps.triggers.batch"): (
         "airflow_mps/triggers/batch.py:98,200 — 7-day retention and the API time format again; "
         "being fixed in integration"
-    ),
-    ("constants", "airflow_mps.emulator.mps.responses"): (
-        "airflow_mps/emulator/mps/responses.py:45 — TIME_FORMAT copies API_TIME_FORMAT; "
-        "being fixed in integration"
-    ),
-    ("constants", "airflow_mps.emulator.mps.store"): (
-        "airflow_mps/emulator/mps/store.py:19 — the task states again; being fixed in integration"
     ),
 }
 
