@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mps.errors import MpsError
+from airflow_mps.preload import preload_modules
 from airflow_mps.steps import adrive
 from airflow_mps.utils.events import EVENT_ERROR, error_payload
 from airflow_mps.waits.cos import (
@@ -67,9 +68,6 @@ HOOK_RETRY_SECONDS = 10.0
 
 async def _preload() -> None:
     """Import the COS hook and the COS SDK in a worker thread (afterwards: a lookup)."""
-    # Light: airflow_mps.hooks and its _clients module import only the standard library.
-    from airflow_mps.hooks._clients import preload_modules
-
     # A missing qcloud_cos is reported by the hook on first use.
     await preload_modules(("airflow_mps.hooks.cos",), optional=("qcloud_cos",))
 

@@ -4,11 +4,13 @@ Both MPS triggers (single task and batch) import the hook lazily so that parsing
 the SDK. Done on the triggerer's event loop that first import would stall every other trigger for as
 long as it takes (~0.1 s here, much more on a cold disk), so the first ``run()`` awaits
 :func:`preload_sdk`, which performs it in a worker thread. The loading itself is written once, in
-:func:`airflow_mps.hooks._clients.preload_modules` (the hooks' own async path uses it too); this module
-names what an MPS trigger needs.
+:func:`airflow_mps.preload.preload_modules` (the hooks' own async path uses it too); this module names
+what an MPS trigger needs.
 """
 
 from __future__ import annotations
+
+from airflow_mps.preload import preload_modules
 
 __all__ = ["preload_sdk"]
 
@@ -21,7 +23,4 @@ SDK_MODULES = ("tencentcloud.mps.v20190612.mps_client_async",)
 
 async def preload_sdk() -> None:
     """Import the MPS hook and the async Tencent Cloud SDK in a worker thread (afterwards: a lookup)."""
-    # Light: airflow_mps.hooks and its _clients module import only the standard library.
-    from airflow_mps.hooks._clients import preload_modules
-
     await preload_modules((HOOK_MODULE,), optional=SDK_MODULES)

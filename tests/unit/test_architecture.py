@@ -31,6 +31,7 @@ DOC = REPO / "docs" / "internals.md"
 #: ``test_every_module_is_in_a_room``: put it in the map (here and in docs/internals.md) first.
 ROOM_PREFIXES: dict[str, str] = {
     "airflow_mps.steps": "steps",
+    "airflow_mps.preload": "preload",
     "airflow_mps.errors": "errors",
     "airflow_mps.models": "models",
     "airflow_mps.ownership": "ownership",
@@ -66,19 +67,20 @@ def _rule(module_level: str, in_functions: str = "") -> Rule:
 
 
 #: The dependency direction (docs/internals.md, "Rooms"):
-#: steps, errors ← models ← ownership ← hooks ← utils, links, waits, batch ← triggers ← sensors, operators;
+#: steps, preload, errors ← models ← ownership ← hooks ← utils, links, waits, batch ← triggers ← sensors, operators;
 #: the emulator beside it all, on errors and models only. Nothing imports the emulator.
 RULES: dict[str, Rule] = {
     "steps": _rule(""),
+    "preload": _rule(""),
     "errors": _rule(""),
     "models": _rule("errors"),
     "ownership": _rule("errors models"),
-    "hooks": _rule("steps errors models ownership"),
-    "utils": _rule("errors models", "hooks"),
+    "hooks": _rule("steps preload errors models ownership"),
+    "utils": _rule("preload errors models", "hooks"),
     "links": _rule("errors models utils"),
     "waits": _rule("steps errors models utils"),
     "batch": _rule("steps errors models ownership utils waits"),
-    "triggers": _rule("steps errors models ownership utils waits batch", "hooks"),
+    "triggers": _rule("steps preload errors models ownership utils waits batch", "hooks"),
     "sensors": _rule("steps errors models ownership utils links waits", "hooks triggers"),
     "operators": _rule("steps errors models ownership utils links waits batch", "hooks triggers"),
     "emulator": _rule("errors models"),
@@ -93,7 +95,7 @@ MODULE_EXCEPTIONS: dict[tuple[str, str], str] = {
 
 #: Rooms that are plain Python: stdlib and the package only, at any level (imported by the emulator,
 #: by DAG files and by unit tests without Airflow).
-PURE_ROOMS = frozenset({"steps", "errors", "models", "ownership", "waits", "batch"})
+PURE_ROOMS = frozenset({"steps", "preload", "errors", "models", "ownership", "waits", "batch"})
 #: Rooms that may import Airflow (everything else never does, not even lazily).
 AIRFLOW_ROOMS = frozenset({"hooks", "utils", "links", "triggers", "sensors", "operators"})
 #: Expensive to import (the MPS SDK's models alone are 3.6 MB; httpx; Pillow): at module level only in
