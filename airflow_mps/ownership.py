@@ -25,9 +25,9 @@ from it is its own rule (the hook's: keep looking until a settle deadline, then
 ``MpsAmbiguousSubmissionError``, never a blind resubmission — docs/reliability.md).
 
 Reading a listed ``Input`` is :func:`airflow_mps.models.parse_listed_input` (one parser for every
-form the service, the SDK and the emulator send). ``airflow_mps.models`` is imported inside the
-functions: ``airflow_mps.hooks.mps`` imports this module and DAG files import the hook, so nothing
-here may cost DAG-parse time. Stdlib, ``airflow_mps.errors`` and ``airflow_mps.models`` only.
+form the service, the SDK and the emulator send); the domain constants (task states, the API time
+format) are :mod:`airflow_mps.models.constants`'. Stdlib, ``airflow_mps.errors`` and
+``airflow_mps.models`` only.
 """
 
 from __future__ import annotations
@@ -39,15 +39,13 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_mps.errors import MpsAmbiguousSubmissionError
+from airflow_mps.models.constants import API_TIME_FORMAT, LISTED_TASK_STATES
 
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo
 
 __all__ = [
-    "LISTED_STATUSES",
     "MAX_DESCRIBES",
-    "TASK_STATUSES",
-    "TIME_FORMAT",
     "DetailStep",
     "ListStep",
     "input_matches",
@@ -57,21 +55,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The task statuses, in lifecycle order. (Moved from hooks/mps.py; one of the copies
-#: ``airflow_mps.models.constants.TASK_STATES`` replaces at integration, issue 10 item 2.)
-TASK_STATUSES = ("WAITING", "PROCESSING", "FINISH")
-#: The statuses DescribeImageTasks can list (api.json: ``Status`` required, FINISH or PROCESSING; a
-#: WAITING task is not listable), in lifecycle order: listing them in this order sees a task that moves
-#: on between the two listings in the later one. (``models.constants.LISTED_TASK_STATES`` from issue
-#: 11's emulator part replaces this copy at integration.)
-LISTED_STATUSES = ("PROCESSING", "FINISH")
 #: Default cap on the listed tasks :func:`task_finder` describes because their row names no input:
 #: 200 DescribeImageTaskDetail calls are 10 s of the default 20/s Describe quota.
 MAX_DESCRIBES = 200
-#: The API's time strings (``CreateTime``, ``StartTime``): UTC, whole seconds. (Moved from
-#: hooks/mps.py; ``models.constants.API_TIME_FORMAT`` replaces it at integration.)
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
 K = TypeVar("K", bound=Hashable)
 
 
@@ -109,7 +95,7 @@ def task_finder(
     * **Window**: tasks created from ``since`` minus ``skew_seconds`` (client/server clock skew,
       one-second ``CreateTime`` resolution) up to ``until`` plus ``skew_seconds`` (``until`` None: up
       to now). A ProcessImage that failed at time T cannot have created a task after T.
-    * **Listing**: PROCESSING and FINISH only (:data:`LISTED_STATUSES`; WAITING is not listable).
+    * **Listing**: PROCESSING and FINISH only (:data:`LISTED_TASK_STATES`; WAITING is not listable).
     * **Input**: a row whose ``Input`` names another input is dropped unread; one naming ours, or
       naming nothing, is described, newest first — for the latter the task's ``InputInfo`` decides.
       More than ``max_describes`` rows naming nothing → ``MpsAmbiguousSubmissionError``
@@ -138,10 +124,10 @@ def task_finder(
     start = since - timedelta(seconds=skew_seconds)
     start_floor = start.replace(microsecond=0)
     end = None if until is None else until + timedelta(seconds=skew_seconds)
-    end_text = None if end is None else end.strftime(TIME_FORMAT)
+    end_text = None if end is None else end.strftime(API_TIME_FORMAT)
     rows: dict[str, ImageTaskInfo] = {}
-    for status in LISTED_STATUSES:  # lifecycle order: a task moving on is seen in the later listing
-        listed = yield ListStep(status, start.strftime(TIME_FORMAT), end_text)
+    for status in LISTED_TASK_STATES:  # lifecycle order: a task moving on is seen in the later listing
+        listed = yield ListStep(status, start.strftime(API_TIME_FORMAT), end_text)
         for row in listed:
             rows.setdefault(row.task_id, row)
     candidates: list[tuple[str, datetime | None, bool | None]] = []
@@ -161,7 +147,7 @@ def task_finder(
     if unnamed > max_describes:
         raise MpsAmbiguousSubmissionError(
             "AmbiguousSubmission.TooManyCandidates",
-            f"{unnamed} tasks created between {start.strftime(TIME_FORMAT)} and "
+            f"{unnamed} tasks created between {start.strftime(API_TIME_FORMAT)} and "
             f"{end_text or 'now'} are listed without an Input; telling ours among them takes one "
             f"DescribeImageTaskDetail each, more than the cap of {max_describes} (raise it with "
             "MpsHook(reconcile_max_describes=...) or find_tasks_for(max_describes=...))",
@@ -247,7 +233,7 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value or value.startswith("0000"):
         return None
     try:
-        return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, API_TIME_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
         return None
 

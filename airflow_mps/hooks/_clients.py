@@ -6,8 +6,9 @@ same *connection identity* (endpoint, region, service, credentials) on the same 
 reference-counted: the last hook to ``aclose()`` closes it. Clients are never shared across loops
 (an httpx client belongs to the loop it was first used on).
 
-Also here: loading the async SDK off the event loop. Its first import (the MPS ``models.py`` alone is
-3.6 MB, and httpx comes with it) takes long enough to stall every trigger sharing the loop.
+Loading the async SDK off the event loop (its first import — the MPS ``models.py`` alone is 3.6 MB, and
+httpx comes with it — would stall every trigger sharing the loop) is :mod:`airflow_mps.preload`,
+re-exported here as ``preload_modules``.
 
 Nothing heavy is imported at module level: httpx is imported when the first client is built.
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
 import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from airflow_mps.preload import preload_modules
 
 if TYPE_CHECKING:
     from airflow_mps.hooks._credentials import ClientSettings
@@ -170,17 +172,3 @@ def shared_async_clients(loop: asyncio.AbstractEventLoop | None = None) -> int:
         if loop is not None:
             return len(_SHARED_ASYNC.get(loop) or {})
         return sum(len(clients) for other, clients in _SHARED_ASYNC.items() if not other.is_closed())
-
-
-def _load_modules(names: tuple[str, ...]) -> None:
-    import importlib
-
-    for name in names:
-        importlib.import_module(name)
-
-
-async def preload_modules(names: tuple[str, ...]) -> None:
-    """Import ``names`` off the event loop (once per process; afterwards a dict lookup)."""
-    if all(name in sys.modules for name in names):
-        return
-    await asyncio.to_thread(_load_modules, names)

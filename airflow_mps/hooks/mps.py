@@ -53,15 +53,8 @@ from airflow_mps.hooks.base import (
 )
 from airflow_mps.hooks.cos import CosHook, CosObject
 from airflow_mps.hooks.failures import Failure, classify_failure
-from airflow_mps.ownership import (
-    LISTED_STATUSES,
-    MAX_DESCRIBES,
-    TASK_STATUSES,
-    TIME_FORMAT,
-    DetailStep,
-    ListStep,
-    task_finder,
-)
+from airflow_mps.models.constants import API_TIME_FORMAT, LISTED_TASK_STATES, TASK_STATES
+from airflow_mps.ownership import MAX_DESCRIBES, DetailStep, ListStep, task_finder
 
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo, ImageTaskStatus, ProcessImageRequest
@@ -86,6 +79,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Former names of ``models.constants.TASK_STATES``/``LISTED_TASK_STATES``, kept for callers of this
+#: module (they are in ``__all__``).
+TASK_STATUSES = TASK_STATES
+LISTED_STATUSES = LISTED_TASK_STATES
 #: Longest wait between two reconciliation listings (the wait doubles from ``reconcile_settle_seconds``).
 RECONCILE_MAX_POLL_SECONDS = 10.0
 
@@ -195,14 +192,14 @@ def _format_time(value: datetime | str | None, field: str) -> str | None:
         return None
     if isinstance(value, str):
         try:
-            datetime.strptime(value, TIME_FORMAT)
+            datetime.strptime(value, API_TIME_FORMAT)
         except ValueError:
             raise MpsValidationError(field=field, value=value, allowed="YYYY-MM-DDThh:mm:ssZ (UTC)") from None
         return value
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).strftime(TIME_FORMAT)
+        return value.astimezone(timezone.utc).strftime(API_TIME_FORMAT)
     raise MpsValidationError(field=field, value=value, allowed="a datetime or a YYYY-MM-DDThh:mm:ssZ string")
 
 
@@ -462,8 +459,8 @@ class MpsHook(TencentCloudBaseHook):
         sub_task_has_failed: bool | None,
         page_size: int,
     ) -> dict[str, Any]:
-        if status not in TASK_STATUSES:
-            raise MpsValidationError(field="status", value=status, allowed=", ".join(TASK_STATUSES))
+        if status not in TASK_STATES:
+            raise MpsValidationError(field="status", value=status, allowed=", ".join(TASK_STATES))
         if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= 100:
             raise MpsValidationError(field="page_size", value=page_size, allowed="an integer 1-100")
         if sub_task_has_failed is not None and not isinstance(sub_task_has_failed, bool):

@@ -3,8 +3,10 @@
 ``DescribeImageTasks`` rows name their input in a free-form ``Input`` string, and a task's detail
 echoes its ``ImageTask``. Reconciliation (the hook's ProcessImage retry after an ambiguous failure,
 the batch operator's retry adoption) uses these pure functions to tell our task from another
-pipeline's task on the same image. They move to ``airflow_mps/ownership.py`` ("which MPS task is
-ours", issue 10 item 3); they are kept together here so that move is one file.
+pipeline's task on the same image. They stay in the models, as the one parser of a listing's
+``Input`` and of an echoed ``ImageTask`` (``ImageTaskStatus.conflicts_with`` uses the latter too);
+:mod:`airflow_mps.ownership` holds the rules that use them to decide "which MPS task is ours"
+(issue 10 item 3).
 """
 
 from __future__ import annotations

@@ -56,13 +56,13 @@ from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 
 from airflow_mps.errors import MpsError
 from airflow_mps.links.mps import MpsTaskLink, push_task_id
+from airflow_mps.steps import drive
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, seconds_argument, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_TIMEOUT
 from airflow_mps.utils.metrics import MpsMetrics
 from airflow_mps.utils.rendered import RenderedFieldsMixin
 from airflow_mps.utils.results import airflow_exception_for, result_from_event
-from airflow_mps.waits import run_steps
 from airflow_mps.waits.task import Describe, Sleep, TaskStep, wait_for_task
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
         (retryable) at the deadline.
         """
         steps = wait_for_task(mps_task_id, end_time=end_time, poll_interval=self.poll_interval, log=self.log)
-        outcome = run_steps(steps, self._perform)
+        outcome = drive(steps, self._perform)
         if outcome.event == EVENT_TIMEOUT:
             raise AirflowException(
                 f"MPS task {mps_task_id} did not finish before the deadline ({outcome.polls} polls); "

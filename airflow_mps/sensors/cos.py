@@ -42,6 +42,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_mps.errors import MpsError
+from airflow_mps.steps import drive_until
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, seconds_argument, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT
@@ -144,23 +145,22 @@ class _CosSensor(BaseSensorOperator):
         """One round of the shared wait: one check; done → ``True`` with the XCom; not yet or a transient
         error → ``False`` (Airflow's poke loop sleeps, or reschedules, and keeps the sensor's deadline)."""
         target = self._checked_target()
-        steps = self._steps(target, context)
-        reply: Any = None
+        outcome = drive_until(
+            self._steps(target, context),
+            lambda step: self._perform(step, context),
+            lambda step: isinstance(step, Sleep),  # the wait asks to sleep: that is the next poke
+        )
+        return False if outcome is None else self._poke_result(outcome)
+
+    def _perform(self, step: CosStep, context: Context) -> Any:
+        """One step of a poke, in the worker (the reply the step machine expects)."""
+        if isinstance(step, Remember):
+            return self._remember(step.memory, context)
+        assert not isinstance(step, Sleep)  # a poke stops at the wait's first sleep
         try:
-            while True:
-                step = steps.send(reply)
-                if isinstance(step, Sleep):
-                    return False  # the wait asks to sleep before the next look: that is the next poke
-                if isinstance(step, Remember):
-                    self._remember(step.memory, context)
-                    reply = None
-                    continue
-                try:
-                    reply = perform_check(self.hook, step)
-                except (MpsError, OSError) as err:  # judged by the wait: terminal or "not yet"
-                    reply = err
-        except StopIteration as done:
-            return self._poke_result(done.value)
+            return perform_check(self.hook, step)
+        except (MpsError, OSError) as err:  # judged by the wait: terminal or "not yet"
+            return err
 
     def _poke_result(self, outcome: CosWaitOutcome) -> PokeReturnValue:
         if outcome.event == EVENT_SUCCESS:

@@ -34,6 +34,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_mps.errors import MpsError, MpsValidationError
 from airflow_mps.links.mps import MpsTaskLink, push_task_id
+from airflow_mps.steps import drive_until
 from airflow_mps.utils.config import default_deferrable
 from airflow_mps.utils.deadlines import deferral_timeout, execution_deadline, wait_deadline
 from airflow_mps.utils.events import EVENT_ERROR, EVENT_FAILED, EVENT_TIMEOUT
@@ -44,7 +45,7 @@ from airflow_mps.utils.results import (
     failure_message,
     result_from_event,
 )
-from airflow_mps.waits.task import Describe, TaskWaitOutcome, wait_for_task
+from airflow_mps.waits.task import Describe, TaskStep, TaskWaitOutcome, wait_for_task
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -122,17 +123,15 @@ class MpsImageTaskSensor(RenderedFieldsMixin, BaseSensorOperator):
         mps_task_id = self._task_id()
         push_task_id(context, mps_task_id, operator=self)
         steps = wait_for_task(mps_task_id, end_time=math.inf, poll_interval=self.poke_interval, log=self.log)
-        try:
-            step = next(steps)
-            while isinstance(step, Describe):
-                step = steps.send(self._describe(step.task_id))
-        except StopIteration as done:
-            return self._poke_result(done.value)
-        return False  # the wait asks to sleep before the next poll: that is the next poke
+        # Up to the wait's first sleep: that sleep is the next poke.
+        outcome = drive_until(steps, self._describe, lambda step: not isinstance(step, Describe))
+        return False if outcome is None else self._poke_result(outcome)
 
-    def _describe(self, mps_task_id: str) -> ImageTaskStatus | MpsError:
+    def _describe(self, step: TaskStep) -> ImageTaskStatus | MpsError:
+        """A ``Describe`` step of a poke (the only step it performs), the failure as a value."""
+        assert isinstance(step, Describe)  # the poke stops at any other step
         try:
-            status = self.hook.describe_image_task(mps_task_id)
+            status = self.hook.describe_image_task(step.task_id)
         except MpsError as err:  # judged by the wait: terminal or "not yet"
             return err
         if status.create_time and getattr(self, "_created_after", None) is None:

@@ -31,8 +31,6 @@ Event payload (:meth:`~airflow_mps.waits.cos.CosWaitOutcome.payload`)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import weakref
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
@@ -41,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mps.errors import MpsError
+from airflow_mps.preload import preload_modules
+from airflow_mps.steps import adrive
 from airflow_mps.utils.events import EVENT_ERROR, error_payload
-from airflow_mps.waits import arun_steps
 from airflow_mps.waits.cos import (
     CosArgumentError,
     CosStep,
@@ -66,21 +65,11 @@ __all__ = ["CosKeyTrigger", "CosKeysUnchangedTrigger", "active_cos_hooks"]
 #: errors until its deadline anyway, and every call is also cut off at the deadline.
 HOOK_RETRY_SECONDS = 10.0
 
-_hook_module_loaded = False
-
-
-def _load_hook_module() -> None:
-    importlib.import_module("airflow_mps.hooks.cos")
-    with contextlib.suppress(ImportError):  # a missing SDK is reported by the hook on first use
-        importlib.import_module("qcloud_cos")
-
 
 async def _preload() -> None:
-    """Import the COS hook and the COS SDK in a worker thread, once per process."""
-    global _hook_module_loaded
-    if not _hook_module_loaded:
-        await asyncio.to_thread(_load_hook_module)
-        _hook_module_loaded = True
+    """Import the COS hook and the COS SDK in a worker thread (afterwards: a lookup)."""
+    # A missing qcloud_cos is reported by the hook on first use.
+    await preload_modules(("airflow_mps.hooks.cos",), optional=("qcloud_cos",))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +160,7 @@ class _CosTrigger(BaseTrigger):
             except Exception as err:  # e.g. the connection does not exist: say so in the event
                 outcome = CosWaitOutcome(EVENT_ERROR, self._what(), error=error_payload(err))
             else:
-                outcome = await arun_steps(steps, lambda step: self._perform(step, entry.hook))
+                outcome = await adrive(steps, lambda step: self._perform(step, entry.hook))
             yield TriggerEvent(outcome.payload())
         finally:
             _release(self.tencentcloud_conn_id, self.region, entry)

@@ -37,9 +37,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mps.errors import MpsError
 from airflow_mps.models.constants import API_TIME_FORMAT
+from airflow_mps.steps import adrive
 from airflow_mps.triggers._poller import Registration, SharedTaskPoller, shared_poller
 from airflow_mps.utils.sdk import preload_sdk
-from airflow_mps.waits import arun_steps
 from airflow_mps.waits.task import (
     WAKE_FALLBACK,
     WAKE_FOUND,
@@ -156,7 +156,7 @@ class MpsImageTaskTrigger(BaseTrigger):
                 shared=reg is not None,
                 report_progress=False,  # a triggerer holds thousands of waits: log decisions only
             )
-            outcome = await arun_steps(steps, lambda step: self._perform(step, hook, reg))
+            outcome = await adrive(steps, lambda step: self._perform(step, hook, reg))
             yield TriggerEvent(outcome.payload(self.request_id, include_signed_urls=self.include_signed_urls))
         finally:
             if poller is not None and reg is not None:

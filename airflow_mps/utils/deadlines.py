@@ -1,4 +1,5 @@
-"""Time rules of every wait: the one deadline rule, seconds arguments, API timestamps.
+"""Time rules of every wait: the one deadline rule, the deferral timeout, seconds arguments. (The API's
+time strings are domain facts: :mod:`airflow_mps.models.constants`.)
 
 **The deadline rule** (:func:`wait_deadline`), used by the operators, the sensor and (through the
 absolute ``end_time`` they hand over) the triggers: a wait that starts now ends at the EARLIER of

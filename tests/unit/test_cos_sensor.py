@@ -385,7 +385,6 @@ def fake_shared_hook(monkeypatch: pytest.MonkeyPatch) -> FakeCosHook:
 
     monkeypatch.setattr(cos_triggers, "_acquire", acquire)
     monkeypatch.setattr(cos_triggers, "_release", lambda conn_id, region, e: setattr(e, "users", e.users - 1))
-    monkeypatch.setattr(cos_triggers, "_hook_module_loaded", True)
     hook.entry = entry  # type: ignore[attr-defined]
     return hook
 
@@ -516,7 +515,6 @@ def test_unchanged_trigger_waits_for_quiet(fake_shared_hook: FakeCosHook) -> Non
 
 def test_shared_hook_registry_is_refcounted() -> None:
     async def main() -> list[int]:
-        cos_triggers._hook_module_loaded = False
         await cos_triggers._preload()
         first = cos_triggers._acquire("conn_a", None)
         second = cos_triggers._acquire("conn_a", None)

@@ -42,10 +42,10 @@ from airflow_mps.emulator.mps.models import (
 )
 from airflow_mps.emulator.safejson import loads_request_body
 from airflow_mps.emulator.signing import SignatureError, verify_tc3
+from airflow_mps.models.constants import API_TIME_FORMAT
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 ACTIONS = ("ProcessImage", "DescribeImageTaskDetail", "DescribeImageTasks")
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class ApiError(Exception):
@@ -87,14 +87,14 @@ def throttle_message(count: int, limit: int) -> str:
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime(TIME_FORMAT, time.gmtime(ts))
+    return None if ts is None else time.strftime(API_TIME_FORMAT, time.gmtime(ts))
 
 
 def parse_iso(value: Any, name: str) -> float:
     if not isinstance(value, str):
         raise ApiError("InvalidParameter", f"`{name}` must be a string in the format YYYY-MM-DDThh:mm:ssZ.")
     try:
-        return float(calendar.timegm(time.strptime(value, TIME_FORMAT)))
+        return float(calendar.timegm(time.strptime(value, API_TIME_FORMAT)))
     except ValueError:
         raise ApiError(
             "InvalidParameterValue", f"`{name}` {value!r} is not in the format YYYY-MM-DDThh:mm:ssZ."

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_mps.models.constants import FINISH, PROCESSING, TASK_STATES, WAITING
+
 __all__ = ["FINISH", "PROCESSING", "STATUSES", "WAITING", "TaskNotFound", "TaskRecord", "TaskStore"]
 
-WAITING, PROCESSING, FINISH = "WAITING", "PROCESSING", "FINISH"
-STATUSES = (WAITING, PROCESSING, FINISH)
+#: The task states, defined once in the models (re-exported here for the backend and its tests).
+STATUSES = TASK_STATES
 
 
 class TaskNotFound(KeyError):
