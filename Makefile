@@ -25,6 +25,8 @@ typecheck: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Prove the declared floor (apache-airflow>=3.0): builds .venv-floor with Airflow 3.0.6 and runs the

@@ -67,7 +67,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        "extra-links": ["airflow_mps.links.mps.MpsTaskLink"],
+        "extra-links": ["airflow_mps.links.mps.MpsTaskLink", "airflow_mps.links.mps.MpsBatchOutputsLink"],
         "connection-types": [
             {
                 "connection-type": "tencentcloud",

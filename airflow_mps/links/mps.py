@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -40,13 +41,17 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
 
 __all__ = [
+    "BATCH_OUTPUTS_XCOM_KEY",
     "CONSOLE_URL_EXTRA",
     "DEFAULT_CONSOLE_BASE_URL",
     "MPS_TASK_ID_XCOM_KEY",
+    "MpsBatchOutputsLink",
     "MpsTaskLink",
     "connection_task_url_template",
     "console_base_url",
     "mps_task_console_url",
+    "outputs_url",
+    "push_batch_outputs",
     "push_task_id",
     "task_url",
     "task_url_template",
@@ -58,6 +63,11 @@ log = logging.getLogger(__name__)
 MPS_TASK_ID_XCOM_KEY = "mps_task_id"
 
 DEFAULT_CONSOLE_BASE_URL = "https://console.cloud.tencent.com/mps/tasks"
+
+#: XCom key under which the batch operator records where its outputs and manifest are browsable.
+BATCH_OUTPUTS_XCOM_KEY = "mps_batch_outputs_url"
+#: The COS console's bucket browser (a folder is the ``path`` query parameter).
+COS_CONSOLE_BUCKET_URL = "https://console.cloud.tencent.com/cos/bucket"
 
 #: Connection extra naming where task links point (rule 1 of the module docstring).
 CONSOLE_URL_EXTRA = "console_url"
@@ -137,7 +147,11 @@ def connection_task_url_template(conn_id: str | None) -> str:
         try:
             from airflow.providers.common.compat.sdk import BaseHook
 
-            extras = BaseHook.get_connection(conn_id).extra_dejson
+            raw = BaseHook.get_connection(conn_id).extra
+            # Parsed here, not by extra_dejson: that registers every extra value with the secrets
+            # masker ("too short" warnings for protocol=http); the hook masks the secret ones.
+            parsed = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
+            extras = parsed if isinstance(parsed, Mapping) else {}
         except Exception:
             log.debug(
                 "Connection %r unreadable for the MPS task link; using the console", conn_id, exc_info=True
@@ -188,3 +202,51 @@ def push_task_id(
         ti.xcom_push(key=MpsTaskLink().xcom_key, value=task_url(template, mps_task_id))
     except Exception:  # the link is a convenience; never fail the task for it
         log.debug("Could not push the MPS task link", exc_info=True)
+
+
+def outputs_url(template: str, bucket: str, prefix: str, region: str | None) -> str:
+    """Where a batch's outputs and manifest (``cos://bucket/prefix``) can be browsed: the emulator's
+    bucket page when the connection's links point at the emulator (``template`` from
+    :func:`task_url_template`), else the COS console's bucket browser at that folder."""
+    if template.endswith(EMULATOR_TASK_PATH):
+        base = template[: -len(EMULATOR_TASK_PATH)]
+        return f"{base}/buckets/{quote(bucket, safe='')}?prefix={quote(prefix, safe='')}"
+    query = f"bucket={quote(bucket, safe='')}&path={quote('/' + prefix.lstrip('/'), safe='')}"
+    if region:
+        query += f"&region={quote(region, safe='')}"
+    return f"{COS_CONSOLE_BUCKET_URL}?{query}"
+
+
+class MpsBatchOutputsLink(BaseOperatorLink):
+    """Link from a batch task instance to the folder holding its outputs and its manifest."""
+
+    name = "MPS Batch Outputs"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """The URL the batch recorded for this task instance, or ``""`` before it knew its destination."""
+        from airflow.providers.common.compat.sdk import XCom
+
+        url: Any = XCom.get_value(ti_key=ti_key, key=BATCH_OUTPUTS_XCOM_KEY)
+        return str(url) if url else ""
+
+
+def push_batch_outputs(
+    context: Context | Mapping[str, Any] | None,
+    *,
+    bucket: str,
+    prefix: str,
+    region: str | None,
+    operator: Any = None,
+) -> None:
+    """Record (XCom) where the batch's outputs are browsable, and the link at once (as
+    :func:`push_task_id` does for one task); never fails the task."""
+    ti = (context or {}).get("ti")
+    if ti is None:
+        return
+    try:
+        template = _operator_template(operator if operator is not None else (context or {}).get("task"))
+        url = outputs_url(template, bucket, prefix, region)
+        ti.xcom_push(key=BATCH_OUTPUTS_XCOM_KEY, value=url)
+        ti.xcom_push(key=MpsBatchOutputsLink().xcom_key, value=url)
+    except Exception:
+        log.debug("Could not push the batch outputs link", exc_info=True)

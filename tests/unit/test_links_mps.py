@@ -189,3 +189,30 @@ def test_one_connection_lookup_per_operator(monkeypatch: pytest.MonkeyPatch) -> 
     assert ti.xcoms[MpsTaskLink().xcom_key] == f"http://localhost:9100/tasks/{TASK}"
     assert ti.xcoms["mps_task_id"] == TASK
     assert calls == ["mps_emu"]
+
+
+# ------------------------------------------------------------------------ the batch's outputs link
+def test_batch_outputs_link_points_at_the_emulators_bucket_page_or_the_cos_console() -> None:
+    from airflow_mps.links.mps import outputs_url, task_url_template
+
+    emulator = task_url_template({"endpoint": "127.0.0.1:9100", "protocol": "http"})
+    assert (
+        outputs_url(emulator, "photos-1250000000", "enhanced/dt=2026-11-01/", "ap-guangzhou")
+        == "http://127.0.0.1:9100/buckets/photos-1250000000?prefix=enhanced%2Fdt%3D2026-11-01%2F"
+    )
+    console = task_url_template({"region": "ap-guangzhou"})
+    assert outputs_url(console, "photos-1250000000", "enhanced/dt=2026-11-01/", "ap-guangzhou") == (
+        "https://console.cloud.tencent.com/cos/bucket?bucket=photos-1250000000"
+        "&path=%2Fenhanced%2Fdt%3D2026-11-01%2F&region=ap-guangzhou"
+    )
+
+
+def test_push_batch_outputs_records_the_url_and_the_link() -> None:
+    from airflow_mps.links.mps import BATCH_OUTPUTS_XCOM_KEY, MpsBatchOutputsLink, push_batch_outputs
+
+    pushed: dict[str, object] = {}
+    ti = type("TI", (), {"xcom_push": lambda self, key, value: pushed.__setitem__(key, value)})()
+    op = type("Op", (), {"tencentcloud_conn_id": None})()
+    push_batch_outputs({"ti": ti}, bucket="b-1250000000", prefix="out/", region="ap-guangzhou", operator=op)
+    assert pushed[BATCH_OUTPUTS_XCOM_KEY] == pushed[MpsBatchOutputsLink().xcom_key]
+    assert str(pushed[BATCH_OUTPUTS_XCOM_KEY]).startswith("https://console.cloud.tencent.com/cos/bucket?")
