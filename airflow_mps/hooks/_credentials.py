@@ -17,6 +17,7 @@ hook's business (``base.py``, ``cos.py``); here they are only parsed and checked
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -308,3 +309,27 @@ def _default_chain_credential() -> Any | None:
         return None
     except Exception:  # the CVM/TKE probes raise plain errors off-cloud; treat as "not found"
         return None
+
+
+def connection_extras(conn: Any) -> dict[str, Any]:
+    """The connection's extras as a dict, parsed here instead of by ``extra_dejson``.
+
+    Airflow's ``extra_dejson`` registers EVERY extra value with the secrets masker, so a connection
+    with ``protocol=http`` logs "Skipping masking for a secret as it's too short" in every task (issue
+    14). Only the secret extras are masked, by the hook (``token``, a proxy's password); the raw
+    ``extra`` text as a whole is masked by Airflow when it fetches the connection.
+    """
+    raw = getattr(conn, "extra", None)
+    if not raw:
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        extras = json.loads(raw)
+    except ValueError:
+        extras = None
+    if not isinstance(extras, dict):
+        raise MpsValidationError(
+            field="extra", value="(not shown: it may hold a token)", allowed="a JSON object of extras"
+        )
+    return extras

@@ -28,7 +28,6 @@ Nothing heavy at import: the SDK, httpx and the form libraries are imported insi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -39,7 +38,6 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_mps.errors import MpsValidationError
 from airflow_mps.hooks import _redact
 from airflow_mps.hooks._clients import (
     SharedAsyncClient,
@@ -52,6 +50,7 @@ from airflow_mps.hooks._clients import (
 from airflow_mps.hooks._credentials import (
     DEFAULT_DESCRIBE_RATE,
     ClientSettings,
+    connection_extras,
     proxy_password,
     resolve_settings,
 )
@@ -94,30 +93,6 @@ def quiet_sdk_loggers() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(level)
-
-
-def connection_extras(conn: Any) -> dict[str, Any]:
-    """The connection's extras as a dict, parsed here instead of by ``extra_dejson``.
-
-    Airflow's ``extra_dejson`` registers EVERY extra value with the secrets masker, so a connection
-    with ``protocol=http`` logs "Skipping masking for a secret as it's too short" in every task (issue
-    14). Only the secret extras are masked, by the hook (``token``, a proxy's password); the raw
-    ``extra`` text as a whole is masked by Airflow when it fetches the connection.
-    """
-    raw = getattr(conn, "extra", None)
-    if not raw:
-        return {}
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    try:
-        extras = json.loads(raw)
-    except ValueError:
-        extras = None
-    if not isinstance(extras, dict):
-        raise MpsValidationError(
-            field="extra", value="(not shown: it may hold a token)", allowed="a JSON object of extras"
-        )
-    return extras
 
 
 def mask_secret_value(value: str | None) -> None:

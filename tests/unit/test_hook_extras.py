@@ -9,7 +9,7 @@ import pytest
 
 from airflow_mps.errors import MpsValidationError
 from airflow_mps.hooks import base
-from airflow_mps.hooks.base import connection_extras
+from airflow_mps.hooks._credentials import connection_extras
 from airflow_mps.hooks.mps import MpsHook
 
 
