@@ -1,7 +1,7 @@
 """Unit tests run without the outside world: no sockets, no subprocesses, no real-time waits.
 
 Anything that needs the emulator, a server, a child process or the wall clock belongs in
-tests/integration (emulator and Airflow-CLI tests) or tests/bench (benchmark smoke tests); this guard
+tests/integration/<room>/ (emulator, Airflow CLI, benchmark smoke in tests/integration/bench); this guard
 (issue 10 item 7) turns such a slip into a clear failure instead of a slow or flaky unit test.
 
 What is refused, and why each hook point:
@@ -40,8 +40,8 @@ _T = TypeVar("_T")
 
 def _moved(what: str) -> str:
     return (
-        f"unit tests must not use {what}: move this test to tests/integration "
-        "(emulator, Airflow CLI) or tests/bench (benchmarks), see tests/unit/conftest.py"
+        f"unit tests must not use {what}: move this test to tests/integration/<room>/ "
+        "(emulator, Airflow CLI, benchmarks), see tests/unit/conftest.py"
     )
 
 

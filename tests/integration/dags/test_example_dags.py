@@ -27,7 +27,7 @@ from PIL import Image
 
 from airflow_mps.emulator.testing import EmulatorServer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BUCKET = "photos-1250000000"
 DS = "2026-11-01"
 # mps_enhance_daily reads the day that has completed: the run for DS has this logical date (the

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import PokeReturnValue
 
 from airflow_mps.triggers.cos import CosKeyTrigger
-from tests.unit.test_cos_sensor import MARKER, B, FakeCosHook, fake_shared_hook, quiet_sensor
+from tests.unit.sensors.test_cos_sensor import MARKER, B, FakeCosHook, fake_shared_hook, quiet_sensor
 
 __all__ = ["fake_shared_hook"]  # a fixture, used by name
 

@@ -670,7 +670,7 @@ def _processing_since(create_time: str, task_id: str = "task-1") -> ImageTaskSta
 def test_operator_defers_with_its_submission_time_as_created_after() -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from tests.unit.test_operator_mps import make as make_operator
+    from tests.unit.operators.test_operator_mps import make as make_operator
 
     op, _hook, ctx = make_operator(deferrable=True)
     before = time.time()
@@ -685,12 +685,12 @@ def test_operator_defers_with_its_submission_time_as_created_after() -> None:
 def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from tests.unit.test_operator_mps import HAS_TASK_STATE_STORE
-    from tests.unit.test_operator_mps import make as make_operator
+    from tests.unit.operators.test_operator_mps import HAS_TASK_STATE_STORE
+    from tests.unit.operators.test_operator_mps import make as make_operator
 
     if not HAS_TASK_STATE_STORE:
         pytest.skip("a retry reconnects only where task_state_store exists (Airflow >= 3.3)")
-    from tests.unit.test_operator_mps import retry
+    from tests.unit.operators.test_operator_mps import retry
 
     op, hook, ctx = make_operator(deferrable=True)
     with pytest.raises(TaskDeferred):
@@ -706,7 +706,7 @@ def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
 def test_sensor_defers_with_the_create_time_of_its_first_poke(create_time: str | None, expected: Any) -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from tests.unit.test_sensor_mps import make as make_sensor
+    from tests.unit.sensors.test_sensor_mps import make as make_sensor
 
     sensor, hook, ctx = make_sensor(deferrable=True, timeout=300)
     body: dict[str, Any] = {"Status": "PROCESSING", "RequestId": "req-d"}
