@@ -30,6 +30,7 @@ from airflow_mps.sensors.cos import CosKeySensor, CosKeysUnchangedSensor
 from airflow_mps.triggers import cos as cos_triggers
 from airflow_mps.triggers.cos import CosKeysUnchangedTrigger, CosKeyTrigger
 from airflow_mps.utils.deadlines import DEFERRAL_GRACE_SECONDS
+from tests.hook_contract import ChecksCosObjectsFromTrigger
 
 B = "photos-1250000000"
 MARKER = f"cos://{B}/raw/dt=2026-11-01/_SUCCESS"
@@ -43,7 +44,7 @@ class Obj:
     last_modified: str = "2026-11-01T00:00:00.000Z"
 
 
-class FakeCosHook:
+class FakeCosHook(ChecksCosObjectsFromTrigger):
     """What the waits use of CosHook: ``object_exists`` and ``list_objects``, scripted; records the
     calls and the threads they ran on."""
 

@@ -15,6 +15,7 @@ import pytest
 from airflow_mps.errors import MpsResourceNotFoundError, MpsThrottledError, MpsTransientError
 from airflow_mps.models import ImageTaskStatus
 from airflow_mps.triggers.mps import MpsImageTaskTrigger
+from tests.hook_contract import DescribesImageTasksAsync, PollsImageTasksAsync
 
 
 def _status(state: str, *, err: str | None = None, task_id: str = "t-1") -> ImageTaskStatus:
@@ -38,7 +39,7 @@ def _status(state: str, *, err: str | None = None, task_id: str = "t-1") -> Imag
     return ImageTaskStatus.from_api(body, task_id=task_id)
 
 
-class ScriptedHook:
+class ScriptedHook(DescribesImageTasksAsync):
     """Answers adescribe_image_task from a script: ImageTaskStatus values are returned, exceptions raised."""
 
     def __init__(self, script: list[Any]) -> None:
@@ -188,7 +189,7 @@ def test_poll_interval_never_busy_loops(interval: float) -> None:
     assert jittered(interval) >= MIN_POLL_INTERVAL
 
 
-class HangingHook:
+class HangingHook(DescribesImageTasksAsync):
     """A DescribeImageTaskDetail call that never answers (a stalled connection); records cancellation."""
 
     def __init__(self) -> None:
@@ -286,7 +287,7 @@ from airflow_mps.triggers import _poller as poller_mod  # noqa: E402
 from airflow_mps.waits import task as wait_mod  # noqa: E402
 
 
-class FleetHook:
+class FleetHook(PollsImageTasksAsync):
     """Stands in for MPS for many triggers and their shared poller: ``finished`` is the set of task ids
     that DescribeImageTasks(FINISH) lists; ``done`` the ones whose detail says FINISH (by default the
     same). ``list_script`` items are raised before the listing answers normally."""
