@@ -1,6 +1,6 @@
 """The data-dir lock between a seed and a server, with a real thread waiting on it.
 
-Moved from tests/unit/test_emulator_seed.py: it waits in real time (a server thread polling the lock),
+Moved from tests/unit/emulator/test_emulator_seed.py: it waits in real time (a server thread polling the lock),
 which unit tests may not (issue 10 item 7).
 """
 

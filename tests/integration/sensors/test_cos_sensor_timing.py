@@ -1,7 +1,7 @@
 """COS sensor and trigger behaviour that needs the wall clock: a quiet period that really elapses, a
-stalled call really cut off at the deadline. Same scripted hook as tests/unit/test_cos_sensor.py.
+stalled call really cut off at the deadline. Same scripted hook as tests/unit/sensors/test_cos_sensor.py.
 
-Moved from tests/unit/test_cos_sensor.py: they wait in real time (time.sleep of 0.25 s and 0.5 s),
+Moved from tests/unit/sensors/test_cos_sensor.py: they wait in real time (time.sleep of 0.25 s and 0.5 s),
 which unit tests may not (issue 10 item 7).
 """
 

@@ -2,7 +2,7 @@
 trigger ``repr``.
 
 The real hook's throttled attempts are counted against the emulator in
-tests/integration/test_operator_metrics_emulator.py.
+tests/integration/operators/test_operator_metrics_emulator.py.
 """
 
 from __future__ import annotations

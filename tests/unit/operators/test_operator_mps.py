@@ -1,7 +1,7 @@
 """Unit tests of MpsProcessImageOperator's decisions (validation, submit-or-reconnect, waiting modes,
 error mapping, XCom, lineage) with a scripted hook and an in-memory task_state_store.
 
-The same flows run for real (SDK → HTTP → emulator, dag.test) in tests/integration/test_operator_mps_emulator.py;
+The same flows run for real (SDK → HTTP → emulator, dag.test) in tests/integration/operators/test_operator_mps_emulator.py;
 here each branch is driven deterministically and the call counts are asserted.
 """
 

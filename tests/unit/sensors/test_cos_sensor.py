@@ -1,7 +1,7 @@
 """CosKeySensor, CosKeysUnchangedSensor and their triggers with a scripted COS hook: validation before
 any call, poke / reschedule memory / defer semantics, event handling, and the triggers' event loop
 discipline. No sockets (the real path runs against the emulator in
-tests/integration/test_cos_sensor_emulator.py)."""
+tests/integration/sensors/test_cos_sensor_emulator.py)."""
 
 from __future__ import annotations
 

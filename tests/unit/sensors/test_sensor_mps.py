@@ -1,5 +1,5 @@
 """Unit tests of MpsImageTaskSensor's poke / defer semantics with a scripted hook (the real path runs
-against the emulator in tests/integration/test_operator_mps_emulator.py)."""
+against the emulator in tests/integration/operators/test_operator_mps_emulator.py)."""
 
 from __future__ import annotations
 

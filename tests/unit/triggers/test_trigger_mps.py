@@ -1,6 +1,6 @@
 """Unit tests of MpsImageTaskTrigger's logic (deadline, error classes, event shape) with a scripted hook.
 
-The real path (async SDK → HTTP → emulator) is covered in tests/integration/test_operator_mps_emulator.py; here a
+The real path (async SDK → HTTP → emulator) is covered in tests/integration/operators/test_operator_mps_emulator.py; here a
 small scripted hook stands in so every branch can be driven deterministically without sleeping.
 """
 
