@@ -1,4 +1,4 @@
-"""DAGs for the COS sensor integration tests (tests/integration/test_cos_sensor_emulator.py) — not examples.
+"""DAGs for the COS sensor integration tests (tests/integration/sensors/test_cos_sensor_emulator.py) — not examples.
 
 One DAG per mode (``poke``, ``reschedule``, ``deferrable``), each with a ``CosKeySensor`` and a
 ``CosKeysUnchangedSensor`` that read what to wait for from params, so one file serves every case. The

@@ -1,4 +1,4 @@
-"""DAGs for the operator integration tests (tests/integration/test_operator_mps_emulator.py) — not examples.
+"""DAGs for the operator integration tests (tests/integration/operators/test_operator_mps_emulator.py) — not examples.
 
 Every DAG reads its image from ``params.input`` so one file serves success and failure cases; the
 connection comes from ``AIRFLOW_CONN_TENCENTCLOUD_DEFAULT`` (the test points it at the emulator).

@@ -1,4 +1,4 @@
-"""DAG for the rendered-fields secrets test (tests/integration/test_operator_secrets_emulator.py) — not an example.
+"""DAG for the rendered-fields secrets test (tests/integration/operators/test_operator_secrets_emulator.py) — not an example.
 
 Every task carries an ``S3SecretKey`` (from ``MPS_TEST_S3_SECRET``) in a different form: a literal dict,
 JSON text, a template rendering JSON from params, JSON text around a templated secret, an S3 input as

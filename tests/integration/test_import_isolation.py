@@ -241,7 +241,7 @@ def test_trigger_modules_load_no_sdk(probes: Probes, name: str) -> None:
 # ------------------------------------------------------------------------------------------------ moved here
 # From tests/unit (issue 10 item 7: no subprocesses there), on the same probes where they can be.
 def test_parse_time_imports_nothing_heavy(probes: Probes) -> None:
-    """(From tests/unit/test_operator_mps.py.) The operator, sensor, trigger and link modules load no
+    """(From tests/unit/operators/test_operator_mps.py.) The operator, sensor, trigger and link modules load no
     SDK, Pillow, httpx or requests beyond what Airflow's base classes already loaded."""
     for name in (
         "airflow_mps.operators.mps",
@@ -255,7 +255,7 @@ def test_parse_time_imports_nothing_heavy(probes: Probes) -> None:
 
 
 def test_parse_time_imports_no_trigger_machinery(probes: Probes) -> None:
-    """(From tests/unit/test_operator_mps.py.) A DAG file that uses the single-image operator or the
+    """(From tests/unit/operators/test_operator_mps.py.) A DAG file that uses the single-image operator or the
     sensor does not import the triggers (nor Airflow's trigger base) or the hooks: they are imported
     when first used (deferral), not while the DAG file is parsed (benchmark P5). The batch operator is
     re-exported by a plain import (issue 10: no module ``__getattr__``), so it is one class under both
@@ -282,7 +282,7 @@ def test_operator_module_does_not_import_the_sdk(probes: Probes) -> None:
 
 
 def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
-    """(From tests/unit/test_trigger_mps.py.) The Tencent SDK is imported lazily (never at DAG parse);
+    """(From tests/unit/triggers/test_trigger_mps.py.) The Tencent SDK is imported lazily (never at DAG parse);
     the first trigger in a triggerer process must not do that import on the event loop, where it would
     stall every other trigger."""
     code = (

@@ -1,20 +1,15 @@
-"""Provider registration: the dict validates against Airflow's schemas and the CLI sees our hook."""
+"""Provider registration: the dict validates against Airflow's schemas (the CLI view is in
+tests/integration/test_provider_info_cli.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib import resources
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 from airflow_mps import __version__, get_provider_info
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _schema(name: str) -> dict:
@@ -91,35 +86,6 @@ def test_hook_class_ui_matches_provider_info() -> None:
     assert "host" in behaviour["hidden_fields"]
     assert MpsHook.conn_type == "tencentcloud"
     assert MpsHook.default_conn_name == "tencentcloud_default"
-
-
-def _airflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)  # conftest put the isolated AIRFLOW_HOME in place
-    return subprocess.run(
-        [sys.executable, "-m", "airflow", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-    )
-
-
-def test_airflow_providers_hooks_lists_tencentcloud() -> None:
-    result = _airflow_cli("providers", "hooks", "--output", "json")
-    assert result.returncode == 0, result.stderr[-2000:]
-    payload = next(line for line in result.stdout.splitlines() if line.startswith("[{"))
-    rows = json.loads(payload)
-    mine = [row for row in rows if row.get("connection_type") == "tencentcloud"]
-    assert mine, result.stdout[-2000:]
-    assert mine[0]["class"] == "airflow_mps.hooks.mps.MpsHook"
-    assert mine[0]["package_name"] == "airflow-provider-tencentcloud-mps"
-
-
-def test_airflow_providers_list_still_works() -> None:
-    result = _airflow_cli("providers", "list", "--output", "json")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "airflow-provider-tencentcloud-mps" in result.stdout
 
 
 def _listed(kind: str) -> list[str]:

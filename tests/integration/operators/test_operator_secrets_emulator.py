@@ -22,7 +22,7 @@ import pytest
 
 from airflow_mps.emulator.testing import EmulatorServer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEST_DAGS = REPO / "tests" / "dags"
 SECRET = f"S3SECRET{uuid.uuid4().hex}"
 ENV_KEYS = (

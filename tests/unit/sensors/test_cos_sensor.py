@@ -1,7 +1,7 @@
 """CosKeySensor, CosKeysUnchangedSensor and their triggers with a scripted COS hook: validation before
 any call, poke / reschedule memory / defer semantics, event handling, and the triggers' event loop
 discipline. No sockets (the real path runs against the emulator in
-tests/integration/test_cos_sensor_emulator.py)."""
+tests/integration/sensors/test_cos_sensor_emulator.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from airflow_mps.sensors.cos import CosKeySensor, CosKeysUnchangedSensor
 from airflow_mps.triggers import cos as cos_triggers
 from airflow_mps.triggers.cos import CosKeysUnchangedTrigger, CosKeyTrigger
 from airflow_mps.utils.deadlines import DEFERRAL_GRACE_SECONDS
+from tests.hook_contract import ChecksCosObjectsFromTrigger
 
 B = "photos-1250000000"
 MARKER = f"cos://{B}/raw/dt=2026-11-01/_SUCCESS"
@@ -43,7 +44,7 @@ class Obj:
     last_modified: str = "2026-11-01T00:00:00.000Z"
 
 
-class FakeCosHook:
+class FakeCosHook(ChecksCosObjectsFromTrigger):
     """What the waits use of CosHook: ``object_exists`` and ``list_objects``, scripted; records the
     calls and the threads they ran on."""
 
@@ -292,20 +293,6 @@ def test_execute_complete_timeout_is_a_task_timeout_when_execution_timeout_ran_o
 
 
 # ------------------------------------------------------------------------------------ CosKeysUnchangedSensor
-def test_unchanged_sensor_poke_mode_keeps_its_memory_between_pokes() -> None:
-    sensor, hook, ctx = quiet_sensor(inactivity_period=0.2)
-    hook.put("raw/a.jpg")
-    assert sensor.poke(ctx) is False  # first look: the period starts now
-    first = sensor._memory
-    assert first is not None and first.count == 1
-    hook.put("raw/b.jpg")
-    assert sensor.poke(ctx) is False  # changed: restarts
-    assert sensor._memory is not None and sensor._memory.count == 2 and sensor._memory.since > first.since
-    time.sleep(0.25)
-    done = sensor.poke(ctx)
-    assert isinstance(done, PokeReturnValue) and done.xcom_value == {"uri": f"cos://{B}/raw/", "objects": 2}
-
-
 def test_unchanged_sensor_execute_in_poke_mode() -> None:
     sensor, hook, ctx = quiet_sensor(inactivity_period=0.05, min_objects=1)
     hook.put("raw/a.jpg")
@@ -446,26 +433,6 @@ def test_key_trigger_with_a_bad_key_is_an_error_event_without_a_call(fake_shared
     assert [e["status"] for e in events] == ["error"]
     assert "bucket_key" in events[0]["error"]["message"]
     assert fake_shared_hook.calls == []
-
-
-def test_key_trigger_call_is_cut_off_at_the_deadline(fake_shared_hook: FakeCosHook) -> None:
-    original = fake_shared_hook.object_exists
-
-    def stalls(bucket: str, key: str, region: str | None = None) -> bool:
-        time.sleep(0.5)
-        return original(bucket, key)
-
-    fake_shared_hook.object_exists = stalls  # type: ignore[method-assign]
-
-    async def main() -> tuple[list[dict[str, Any]], float]:
-        started = time.monotonic()
-        trigger = CosKeyTrigger(bucket_key=MARKER, end_time=time.time() + 0.2, poll_interval=0.05)
-        events = [event.payload async for event in trigger.run()]
-        return events, time.monotonic() - started
-
-    events, elapsed = asyncio.run(main())  # (asyncio.run then waits for the stalled thread to end)
-    assert [e["status"] for e in events] == ["timeout"]
-    assert elapsed < 0.45  # the event did not wait for the stalled call
 
 
 def test_unchanged_trigger_restart_is_honest(fake_shared_hook: FakeCosHook) -> None:

@@ -27,7 +27,7 @@ from PIL import Image
 
 from airflow_mps.emulator.testing import EmulatorServer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEST_DAGS = REPO / "tests" / "dags"
 IN_BUCKET = "in-1250000000"
 OUT_BUCKET = "out-1250000000"

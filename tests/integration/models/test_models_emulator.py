@@ -18,7 +18,7 @@ import pytest
 
 from airflow_mps.errors import error_from_exception
 from airflow_mps.models import ImageTaskStatus, ProcessImageRequest, expected_output_key
-from tests.unit.test_models import MALFORMED_API
+from tests.unit.models.test_models import MALFORMED_API
 
 BUCKET = "modeltest-1250000000"
 REGION = "ap-guangzhou"

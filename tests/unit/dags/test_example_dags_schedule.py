@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 UTC = timezone.utc
 BUCKET = "photos-1250000000"
 _ENV = {

@@ -1,6 +1,6 @@
 """Unit tests of MpsImageTaskTrigger's logic (deadline, error classes, event shape) with a scripted hook.
 
-The real path (async SDK → HTTP → emulator) is covered in tests/integration/test_operator_mps_emulator.py; here a
+The real path (async SDK → HTTP → emulator) is covered in tests/integration/operators/test_operator_mps_emulator.py; here a
 small scripted hook stands in so every branch can be driven deterministically without sleeping.
 """
 
@@ -15,6 +15,7 @@ import pytest
 from airflow_mps.errors import MpsResourceNotFoundError, MpsThrottledError, MpsTransientError
 from airflow_mps.models import ImageTaskStatus
 from airflow_mps.triggers.mps import MpsImageTaskTrigger
+from tests.hook_contract import DescribesImageTasksAsync, PollsImageTasksAsync
 
 
 def _status(state: str, *, err: str | None = None, task_id: str = "t-1") -> ImageTaskStatus:
@@ -38,7 +39,7 @@ def _status(state: str, *, err: str | None = None, task_id: str = "t-1") -> Imag
     return ImageTaskStatus.from_api(body, task_id=task_id)
 
 
-class ScriptedHook:
+class ScriptedHook(DescribesImageTasksAsync):
     """Answers adescribe_image_task from a script: ImageTaskStatus values are returned, exceptions raised."""
 
     def __init__(self, script: list[Any]) -> None:
@@ -188,7 +189,7 @@ def test_poll_interval_never_busy_loops(interval: float) -> None:
     assert jittered(interval) >= MIN_POLL_INTERVAL
 
 
-class HangingHook:
+class HangingHook(DescribesImageTasksAsync):
     """A DescribeImageTaskDetail call that never answers (a stalled connection); records cancellation."""
 
     def __init__(self) -> None:
@@ -286,7 +287,7 @@ from airflow_mps.triggers import _poller as poller_mod  # noqa: E402
 from airflow_mps.waits import task as wait_mod  # noqa: E402
 
 
-class FleetHook:
+class FleetHook(PollsImageTasksAsync):
     """Stands in for MPS for many triggers and their shared poller: ``finished`` is the set of task ids
     that DescribeImageTasks(FINISH) lists; ``done`` the ones whose detail says FINISH (by default the
     same). ``list_script`` items are raised before the listing answers normally."""
@@ -670,7 +671,7 @@ def _processing_since(create_time: str, task_id: str = "task-1") -> ImageTaskSta
 def test_operator_defers_with_its_submission_time_as_created_after() -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from tests.unit.test_operator_mps import make as make_operator
+    from tests.unit.operators.test_operator_mps import make as make_operator
 
     op, _hook, ctx = make_operator(deferrable=True)
     before = time.time()
@@ -685,12 +686,12 @@ def test_operator_defers_with_its_submission_time_as_created_after() -> None:
 def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from tests.unit.test_operator_mps import HAS_TASK_STATE_STORE
-    from tests.unit.test_operator_mps import make as make_operator
+    from tests.unit.operators.test_operator_mps import HAS_TASK_STATE_STORE
+    from tests.unit.operators.test_operator_mps import make as make_operator
 
     if not HAS_TASK_STATE_STORE:
         pytest.skip("a retry reconnects only where task_state_store exists (Airflow >= 3.3)")
-    from tests.unit.test_operator_mps import retry
+    from tests.unit.operators.test_operator_mps import retry
 
     op, hook, ctx = make_operator(deferrable=True)
     with pytest.raises(TaskDeferred):
@@ -706,7 +707,7 @@ def test_reconnecting_operator_uses_the_tasks_create_time() -> None:
 def test_sensor_defers_with_the_create_time_of_its_first_poke(create_time: str | None, expected: Any) -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from tests.unit.test_sensor_mps import make as make_sensor
+    from tests.unit.sensors.test_sensor_mps import make as make_sensor
 
     sensor, hook, ctx = make_sensor(deferrable=True, timeout=300)
     body: dict[str, Any] = {"Status": "PROCESSING", "RequestId": "req-d"}

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from airflow_mps.emulator.__main__ import build_parser, main
 from airflow_mps.emulator.cos.models import CosBackend
-from airflow_mps.emulator.datadir import DataDirBusy, DataDirLock, claim_for_server, read_holder
+from airflow_mps.emulator.datadir import DataDirLock, read_holder
 from airflow_mps.emulator.seed import SeedError, collect, content_type_for, parse_destination, seed
 
 BUCKET = "photos-1250000000"
@@ -100,32 +98,6 @@ def test_the_server_cli_without_a_command_is_unchanged() -> None:
     args = build_parser().parse_args(["--host", "0.0.0.0", "--port", "9200", "--data-dir", "d"])
     assert (args.host, args.port, args.data_dir) == ("0.0.0.0", 9200, "d")
     assert "seed" in build_parser().format_help()
-
-
-def test_a_server_waits_for_a_seed_and_refuses_a_second_server(tmp_path: Path) -> None:
-    seeding = DataDirLock(tmp_path)
-    assert seeding.try_acquire({"role": "seed"})
-    assert read_holder(tmp_path)["role"] == "seed"  # type: ignore[index]
-    claimed: list[DataDirLock] = []
-    waited: list[object] = []
-    thread = threading.Thread(
-        target=lambda: claimed.append(claim_for_server(tmp_path, on_wait=waited.append))
-    )
-    thread.start()
-    time.sleep(0.3)
-    assert not claimed and waited and waited[0]["role"] == "seed"  # type: ignore[index]
-    seeding.release()
-    thread.join(5)
-    assert claimed and claimed[0].held
-    claimed[0].update({"role": "server", "endpoint": "127.0.0.1:1"})
-    with pytest.raises(DataDirBusy, match="already served by another airflow-mps-emulator"):
-        claim_for_server(tmp_path, timeout=5)
-    seed_lock = DataDirLock(tmp_path)
-    assert not seed_lock.try_acquire({"role": "seed"})  # a seed sees the server instead
-    assert read_holder(tmp_path)["endpoint"] == "127.0.0.1:1"  # type: ignore[index]
-    claimed[0].release()
-    assert seed_lock.try_acquire({"role": "seed"})
-    seed_lock.release()
 
 
 def test_seed_gives_up_when_the_data_dir_stays_locked_without_a_server(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ROW_KEYS = {"id", "title", "value", "target", "better", "met", "baseline", "detail"}
 
 

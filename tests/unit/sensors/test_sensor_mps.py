@@ -1,5 +1,5 @@
 """Unit tests of MpsImageTaskSensor's poke / defer semantics with a scripted hook (the real path runs
-against the emulator in tests/integration/test_operator_mps_emulator.py)."""
+against the emulator in tests/integration/operators/test_operator_mps_emulator.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_mps.errors import MpsAuthError, MpsThrottledError
 from airflow_mps.sensors.mps import MpsImageTaskSensor
-from tests.unit.test_operator_mps import FakeHook, FakeTI, status
+from tests.unit.operators.test_operator_mps import FakeHook, FakeTI, status
 
 
 def make(**kwargs: Any) -> tuple[MpsImageTaskSensor, FakeHook, dict[str, Any]]:

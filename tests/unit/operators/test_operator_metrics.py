@@ -2,7 +2,7 @@
 trigger ``repr``.
 
 The real hook's throttled attempts are counted against the emulator in
-tests/integration/test_operator_metrics_emulator.py.
+tests/integration/operators/test_operator_metrics_emulator.py.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from airflow_mps.utils.metrics import (
     SUBMIT_LATENCY,
     MpsMetrics,
 )
+from tests.hook_contract import SubmitsImageTasks
 
 HAS_TASK_STATE_STORE = bool(MpsProcessImageOperator(task_id="probe", input="x").durable)
 
@@ -69,7 +70,7 @@ def _status(state: str, task_id: str = "task-1", err: str | None = None) -> Imag
     return ImageTaskStatus.from_api(body, task_id=task_id)
 
 
-class FakeHook:
+class FakeHook(SubmitsImageTasks):
     def __init__(self) -> None:
         self.script: list[Any] = [_status("FINISH")]
         self.submit_error: BaseException | None = None

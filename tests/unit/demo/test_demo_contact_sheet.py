@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "demo"))
 from contact_sheet import CROP, build_row, detailed_region, draw_contact_sheet  # noqa: E402
 

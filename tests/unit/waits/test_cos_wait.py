@@ -32,6 +32,7 @@ from airflow_mps.waits.cos import (
     wait_for_key,
     wait_for_quiet,
 )
+from tests.hook_contract import ChecksCosObjects
 
 LOG = logging.getLogger("test_cos_wait")
 B = "photos-1250000000"
@@ -174,19 +175,23 @@ def test_observe_is_conservative() -> None:
     assert QuietMemory.from_dict("junk") is None
 
 
+class ScriptedCosHook(ChecksCosObjects):
+    """HEAD finds only the key ``there``; every listing holds ``x.jpg`` and ``y.png``; records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def object_exists(self, bucket: str, key: str, region: str | None = None) -> bool:
+        self.calls.append(("head", bucket, key))
+        return key == "there"
+
+    def list_objects(self, bucket: str, prefix: str = "", region: str | None = None) -> Iterator[Obj]:
+        self.calls.append(("list", bucket, prefix))
+        yield from (Obj(prefix + "x.jpg"), Obj(prefix + "y.png"))
+
+
 def test_perform_check_maps_steps_to_hook_calls() -> None:
-    class Hook:
-        calls: list[tuple[str, str, str]] = []
-
-        def object_exists(self, bucket: str, key: str, region: str | None = None) -> bool:
-            self.calls.append(("head", bucket, key))
-            return key == "there"
-
-        def list_objects(self, bucket: str, prefix: str = "", region: str | None = None) -> Iterator[Obj]:
-            self.calls.append(("list", bucket, prefix))
-            yield from (Obj(prefix + "x.jpg"), Obj(prefix + "y.png"))
-
-    hook = Hook()
+    hook = ScriptedCosHook()
     assert perform_check(hook, HeadObject(B, "there", 1.0)) is True
     assert perform_check(hook, FindMatch(B, "raw/", "raw/*.png", 1.0)) == "raw/y.png"
     summary = perform_check(hook, ScanPrefix(B, "raw/", 1.0))

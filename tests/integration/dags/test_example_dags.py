@@ -6,7 +6,7 @@ receiver, so a broken example fails here before it reaches a user. Besides the h
 what issue 14 found in a real deployment: a failed batch must turn the run red (while the summary
 still goes out), the webhook is optional, and a run without a logical date still has a day.
 Which partition each *scheduled* run reads is tested without Airflow's database in
-tests/unit/test_example_dags_schedule.py.
+tests/unit/dags/test_example_dags_schedule.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from PIL import Image
 
 from airflow_mps.emulator.testing import EmulatorServer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BUCKET = "photos-1250000000"
 DS = "2026-11-01"
 # mps_enhance_daily reads the day that has completed: the run for DS has this logical date (the

@@ -22,7 +22,7 @@ from airflow_mps.emulator.seed import SeedError, seed
 from airflow_mps.emulator.testing import EmulatorProcess, EmulatorServer
 
 BUCKET = "photos-1250000000"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _photos(root: Path) -> Path:

@@ -1,7 +1,7 @@
 """Unit tests of MpsProcessImageOperator's decisions (validation, submit-or-reconnect, waiting modes,
 error mapping, XCom, lineage) with a scripted hook and an in-memory task_state_store.
 
-The same flows run for real (SDK → HTTP → emulator, dag.test) in tests/integration/test_operator_mps_emulator.py;
+The same flows run for real (SDK → HTTP → emulator, dag.test) in tests/integration/operators/test_operator_mps_emulator.py;
 here each branch is driven deterministically and the call counts are asserted.
 """
 
@@ -25,6 +25,7 @@ from airflow_mps.operators.mps import MpsProcessImageOperator
 from airflow_mps.triggers.mps import MpsImageTaskTrigger
 from airflow_mps.utils.lineage import lineage_datasets, openlineage_from_pairs
 from airflow_mps.utils.results import build_task_xcom, result_from_event
+from tests.hook_contract import FindsImageTasks, SubmitsImageTasks
 
 REGION = "ap-guangzhou"
 
@@ -64,7 +65,7 @@ def status(state: str, task_id: str = "task-1", err: str | None = None) -> Image
     return ImageTaskStatus.from_api(body, task_id=task_id)
 
 
-class FakeHook:
+class FakeHook(SubmitsImageTasks):
     """Scripted MpsHook: records calls; describe answers from a per-task script."""
 
     def __init__(self, store: FakeStore | None = None) -> None:
@@ -562,7 +563,7 @@ def test_openlineage_degrades_without_provider() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- submit → store window
-class ListingHook(FakeHook):
+class ListingHook(FakeHook, FindsImageTasks):
     """FakeHook whose DescribeImageTasks lists every task it created (plus any extra rows).
 
     ``find_tasks_for`` is the real ``MpsHook`` method (the matching rules under test) driven over this

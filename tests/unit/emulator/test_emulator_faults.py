@@ -1,5 +1,5 @@
 """FaultPlan: parsing, matching, budgets and seeded determinism (pure logic; the HTTP side is in
-tests/integration/test_emulator_mps_faults.py)."""
+tests/integration/emulator/test_emulator_mps_faults.py)."""
 
 from __future__ import annotations
 
