@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: File suffixes listed by default (compared case-insensitively).
-DEFAULT_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from airflow_mps.batch import DEFAULT_SUFFIXES
+
+__all__ = ["DEFAULT_SUFFIXES"]  # re-exported: the operator's default, defined in the package
 
 #: ``EncodeConfig.Format`` (case-insensitive) → the extension the output key gets.
 FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "bmp": "bmp", "webp": "webp"}

@@ -17,41 +17,34 @@
 7. **finish**: write the manifest (JSON lines) next to the outputs, return a small summary, then apply
    the partial-failure policy — only after everything finished and the manifest is written.
 
-Nothing heavy is imported at module level: the hook (and the SDK), the models and the trigger are
-imported when first used, never while a DAG file is parsed.
+Importing this module costs only what declaring the operator needs (the base class and the default
+suffixes): the batch engine (:mod:`airflow_mps.batch`, :mod:`airflow_mps.waits.batch`), the hook (and
+the SDK), the models and the trigger are imported inside the methods that run at execute time, never
+while a DAG file is parsed (benchmark P5; ``airflow_mps.operators.mps`` re-exports this class).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NoReturn
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_mps.batch import plan as batch_plan
-from airflow_mps.batch.adopt import check_adopted, reconcile
-from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
-from airflow_mps.batch.overlap import SubmitTimeWatcher
-from airflow_mps.batch.poll import poll_in_place
-from airflow_mps.batch.progress import (
-    SUBMITTED,
-    UNFINISHED,
-    BatchWaitState,
-    TaskResult,
-    iso_seconds,
-    pack,
-    unpack,
-)
-from airflow_mps.batch.report import BatchReport, make_carry
-from airflow_mps.batch.submit import BatchSubmitter, SubmissionStopped
-from airflow_mps.errors import MpsError
+from airflow_mps.batch import DEFAULT_SUFFIXES
 from airflow_mps.operators.base import MpsBaseOperator
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
+    from airflow_mps.batch.overlap import SubmitTimeWatcher
+    from airflow_mps.batch.plan import BatchConfig, BatchItem
+    from airflow_mps.batch.progress import BatchWaitState
+    from airflow_mps.errors import MpsError
 
 #: The listing window starts this long before the first submission (clock skew between us and MPS).
 WINDOW_SKEW = timedelta(minutes=5)
@@ -68,7 +61,7 @@ def _terminal_message(error: dict[str, Any]) -> str:
 class _Try:
     """What one try knows before it submits: the items, the ledger, and what it adopts or skips."""
 
-    items: list[batch_plan.BatchItem]
+    items: list[BatchItem]
     ledger: SubmissionLedger
     #: ``StartTime`` of every listing of this batch (a few minutes before its first submission).
     window_start: str
@@ -78,7 +71,7 @@ class _Try:
     history: dict[str, list[str]] = field(default_factory=dict)
     #: input URIs whose output exists (not submitted).
     skipped: set[str] = field(default_factory=set)
-    to_submit: list[batch_plan.BatchItem] = field(default_factory=list)
+    to_submit: list[BatchItem] = field(default_factory=list)
 
 
 class MpsBatchProcessImageOperator(MpsBaseOperator):
@@ -125,7 +118,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         source: str | list[str],
         destination: str,
         image_task: dict[str, Any] | str | None = None,
-        suffixes: Sequence[str] | str = batch_plan.DEFAULT_SUFFIXES,
+        suffixes: Sequence[str] | str = DEFAULT_SUFFIXES,
         max_images: int | None = None,
         overwrite: bool = False,
         max_failed_ratio: float = 0.0,
@@ -168,6 +161,8 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     # ------------------------------------------------------------------ execute: the phases
 
     def execute(self, context: Context) -> Any:
+        from airflow_mps.batch.report import make_carry
+
         cfg = self._validate()
         region = self._resolve_region()
         existing = self._list_existing(cfg)
@@ -187,8 +182,11 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
 
     # ------------------------------------------------------------------ 1. validate
 
-    def _validate(self) -> batch_plan.BatchConfig:
+    def _validate(self) -> BatchConfig:
         """Every argument check that needs no API call; raises AirflowFailException naming the argument."""
+        from airflow_mps.batch import plan as batch_plan
+        from airflow_mps.errors import MpsError
+
         try:
             batch_plan.validate_numbers(
                 max_failed_ratio=self.max_failed_ratio,
@@ -231,11 +229,13 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
 
     # ------------------------------------------------------------------ 2. list
 
-    def _list_existing(self, cfg: batch_plan.BatchConfig) -> Future[set[str]] | None:
+    def _list_existing(self, cfg: BatchConfig) -> Future[set[str]] | None:
         """Start the destination listing (skip-existing) alongside the source listing: one round trip
         less of worker-slot time before the first submission. ``None`` with ``overwrite``."""
         if self.overwrite:
             return None
+        from concurrent.futures import ThreadPoolExecutor
+
         hook, dest = self.hook, cfg.destination
         lister = ThreadPoolExecutor(1, thread_name_prefix="mps-list")
         try:
@@ -243,8 +243,11 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         finally:
             lister.shutdown(wait=False)
 
-    def _list_inputs(self, cfg: batch_plan.BatchConfig, region: str) -> list[batch_plan.BatchItem]:
+    def _list_inputs(self, cfg: BatchConfig, region: str) -> list[BatchItem]:
         """The batch's items, each request built (= validated) before any submission."""
+        from airflow_mps.batch import plan as batch_plan
+        from airflow_mps.errors import MpsError
+
         source = cfg.source
         if isinstance(source, batch_plan.CosLocation):
             keys = batch_plan.filter_keys(
@@ -285,10 +288,13 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         except Exception:
             return None
 
-    def _adopt(
-        self, context: Context, items: list[batch_plan.BatchItem], cfg: batch_plan.BatchConfig
-    ) -> _Try:
+    def _adopt(self, context: Context, items: list[BatchItem], cfg: BatchConfig) -> _Try:
         """Open this try's ledger and adopt what earlier tries submitted for ``items``."""
+        from datetime import datetime, timezone
+
+        from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
+        from airflow_mps.batch.progress import iso_seconds
+
         ledger = SubmissionLedger(self._store(context))
         previous: LedgerState = ledger.load()
         fresh = previous.completed or previous.window_start is None
@@ -316,6 +322,8 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _reconcile_from(context: Context, previous: LedgerState, ledger: SubmissionLedger) -> str | None:
         """Where to list for unrecorded tasks: only when a previous try happened (its window start, or
         without a durable ledger the DAG run's start on a retry)."""
+        from airflow_mps.batch.progress import iso_seconds
+
         if previous.window_start is not None:
             return previous.window_start
         try_number = int(getattr(context.get("ti"), "try_number", 1) or 1)
@@ -324,8 +332,10 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         start = getattr(context.get("dag_run"), "start_date", None)
         return iso_seconds((start - WINDOW_SKEW).timestamp()) if start else None
 
-    def _adopt_unrecorded(self, run: _Try, reconcile_from: str, cfg: batch_plan.BatchConfig) -> None:
+    def _adopt_unrecorded(self, run: _Try, reconcile_from: str, cfg: BatchConfig) -> None:
         """Adopt tasks an earlier try created but never recorded (found by listing, then verified)."""
+        from airflow_mps.batch.adopt import reconcile
+
         gap = [i for i in run.items if i.input_uri not in run.adopted]
         if gap:
             recovered = reconcile(
@@ -370,6 +380,8 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _recheck_adopted(self, run: _Try, existing: set[str]) -> None:
         """Adopted tasks without an output yet are described once: FINISHed with a failure or gone →
         resubmitted (a retry is a request to try again), the earlier task id kept as history."""
+        from airflow_mps.batch.adopt import check_adopted
+
         output_of = {i.input_uri: i.output_key for i in run.items}
         unfinished = {u: t for u, t in run.adopted.items() if output_of[u] not in existing}
         done_ok = {u: t for u, t in run.adopted.items() if u not in unfinished}
@@ -387,10 +399,13 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     # ------------------------------------------------------------------ 5. submit
 
     def _submit_watching(
-        self, run: _Try, cfg: batch_plan.BatchConfig, region: str
+        self, run: _Try, cfg: BatchConfig, region: str
     ) -> tuple[dict[str, str], dict[str, MpsError], BatchWaitState]:
         """Submit, describing the tasks that finish meanwhile (the Describe budget is idle during the
         submission), so only the tail is left to wait for afterwards. Returns the wait's state."""
+        from airflow_mps.batch.overlap import SubmitTimeWatcher
+        from airflow_mps.batch.progress import BatchWaitState
+
         watcher: SubmitTimeWatcher | None = None
         if self.wait_for_completion and (run.to_submit or run.adopted):
             watcher = SubmitTimeWatcher(self.hook, run.window_start, float(self.poll_interval), log=self.log)
@@ -406,8 +421,8 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _submit(
         self,
         hook: Any,
-        items: list[batch_plan.BatchItem],
-        cfg: batch_plan.BatchConfig,
+        items: list[BatchItem],
+        cfg: BatchConfig,
         region: str,
         ledger: SubmissionLedger,
         watcher: SubmitTimeWatcher | None = None,
@@ -415,6 +430,9 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         """Submit ``items`` (:class:`~airflow_mps.batch.submit.BatchSubmitter`); returns (input → task id,
         input → per-image rejection). A batch-level error fails the task: without retry when terminal,
         else retryable (what was submitted is recorded; a retry submits only the rest)."""
+        from airflow_mps.batch import plan as batch_plan
+        from airflow_mps.batch.submit import BatchSubmitter, SubmissionStopped
+
         submitter = BatchSubmitter(
             hook,
             lambda item: batch_plan.build_request(item, cfg, region),
@@ -438,13 +456,16 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _wait(
         self,
         context: Context,
-        cfg: batch_plan.BatchConfig,
+        cfg: BatchConfig,
         run: _Try,
         carry: dict[str, Any],
         tasks: dict[str, str],
         state: BatchWaitState,
     ) -> dict[str, Any]:
         """Wait for the tail (defer, or poll in place), or finish at once when nothing is left."""
+        from airflow_mps.batch.poll import poll_in_place
+        from airflow_mps.batch.progress import SUBMITTED, TaskResult
+
         if not self.wait_for_completion or not tasks:
             rows = [TaskResult(tid, uri, SUBMITTED).to_row() for uri, tid in tasks.items()]
             return self._finish(context, cfg, carry, rows, run.ledger)
@@ -472,9 +493,10 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
 
     def _defer(
         self, state: BatchWaitState, carry: dict[str, Any], window_start: str, end_time: float
-    ) -> NoReturn:
+    ) -> None:
         """Hand the pending tail to one trigger until ``end_time``; the Airflow-level deferral timeout is
         the same deadline plus a grace period (the trigger's own ``timeout`` event normally wins)."""
+        from airflow_mps.batch.progress import pack
         from airflow_mps.triggers.batch import MpsImageBatchTrigger  # lazy: not needed to parse a DAG
 
         self.defer_until(
@@ -495,6 +517,9 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         if not event:
             raise AirflowException("The batch trigger returned no event")
+        from airflow_mps.batch.ledger import SubmissionLedger
+        from airflow_mps.batch.progress import unpack
+
         cfg = self._validate()
         error = event.get("error") if event.get("status") != "success" else None
         ledger = SubmissionLedger(self._store(context))
@@ -506,13 +531,16 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _finish(
         self,
         context: Context,
-        cfg: batch_plan.BatchConfig,
+        cfg: BatchConfig,
         carry: dict[str, Any],
         rows: list[list[Any]],
         ledger: SubmissionLedger,
         error: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Manifest, summary, then the policy (after everything finished and the manifest is written)."""
+        from airflow_mps.batch.progress import UNFINISHED
+        from airflow_mps.batch.report import BatchReport
+
         if error is not None and error.get("code") != "Timeout":
             raise AirflowFailException(_terminal_message(error))
         dest = cfg.destination
