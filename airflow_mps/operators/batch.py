@@ -293,7 +293,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         from datetime import datetime, timezone
 
         from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
-        from airflow_mps.batch.progress import iso_seconds
+        from airflow_mps.models.constants import format_api_time
 
         ledger = SubmissionLedger(self._store(context))
         previous: LedgerState = ledger.load()
@@ -301,9 +301,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         if previous.completed:
             self.log.info("The previous run of this task completed; starting afresh")
             previous = LedgerState()
-        window_start = previous.window_start or iso_seconds(
-            (datetime.now(timezone.utc) - WINDOW_SKEW).timestamp()
-        )
+        window_start = previous.window_start or format_api_time(datetime.now(timezone.utc) - WINDOW_SKEW)
         ledger.begin(window_start, fresh=fresh)
         ours = {i.input_uri for i in items}
         run = _Try(
@@ -322,7 +320,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _reconcile_from(context: Context, previous: LedgerState, ledger: SubmissionLedger) -> str | None:
         """Where to list for unrecorded tasks: only when a previous try happened (its window start, or
         without a durable ledger the DAG run's start on a retry)."""
-        from airflow_mps.batch.progress import iso_seconds
+        from airflow_mps.models.constants import format_api_time
 
         if previous.window_start is not None:
             return previous.window_start
@@ -330,7 +328,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         if ledger.durable or try_number <= 1:
             return None
         start = getattr(context.get("dag_run"), "start_date", None)
-        return iso_seconds((start - WINDOW_SKEW).timestamp()) if start else None
+        return format_api_time(start - WINDOW_SKEW) if start else None
 
     def _adopt_unrecorded(self, run: _Try, reconcile_from: str, cfg: BatchConfig) -> None:
         """Adopt tasks an earlier try created but never recorded (found by listing, then verified)."""

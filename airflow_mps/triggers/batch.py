@@ -41,6 +41,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mps.batch.progress import BatchWaitState, pack, unpack
+from airflow_mps.models.constants import TASK_RETENTION_SECONDS, format_api_time
 from airflow_mps.waits.batch import (
     ERROR,
     SUCCESS,
@@ -95,7 +96,7 @@ class MpsImageBatchTrigger(BaseTrigger):
         self.tencentcloud_conn_id = tencentcloud_conn_id
         self.region = region
         self.poll_interval = float(poll_interval)
-        self.end_time = float(end_time) if end_time is not None else time.time() + 7 * 24 * 3600
+        self.end_time = float(end_time) if end_time is not None else time.time() + TASK_RETENTION_SECONDS
         self.window_start = window_start
         self.carry = carry
         self.known = known
@@ -197,7 +198,7 @@ class MpsImageBatchTrigger(BaseTrigger):
             len(state.pending),
             len(state.results),
             self.window_start,
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.end_time)),
+            format_api_time(self.end_time),
         )
         steps = wait_for_batch(
             state,
