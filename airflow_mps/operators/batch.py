@@ -167,8 +167,9 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         region = self._resolve_region()
         existing = self._list_existing(cfg)
         items = self._list_inputs(cfg, region)
-        run = self._adopt(context, items, cfg)
-        self._skip_existing(run, existing.result() if existing is not None else set())
+        existing_keys = existing.result() if existing is not None else set()
+        run = self._adopt(context, items, cfg, existing_keys)
+        self._skip_existing(run, existing_keys)
         submitted, rejected, state = self._submit_watching(run, cfg, region)
         carry = make_carry(
             run.items,
@@ -288,8 +289,13 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         except Exception:
             return None
 
-    def _adopt(self, context: Context, items: list[BatchItem], cfg: BatchConfig) -> _Try:
-        """Open this try's ledger and adopt what earlier tries submitted for ``items``."""
+    def _adopt(self, context: Context, items: list[BatchItem], cfg: BatchConfig, existing: set[str]) -> _Try:
+        """Open this try's ledger and adopt what earlier tries submitted for ``items``.
+
+        ``existing`` (the destination's keys, listed before any task listing) tells which items the
+        search for unrecorded tasks must not miss: those without an output (the others are skipped if
+        their task is not found).
+        """
         from datetime import datetime, timezone
 
         from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
@@ -313,8 +319,30 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         )
         reconcile_from = self._reconcile_from(context, previous, ledger)
         if reconcile_from is not None:
-            self._adopt_unrecorded(run, reconcile_from, cfg)
+            gap = [i for i in items if i.input_uri not in run.adopted]
+            needed = {i.input_uri for i in gap if i.output_key not in existing}
+            if needed and ledger.durable and previous.newest:
+                self._settle(context, previous.newest)
+            self._adopt_unrecorded(run, gap, needed, reconcile_from, cfg)
         return run
+
+    def _settle(self, context: Context, newest: str) -> None:
+        """Let the previous try's newest recorded task leave WAITING before listing: tasks sent after
+        it (records a crash lost) queue behind it, and no listing shows a WAITING task (issue 11)."""
+        import time
+
+        from airflow_mps.batch.adopt import SETTLE_MAX_SECONDS, wait_until_started
+
+        until = min(time.time() + SETTLE_MAX_SECONDS, self.wait_deadline(context))
+        if not wait_until_started(
+            self.hook, newest, until=until, interval=float(self.poll_interval), log=self.log
+        ):
+            self.log.warning(
+                "The previous try's newest task %s is still WAITING after %.0f s: tasks it sent after "
+                "that one without recording them are not listable yet and may be submitted again",
+                newest,
+                SETTLE_MAX_SECONDS,
+            )
 
     @staticmethod
     def _reconcile_from(context: Context, previous: LedgerState, ledger: SubmissionLedger) -> str | None:
@@ -330,12 +358,15 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         start = getattr(context.get("dag_run"), "start_date", None)
         return format_api_time(start - WINDOW_SKEW) if start else None
 
-    def _adopt_unrecorded(self, run: _Try, reconcile_from: str, cfg: BatchConfig) -> None:
-        """Adopt tasks an earlier try created but never recorded (found by listing, then verified)."""
+    def _adopt_unrecorded(
+        self, run: _Try, gap: list[BatchItem], needed: set[str], reconcile_from: str, cfg: BatchConfig
+    ) -> None:
+        """Adopt tasks an earlier try created for ``gap`` but never recorded (listed, then verified);
+        ``needed`` are the gap items without an output (what the search must not miss)."""
         from airflow_mps.batch.adopt import reconcile
 
-        gap = [i for i in run.items if i.input_uri not in run.adopted]
         if gap:
+            known = set(run.adopted.values()) | {t for ids in run.history.values() for t in ids}
             recovered = reconcile(
                 self.hook,
                 gap,
@@ -343,6 +374,8 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
                 image_task=cfg.image_task,
                 destination=cfg.destination,
                 workers=self.submit_concurrency,
+                known_ids=known,
+                needed=needed,
                 log=self.log,
             )
             if recovered:
