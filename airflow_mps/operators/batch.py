@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
     from airflow_mps.batch.overlap import SubmitTimeWatcher
-    from airflow_mps.batch.plan import BatchConfig, BatchItem
+    from airflow_mps.batch.plan import BatchConfig, BatchItem, Plan
     from airflow_mps.batch.progress import BatchWaitState
     from airflow_mps.errors import MpsError
 
@@ -166,15 +166,16 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         cfg = self._validate()
         region = self._resolve_region()
         existing = self._list_existing(cfg)
-        items = self._list_inputs(cfg, region)
+        plan = self._list_inputs(cfg, region)
         existing_keys = existing.result() if existing is not None else set()
-        run = self._adopt(context, items, cfg, existing_keys)
+        run = self._adopt(context, plan.items, cfg, existing_keys)
         self._skip_existing(run, existing_keys)
         submitted, rejected, state = self._submit_watching(run, cfg, region)
         carry = make_carry(
-            run.items,
+            plan.entries,
             skipped=run.skipped,
             rejected=rejected,
+            refused=plan.refused,
             history=run.history,
             submitted=len(submitted),
             adopted=len(run.adopted),
@@ -221,11 +222,21 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         return batch_plan.BatchConfig(source, destination, suffixes, image_task, extension)
 
     def _resolve_region(self) -> str:
+        """The region argument, else the connection's, checked before any API call (issue 12: a bad
+        region used to surface only after the COS listings, when the first request was built)."""
+        from airflow_mps.errors import MpsError
+        from airflow_mps.models.validation import check_region
+
         region = self.resolved_region()
         if not region:
             raise AirflowFailException(
                 "region: no region given and the connection has no 'region' extra; COS inputs need one"
             )
+        try:
+            check_region(region, "region")
+        except MpsError as err:
+            source = "the argument" if self.region else f"the connection {self.tencentcloud_conn_id!r}"
+            raise AirflowFailException(f"{err.message} (from {source})") from err
         return region
 
     # ------------------------------------------------------------------ 2. list
@@ -244,8 +255,12 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         finally:
             lister.shutdown(wait=False)
 
-    def _list_inputs(self, cfg: BatchConfig, region: str) -> list[BatchItem]:
-        """The batch's items, each request built (= validated) before any submission."""
+    def _list_inputs(self, cfg: BatchConfig, region: str) -> Plan:
+        """The batch's inputs, planned, each request built (= validated) before any submission.
+
+        An input whose request cannot be built, or whose output is unsafe, too long or shared with
+        another input, is refused for that image only (a failed manifest line with a ``Planning.*``
+        code; :mod:`airflow_mps.batch.plan`); the rest of the partition runs."""
         from airflow_mps.batch import plan as batch_plan
         from airflow_mps.errors import MpsError
 
@@ -263,21 +278,27 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             locations, prefix = list(source), None
         if self.max_images is not None:
             locations = locations[: self.max_images]
-        try:
-            items = batch_plan.plan_items(locations, prefix, cfg.destination, cfg.extension)
-        except batch_plan.BatchArgumentError as err:
-            raise AirflowFailException(str(err)) from err
-        for item in items:
+        plan = batch_plan.plan_items(locations, prefix, cfg.destination, cfg.extension)
+        unbuildable = []
+        for item in plan.items:
             try:
                 batch_plan.build_request(item, cfg, region)
             except MpsError as err:
-                raise AirflowFailException(f"{item.input_uri}: {err}") from err
-        if not items:
+                unbuildable.append((item, batch_plan.INVALID_REQUEST, f"[{err.code}] {err.message}"))
+        plan.refuse(unbuildable)
+        if plan.refused:
+            self.log.warning(
+                "%d of %d inputs refused before submission (failed manifest lines), e.g. %s",
+                len(plan.refused),
+                len(plan.entries),
+                "; ".join(f"{r.input_uri} [{r.code}] {r.message}" for r in plan.refused[:3]),
+            )
+        if not plan.entries:
             message = f"No image under {self.source} (suffixes {', '.join(cfg.suffixes)})"
             if self.fail_on_empty:
                 raise AirflowFailException(message)
             self.log.warning("%s: nothing to do", message)
-        return items
+        return plan
 
     # ------------------------------------------------------------------ 3. adopt
 

@@ -225,7 +225,7 @@ def test_report_keeps_input_order_rejections_history_and_the_policy() -> None:
     items = [BatchItem("b-1", f"raw/{n}.png", f"out/{n}.jpg") for n in "abcd"]
     rejected = {"cos://b-1/raw/c.png": MpsInvalidParameterError("InvalidParameter", "bad", "r-c")}
     carry = make_carry(
-        items,
+        [(i.input_uri, i.output_key) for i in items],
         skipped=["cos://b-1/raw/d.png"],
         rejected=rejected,
         history={"cos://b-1/raw/a.png": ["t0"]},
