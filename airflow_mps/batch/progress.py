@@ -96,7 +96,7 @@ def _cut(text: Any) -> str | None:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskResult:
     """The outcome of one MPS task, compact: ``[task_id, input, state, outputs, code, message, request_id]``."""
 

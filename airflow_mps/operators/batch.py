@@ -26,7 +26,6 @@ while a DAG file is parsed (benchmark P5; ``airflow_mps.operators.mps`` re-expor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +39,12 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
+    from airflow_mps.batch.ledger import SubmissionLedger
     from airflow_mps.batch.overlap import SubmitTimeWatcher
     from airflow_mps.batch.plan import BatchConfig, BatchItem, Plan
     from airflow_mps.batch.progress import BatchWaitState
+    from airflow_mps.batch.resume import Try
     from airflow_mps.errors import MpsError
-
-#: The listing window starts this long before the first submission (clock skew between us and MPS).
-WINDOW_SKEW = timedelta(minutes=5)
 
 
 def _terminal_message(error: dict[str, Any]) -> str:
@@ -55,23 +52,6 @@ def _terminal_message(error: dict[str, Any]) -> str:
         f"Waiting for the batch stopped on a terminal MPS error [{error.get('code')}] "
         f"{error.get('message')} (RequestId: {error.get('request_id')})"
     )
-
-
-@dataclass
-class _Try:
-    """What one try knows before it submits: the items, the ledger, and what it adopts or skips."""
-
-    items: list[BatchItem]
-    ledger: SubmissionLedger
-    #: ``StartTime`` of every listing of this batch (a few minutes before its first submission).
-    window_start: str
-    #: input URI → task id of tasks an earlier try submitted, waited for instead of resubmitted.
-    adopted: dict[str, str] = field(default_factory=dict)
-    #: input URI → earlier task ids of a resubmitted image (the manifest's ``previous_task_ids``).
-    history: dict[str, list[str]] = field(default_factory=dict)
-    #: input URIs whose output exists (not submitted).
-    skipped: set[str] = field(default_factory=set)
-    to_submit: list[BatchItem] = field(default_factory=list)
 
 
 class MpsBatchProcessImageOperator(MpsBaseOperator):
@@ -310,148 +290,34 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         except Exception:
             return None
 
-    def _adopt(self, context: Context, items: list[BatchItem], cfg: BatchConfig, existing: set[str]) -> _Try:
-        """Open this try's ledger and adopt what earlier tries submitted for ``items``.
+    def _adopt(self, context: Context, items: list[BatchItem], cfg: BatchConfig, existing: set[str]) -> Try:
+        """Phase 3 (:func:`airflow_mps.batch.resume.open_try`): the ledger, and what earlier tries submitted."""
+        from airflow_mps.batch.resume import TryContext, open_try
 
-        ``existing`` (the destination's keys, listed before any task listing) tells which items the
-        search for unrecorded tasks must not miss: those without an output (the others are skipped if
-        their task is not found).
-        """
-        from datetime import datetime, timezone
-
-        from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
-        from airflow_mps.models.constants import format_api_time
-
-        ledger = SubmissionLedger(self._store(context))
-        previous: LedgerState = ledger.load()
-        fresh = previous.completed or previous.window_start is None
-        if previous.completed:
-            self.log.info("The previous run of this task completed; starting afresh")
-            previous = LedgerState()
-        window_start = previous.window_start or format_api_time(datetime.now(timezone.utc) - WINDOW_SKEW)
-        ledger.begin(window_start, fresh=fresh)
-        ours = {i.input_uri for i in items}
-        run = _Try(
-            items,
-            ledger,
-            window_start,
-            adopted={uri: tid for uri, tid in previous.tasks.items() if uri in ours},
-            history={uri: list(h) for uri, h in previous.history.items() if uri in ours},
+        ctx = TryContext(
+            hook=self.hook,
+            store=self._store(context),
+            log=self.log,
+            try_number=int(getattr(context.get("ti"), "try_number", 1) or 1),
+            run_start=getattr(context.get("dag_run"), "start_date", None),
+            workers=self.submit_concurrency,
+            poll_interval=float(self.poll_interval),
+            deadline=self.wait_deadline(context),
         )
-        reconcile_from = self._reconcile_from(context, previous, ledger)
-        if reconcile_from is not None:
-            gap = [i for i in items if i.input_uri not in run.adopted]
-            needed = {i.input_uri for i in gap if i.output_key not in existing}
-            if needed and ledger.durable and previous.newest:
-                self._settle(context, previous.newest)
-            self._adopt_unrecorded(run, gap, needed, reconcile_from, cfg)
-        return run
-
-    def _settle(self, context: Context, newest: str) -> None:
-        """Let the previous try's newest recorded task leave WAITING before listing: tasks sent after
-        it (records a crash lost) queue behind it, and no listing shows a WAITING task (issue 11)."""
-        import time
-
-        from airflow_mps.batch.adopt import SETTLE_MAX_SECONDS, wait_until_started
-
-        until = min(time.time() + SETTLE_MAX_SECONDS, self.wait_deadline(context))
-        if not wait_until_started(
-            self.hook, newest, until=until, interval=float(self.poll_interval), log=self.log
-        ):
-            self.log.warning(
-                "The previous try's newest task %s is still WAITING after %.0f s: tasks it sent after "
-                "that one without recording them are not listable yet and may be submitted again",
-                newest,
-                SETTLE_MAX_SECONDS,
-            )
-
-    @staticmethod
-    def _reconcile_from(context: Context, previous: LedgerState, ledger: SubmissionLedger) -> str | None:
-        """Where to list for unrecorded tasks: only when a previous try happened (its window start, or
-        without a durable ledger the DAG run's start on a retry)."""
-        from airflow_mps.models.constants import format_api_time
-
-        if previous.window_start is not None:
-            return previous.window_start
-        try_number = int(getattr(context.get("ti"), "try_number", 1) or 1)
-        if ledger.durable or try_number <= 1:
-            return None
-        start = getattr(context.get("dag_run"), "start_date", None)
-        return format_api_time(start - WINDOW_SKEW) if start else None
-
-    def _adopt_unrecorded(
-        self, run: _Try, gap: list[BatchItem], needed: set[str], reconcile_from: str, cfg: BatchConfig
-    ) -> None:
-        """Adopt tasks an earlier try created for ``gap`` but never recorded (listed, then verified);
-        ``needed`` are the gap items without an output (what the search must not miss)."""
-        from airflow_mps.batch.adopt import reconcile
-
-        if gap:
-            known = set(run.adopted.values()) | {t for ids in run.history.values() for t in ids}
-            recovered = reconcile(
-                self.hook,
-                gap,
-                reconcile_from,
-                image_task=cfg.image_task,
-                destination=cfg.destination,
-                workers=self.submit_concurrency,
-                known_ids=known,
-                needed=needed,
-                log=self.log,
-            )
-            if recovered:
-                self.log.info(
-                    "Adopted %d tasks found by listing (records lost by the previous try)", len(recovered)
-                )
-                for uri, tid in recovered.items():
-                    run.adopted[uri] = tid
-                    run.ledger.add(uri, tid)
-                run.ledger.flush()
-        run.window_start = min(run.window_start, reconcile_from)
+        return open_try(ctx, items, cfg, existing)
 
     # ------------------------------------------------------------------ 4. skip existing
 
-    def _skip_existing(self, run: _Try, existing: set[str]) -> None:
-        """Split the items into adopted, skipped (output exists) and to submit."""
-        if run.adopted:
-            self._recheck_adopted(run, existing)
-        run.skipped = {
-            i.input_uri for i in run.items if i.input_uri not in run.adopted and i.output_key in existing
-        }
-        run.to_submit = [
-            i for i in run.items if i.input_uri not in run.adopted and i.input_uri not in run.skipped
-        ]
-        self.log.info(
-            "%d images: %d to submit, %d adopted, %d skipped (output exists)",
-            len(run.items),
-            len(run.to_submit),
-            len(run.adopted),
-            len(run.skipped),
-        )
+    def _skip_existing(self, run: Try, existing: set[str]) -> None:
+        """Phase 4 (:func:`airflow_mps.batch.resume.skip_existing`): adopted, skipped, to submit."""
+        from airflow_mps.batch.resume import skip_existing
 
-    def _recheck_adopted(self, run: _Try, existing: set[str]) -> None:
-        """Adopted tasks without an output yet are described once: FINISHed with a failure or gone →
-        resubmitted (a retry is a request to try again), the earlier task id kept as history."""
-        from airflow_mps.batch.adopt import check_adopted
-
-        output_of = {i.input_uri: i.output_key for i in run.items}
-        unfinished = {u: t for u, t in run.adopted.items() if output_of[u] not in existing}
-        done_ok = {u: t for u, t in run.adopted.items() if u not in unfinished}
-        keep, redo = (
-            check_adopted(self.hook, unfinished, workers=self.submit_concurrency) if unfinished else ({}, {})
-        )
-        for uri, tid in redo.items():
-            run.history.setdefault(uri, []).append(tid)
-            self.log.info("Resubmitting %s: its earlier task %s failed or vanished", uri, tid)
-        run.adopted = {**done_ok, **keep}
-        self.log.info(
-            "Adopted %d tasks from the previous try; %d will be resubmitted", len(run.adopted), len(redo)
-        )
+        skip_existing(self.hook, run, existing, workers=self.submit_concurrency, log=self.log)
 
     # ------------------------------------------------------------------ 5. submit
 
     def _submit_watching(
-        self, run: _Try, cfg: BatchConfig, region: str
+        self, run: Try, cfg: BatchConfig, region: str
     ) -> tuple[dict[str, str], dict[str, MpsError], BatchWaitState]:
         """Submit, describing the tasks that finish meanwhile (the Describe budget is idle during the
         submission), so only the tail is left to wait for afterwards. Returns the wait's state."""
@@ -509,7 +375,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         self,
         context: Context,
         cfg: BatchConfig,
-        run: _Try,
+        run: Try,
         carry: dict[str, Any],
         tasks: dict[str, str],
         state: BatchWaitState,
@@ -532,7 +398,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             return self._finish(context, cfg, carry, state.result_rows(), run.ledger)
         end_time = self.wait_deadline(context)
         if self.deferrable:
-            self._defer(state, carry, run.window_start, end_time)
+            self._defer(cfg, state, carry, run.window_start, end_time)
         outcome = poll_in_place(
             self.hook,
             state,
@@ -544,23 +410,40 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         return self._finish(context, cfg, carry, state.result_rows(), run.ledger, outcome.error)
 
     def _defer(
-        self, state: BatchWaitState, carry: dict[str, Any], window_start: str, end_time: float
+        self,
+        cfg: BatchConfig,
+        state: BatchWaitState,
+        carry: dict[str, Any],
+        window_start: str,
+        end_time: float,
     ) -> None:
-        """Hand the pending tail to one trigger until ``end_time``; the Airflow-level deferral timeout is
-        the same deadline plus a grace period (the trigger's own ``timeout`` event normally wins)."""
-        from airflow_mps.batch.progress import pack
+        """Store the wait's state next to the manifest and hand the pending tail to one trigger until
+        ``end_time``: its kwargs and its event stay a few hundred bytes at any N (issue 12;
+        :mod:`airflow_mps.batch.state`). The Airflow-level deferral timeout is the same deadline plus a
+        grace period (the trigger's own ``timeout`` event normally wins)."""
+        from airflow_mps.batch.state import store_deferral
         from airflow_mps.triggers.batch import MpsImageBatchTrigger  # lazy: not needed to parse a DAG
 
+        dest = cfg.destination
+        wait_at, token = store_deferral(
+            self.hook,
+            dest.bucket,
+            dest.key,
+            self.manifest_name,
+            carry=carry,
+            pending=state.pending_rows(),
+            known=state.known_rows(),
+        )
+        self.log.info("Deferring %d pending tasks; batch state in %s", len(state.pending), wait_at.uri)
         self.defer_until(
             MpsImageBatchTrigger(
-                tasks=pack(state.pending_rows()),
+                state=wait_at.uri,
+                state_token=token,
                 tencentcloud_conn_id=self.tencentcloud_conn_id,
                 region=self.region,
                 poll_interval=self.poll_interval,
                 end_time=end_time,
                 window_start=window_start,
-                carry=pack(carry),
-                known=pack(state.known_rows()) if state.results else None,
                 prior_calls=[state.listing_calls, state.detail_calls],
             ),
             end_time=end_time,
@@ -574,9 +457,23 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
 
         cfg = self._validate()
         error = event.get("error") if event.get("status") != "success" else None
+        if event.get("state"):
+            # The results are next to the manifest; a lost or overwritten state is retryable: the retry
+            # adopts the tasks again (ledger, listing) and waits anew.
+            from airflow_mps.batch.state import StateError, load_results
+
+            dest = cfg.destination
+            try:
+                carry, rows = load_results(self.hook, dest.bucket, dest.key, self.manifest_name, event)
+            except StateError as err:
+                raise AirflowException(
+                    f"The batch's deferred state is unusable (a retry starts over): {err}"
+                ) from err
+        else:  # a trigger of an earlier provider version: everything inline
+            carry, rows = unpack(event["carry"]), unpack(event["results"])
         ledger = SubmissionLedger(self._store(context))
         ledger.load()
-        return self._finish(context, cfg, unpack(event["carry"]), unpack(event["results"]), ledger, error)
+        return self._finish(context, cfg, carry, rows, ledger, error)
 
     # ------------------------------------------------------------------ 7. finish
 

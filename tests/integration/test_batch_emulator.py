@@ -124,6 +124,16 @@ def _manifest(emulator: Any, part: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.decode().splitlines()]
 
 
+def _state_doc(emulator: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The wait document a deferred batch stored (its location and token are in the trigger kwargs)."""
+    from airflow_mps.batch.state import StateObject, decode
+
+    where = StateObject.parse(kwargs["state"])
+    return decode(
+        emulator.cos_backend.get_object(where.bucket, where.key).data, kwargs["state_token"], "wait"
+    )
+
+
 def _actions(emulator: Any) -> dict[str, dict[str, int]]:
     return emulator.stats()["actions"]
 
@@ -393,8 +403,6 @@ def test_tasks_finished_while_submitting_are_described_before_deferring(conn: An
     (plus the results known so far), and still each task is described exactly once."""
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from airflow_mps.batch.progress import unpack
-
     n = 120  # 6 s of submission at the 20/s limit, with the 0.5 s poll interval of _operator()
     part = _seed(conn, png, n)
     conn.faults.latency(150)
@@ -403,8 +411,8 @@ def test_tasks_finished_while_submitting_are_described_before_deferring(conn: An
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
     kwargs = deferred.value.trigger.serialize()[1]
-    pending = unpack(kwargs["tasks"])
-    known = unpack(kwargs["known"])
+    doc = _state_doc(conn, kwargs)  # the tail and the known results live next to the manifest
+    pending, known = doc["pending"], doc["known"]
     assert known and pending, (len(known), len(pending))  # the last submissions always form a tail
     assert len(known) + len(pending) == n
     assert {row[0] for row in known}.isdisjoint(row[0] for row in pending)
