@@ -20,3 +20,10 @@ modules here that wait are its drivers.
 
 Nothing here imports the Tencent Cloud SDK: the hook is passed in.
 """
+
+from __future__ import annotations
+
+#: File suffixes a listed prefix is filtered by when the operator's ``suffixes`` is not given (compared
+#: case-insensitively). Here, not in :mod:`airflow_mps.batch.plan`, because it is the operator's
+#: signature default: importing the package costs nothing at DAG-parse time, the planner does.
+DEFAULT_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

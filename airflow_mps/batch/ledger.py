@@ -52,6 +52,8 @@ class LedgerState:
     tasks: dict[str, str] = field(default_factory=dict)
     #: input URI → earlier task ids (oldest first) superseded by a resubmission.
     history: dict[str, list[str]] = field(default_factory=dict)
+    #: The last task id recorded (the newest submission a retry knows of; see ``batch.adopt``).
+    newest: str | None = None
 
 
 class SubmissionLedger:
@@ -102,6 +104,7 @@ class SubmissionLedger:
                 if previous and previous != task_id:
                     state.history.setdefault(input_uri, []).append(previous)
                 state.tasks[input_uri] = task_id
+                state.newest = task_id
             index += 1
         self._shard_index = index
         return state

@@ -36,9 +36,11 @@ from airflow_mps.waits.batch import (
     RETRY,
     TERMINAL,
     Listed,
+    Row,
     WaitLog,
     apply_detail,
     finished_tasks,
+    pages_for,
     result_of,
 )
 
@@ -146,15 +148,19 @@ class SubmitTimeWatcher:
                 return 0
             steps = finished_tasks(self.state, self.window_start, clock=self.clock, direct_checks=False)
             start = next(steps).start
-        rows: list[Any] = []
+        rows: list[Row] = []
+        seen = 0
+        ours = self.state.inputs  # every task of the batch: their CreateTimes calibrate the clock
         for info in self.hook.list_image_tasks("FINISH", start_time=start):
             if self._draining.is_set():
                 return 0
-            rows.append(info)
+            seen += 1
+            if info.task_id in ours:
+                rows.append(Row(info.task_id, getattr(info, "create_time", None)))
         with self._lock:
             if self._closed.is_set():
                 return 0
-            finished = [t for t in result_of(steps, Listed(rows)) if t not in self._queued]
+            finished = [t for t in result_of(steps, Listed(rows, pages_for(seen))) if t not in self._queued]
             self._queued.update(finished)
         for task_id in finished:
             self._queue.put(task_id)

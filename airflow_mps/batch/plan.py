@@ -1,13 +1,28 @@
-"""Turn the batch operator's arguments into a list of work items, validating everything first.
+"""Turn the batch operator's arguments into work items, validating everything first.
 
-Every check here runs before any API call, and every error names the operator argument at fault
-(``BatchArgumentError.field``) so the operator can turn it into an ``AirflowFailException`` that tells
-the user what to fix.
+Two kinds of problem, told apart (issue 12):
+
+* **Batch-level** misconfiguration — an argument (``destination``, ``image_task``, ``region``, …) that
+  makes the whole batch meaningless — raises :class:`BatchArgumentError` naming the argument, before
+  any API call; the operator turns it into an ``AirflowFailException``.
+* **Per-image** problems — an input whose request cannot be built, or whose output would land where
+  nobody can predict or where another input's output lands — become a :class:`Refusal` with a reason
+  code of ours (:data:`REFUSAL_CODES`): a failed manifest line that counts toward ``max_failed_ratio``,
+  while the rest of the partition runs.
 
 Layout rule: an input ``cos://src/raw/dt=1/a/b.png`` under the source prefix ``raw/dt=1/`` becomes
 ``<destination prefix>a/b.<ext>``, where ``<ext>`` follows ``image_task.EncodeConfig.Format``
-(``JPEG`` → ``jpg``) or, without a format, the input's own extension. For an explicit list of inputs
-the relative part is taken under the inputs' longest common directory.
+(``JPEG`` → ``jpg``) or, without a format, the input's own format read from its suffix (``.JPG``,
+``.jpeg`` → ``jpg``). The request's ``OutputPath`` is that key with ``.{format}`` for the extension,
+as the API requires, which MPS renders to exactly that key. For an explicit list the relative part is
+taken under the common directory of the inputs that can be planned.
+
+Keys (:mod:`airflow_mps.models.keys`): every input and output key is checked with
+:func:`~airflow_mps.models.keys.key_problem`; the shapes whose landing place is undocumented are
+refused (``Planning.UnsafeKey``), too long ones too (``Planning.OutputTooLong``), so each planned output
+key is where MPS writes, verbatim. Collisions compare outputs by
+:func:`~airflow_mps.models.keys.normalize_key`, so ``x.png``/``x.jpg``, ``U.JPG``/``U.jpg`` and
+``a//b.png``/``a/b.png`` are caught.
 """
 
 from __future__ import annotations
@@ -19,11 +34,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: File suffixes listed by default (compared case-insensitively).
-DEFAULT_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from airflow_mps.batch import DEFAULT_SUFFIXES
+from airflow_mps.models.constants import OUTPUT_EXTENSIONS
+from airflow_mps.models.keys import TOO_LONG, key_problem, normalize_key
 
-#: ``EncodeConfig.Format`` (case-insensitive) → the extension the output key gets.
-FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "bmp": "bmp", "webp": "webp"}
+__all__ = ["DEFAULT_SUFFIXES"]  # re-exported: the operator's default, defined in the package
+
+#: ``EncodeConfig.Format`` or an input suffix (case-insensitive) → the extension the output key gets:
+#: :data:`airflow_mps.models.constants.OUTPUT_EXTENSIONS`, with ``jpg`` read as ``jpeg``.
+FORMAT_EXTENSIONS: dict[str, str] = {**OUTPUT_EXTENSIONS, "jpg": OUTPUT_EXTENSIONS["jpeg"]}
+
+#: Reason codes of ours for an image refused while planning (the manifest's ``error.code``).
+UNSAFE_KEY = "Planning.UnsafeKey"
+OUTPUT_TOO_LONG = "Planning.OutputTooLong"
+OUTPUT_COLLISION = "Planning.OutputCollision"
+UNKNOWN_FORMAT = "Planning.UnknownFormat"
+INVALID_REQUEST = "Planning.InvalidRequest"
+REFUSAL_CODES = (UNSAFE_KEY, OUTPUT_TOO_LONG, OUTPUT_COLLISION, UNKNOWN_FORMAT, INVALID_REQUEST)
 
 _SUFFIX_RE = re.compile(r"^\.[a-z0-9]{1,10}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$", re.IGNORECASE)
@@ -68,6 +95,43 @@ class BatchItem:
         """Stable identity of the item (used in the ledger, the trigger and the manifest)."""
         return f"cos://{self.input_bucket}/{self.input_key}"
 
+    @property
+    def output_path(self) -> str:
+        """The request's ``OutputPath``: absolute, the output key with ``.{format}`` for its extension
+        (the API: "路径需以 .{format} 结尾"); MPS renders it to :attr:`output_key`."""
+        stem, _dot, _ext = self.output_key.rpartition(".")
+        return f"/{stem}.{{format}}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An input refused while planning: a failed manifest line (``code`` in :data:`REFUSAL_CODES`)."""
+
+    input_uri: str
+    #: The output key it would have had (``None`` when none could be computed).
+    output_key: str | None
+    code: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """The batch's inputs, planned: the items to process and the refused ones, both in input order."""
+
+    items: list[BatchItem]
+    refused: list[Refusal]
+    #: ``[input_uri, output_key | None]`` of every input, in input order (the manifest's order).
+    entries: list[tuple[str, str | None]]
+
+    def refuse(self, refusals: Sequence[tuple[BatchItem, str, str]]) -> None:
+        """Move planned items to the refused ones: ``(item, code, message)`` each (e.g. its request
+        could not be built)."""
+        if not refusals:
+            return
+        gone = {item.input_uri for item, _code, _message in refusals}
+        self.items = [item for item in self.items if item.input_uri not in gone]
+        self.refused += [Refusal(item.input_uri, item.output_key, code, msg) for item, code, msg in refusals]
+
 
 @dataclass(frozen=True)
 class BatchConfig:
@@ -94,14 +158,18 @@ def build_request(item: BatchItem, config: BatchConfig, region: str) -> Any:
             "Type": "COS",
             "CosOutputStorage": {"Bucket": config.destination.bucket, "Region": region},
         },
-        output_path="/" + item.output_key,
+        output_path=item.output_path,
         image_task=config.image_task,
         region=region,
     )
 
 
-def parse_cos_location(value: Any, field: str, *, prefix: bool) -> CosLocation:
-    """Parse ``cos://bucket/key`` (``prefix=False``) or ``cos://bucket/prefix/`` (``prefix=True``)."""
+def parse_cos_location(value: Any, field: str, *, prefix: bool, check_key: bool = True) -> CosLocation:
+    """Parse ``cos://bucket/key`` (``prefix=False``) or ``cos://bucket/prefix/`` (``prefix=True``).
+
+    ``check_key=False`` (entries of an explicit list) leaves the key's segments to the planner, which
+    refuses an unsafe key for that image only; the scheme, the bucket and a key naming an object (not
+    ending with ``/``) are still required."""
     allowed = "cos://<bucket>/<prefix>/ (a prefix ends with '/')" if prefix else "cos://<bucket>/<key>"
     if not isinstance(value, str):
         raise BatchArgumentError(field, f"{value!r} is not a string", allowed)
@@ -111,6 +179,10 @@ def parse_cos_location(value: Any, field: str, *, prefix: bool) -> CosLocation:
     bucket, _, key = rest.partition("/")
     if not bucket or not _BUCKET_RE.match(bucket):
         raise BatchArgumentError(field, f"{value!r} has no valid bucket name", allowed)
+    if not check_key:
+        if not key or key.endswith("/"):  # a prefix where an object is expected: the list is wrong
+            raise BatchArgumentError(field, f"{value!r} names no object", allowed)
+        return CosLocation(bucket, key)
     if key.startswith("/") or "//" in key or any(part in (".", "..") for part in key.split("/")):
         raise BatchArgumentError(field, f"{value!r} has an empty, '.' or '..' path segment", allowed)
     if prefix:
@@ -230,7 +302,7 @@ def parse_source(source: Any) -> CosLocation | list[CosLocation]:
             return []
         seen: dict[str, CosLocation] = {}
         for value in source:
-            loc = parse_cos_location(value, "source", prefix=False)
+            loc = parse_cos_location(value, "source", prefix=False, check_key=False)
             seen.setdefault(loc.uri, loc)
         return list(seen.values())
     raise BatchArgumentError(
@@ -242,9 +314,22 @@ def parse_source(source: Any) -> CosLocation | list[CosLocation]:
 
 def _common_dir(keys: Sequence[str]) -> str:
     dirs = [posixpath.dirname(k) for k in keys]
-    common = posixpath.commonpath(dirs) if all(dirs) else ""
+    common = posixpath.commonpath(dirs) if dirs and all(dirs) else ""
     # commonpath works on whole segments; "" means the bucket root.
     return f"{common}/" if common else ""
+
+
+def _output_key(rel: str, destination: CosLocation, extension: str | None) -> str | None:
+    """``destination`` + ``rel`` with its extension replaced (see the module docstring); ``None``
+    when no format is forced and the input's suffix names none MPS writes."""
+    directory, name = posixpath.split(rel)
+    stem, dot, ext = name.rpartition(".")
+    if not dot:  # no extension at all: the whole name is the stem
+        stem, ext = name, ""
+    target = extension or FORMAT_EXTENSIONS.get(ext.lower())
+    if target is None:
+        return None
+    return f"{destination.key}{posixpath.join(directory, stem) if directory else stem}.{target}"
 
 
 def plan_items(
@@ -252,45 +337,110 @@ def plan_items(
     source_prefix: str | None,
     destination: CosLocation,
     extension: str | None,
-) -> list[BatchItem]:
+) -> Plan:
     """Map each input to its output key under ``destination`` (layout mirrored; see module docstring).
 
-    Raises ``BatchArgumentError`` when an output would overwrite an input, when two inputs would write
-    the same output, or when the destination lies inside the source prefix (the next run would list
-    the outputs as inputs).
+    Per image, never for the batch: an unsafe input or output key (``Planning.UnsafeKey``), an output
+    key too long for COS (``Planning.OutputTooLong``), no known output format
+    (``Planning.UnknownFormat``), and outputs that collide — with each other, or with an input — by
+    :func:`~airflow_mps.models.keys.normalize_key` (``Planning.OutputCollision``: every input of a
+    colliding group is refused, so the outcome never depends on listing order). An unsafe key whose
+    normalised output another input's output shares is refused as unsafe, saying so; the safe input
+    proceeds.
     """
     inputs = list(inputs)
-    if source_prefix is None:
-        base = _common_dir([loc.key for loc in inputs]) if inputs else ""
-    else:
-        base = source_prefix
-    items: list[BatchItem] = []
-    outputs: dict[str, str] = {}
-    input_uris = {loc.uri for loc in inputs}
+    refused: dict[str, Refusal] = {}
+    unsafe_input: dict[str, str] = {}
+    for loc in inputs:
+        problem = key_problem(loc.key, output=False)
+        if problem is not None:
+            unsafe_input[loc.uri] = f"the input key {problem.reason}"
+    safe_keys = [loc.key for loc in inputs if loc.uri not in unsafe_input]
+    base = source_prefix if source_prefix is not None else _common_dir(safe_keys)
+    outputs: dict[str, str | None] = {}
+    planned: list[tuple[CosLocation, str]] = []
     for loc in inputs:
         rel = loc.key[len(base) :] if loc.key.startswith(base) else loc.key
-        if extension is not None:
-            stem, dot, _ext = rel.rpartition(".")
-            rel = f"{stem}.{extension}" if dot and "/" not in _ext else f"{rel}.{extension}"
-        out_key = destination.key + rel
-        out_uri = f"cos://{destination.bucket}/{out_key}"
-        if out_uri in input_uris:
-            raise BatchArgumentError(
-                "destination", f"the output {out_uri} would overwrite an input", "a prefix outside the inputs"
+        out_key = outputs[loc.uri] = _output_key(rel, destination, extension)
+        if loc.uri in unsafe_input:
+            refused[loc.uri] = Refusal(loc.uri, out_key, UNSAFE_KEY, unsafe_input[loc.uri])
+        elif out_key is None:
+            refused[loc.uri] = Refusal(
+                loc.uri,
+                None,
+                UNKNOWN_FORMAT,
+                f"{rel!r} has no image suffix MPS writes (jpg, jpeg, png, bmp, webp) and image_task "
+                "sets no EncodeConfig.Format",
             )
-        if out_key in outputs:
-            raise BatchArgumentError(
-                "source",
-                f"{outputs[out_key]} and {loc.uri} would both write {out_uri}",
-                "inputs whose names differ after the extension change",
+        elif (problem := key_problem(out_key)) is not None:
+            code = OUTPUT_TOO_LONG if problem.kind == TOO_LONG else UNSAFE_KEY
+            refused[loc.uri] = Refusal(loc.uri, out_key, code, f"the output key {out_key!r} {problem.reason}")
+        else:
+            planned.append((loc, out_key))
+    _refuse_collisions(inputs, planned, destination, outputs, refused)
+    items = [BatchItem(loc.bucket, loc.key, out) for loc, out in planned if loc.uri not in refused]
+    return Plan(
+        items=items,
+        refused=[refused[loc.uri] for loc in inputs if loc.uri in refused],
+        entries=[(loc.uri, outputs.get(loc.uri)) for loc in inputs],
+    )
+
+
+def _refuse_collisions(
+    inputs: Sequence[CosLocation],
+    planned: Sequence[tuple[CosLocation, str]],
+    destination: CosLocation,
+    outputs: dict[str, str | None],
+    refused: dict[str, Refusal],
+) -> None:
+    """Refuse every planned input whose output another input's output (or an input) shares, compared by
+    :func:`~airflow_mps.models.keys.normalize_key`; tell unsafe inputs whose output would collide."""
+    by_output: dict[str, list[str]] = {}
+    for loc in inputs:
+        out = outputs.get(loc.uri)
+        if out is not None:
+            by_output.setdefault(normalize_key(out), []).append(loc.uri)
+    # COS keys are literal: an output overwrites an input only at the very same key.
+    inputs_at = {(loc.bucket, loc.key): loc.uri for loc in inputs}
+    for loc, out in planned:
+        same = [u for u in by_output[normalize_key(out)] if u != loc.uri]
+        planned_peers = [u for u in same if u not in refused or refused[u].code == OUTPUT_COLLISION]
+        overwritten = inputs_at.get((destination.bucket, out))
+        if overwritten is not None:
+            refused[loc.uri] = Refusal(
+                loc.uri,
+                out,
+                OUTPUT_COLLISION,
+                f"its output cos://{destination.bucket}/{out} is the input {overwritten}",
             )
-        outputs[out_key] = loc.uri
-        items.append(BatchItem(loc.bucket, loc.key, out_key))
-    return items
+        elif planned_peers:
+            refused[loc.uri] = Refusal(
+                loc.uri,
+                out,
+                OUTPUT_COLLISION,
+                f"its output cos://{destination.bucket}/{out} is also the output of {', '.join(planned_peers)}",
+            )
+        for other in same:
+            unsafe = refused.get(other)
+            if unsafe is not None and unsafe.code == UNSAFE_KEY and "collide" not in unsafe.message:
+                refused[other] = Refusal(
+                    other,
+                    unsafe.output_key,
+                    UNSAFE_KEY,
+                    f"{unsafe.message}; normalised, it would collide with the output of {loc.uri}",
+                )
 
 
 def check_destination(source: CosLocation | list[CosLocation], destination: CosLocation) -> None:
-    """Refuse a destination inside (or equal to) a source prefix: outputs would be re-read as inputs."""
+    """Refuse a destination inside (or equal to) a source prefix (outputs would be re-read as inputs),
+    and a prefix no output key could be written under (too long, braces, control characters)."""
+    problem = key_problem(destination.key.rstrip("/")) if destination.key else None
+    if problem is not None:
+        raise BatchArgumentError(
+            "destination",
+            f"{destination.uri}: the prefix {problem.reason}",
+            "a prefix of plain path segments, well under 850 bytes",
+        )
     if (
         isinstance(source, CosLocation)
         and source.bucket == destination.bucket

@@ -22,6 +22,8 @@ from airflow_mps.waits.batch import (
     WaitLog,
     WaitOutcome,
     WaitStep,
+    keep_rows,
+    pages_for,
     wait_for_batch,
 )
 
@@ -30,7 +32,10 @@ DETAIL_WORKERS = 8
 
 
 def describe_each(hook: Any, task_ids: Sequence[str], workers: int = DETAIL_WORKERS) -> dict[str, Any]:
-    """``DescribeImageTaskDetail`` of each id on a few threads: id → status, or the MpsError it raised."""
+    """``DescribeImageTaskDetail`` of each id on a few threads: id → status, or the MpsError it raised.
+
+    The ids are handed out in chunks, so a round with thousands of finished tasks never holds a future
+    per id (memory stays flat in N)."""
 
     def one(task_id: str) -> tuple[str, Any]:
         try:
@@ -38,13 +43,18 @@ def describe_each(hook: Any, task_ids: Sequence[str], workers: int = DETAIL_WORK
         except MpsError as err:
             return task_id, err
 
+    replies: dict[str, Any] = {}
+    chunk = 32 * workers
     with ThreadPoolExecutor(min(workers, max(1, len(task_ids)))) as pool:
-        return dict(pool.map(one, task_ids))
+        for start in range(0, len(task_ids), chunk):
+            replies.update(pool.map(one, task_ids[start : start + chunk]))
+    return replies
 
 
-def _answer(hook: Any, step: WaitStep) -> Any:
+def _answer(hook: Any, step: WaitStep, state: BatchWaitState) -> Any:
     if isinstance(step, ListFinished):
-        return Listed(list(hook.list_image_tasks("FINISH", start_time=step.start)))
+        rows, seen = keep_rows(hook.list_image_tasks("FINISH", start_time=step.start), state.pending)
+        return Listed(rows, pages_for(seen))
     if isinstance(step, DescribeTasks):
         return describe_each(hook, step.task_ids)
     time.sleep(step.seconds)
@@ -74,6 +84,6 @@ def poll_in_place(
             return outcome
         reply, error = None, None
         try:
-            reply = _answer(hook, step)
+            reply = _answer(hook, step, state)
         except MpsError as err:
             error = err

@@ -20,8 +20,9 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
+
+from airflow_mps.models.constants import format_api_time, parse_api_time
 
 #: Per-task result states.
 SUCCEEDED = "succeeded"
@@ -50,21 +51,6 @@ def unpack(text: str) -> Any:
     return json.loads(zlib.decompress(base64.b64decode(text.encode("ascii"))).decode())
 
 
-def iso_seconds(epoch: float) -> str:
-    """``YYYY-MM-DDThh:mm:ssZ`` of ``epoch``, rounded down to the second (the API's time format)."""
-    return datetime.fromtimestamp(int(epoch // 1), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso_seconds(text: str | None) -> float | None:
-    """Epoch seconds of an API time string, or None when absent or malformed (never raises)."""
-    if not text or text.startswith("0000"):
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return None
-
-
 class CreateClock:
     """Lower bounds of our tasks' creation times on MPS's clock, from our own clock.
 
@@ -86,7 +72,7 @@ class CreateClock:
 
     def observe(self, task_id: str, create_time: str | None) -> None:
         """A listing row of one of our tasks: tighten the offset bound."""
-        created = parse_iso_seconds(create_time)
+        created = parse_api_time(create_time)
         times = self._times.get(task_id)
         if created is None or times is None:
             return
@@ -110,7 +96,7 @@ def _cut(text: Any) -> str | None:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskResult:
     """The outcome of one MPS task, compact: ``[task_id, input, state, outputs, code, message, request_id]``."""
 
@@ -213,7 +199,7 @@ class BatchWaitState:
         floors = [self.create_floor.get(t) for t in self.pending]
         if not floors or any(f is None for f in floors):
             return window_start
-        start = iso_seconds(min(f for f in floors if f is not None) - LISTING_MARGIN)
+        start = format_api_time(min(f for f in floors if f is not None) - LISTING_MARGIN)
         if window_start is not None and start < window_start:  # same fixed-width format: text order
             return window_start
         return start

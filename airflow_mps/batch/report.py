@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_mps.batch.plan import BatchItem, CosLocation
+from airflow_mps.batch.plan import CosLocation, Refusal
 from airflow_mps.batch.progress import FAILED, SKIPPED, SUBMITTED, SUCCEEDED, UNFINISHED, TaskResult
 from airflow_mps.errors import MpsError
 
@@ -21,19 +21,25 @@ EXAMPLES_IN_MESSAGE = 5
 
 
 def make_carry(
-    items: Sequence[BatchItem],
+    entries: Sequence[tuple[str, str | None]],
     *,
     skipped: Iterable[str],
     rejected: Mapping[str, MpsError],
     history: Mapping[str, list[str]],
     submitted: int,
     adopted: int,
+    refused: Sequence[Refusal] = (),
 ) -> dict[str, Any]:
-    """What the manifest needs besides the results (JSON-safe: it travels packed through the trigger)."""
+    """What the manifest needs besides the results (JSON-safe: it travels through durable state).
+
+    ``entries`` are ``(input_uri, output_key | None)`` of every input in input order; ``rejected``
+    MPS's refusals at submission and ``refused`` the planner's (``Planning.*`` codes): both become
+    failed lines (``error.request_id`` null for the planner's)."""
+    refusals = {r.input_uri: [r.code, r.message, None] for r in refused}
     return {
-        "items": [[i.input_uri, i.output_key] for i in items],
+        "items": [[uri, key] for uri, key in entries],
         "skipped": sorted(skipped),
-        "rejected": {u: [e.code, e.message, e.request_id] for u, e in rejected.items()},
+        "rejected": {**refusals, **{u: [e.code, e.message, e.request_id] for u, e in rejected.items()}},
         "history": dict(history),
         "submitted": submitted,
         "adopted": adopted,
@@ -42,7 +48,7 @@ def make_carry(
 
 def _record(
     input_uri: str,
-    output_key: str,
+    output_key: str | None,
     destination: CosLocation,
     result: TaskResult | None,
     rejected: list[Any] | None,
@@ -50,7 +56,7 @@ def _record(
     """One manifest line: the task's outcome, MPS's refusal at submission, or skipped."""
     record: dict[str, Any] = {
         "input": input_uri,
-        "output": f"cos://{destination.bucket}/{output_key}",
+        "output": f"cos://{destination.bucket}/{output_key}" if output_key is not None else None,
         "task_id": None,
         "state": SKIPPED,
         "outputs": [],

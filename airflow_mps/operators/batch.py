@@ -17,44 +17,34 @@
 7. **finish**: write the manifest (JSON lines) next to the outputs, return a small summary, then apply
    the partial-failure policy — only after everything finished and the manifest is written.
 
-Nothing heavy is imported at module level: the hook (and the SDK), the models and the trigger are
-imported when first used, never while a DAG file is parsed.
+Importing this module costs only what declaring the operator needs (the base class and the default
+suffixes): the batch engine (:mod:`airflow_mps.batch`, :mod:`airflow_mps.waits.batch`), the hook (and
+the SDK), the models and the trigger are imported inside the methods that run at execute time, never
+while a DAG file is parsed (benchmark P5; ``airflow_mps.operators.mps`` re-exports this class).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NoReturn
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_mps.batch import plan as batch_plan
-from airflow_mps.batch.adopt import check_adopted, reconcile
-from airflow_mps.batch.ledger import LedgerState, SubmissionLedger
-from airflow_mps.batch.overlap import SubmitTimeWatcher
-from airflow_mps.batch.poll import poll_in_place
-from airflow_mps.batch.progress import (
-    SUBMITTED,
-    UNFINISHED,
-    BatchWaitState,
-    TaskResult,
-    iso_seconds,
-    pack,
-    unpack,
-)
-from airflow_mps.batch.report import BatchReport, make_carry
-from airflow_mps.batch.submit import BatchSubmitter, SubmissionStopped
-from airflow_mps.errors import MpsError
+from airflow_mps.batch import DEFAULT_SUFFIXES
 from airflow_mps.operators.base import MpsBaseOperator
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from airflow.providers.common.compat.sdk import Context
 
-#: The listing window starts this long before the first submission (clock skew between us and MPS).
-WINDOW_SKEW = timedelta(minutes=5)
+    from airflow_mps.batch.ledger import SubmissionLedger
+    from airflow_mps.batch.overlap import SubmitTimeWatcher
+    from airflow_mps.batch.plan import BatchConfig, BatchItem, Plan
+    from airflow_mps.batch.progress import BatchWaitState
+    from airflow_mps.batch.resume import Try
+    from airflow_mps.errors import MpsError
 
 
 def _terminal_message(error: dict[str, Any]) -> str:
@@ -62,23 +52,6 @@ def _terminal_message(error: dict[str, Any]) -> str:
         f"Waiting for the batch stopped on a terminal MPS error [{error.get('code')}] "
         f"{error.get('message')} (RequestId: {error.get('request_id')})"
     )
-
-
-@dataclass
-class _Try:
-    """What one try knows before it submits: the items, the ledger, and what it adopts or skips."""
-
-    items: list[batch_plan.BatchItem]
-    ledger: SubmissionLedger
-    #: ``StartTime`` of every listing of this batch (a few minutes before its first submission).
-    window_start: str
-    #: input URI → task id of tasks an earlier try submitted, waited for instead of resubmitted.
-    adopted: dict[str, str] = field(default_factory=dict)
-    #: input URI → earlier task ids of a resubmitted image (the manifest's ``previous_task_ids``).
-    history: dict[str, list[str]] = field(default_factory=dict)
-    #: input URIs whose output exists (not submitted).
-    skipped: set[str] = field(default_factory=set)
-    to_submit: list[batch_plan.BatchItem] = field(default_factory=list)
 
 
 class MpsBatchProcessImageOperator(MpsBaseOperator):
@@ -125,7 +98,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         source: str | list[str],
         destination: str,
         image_task: dict[str, Any] | str | None = None,
-        suffixes: Sequence[str] | str = batch_plan.DEFAULT_SUFFIXES,
+        suffixes: Sequence[str] | str = DEFAULT_SUFFIXES,
         max_images: int | None = None,
         overwrite: bool = False,
         max_failed_ratio: float = 0.0,
@@ -168,17 +141,21 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     # ------------------------------------------------------------------ execute: the phases
 
     def execute(self, context: Context) -> Any:
+        from airflow_mps.batch.report import make_carry
+
         cfg = self._validate()
         region = self._resolve_region()
         existing = self._list_existing(cfg)
-        items = self._list_inputs(cfg, region)
-        run = self._adopt(context, items, cfg)
-        self._skip_existing(run, existing.result() if existing is not None else set())
+        plan = self._list_inputs(cfg, region)
+        existing_keys = existing.result() if existing is not None else set()
+        run = self._adopt(context, plan.items, cfg, existing_keys)
+        self._skip_existing(run, existing_keys)
         submitted, rejected, state = self._submit_watching(run, cfg, region)
         carry = make_carry(
-            run.items,
+            plan.entries,
             skipped=run.skipped,
             rejected=rejected,
+            refused=plan.refused,
             history=run.history,
             submitted=len(submitted),
             adopted=len(run.adopted),
@@ -187,8 +164,11 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
 
     # ------------------------------------------------------------------ 1. validate
 
-    def _validate(self) -> batch_plan.BatchConfig:
+    def _validate(self) -> BatchConfig:
         """Every argument check that needs no API call; raises AirflowFailException naming the argument."""
+        from airflow_mps.batch import plan as batch_plan
+        from airflow_mps.errors import MpsError
+
         try:
             batch_plan.validate_numbers(
                 max_failed_ratio=self.max_failed_ratio,
@@ -222,20 +202,32 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         return batch_plan.BatchConfig(source, destination, suffixes, image_task, extension)
 
     def _resolve_region(self) -> str:
+        """The region argument, else the connection's, checked before any API call (issue 12: a bad
+        region used to surface only after the COS listings, when the first request was built)."""
+        from airflow_mps.errors import MpsError
+        from airflow_mps.models.validation import check_region
+
         region = self.resolved_region()
         if not region:
             raise AirflowFailException(
                 "region: no region given and the connection has no 'region' extra; COS inputs need one"
             )
+        try:
+            check_region(region, "region")
+        except MpsError as err:
+            source = "the argument" if self.region else f"the connection {self.tencentcloud_conn_id!r}"
+            raise AirflowFailException(f"{err.message} (from {source})") from err
         return region
 
     # ------------------------------------------------------------------ 2. list
 
-    def _list_existing(self, cfg: batch_plan.BatchConfig) -> Future[set[str]] | None:
+    def _list_existing(self, cfg: BatchConfig) -> Future[set[str]] | None:
         """Start the destination listing (skip-existing) alongside the source listing: one round trip
         less of worker-slot time before the first submission. ``None`` with ``overwrite``."""
         if self.overwrite:
             return None
+        from concurrent.futures import ThreadPoolExecutor
+
         hook, dest = self.hook, cfg.destination
         lister = ThreadPoolExecutor(1, thread_name_prefix="mps-list")
         try:
@@ -243,8 +235,15 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         finally:
             lister.shutdown(wait=False)
 
-    def _list_inputs(self, cfg: batch_plan.BatchConfig, region: str) -> list[batch_plan.BatchItem]:
-        """The batch's items, each request built (= validated) before any submission."""
+    def _list_inputs(self, cfg: BatchConfig, region: str) -> Plan:
+        """The batch's inputs, planned, each request built (= validated) before any submission.
+
+        An input whose request cannot be built, or whose output is unsafe, too long or shared with
+        another input, is refused for that image only (a failed manifest line with a ``Planning.*``
+        code; :mod:`airflow_mps.batch.plan`); the rest of the partition runs."""
+        from airflow_mps.batch import plan as batch_plan
+        from airflow_mps.errors import MpsError
+
         source = cfg.source
         if isinstance(source, batch_plan.CosLocation):
             keys = batch_plan.filter_keys(
@@ -259,21 +258,27 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             locations, prefix = list(source), None
         if self.max_images is not None:
             locations = locations[: self.max_images]
-        try:
-            items = batch_plan.plan_items(locations, prefix, cfg.destination, cfg.extension)
-        except batch_plan.BatchArgumentError as err:
-            raise AirflowFailException(str(err)) from err
-        for item in items:
+        plan = batch_plan.plan_items(locations, prefix, cfg.destination, cfg.extension)
+        unbuildable = []
+        for item in plan.items:
             try:
                 batch_plan.build_request(item, cfg, region)
             except MpsError as err:
-                raise AirflowFailException(f"{item.input_uri}: {err}") from err
-        if not items:
+                unbuildable.append((item, batch_plan.INVALID_REQUEST, f"[{err.code}] {err.message}"))
+        plan.refuse(unbuildable)
+        if plan.refused:
+            self.log.warning(
+                "%d of %d inputs refused before submission (failed manifest lines), e.g. %s",
+                len(plan.refused),
+                len(plan.entries),
+                "; ".join(f"{r.input_uri} [{r.code}] {r.message}" for r in plan.refused[:3]),
+            )
+        if not plan.entries:
             message = f"No image under {self.source} (suffixes {', '.join(cfg.suffixes)})"
             if self.fail_on_empty:
                 raise AirflowFailException(message)
             self.log.warning("%s: nothing to do", message)
-        return items
+        return plan
 
     # ------------------------------------------------------------------ 3. adopt
 
@@ -285,112 +290,40 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         except Exception:
             return None
 
-    def _adopt(
-        self, context: Context, items: list[batch_plan.BatchItem], cfg: batch_plan.BatchConfig
-    ) -> _Try:
-        """Open this try's ledger and adopt what earlier tries submitted for ``items``."""
-        ledger = SubmissionLedger(self._store(context))
-        previous: LedgerState = ledger.load()
-        fresh = previous.completed or previous.window_start is None
-        if previous.completed:
-            self.log.info("The previous run of this task completed; starting afresh")
-            previous = LedgerState()
-        window_start = previous.window_start or iso_seconds(
-            (datetime.now(timezone.utc) - WINDOW_SKEW).timestamp()
-        )
-        ledger.begin(window_start, fresh=fresh)
-        ours = {i.input_uri for i in items}
-        run = _Try(
-            items,
-            ledger,
-            window_start,
-            adopted={uri: tid for uri, tid in previous.tasks.items() if uri in ours},
-            history={uri: list(h) for uri, h in previous.history.items() if uri in ours},
-        )
-        reconcile_from = self._reconcile_from(context, previous, ledger)
-        if reconcile_from is not None:
-            self._adopt_unrecorded(run, reconcile_from, cfg)
-        return run
+    def _adopt(self, context: Context, items: list[BatchItem], cfg: BatchConfig, existing: set[str]) -> Try:
+        """Phase 3 (:func:`airflow_mps.batch.resume.open_try`): the ledger, and what earlier tries submitted."""
+        from airflow_mps.batch.resume import TryContext, open_try
 
-    @staticmethod
-    def _reconcile_from(context: Context, previous: LedgerState, ledger: SubmissionLedger) -> str | None:
-        """Where to list for unrecorded tasks: only when a previous try happened (its window start, or
-        without a durable ledger the DAG run's start on a retry)."""
-        if previous.window_start is not None:
-            return previous.window_start
-        try_number = int(getattr(context.get("ti"), "try_number", 1) or 1)
-        if ledger.durable or try_number <= 1:
-            return None
-        start = getattr(context.get("dag_run"), "start_date", None)
-        return iso_seconds((start - WINDOW_SKEW).timestamp()) if start else None
-
-    def _adopt_unrecorded(self, run: _Try, reconcile_from: str, cfg: batch_plan.BatchConfig) -> None:
-        """Adopt tasks an earlier try created but never recorded (found by listing, then verified)."""
-        gap = [i for i in run.items if i.input_uri not in run.adopted]
-        if gap:
-            recovered = reconcile(
-                self.hook,
-                gap,
-                reconcile_from,
-                image_task=cfg.image_task,
-                destination=cfg.destination,
-                workers=self.submit_concurrency,
-                log=self.log,
-            )
-            if recovered:
-                self.log.info(
-                    "Adopted %d tasks found by listing (records lost by the previous try)", len(recovered)
-                )
-                for uri, tid in recovered.items():
-                    run.adopted[uri] = tid
-                    run.ledger.add(uri, tid)
-                run.ledger.flush()
-        run.window_start = min(run.window_start, reconcile_from)
+        ctx = TryContext(
+            hook=self.hook,
+            store=self._store(context),
+            log=self.log,
+            try_number=int(getattr(context.get("ti"), "try_number", 1) or 1),
+            run_start=getattr(context.get("dag_run"), "start_date", None),
+            workers=self.submit_concurrency,
+            poll_interval=float(self.poll_interval),
+            deadline=self.wait_deadline(context),
+        )
+        return open_try(ctx, items, cfg, existing)
 
     # ------------------------------------------------------------------ 4. skip existing
 
-    def _skip_existing(self, run: _Try, existing: set[str]) -> None:
-        """Split the items into adopted, skipped (output exists) and to submit."""
-        if run.adopted:
-            self._recheck_adopted(run, existing)
-        run.skipped = {
-            i.input_uri for i in run.items if i.input_uri not in run.adopted and i.output_key in existing
-        }
-        run.to_submit = [
-            i for i in run.items if i.input_uri not in run.adopted and i.input_uri not in run.skipped
-        ]
-        self.log.info(
-            "%d images: %d to submit, %d adopted, %d skipped (output exists)",
-            len(run.items),
-            len(run.to_submit),
-            len(run.adopted),
-            len(run.skipped),
-        )
+    def _skip_existing(self, run: Try, existing: set[str]) -> None:
+        """Phase 4 (:func:`airflow_mps.batch.resume.skip_existing`): adopted, skipped, to submit."""
+        from airflow_mps.batch.resume import skip_existing
 
-    def _recheck_adopted(self, run: _Try, existing: set[str]) -> None:
-        """Adopted tasks without an output yet are described once: FINISHed with a failure or gone →
-        resubmitted (a retry is a request to try again), the earlier task id kept as history."""
-        output_of = {i.input_uri: i.output_key for i in run.items}
-        unfinished = {u: t for u, t in run.adopted.items() if output_of[u] not in existing}
-        done_ok = {u: t for u, t in run.adopted.items() if u not in unfinished}
-        keep, redo = (
-            check_adopted(self.hook, unfinished, workers=self.submit_concurrency) if unfinished else ({}, {})
-        )
-        for uri, tid in redo.items():
-            run.history.setdefault(uri, []).append(tid)
-            self.log.info("Resubmitting %s: its earlier task %s failed or vanished", uri, tid)
-        run.adopted = {**done_ok, **keep}
-        self.log.info(
-            "Adopted %d tasks from the previous try; %d will be resubmitted", len(run.adopted), len(redo)
-        )
+        skip_existing(self.hook, run, existing, workers=self.submit_concurrency, log=self.log)
 
     # ------------------------------------------------------------------ 5. submit
 
     def _submit_watching(
-        self, run: _Try, cfg: batch_plan.BatchConfig, region: str
+        self, run: Try, cfg: BatchConfig, region: str
     ) -> tuple[dict[str, str], dict[str, MpsError], BatchWaitState]:
         """Submit, describing the tasks that finish meanwhile (the Describe budget is idle during the
         submission), so only the tail is left to wait for afterwards. Returns the wait's state."""
+        from airflow_mps.batch.overlap import SubmitTimeWatcher
+        from airflow_mps.batch.progress import BatchWaitState
+
         watcher: SubmitTimeWatcher | None = None
         if self.wait_for_completion and (run.to_submit or run.adopted):
             watcher = SubmitTimeWatcher(self.hook, run.window_start, float(self.poll_interval), log=self.log)
@@ -406,8 +339,8 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _submit(
         self,
         hook: Any,
-        items: list[batch_plan.BatchItem],
-        cfg: batch_plan.BatchConfig,
+        items: list[BatchItem],
+        cfg: BatchConfig,
         region: str,
         ledger: SubmissionLedger,
         watcher: SubmitTimeWatcher | None = None,
@@ -415,6 +348,9 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         """Submit ``items`` (:class:`~airflow_mps.batch.submit.BatchSubmitter`); returns (input → task id,
         input → per-image rejection). A batch-level error fails the task: without retry when terminal,
         else retryable (what was submitted is recorded; a retry submits only the rest)."""
+        from airflow_mps.batch import plan as batch_plan
+        from airflow_mps.batch.submit import BatchSubmitter, SubmissionStopped
+
         submitter = BatchSubmitter(
             hook,
             lambda item: batch_plan.build_request(item, cfg, region),
@@ -438,13 +374,16 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def _wait(
         self,
         context: Context,
-        cfg: batch_plan.BatchConfig,
-        run: _Try,
+        cfg: BatchConfig,
+        run: Try,
         carry: dict[str, Any],
         tasks: dict[str, str],
         state: BatchWaitState,
     ) -> dict[str, Any]:
         """Wait for the tail (defer, or poll in place), or finish at once when nothing is left."""
+        from airflow_mps.batch.poll import poll_in_place
+        from airflow_mps.batch.progress import SUBMITTED, TaskResult
+
         if not self.wait_for_completion or not tasks:
             rows = [TaskResult(tid, uri, SUBMITTED).to_row() for uri, tid in tasks.items()]
             return self._finish(context, cfg, carry, rows, run.ledger)
@@ -459,7 +398,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             return self._finish(context, cfg, carry, state.result_rows(), run.ledger)
         end_time = self.wait_deadline(context)
         if self.deferrable:
-            self._defer(state, carry, run.window_start, end_time)
+            self._defer(cfg, state, carry, run.window_start, end_time)
         outcome = poll_in_place(
             self.hook,
             state,
@@ -471,22 +410,40 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         return self._finish(context, cfg, carry, state.result_rows(), run.ledger, outcome.error)
 
     def _defer(
-        self, state: BatchWaitState, carry: dict[str, Any], window_start: str, end_time: float
-    ) -> NoReturn:
-        """Hand the pending tail to one trigger until ``end_time``; the Airflow-level deferral timeout is
-        the same deadline plus a grace period (the trigger's own ``timeout`` event normally wins)."""
+        self,
+        cfg: BatchConfig,
+        state: BatchWaitState,
+        carry: dict[str, Any],
+        window_start: str,
+        end_time: float,
+    ) -> None:
+        """Store the wait's state next to the manifest and hand the pending tail to one trigger until
+        ``end_time``: its kwargs and its event stay a few hundred bytes at any N (issue 12;
+        :mod:`airflow_mps.batch.state`). The Airflow-level deferral timeout is the same deadline plus a
+        grace period (the trigger's own ``timeout`` event normally wins)."""
+        from airflow_mps.batch.state import store_deferral
         from airflow_mps.triggers.batch import MpsImageBatchTrigger  # lazy: not needed to parse a DAG
 
+        dest = cfg.destination
+        wait_at, token = store_deferral(
+            self.hook,
+            dest.bucket,
+            dest.key,
+            self.manifest_name,
+            carry=carry,
+            pending=state.pending_rows(),
+            known=state.known_rows(),
+        )
+        self.log.info("Deferring %d pending tasks; batch state in %s", len(state.pending), wait_at.uri)
         self.defer_until(
             MpsImageBatchTrigger(
-                tasks=pack(state.pending_rows()),
+                state=wait_at.uri,
+                state_token=token,
                 tencentcloud_conn_id=self.tencentcloud_conn_id,
                 region=self.region,
                 poll_interval=self.poll_interval,
                 end_time=end_time,
                 window_start=window_start,
-                carry=pack(carry),
-                known=pack(state.known_rows()) if state.results else None,
                 prior_calls=[state.listing_calls, state.detail_calls],
             ),
             end_time=end_time,
@@ -495,24 +452,44 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         if not event:
             raise AirflowException("The batch trigger returned no event")
+        from airflow_mps.batch.ledger import SubmissionLedger
+        from airflow_mps.batch.progress import unpack
+
         cfg = self._validate()
         error = event.get("error") if event.get("status") != "success" else None
+        if event.get("state"):
+            # The results are next to the manifest; a lost or overwritten state is retryable: the retry
+            # adopts the tasks again (ledger, listing) and waits anew.
+            from airflow_mps.batch.state import StateError, load_results
+
+            dest = cfg.destination
+            try:
+                carry, rows = load_results(self.hook, dest.bucket, dest.key, self.manifest_name, event)
+            except StateError as err:
+                raise AirflowException(
+                    f"The batch's deferred state is unusable (a retry starts over): {err}"
+                ) from err
+        else:  # a trigger of an earlier provider version: everything inline
+            carry, rows = unpack(event["carry"]), unpack(event["results"])
         ledger = SubmissionLedger(self._store(context))
         ledger.load()
-        return self._finish(context, cfg, unpack(event["carry"]), unpack(event["results"]), ledger, error)
+        return self._finish(context, cfg, carry, rows, ledger, error)
 
     # ------------------------------------------------------------------ 7. finish
 
     def _finish(
         self,
         context: Context,
-        cfg: batch_plan.BatchConfig,
+        cfg: BatchConfig,
         carry: dict[str, Any],
         rows: list[list[Any]],
         ledger: SubmissionLedger,
         error: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Manifest, summary, then the policy (after everything finished and the manifest is written)."""
+        from airflow_mps.batch.progress import UNFINISHED
+        from airflow_mps.batch.report import BatchReport
+
         if error is not None and error.get("code") != "Timeout":
             raise AirflowFailException(_terminal_message(error))
         dest = cfg.destination

@@ -42,9 +42,9 @@ finished (plus a direct check of tasks the listings have not shown for :data:`DI
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Container, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from airflow_mps.batch.progress import BatchWaitState, CreateClock
 from airflow_mps.errors import MpsError, MpsResourceNotFoundError
@@ -92,6 +92,35 @@ class Listed:
 
     rows: Sequence[Any]
     pages: int | None = None
+
+
+class Row(NamedTuple):
+    """What a wait keeps of a listing row: the task id and (for the overlap's clock) its CreateTime."""
+
+    task_id: str
+    create_time: str | None = None
+
+
+def keep_rows(rows: Iterable[Any], wanted: Container[str]) -> tuple[list[Row], int]:
+    """The rows of ``wanted`` tasks, slimmed to :class:`Row`, and how many rows were read.
+
+    A listing returns every task of the account since the window start — other batches', other
+    pipelines', and ours already resolved; keeping only the rows a wait can use keeps its memory
+    proportional to what finished, not to everything listed (issue 12: a 20,000-task wait). The
+    count gives the pages read (:data:`PAGE_SIZE` rows each) when the driver cannot count them.
+    """
+    kept: list[Row] = []
+    seen = 0
+    for row in rows:
+        seen += 1
+        if row.task_id in wanted:
+            kept.append(Row(row.task_id, getattr(row, "create_time", None)))
+    return kept, seen
+
+
+def pages_for(rows_read: int) -> int:
+    """Listing pages read for ``rows_read`` rows (at least one: an empty listing is one call)."""
+    return max(1, -(-rows_read // PAGE_SIZE))
 
 
 @dataclass(frozen=True)
@@ -174,7 +203,7 @@ def finished_tasks(
     if clock is not None:
         for row in listed.rows:
             clock.observe(row.task_id, getattr(row, "create_time", None))
-    pages = listed.pages if listed.pages is not None else max(1, -(-len(listed.rows) // PAGE_SIZE))
+    pages = listed.pages if listed.pages is not None else pages_for(len(listed.rows))
     state.listing_calls += pages
     finished = state.finished_in(row.task_id for row in listed.rows)
     if direct_checks:

@@ -311,3 +311,21 @@ def test_first_run_imports_the_sdk_off_the_event_loop() -> None:
     # Airflow 3.0 logs to stdout, and a worker thread may still log after the result: pick the marked line.
     results = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     assert results == ["RESULT ['timeout'] []"], out.stdout + out.stderr[-2000:]
+
+
+def test_declaring_the_operator_does_not_import_the_batch_engine() -> None:
+    """Parse-time cost (P5): ``airflow_mps.operators.mps`` re-exports the batch operator, so importing
+    it must cost only what declaring the operator needs; the engine is imported at execute time."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow.sdk; base = set(sys.modules);"
+        "import airflow_mps.operators.mps;"
+        "new = sorted(m for m in set(sys.modules) - base if m.startswith(("
+        "'airflow_mps.batch.', 'airflow_mps.waits.batch', 'airflow_mps.models', 'airflow_mps.triggers',"
+        "'airflow_mps.hooks', 'concurrent.futures')));"
+        "print(new); sys.exit(1 if new else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -24,12 +24,11 @@ from airflow_mps.batch.progress import (
     UNFINISHED,
     BatchWaitState,
     CreateClock,
-    iso_seconds,
     pack,
-    parse_iso_seconds,
     unpack,
 )
 from airflow_mps.errors import MpsAuthError
+from airflow_mps.models.constants import format_api_time, parse_api_time
 
 SRC = "cos://photos-1250000000/raw/dt=2026-11-01/"
 DST = "cos://photos-1250000000/enhanced/dt=2026-11-01/"
@@ -67,7 +66,7 @@ def test_create_clock_floor_never_exceeds_the_true_creation_time() -> None:
         clock.submitted(f"t{i}", sent, received)
     assert clock.floor("t0") is None  # uncalibrated until a listing row is seen
     for i in range(0, 300, 7):  # listing rows carry CreateTime rounded down to the second
-        clock.observe(f"t{i}", iso_seconds(created[f"t{i}"]))
+        clock.observe(f"t{i}", format_api_time(created[f"t{i}"]))
     for task_id, true_created in created.items():
         floor = clock.floor(task_id)
         assert floor is not None and floor <= true_created
@@ -76,15 +75,15 @@ def test_create_clock_floor_never_exceeds_the_true_creation_time() -> None:
 
 def test_listing_start_narrows_to_the_oldest_pending_task_only_when_all_are_known() -> None:
     state = BatchWaitState([("a", "cos://b/a.png", 1_800_000_100.0), ("b", "cos://b/b.png", 1_800_000_050.5)])
-    assert state.listing_start(WINDOW) == iso_seconds(1_800_000_050.5 - LISTING_MARGIN)
+    assert state.listing_start(WINDOW) == format_api_time(1_800_000_050.5 - LISTING_MARGIN)
     state.add("c", "cos://b/c.png")  # e.g. adopted from an earlier try: no floor
     assert state.listing_start(WINDOW) == WINDOW
     state.refresh_floors(lambda task_id: 1_800_000_000.0 if task_id == "c" else None)
-    assert state.listing_start(WINDOW) == iso_seconds(1_800_000_000.0 - LISTING_MARGIN)
+    assert state.listing_start(WINDOW) == format_api_time(1_800_000_000.0 - LISTING_MARGIN)
     # Never earlier than the batch's own window start.
     assert state.listing_start("2099-01-01T00:00:00Z") == "2099-01-01T00:00:00Z"
-    assert parse_iso_seconds(iso_seconds(1_800_000_000.9)) == 1_800_000_000.0
-    assert parse_iso_seconds("0000-00-00T00:00:00Z") is None and parse_iso_seconds("junk") is None
+    assert parse_api_time(format_api_time(1_800_000_000.9)) == 1_800_000_000.0
+    assert parse_api_time("0000-00-00T00:00:00Z") is None and parse_api_time("junk") is None
 
 
 def test_known_results_travel_compactly_and_come_back_in_the_event_rows() -> None:
@@ -125,7 +124,7 @@ class FakeSyncHook:
 
     def __init__(self, finished: list[str], *, hold: bool = False) -> None:
         self.finished = finished
-        self.created = iso_seconds(time.time())
+        self.created = format_api_time(time.time())
         self.list_calls = 0
         self.detail_calls: list[str] = []
         self.hold = hold

@@ -106,35 +106,53 @@ def test_layout_mirrors_relative_paths_and_follows_the_format() -> None:
     dest = plan.parse_cos_location(DST, "destination", prefix=True)
     src = plan.parse_cos_location(SRC, "source", prefix=True)
     inputs = [plan.CosLocation(src.bucket, src.key + rel) for rel in ("a.png", "sub/b.JPEG", "c.v2.webp")]
-    items = plan.plan_items(inputs, src.key, dest, "jpg")
+    items = plan.plan_items(inputs, src.key, dest, "jpg").items
     assert [i.output_key for i in items] == [
         "enhanced/dt=2026-11-01/a.jpg",
         "enhanced/dt=2026-11-01/sub/b.jpg",
         "enhanced/dt=2026-11-01/c.v2.jpg",
     ]
-    kept = plan.plan_items(inputs, src.key, dest, None)
-    assert [i.output_key for i in kept][1] == "enhanced/dt=2026-11-01/sub/b.JPEG"
+    # The request's OutputPath ends with .{format}, as the API requires; MPS renders it to the key.
+    assert [i.output_path for i in items][1] == "/enhanced/dt=2026-11-01/sub/b.{format}"
+    # Without EncodeConfig.Format the output keeps the input's format, and {format} renders that
+    # format's extension: .JPEG → .jpg (issue 12: the planned output is where the output lands).
+    kept = plan.plan_items(inputs, src.key, dest, None).items
+    assert [i.output_key for i in kept] == [
+        "enhanced/dt=2026-11-01/a.png",
+        "enhanced/dt=2026-11-01/sub/b.jpg",
+        "enhanced/dt=2026-11-01/c.v2.webp",
+    ]
 
 
 def test_explicit_list_uses_the_common_directory_and_refuses_collisions() -> None:
     dest = plan.parse_cos_location(DST, "destination", prefix=True)
     source = plan.parse_source(["cos://in-1250000000/x/y/a.png", "cos://in-1250000000/x/z/b.png"])
     assert isinstance(source, list)
-    items = plan.plan_items(source, None, dest, "jpg")
+    items = plan.plan_items(source, None, dest, "jpg").items
     assert [i.output_key for i in items] == [
         "enhanced/dt=2026-11-01/y/a.jpg",
         "enhanced/dt=2026-11-01/z/b.jpg",
     ]
-    clash = plan.parse_source(["cos://in-1250000000/x/a.png", "cos://in-1250000000/x/a.bmp"])
-    with pytest.raises(plan.BatchArgumentError, match=r"^source"):
-        plan.plan_items(clash, None, dest, "jpg")  # type: ignore[arg-type]
+    # Two inputs that would write one output: both refused, for those images only (issue 12).
+    clash = plan.parse_source(
+        ["cos://in-1250000000/x/a.png", "cos://in-1250000000/x/a.bmp", "cos://in-1250000000/x/c.png"]
+    )
+    planned = plan.plan_items(clash, None, dest, "jpg")  # type: ignore[arg-type]
+    assert [i.input_key for i in planned.items] == ["x/c.png"]
+    assert [(r.input_uri, r.code) for r in planned.refused] == [
+        ("cos://in-1250000000/x/a.png", plan.OUTPUT_COLLISION),
+        ("cos://in-1250000000/x/a.bmp", plan.OUTPUT_COLLISION),
+    ]
+    assert [e[0] for e in planned.entries] == [loc.uri for loc in clash]  # type: ignore[union-attr]
 
 
 def test_output_equal_to_input_is_refused() -> None:
     dest = plan.parse_cos_location("cos://in-1250000000/x/", "destination", prefix=True)
     source = plan.parse_source(["cos://in-1250000000/x/a.jpg", "cos://in-1250000000/x/sub/b.png"])
-    with pytest.raises(plan.BatchArgumentError, match=r"^destination.*overwrite an input"):
-        plan.plan_items(source, None, dest, "jpg")  # type: ignore[arg-type]
+    planned = plan.plan_items(source, None, dest, "jpg")  # type: ignore[arg-type]
+    assert [r.code for r in planned.refused] == [plan.OUTPUT_COLLISION]
+    assert "is the input cos://in-1250000000/x/a.jpg" in planned.refused[0].message
+    assert [i.input_key for i in planned.items] == ["x/sub/b.png"]
 
 
 def test_suffix_filter_is_case_insensitive_and_skips_manifests_and_folders() -> None:

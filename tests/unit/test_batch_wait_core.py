@@ -15,7 +15,7 @@ import pytest
 
 from airflow_mps.batch.adopt import listed_candidates
 from airflow_mps.batch.plan import BatchItem, CosLocation
-from airflow_mps.batch.progress import FAILED, SUCCEEDED, BatchWaitState, CreateClock, iso_seconds
+from airflow_mps.batch.progress import FAILED, SUCCEEDED, BatchWaitState, CreateClock
 from airflow_mps.batch.report import BatchReport, make_carry
 from airflow_mps.errors import (
     MpsAuthError,
@@ -23,6 +23,7 @@ from airflow_mps.errors import (
     MpsResourceNotFoundError,
     MpsThrottledError,
 )
+from airflow_mps.models.constants import format_api_time
 from airflow_mps.waits.batch import (
     ERROR,
     RESOLVED,
@@ -186,7 +187,7 @@ def test_the_watchers_listing_half_calibrates_the_clock_and_skips_direct_checks(
     state = BatchWaitState([("t1", "i1"), ("t2", "i2")], started=-10_000.0)  # direct checks long due
     steps = finished_tasks(state, WINDOW, clock=clock, direct_checks=False)
     assert next(steps).start == WINDOW  # uncalibrated: no floors yet
-    listed = Listed([SimpleNamespace(task_id="t1", create_time=iso_seconds(1_500.0))])
+    listed = Listed([SimpleNamespace(task_id="t1", create_time=format_api_time(1_500.0))])
     assert result_of(steps, listed) == ["t1"]
     assert clock.offset == pytest.approx(1_500.0 - 500.2)
     state.refresh_floors(clock.floor)
@@ -224,7 +225,7 @@ def test_report_keeps_input_order_rejections_history_and_the_policy() -> None:
     items = [BatchItem("b-1", f"raw/{n}.png", f"out/{n}.jpg") for n in "abcd"]
     rejected = {"cos://b-1/raw/c.png": MpsInvalidParameterError("InvalidParameter", "bad", "r-c")}
     carry = make_carry(
-        items,
+        [(i.input_uri, i.output_key) for i in items],
         skipped=["cos://b-1/raw/d.png"],
         rejected=rejected,
         history={"cos://b-1/raw/a.png": ["t0"]},

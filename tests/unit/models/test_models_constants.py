@@ -66,13 +66,3 @@ def test_parse_api_time(text: str | None, expected: float | None) -> None:
 
 def test_round_trip() -> None:
     assert parse_api_time(format_api_time(EPOCH + 0.7)) == EPOCH
-
-
-def test_same_answers_as_the_batch_copies() -> None:
-    """``batch/progress.py`` keeps its own copies until integration; the shared helpers agree with them."""
-    from airflow_mps.batch.progress import iso_seconds, parse_iso_seconds
-
-    for epoch in (EPOCH, EPOCH + 0.999, 0.0, 1.5):
-        assert format_api_time(epoch) == iso_seconds(epoch)
-    for text in ("2026-11-01T00:00:00Z", "0000-00-00T00:00:00Z", "", None, "garbage", "2026-02-30T00:00:00Z"):
-        assert parse_api_time(text) == parse_iso_seconds(text)
