@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow_mps.batch.progress import BatchWaitState
 from airflow_mps.errors import MpsError
+from airflow_mps.steps import drive
 from airflow_mps.waits.batch import (
     DescribeTasks,
     Listed,
@@ -74,16 +75,5 @@ def poll_in_place(
     steps = wait_for_batch(
         state, window_start=window_start, end_time=end_time, poll_interval=poll_interval, log=log
     )
-    reply: Any = None
-    error: MpsError | None = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            outcome: WaitOutcome = done.value
-            return outcome
-        reply, error = None, None
-        try:
-            reply = _answer(hook, step, state)
-        except MpsError as err:
-            error = err
+    # Only an MpsError is the core's to judge (it catches around its yields); anything else ends the wait.
+    return drive(steps, lambda step: _answer(hook, step, state), throw=(MpsError,))

@@ -60,6 +60,7 @@ from airflow_mps.batch.state import (
     wait_doc,
 )
 from airflow_mps.models.constants import TASK_RETENTION_SECONDS, format_api_time
+from airflow_mps.steps import adrive
 from airflow_mps.waits.batch import (
     ERROR,
     SUCCESS,
@@ -111,6 +112,7 @@ class MpsImageBatchTrigger(BaseTrigger):
 
     def __init__(
         self,
+        *,
         tasks: str | list[list[str]] | None = None,
         tencentcloud_conn_id: str = "tencentcloud_default",
         region: str | None = None,
@@ -282,7 +284,10 @@ class MpsImageBatchTrigger(BaseTrigger):
         """One step of the wait core, done with the async hook, bounded by the step's ``until``."""
         if isinstance(step, ListFinished):
             listing = self._list(hook, step.start, state.pending)
-            return await asyncio.wait_for(listing, timeout=step.until - time.time())
+            try:
+                return await asyncio.wait_for(listing, timeout=step.until - time.time())
+            except asyncio.TimeoutError:  # the step's bound (asyncio's own class before Python 3.11)
+                raise TimeoutError("abandoned at the round's bound") from None
         if isinstance(step, DescribeTasks):
             return await self._describe(hook, step.task_ids, step.until - time.time())
         started = time.monotonic()
@@ -361,18 +366,5 @@ class MpsImageBatchTrigger(BaseTrigger):
             poll_interval=self.poll_interval,
             log=self.log,
         )
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = steps.throw(error) if error is not None else steps.send(reply)
-            except StopIteration as done:
-                outcome: WaitOutcome = done.value
-                return outcome
-            reply, error = None, None
-            try:
-                reply = await self._answer(hook, step, state)
-            except asyncio.TimeoutError:  # the step's bound (asyncio's own class before Python 3.11)
-                error = TimeoutError("abandoned at the round's bound")
-            except Exception as err:  # the core decides: transient → next round, terminal → error event
-                error = err
+        # Any exception of a step is thrown into the core: transient → next round, terminal → error event.
+        return await adrive(steps, lambda step: self._answer(hook, step, state))

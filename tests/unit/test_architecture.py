@@ -115,22 +115,7 @@ MAX_LINES = 600
 
 #: Known violations being fixed on other branches: (rule, module) → "file:line — reason". Each becomes
 #: one ``xfail(strict=True)`` case; remove the entry when the fix lands (the case then fails as XPASS).
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("keyword-only", "airflow_mps.triggers.batch"): (
-        "airflow_mps/triggers/batch.py:81 — MpsImageBatchTrigger.__init__ takes its arguments by position; "
-        "being fixed in integration"
-    ),
-    ("constants", "airflow_mps.batch.adopt"): (
-        "airflow_mps/batch/adopt.py:25 — RECONCILE_STATUSES copies TASK_STATES; being fixed in integration"
-    ),
-    ("constants", "airflow_mps.batch.progress"): (
-        "airflow_mps/batch/progress.py:55,63 — the API time format again; being fixed in integration"
-    ),
-    ("constants", "airflow_mps.triggers.batch"): (
-        "airflow_mps/triggers/batch.py:98,200 — 7-day retention and the API time format again; "
-        "being fixed in integration"
-    ),
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 
 # ------------------------------------------------------------------------------------------------ source model

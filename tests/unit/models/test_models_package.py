@@ -44,7 +44,7 @@ SINGLE_MODULE_NAMES = (
 
 
 def test_one_role_per_module() -> None:
-    assert MODULES == ["constants", "listing", "request", "schema", "status", "storage", "validation"]
+    assert MODULES == ["constants", "keys", "listing", "request", "schema", "status", "storage", "validation"]
 
 
 @pytest.mark.parametrize("name", SINGLE_MODULE_NAMES)
