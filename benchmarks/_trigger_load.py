@@ -30,8 +30,14 @@ def rss_mb() -> float:
     return float("nan")
 
 
-async def main(ids: list[str], window: float, poll_interval: float, profile_path: str | None,
-               created_after: float | None = None, share: bool = True) -> dict:
+async def main(
+    ids: list[str],
+    window: float,
+    poll_interval: float,
+    profile_path: str | None,
+    created_after: float | None = None,
+    share: bool = True,
+) -> dict:
     import gc
 
     from airflow_mps.hooks.mps import MpsHook  # noqa: F401  (what a triggerer has loaded already)
@@ -42,9 +48,13 @@ async def main(ids: list[str], window: float, poll_interval: float, profile_path
     events: list[str] = []
 
     async def one(task_id: str) -> None:
-        trigger = MpsImageTaskTrigger(mps_task_id=task_id, end_time=time.time() + 3600,
-                                      poll_interval=poll_interval, created_after=created_after,
-                                      share_polling=share)
+        trigger = MpsImageTaskTrigger(
+            mps_task_id=task_id,
+            end_time=time.time() + 3600,
+            poll_interval=poll_interval,
+            created_after=created_after,
+            share_polling=share,
+        )
         async for event in trigger.run():
             events.append(event.payload["status"])
             return
@@ -95,5 +105,17 @@ if __name__ == "__main__":
     parser.add_argument("--no-share", action="store_true")
     args = parser.parse_args()
     task_ids = json.loads(Path(args.ids_file).read_text())
-    print(json.dumps(asyncio.run(main(task_ids, args.window, args.poll_interval, args.profile,
-                                      args.created_after, not args.no_share))))
+    print(
+        json.dumps(
+            asyncio.run(
+                main(
+                    task_ids,
+                    args.window,
+                    args.poll_interval,
+                    args.profile,
+                    args.created_after,
+                    not args.no_share,
+                )
+            )
+        )
+    )

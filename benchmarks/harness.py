@@ -43,7 +43,12 @@ def isolate_airflow() -> str:
     import logging
 
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # pool-size chatter under load
-    for name in ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_SESSION_TOKEN", "TENCENTCLOUD_TOKEN"):
+    for name in (
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "TENCENTCLOUD_SESSION_TOKEN",
+        "TENCENTCLOUD_TOKEN",
+    ):
         os.environ.pop(name, None)
     return home
 
@@ -78,8 +83,10 @@ class Result:
             "better": self.better,
             "met": self.met,
             "baseline": _round(self.baseline),
-            "detail": {**self.detail, **({"secondary_met": self.secondary_met}
-                                          if self.secondary_met is not None else {})},
+            "detail": {
+                **self.detail,
+                **({"secondary_met": self.secondary_met} if self.secondary_met is not None else {}),
+            },
         }
 
 
@@ -249,8 +256,15 @@ def machine_info() -> dict[str, Any]:
     from importlib import metadata
 
     versions = {}
-    for dist in ("apache-airflow", "apache-airflow-task-sdk", "tencentcloud-sdk-python-mps",
-                 "tencentcloud-sdk-python-common", "cos-python-sdk-v5", "httpx", "pillow"):
+    for dist in (
+        "apache-airflow",
+        "apache-airflow-task-sdk",
+        "tencentcloud-sdk-python-mps",
+        "tencentcloud-sdk-python-common",
+        "cos-python-sdk-v5",
+        "httpx",
+        "pillow",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -281,8 +295,14 @@ def _memory_gb() -> float | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         return out.stdout.strip() or None
     except OSError:
         return None
@@ -299,8 +319,15 @@ def rss_mb(pid: int | None = None) -> float:
 
 def python_subprocess(args: list[str], *, timeout: float, env: dict[str, str] | None = None) -> str:
     """Run ``python <args>`` with this interpreter; return stdout (raise with stderr on failure)."""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env or os.environ.copy(), cwd=REPO_ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or os.environ.copy(),
+        cwd=REPO_ROOT,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return proc.stdout

@@ -35,7 +35,10 @@ def _body(emu: Any, key: str, out_prefix: str) -> str:
     name = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return json.dumps(
         {
-            "InputInfo": {"Type": "COS", "CosInputInfo": {"Bucket": BUCKET, "Region": emu.region, "Object": "/" + key}},
+            "InputInfo": {
+                "Type": "COS",
+                "CosInputInfo": {"Bucket": BUCKET, "Region": emu.region, "Object": "/" + key},
+            },
             "OutputStorage": {"Type": "COS", "CosOutputStorage": {"Bucket": BUCKET, "Region": emu.region}},
             "OutputPath": f"/{out_prefix}/{name}.jpg",
             "ImageTask": {"EncodeConfig": {"Format": "JPEG", "Quality": 80}},
@@ -43,7 +46,9 @@ def _body(emu: Any, key: str, out_prefix: str) -> str:
     )
 
 
-def _submit_one(client: Any, emu: Any, key: str, out_prefix: str, run: NaiveRun, lock: threading.Lock) -> None:
+def _submit_one(
+    client: Any, emu: Any, key: str, out_prefix: str, run: NaiveRun, lock: threading.Lock
+) -> None:
     from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
     from tencentcloud.mps.v20190612 import models
 

@@ -69,10 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller N for CI (< 2 minutes)")
     size.add_argument("--smoke", action="store_true", help="tiny N: checks the harness only")
-    parser.add_argument("--only", default=",".join(scenarios.SCENARIOS), help="comma-separated ids, e.g. P1,P3")
+    parser.add_argument(
+        "--only", default=",".join(scenarios.SCENARIOS), help="comma-separated ids, e.g. P1,P3"
+    )
     parser.add_argument("--out", default=str(HERE / "results"), help="directory for latest.json / latest.md")
     parser.add_argument("--latency-ms", type=float, default=harness.DEFAULT_LATENCY_MS)
-    parser.add_argument("--profile", action="store_true", help="cProfile the submitter (P1) and triggers (P6)")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the submitter (P1) and triggers (P6)"
+    )
     args = parser.parse_args(argv)
 
     selected = [s.strip().upper() for s in args.only.split(",") if s.strip()]
@@ -83,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"smoke": scenarios.SMOKE, "quick": scenarios.QUICK, "full": scenarios.Sizes()}[mode]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = dataclasses.replace(sizes, latency_ms=args.latency_ms,
-                                profile_dir=str(out) if args.profile else None)
+    sizes = dataclasses.replace(
+        sizes, latency_ms=args.latency_ms, profile_dir=str(out) if args.profile else None
+    )
 
     t0 = time.perf_counter()
     results = scenarios.run(selected, sizes)

@@ -50,12 +50,40 @@ class Sizes:
     profile_dir: str | None = None
 
 
-QUICK = Sizes(p1_n=80, p1_naive_n=20, p2_n=100, p2_poll=0.6, p3_n=30, p3_task_ms=1000, p4_n=100,
-              p4_task_ms=1000, p5_runs=2, p6_n=100, p6_window=3.0, p7_images=3, p7_overhead_calls=50,
-              p8_n4=24, p8_n8=12)
-SMOKE = Sizes(p1_n=20, p1_naive_n=10, p2_n=20, p2_poll=0.5, p3_n=10, p3_task_ms=500, p4_n=20,
-              p4_task_ms=500, p5_runs=1, p6_n=20, p6_window=2.0, p7_images=1, p7_overhead_calls=10,
-              p8_n4=6, p8_n8=3)
+QUICK = Sizes(
+    p1_n=80,
+    p1_naive_n=20,
+    p2_n=100,
+    p2_poll=0.6,
+    p3_n=30,
+    p3_task_ms=1000,
+    p4_n=100,
+    p4_task_ms=1000,
+    p5_runs=2,
+    p6_n=100,
+    p6_window=3.0,
+    p7_images=3,
+    p7_overhead_calls=50,
+    p8_n4=24,
+    p8_n8=12,
+)
+SMOKE = Sizes(
+    p1_n=20,
+    p1_naive_n=10,
+    p2_n=20,
+    p2_poll=0.5,
+    p3_n=10,
+    p3_task_ms=500,
+    p4_n=20,
+    p4_task_ms=500,
+    p5_runs=1,
+    p6_n=20,
+    p6_window=2.0,
+    p7_images=1,
+    p7_overhead_calls=10,
+    p8_n4=6,
+    p8_n8=3,
+)
 
 
 def _describe_calls(stats: dict[str, dict[str, int]]) -> int:
@@ -145,16 +173,28 @@ def p1_submission_rate(sizes: Sizes) -> Result:
         detail={
             "n": sizes.p1_n,
             "limit_per_s": limit,
-            "provider": {"rate_per_s": round(rate, 2), "throttled_responses": throttled,
-                         "failed_submissions": failed, "seconds": round(span, 2),
-                         "zero_failures": failed == 0},
-            "naive_sequential": {"n": sizes.p1_naive_n, "rate_per_s": round(seq_rate, 2),
-                                 "ratio": round(seq_rate / limit, 4), "throttled_responses": seq.throttled,
-                                 "failed_submissions": seq.failed},
+            "provider": {
+                "rate_per_s": round(rate, 2),
+                "throttled_responses": throttled,
+                "failed_submissions": failed,
+                "seconds": round(span, 2),
+                "zero_failures": failed == 0,
+            },
+            "naive_sequential": {
+                "n": sizes.p1_naive_n,
+                "rate_per_s": round(seq_rate, 2),
+                "ratio": round(seq_rate / limit, 4),
+                "throttled_responses": seq.throttled,
+                "failed_submissions": seq.failed,
+            },
             "naive_unpaced_8_threads": {
-                "n": sizes.p1_n, "rate_per_s": round(pool_rate, 2), "ratio": round(pool_rate / limit, 4),
-                "throttled_responses": count(end, "ProcessImage", "throttled") - count(mid, "ProcessImage", "throttled"),
-                "failed_submissions": pool.failed},
+                "n": sizes.p1_n,
+                "rate_per_s": round(pool_rate, 2),
+                "ratio": round(pool_rate / limit, 4),
+                "throttled_responses": count(end, "ProcessImage", "throttled")
+                - count(mid, "ProcessImage", "throttled"),
+                "failed_submissions": pool.failed,
+            },
             "tasks_created_total": tasks_created,
         },
     )
@@ -195,11 +235,18 @@ def p2_status_calls(sizes: Sizes) -> Result:
             "n": n,
             "poll_interval_s": poll,
             "task_duration_ms": duration,
-            "batch": {"describe_calls": batch_calls, "listing_calls": event.get("listing_calls"),
-                      "detail_calls": event.get("detail_calls"), "succeeded": succeeded,
-                      "wait_seconds": round(timings.trigger_seconds, 2)},
-            "per_task_triggers": {"describe_calls": single_calls, "succeeded": per_task["succeeded"],
-                                  "seconds": per_task["seconds"]},
+            "batch": {
+                "describe_calls": batch_calls,
+                "listing_calls": event.get("listing_calls"),
+                "detail_calls": event.get("detail_calls"),
+                "succeeded": succeeded,
+                "wait_seconds": round(timings.trigger_seconds, 2),
+            },
+            "per_task_triggers": {
+                "describe_calls": single_calls,
+                "succeeded": per_task["succeeded"],
+                "seconds": per_task["seconds"],
+            },
         },
     )
 
@@ -217,16 +264,22 @@ async def _per_task_triggers(emu: Any, keys: list[str], poll: float) -> dict[str
         async with semaphore:
             submission = await hook.aprocess_image(_request(emu, key, f"single/{i:05d}.jpg"))
         # share_polling=False: the baseline is "one trigger per image, each polling its own detail".
-        trigger = MpsImageTaskTrigger(mps_task_id=submission.task_id, end_time=time.time() + 3600,
-                                      poll_interval=poll, request_id=submission.request_id,
-                                      share_polling=False)
+        trigger = MpsImageTaskTrigger(
+            mps_task_id=submission.task_id,
+            end_time=time.time() + 3600,
+            poll_interval=poll,
+            request_id=submission.request_id,
+            share_polling=False,
+        )
         event = await harness.first_event(trigger)
         return str(event.payload["status"])
 
     statuses = await asyncio.gather(*(one(i, k) for i, k in enumerate(keys)))
     await hook.aclose()
-    return {"succeeded": sum(1 for s in statuses if s == "success"),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "succeeded": sum(1 for s in statuses if s == "success"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ P3
@@ -258,14 +311,22 @@ def p3_worker_slot(sizes: Sizes) -> Result:
             "n": n,
             "task_duration_ms": sizes.p3_task_ms,
             "ideal_submit_seconds": ideal,
-            "deferrable_batch": {"slot_seconds": round(deferred.slot_seconds, 2),
-                                 "triggerer_seconds": round(deferred.trigger_seconds, 2),
-                                 "succeeded": deferred.summary["succeeded"]},
-            "sync_batch": {"slot_seconds": round(sync.slot_seconds, 2),
-                           "ratio": round(sync.slot_seconds / ideal, 4),
-                           "succeeded": sync.summary["succeeded"]},
-            "naive_loop": {"slot_seconds": round(naive_seconds, 2), "ratio": round(naive_seconds / ideal, 4),
-                           "describe_calls": run.describe_calls, "submitted": len(run.task_ids)},
+            "deferrable_batch": {
+                "slot_seconds": round(deferred.slot_seconds, 2),
+                "triggerer_seconds": round(deferred.trigger_seconds, 2),
+                "succeeded": deferred.summary["succeeded"],
+            },
+            "sync_batch": {
+                "slot_seconds": round(sync.slot_seconds, 2),
+                "ratio": round(sync.slot_seconds / ideal, 4),
+                "succeeded": sync.summary["succeeded"],
+            },
+            "naive_loop": {
+                "slot_seconds": round(naive_seconds, 2),
+                "ratio": round(naive_seconds / ideal, 4),
+                "describe_calls": run.describe_calls,
+                "submitted": len(run.task_ids),
+            },
         },
     )
 
@@ -276,8 +337,9 @@ def p4_end_to_end(sizes: Sizes, naive_ratio: float | None = None) -> Result:
     n = sizes.p4_n
     processing = sizes.p4_task_ms / 1000
     floor = n / PROCESS_IMAGE_LIMIT + processing
-    with harness.emulator(workers=max(16, int(PROCESS_IMAGE_LIMIT * processing * 3)),
-                          task_duration_ms=str(sizes.p4_task_ms)) as emu:
+    with harness.emulator(
+        workers=max(16, int(PROCESS_IMAGE_LIMIT * processing * 3)), task_duration_ms=str(sizes.p4_task_ms)
+    ) as emu:
         part = harness.seed(emu, n)
         harness.set_latency(emu, sizes.latency_ms)
         harness.use_connection(emu)
@@ -318,13 +380,15 @@ import datetime
 from airflow.sdk import DAG
 """
 DAG_FILES = {
-    "empty": _DAG_HEAD + """\
+    "empty": _DAG_HEAD
+    + """\
 from airflow.providers.standard.operators.empty import EmptyOperator
 with DAG("bench_parse_empty", schedule=None, start_date=datetime.datetime(2026, 1, 1)) as dag:
     for i in range(10):
         EmptyOperator(task_id=f"img_{i}")
 """,
-    "mps": _DAG_HEAD + """\
+    "mps": _DAG_HEAD
+    + """\
 from airflow_mps.operators.mps import MpsProcessImageOperator
 with DAG("bench_parse_mps", schedule=None, start_date=datetime.datetime(2026, 1, 1)) as dag:
     for i in range(10):
@@ -337,7 +401,8 @@ with DAG("bench_parse_mps", schedule=None, start_date=datetime.datetime(2026, 1,
             deferrable=True,
         )
 """,
-    "naive": _DAG_HEAD + """\
+    "naive": _DAG_HEAD
+    + """\
 from airflow.providers.standard.operators.python import PythonOperator
 from tencentcloud.common import credential
 from tencentcloud.mps.v20190612 import mps_client, models
@@ -388,7 +453,7 @@ def p5_parse_time(sizes: Sizes) -> Result:
             "warm_extra_ms_mps_vs_empty": round((warm_med["mps"] - warm_med["empty"]) * 1000, 1),
             "warm_extra_ms_naive_vs_empty": round((warm_med["naive"] - warm_med["empty"]) * 1000, 1),
             "warm_note": "Airflow and airflow.dag_processing.processor preloaded (what each parse is forked "
-                         "from): the provider import is paid per parse",
+            "from): the provider import is paid per parse",
             "baseline_is": "10 PythonOperators with the Tencent Cloud SDK imported at the top of the file",
         },
     )
@@ -410,14 +475,26 @@ def p6_triggerer(sizes: Sizes) -> Result:
         keys = _keys(part, n)
         created_after = time.time()  # what the operator hands its trigger: the submission time
         with ThreadPoolExecutor(32) as pool:
-            ids = list(pool.map(lambda ik: hook.process_image(_request(emu, ik[1], f"p6/{ik[0]:05d}.jpg")).task_id,
-                                enumerate(keys)))
+            ids = list(
+                pool.map(
+                    lambda ik: hook.process_image(_request(emu, ik[1], f"p6/{ik[0]:05d}.jpg")).task_id,
+                    enumerate(keys),
+                )
+            )
         harness.set_latency(emu, sizes.latency_ms)
         ids_file = Path(tempfile.mkdtemp(prefix="mps-bench-p6-")) / "ids.json"
         ids_file.write_text(json.dumps(ids))
         before = harness.action_counts(emu)
-        args = [str(HERE / "_trigger_load.py"), str(ids_file), "--window", str(sizes.p6_window),
-                "--poll-interval", "10", "--created-after", str(created_after)]
+        args = [
+            str(HERE / "_trigger_load.py"),
+            str(ids_file),
+            "--window",
+            str(sizes.p6_window),
+            "--poll-interval",
+            "10",
+            "--created-after",
+            str(created_after),
+        ]
         out = harness.python_subprocess(args, timeout=600)  # the measured pass: never under a profiler
         after = harness.action_counts(emu)
         # Baseline in the same run: the same triggers, each polling its own detail (share_polling=False).
@@ -468,9 +545,12 @@ def p6_triggerer(sizes: Sizes) -> Result:
             "cpu_ms_per_detail_call": round(cpu_per_call * 1000, 3),
             "value_is": "window CPU share + safety detail calls/s x CPU per detail call (steady state)",
             "baseline_is": "the same triggers with share_polling=False (each polls its own detail)",
-            "per_task_polling": {"cpu_share": round(base["cpu_share"], 4), "rss_growth_mb": base["rss_growth_mb"],
-                                 "describe_calls_total": base_calls,
-                                 "describe_calls_per_s": round(base_rate, 1)},
+            "per_task_polling": {
+                "cpu_share": round(base["cpu_share"], 4),
+                "rss_growth_mb": base["rss_growth_mb"],
+                "describe_calls_total": base_calls,
+                "describe_calls_per_s": round(base_rate, 1),
+            },
             "events_before_end": data["events"],
             "naive_note": "the naive way holds one worker slot (process) per waiting image instead",
         },
@@ -488,8 +568,10 @@ def p7_emulator(sizes: Sizes) -> Result:
         from airflow_mps.hooks.mps import MpsHook
 
         hook = MpsHook()
-        sr = {"EnhanceConfig": {"SuperResolution": {"Switch": "ON", "Type": "lq", "Size": 2}},
-              "EncodeConfig": {"Format": "JPEG", "Quality": 85}}
+        sr = {
+            "EnhanceConfig": {"SuperResolution": {"Switch": "ON", "Type": "lq", "Size": 2}},
+            "EncodeConfig": {"Format": "JPEG", "Quality": 85},
+        }
         t0 = time.perf_counter()
         for i, key in enumerate(_keys(part, sizes.p7_images)):
             hook.process_image(_request(emu, key, f"sr/{part}/{i:05d}.jpg", sr))
@@ -584,7 +666,9 @@ def run(selected: list[str], sizes: Sizes, log: Any = sys.stderr) -> list[Result
         elif sid == "P3":
             res = p3_worker_slot(sizes)
             naive_detail = res.detail["naive_loop"]
-            naive_p4 = naive_detail["slot_seconds"] / (sizes.p3_n / PROCESS_IMAGE_LIMIT + sizes.p3_task_ms / 1000)
+            naive_p4 = naive_detail["slot_seconds"] / (
+                sizes.p3_n / PROCESS_IMAGE_LIMIT + sizes.p3_task_ms / 1000
+            )
         elif sid == "P4":
             res = p4_end_to_end(sizes, naive_p4)
         elif sid == "P5":
@@ -596,7 +680,11 @@ def run(selected: list[str], sizes: Sizes, log: Any = sys.stderr) -> list[Result
         else:
             res = p8_shared_account(sizes)
         res.detail["scenario_seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"[bench] {sid} done in {res.detail['scenario_seconds']} s: value={res.value!r}", file=log, flush=True)
+        print(
+            f"[bench] {sid} done in {res.detail['scenario_seconds']} s: value={res.value!r}",
+            file=log,
+            flush=True,
+        )
         results.append(res)
     return results
 

@@ -62,7 +62,9 @@ class ResumeFailsOnce(MpsProcessImageOperator):
 with DAG("mps_test_sync", schedule=None, start_date=START, params=PARAMS, catchup=False) as sync_dag:
     MpsProcessImageOperator(task_id="process", input="{{ params.input }}", retries=2, **COMMON)
 
-with DAG("mps_test_deferrable", schedule=None, start_date=START, params=PARAMS, catchup=False) as deferrable_dag:
+with DAG(
+    "mps_test_deferrable", schedule=None, start_date=START, params=PARAMS, catchup=False
+) as deferrable_dag:
     MpsProcessImageOperator(
         task_id="process", input="{{ params.input }}", deferrable=True, retries=2, **COMMON
     )

@@ -140,4 +140,6 @@ def test_a_failed_mps_task_fails_the_airflow_task_without_retry(
     mps_task_id = _xcom(dr, failing_task, key="mps_task_id")
     detail = emu.mps_client().call_json("DescribeImageTaskDetail", {"TaskId": mps_task_id})["Response"]
     code = detail.get("ErrMsg") or (detail.get("ImageProcessTaskResultSet") or [{}])[0].get("ErrMsg")
-    assert code == "SourceFileError.ContentMalformed"  # a missing object, as documented (emulator-fidelity.md)
+    assert (
+        code == "SourceFileError.ContentMalformed"
+    )  # a missing object, as documented (emulator-fidelity.md)

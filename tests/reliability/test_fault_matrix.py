@@ -134,7 +134,10 @@ def _check_no_loss_no_dupes(server: Any, part: str, expected_inputs: int) -> lis
 
 # -------------------------------------------------------------------------------- request faults
 FAULTS: list[tuple[str, dict[str, Any]]] = [
-    ("throttling_storm_50pct", {"kind": "throttle", "action": "ProcessImage", "probability": 0.5, "duration": 3}),
+    (
+        "throttling_storm_50pct",
+        {"kind": "throttle", "action": "ProcessImage", "probability": 0.5, "duration": 3},
+    ),
     ("internal_error_burst_on_describe", {"kind": "internal_error", "action": "Describe*", "count": 6}),
     ("http_502_on_process_image", {"kind": "http_502", "action": "ProcessImage", "count": 3}),
     ("http_503_on_describe", {"kind": "http_503", "action": "Describe*", "count": 4}),
@@ -161,7 +164,9 @@ def test_request_fault_loses_nothing_and_duplicates_nothing(
     assert faulted or errors or fired, f"{name}: the fault never fired ({conn.stats()['actions']})"
 
 
-def test_responses_slower_than_the_client_timeout(emulator: Any, png: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_responses_slower_than_the_client_timeout(
+    emulator: Any, png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ProcessImage answers after the client gave up (read timeout: ambiguous) — reconciled, not resubmitted."""
     conn = _use(emulator, monkeypatch, request_timeout=1)
     part = _seed(_put(conn), png, 6)
@@ -193,11 +198,17 @@ def test_single_image_task_failure_message_has_code_task_and_request_id(conn: An
     part = _seed(_put(conn), png, 1)
     conn.faults.fail_tasks(err_code=60000, err_msg=FAIL_CODE, message="download failed", count=1)
     op = MpsProcessImageOperator(
-        task_id="one", input=f"cos://{BUCKET}/raw/{part}/img_000.png", image_task={"EncodeConfig": {"Format": "JPEG"}},
-        deferrable=True, poll_interval=0.3, durable=False,
+        task_id="one",
+        input=f"cos://{BUCKET}/raw/{part}/img_000.png",
+        image_task={"EncodeConfig": {"Format": "JPEG"}},
+        deferrable=True,
+        poll_interval=0.3,
+        durable=False,
     )
-    ctx = {"ti": SimpleNamespace(try_number=1, xcom_push=lambda *a, **k: None, start_date=None,
-                                 stats_tags={}), "task_state_store": MemoryTaskStateStore()}
+    ctx = {
+        "ti": SimpleNamespace(try_number=1, xcom_push=lambda *a, **k: None, start_date=None, stats_tags={}),
+        "task_state_store": MemoryTaskStateStore(),
+    }
     with pytest.raises(AirflowFailException) as info:
         _run(op, ctx)
     message = str(info.value)
@@ -206,10 +217,14 @@ def test_single_image_task_failure_message_has_code_task_and_request_id(conn: An
 
 
 def test_corrupt_and_zero_byte_inputs_fail_alone(conn: Any, png: bytes) -> None:
-    part = _seed(_put(conn), png, 6, extra={"corrupt.png": b"\x89PNG\r\n\x1a\nthis is not a png", "empty.png": b""})
+    part = _seed(
+        _put(conn), png, 6, extra={"corrupt.png": b"\x89PNG\r\n\x1a\nthis is not a png", "empty.png": b""}
+    )
     summary = _run(_batch(part), _ctx(MemoryTaskStateStore()))
     lines = _check_no_loss_no_dupes(conn, part, 8)
-    failed = {line["input"].rsplit("/", 1)[1]: line["error"]["code"] for line in lines if line["state"] == "failed"}
+    failed = {
+        line["input"].rsplit("/", 1)[1]: line["error"]["code"] for line in lines if line["state"] == "failed"
+    }
     assert set(failed) == {"corrupt.png", "empty.png"}, failed
     # Documented task failure codes (emulator-fidelity.md): a corrupt or empty file is malformed content.
     assert set(failed.values()) == {"SourceFileError.ContentMalformed"}, failed
@@ -242,7 +257,9 @@ def test_ten_thousand_keys_listing_only(conn: Any) -> None:
 
 
 # -------------------------------------------------------------------------------- process faults
-def test_emulator_killed_and_restarted_mid_batch(tmp_path: Path, png: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_emulator_killed_and_restarted_mid_batch(
+    tmp_path: Path, png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """kill -9 the MPS/COS emulator after submission, restart it on the same port and data dir: the
     (rebuilt) trigger finds every task, nothing is submitted twice."""
     from airflow_mps.emulator.testing import EmulatorProcess
@@ -265,7 +282,11 @@ def test_emulator_killed_and_restarted_mid_batch(tmp_path: Path, png: bytes, mon
         assert summary["succeeded"] == N, summary
         stats = proc.stats()
         assert stats["tasks_created"] == 0  # counters restart with the process; tasks persisted
-        body = cos.get_object(Bucket=BUCKET, Key=f"enhanced/{part}/_mps_manifest.jsonl")["Body"].get_raw_stream().read()
+        body = (
+            cos.get_object(Bucket=BUCKET, Key=f"enhanced/{part}/_mps_manifest.jsonl")["Body"]
+            .get_raw_stream()
+            .read()
+        )
         lines = [json.loads(x) for x in body.decode().splitlines()]
         assert len(lines) == N and {x["state"] for x in lines} == {"succeeded"}
         assert len({x["task_id"] for x in lines}) == N
@@ -320,7 +341,13 @@ def test_worker_killed_mid_submission_then_retried_in_a_fresh_process(
     script.write_text(WORKER)
     store = tmp_path / "task_state_store.json"
     env = {**os.environ, "AIRFLOW_CONN_TENCENTCLOUD_DEFAULT": conn.connection_uri()}
-    argv = [sys.executable, str(script), f"cos://{BUCKET}/raw/{part}/", f"cos://{BUCKET}/enhanced/{part}/", str(store)]
+    argv = [
+        sys.executable,
+        str(script),
+        f"cos://{BUCKET}/raw/{part}/",
+        f"cos://{BUCKET}/enhanced/{part}/",
+        str(store),
+    ]
     first = subprocess.Popen([*argv, "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

@@ -21,8 +21,20 @@ ROW_KEYS = {"id", "title", "value", "target", "better", "met", "baseline", "deta
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--only", "P5,P7", "--out", str(out)],
-        capture_output=True, text=True, timeout=240, cwd=REPO, check=False,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--smoke",
+            "--only",
+            "P5,P7",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| P5 |" in proc.stdout and "| P7 |" in proc.stdout  # the table is printed
@@ -47,7 +59,9 @@ def test_rows_have_the_documented_fields_and_consistent_verdicts(report: dict) -
         if row["target"] is None:
             assert row["met"] is None
         else:
-            expected = row["value"] >= row["target"] if row["better"] == "higher" else row["value"] <= row["target"]
+            expected = (
+                row["value"] >= row["target"] if row["better"] == "higher" else row["value"] <= row["target"]
+            )
             assert row["met"] is (expected and row["detail"].get("secondary_met", True))
 
 
@@ -63,7 +77,11 @@ def test_scenarios_measured_real_work(report: dict) -> None:
 def test_unknown_scenario_is_refused_before_any_work(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run.py"), "--only", "P9", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
     )
     assert proc.returncode == 2 and "P9" in proc.stderr and "P1" in proc.stderr
     assert not (tmp_path / "latest.json").exists()

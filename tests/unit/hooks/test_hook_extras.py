@@ -15,7 +15,9 @@ from airflow_mps.hooks.mps import MpsHook
 
 def test_extras_parse_from_text_or_mapping() -> None:
     assert connection_extras(SimpleNamespace(extra=None)) == {}
-    assert connection_extras(SimpleNamespace(extra='{"region": "ap-guangzhou"}')) == {"region": "ap-guangzhou"}
+    assert connection_extras(SimpleNamespace(extra='{"region": "ap-guangzhou"}')) == {
+        "region": "ap-guangzhou"
+    }
     assert connection_extras(SimpleNamespace(extra={"protocol": "http"})) == {"protocol": "http"}
 
 
