@@ -52,7 +52,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, BaseOperatorLink
 
 from airflow_mps.errors import MpsError
 from airflow_mps.links.mps import MpsTaskLink, push_task_id
@@ -91,7 +91,7 @@ class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("tencentcloud_conn_id", "region")
-    operator_extra_links = (MpsTaskLink(),)
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (MpsTaskLink(),)
     ui_color = "#e8f4ff"
     #: Keep MPS's signed output URLs (bearer links, valid an hour) in the XCom and trigger events.
     #: Off unless a subclass's ``include_signed_urls`` argument turns it on (issue 12 item 4).

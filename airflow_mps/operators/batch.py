@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_mps.batch import DEFAULT_SUFFIXES
+from airflow_mps.links.mps import MpsBatchOutputsLink, push_batch_outputs
 from airflow_mps.operators.base import MpsBaseOperator
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         "region",
     )
     template_fields_renderers = {"image_task": "json", "source": "json"}
+    #: One MPS task id means nothing for a batch: the link opens the folder of outputs and manifest.
+    operator_extra_links = (MpsBatchOutputsLink(),)
     ui_color = "#e8f4ff"
 
     def __init__(
@@ -145,12 +148,16 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
 
         cfg = self._validate()
         region = self._resolve_region()
+        push_batch_outputs(
+            context, bucket=cfg.destination.bucket, prefix=cfg.destination.key, region=region, operator=self
+        )
         existing = self._list_existing(cfg)
         plan = self._list_inputs(cfg, region)
         existing_keys = existing.result() if existing is not None else set()
         run = self._adopt(context, plan.items, cfg, existing_keys)
         self._skip_existing(run, existing_keys)
         submitted, rejected, state = self._submit_watching(run, cfg, region)
+        self.metrics.submitted(len(submitted))
         carry = make_carry(
             plan.entries,
             skipped=run.skipped,
@@ -510,6 +517,9 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             summary["skipped"],
             manifest_uri,
         )
+        self.metrics.succeeded(summary["succeeded"])
+        self.metrics.failed(summary["failed"])
+        self.metrics.skipped(summary["skipped"], reason="output_exists")
         # Also under key "summary", so a downstream report (trigger_rule all_done) sees it when the
         # policy below fails the task and no return value is pushed.
         push = getattr(context.get("ti"), "xcom_push", None)
@@ -525,3 +535,17 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         if failure is not None:
             raise AirflowFailException(failure)
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage datasets: the source prefix (or listed inputs) in, the destination prefix out.
+        ``None`` without the OpenLineage provider (imports stay inside the method)."""
+        from airflow_mps.utils.lineage import openlineage_from_pairs
+
+        try:
+            cfg = self._validate()
+        except Exception:  # lineage never fails a task
+            return None
+        sources = cfg.source if isinstance(cfg.source, list) else [cfg.source]
+        inputs = [(f"cosn://{src.bucket}", src.key) for src in sources]
+        outputs = [(f"cosn://{cfg.destination.bucket}", cfg.destination.key)]
+        return openlineage_from_pairs(inputs, outputs)

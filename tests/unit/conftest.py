@@ -20,6 +20,7 @@ What is refused, and why each hook point:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -28,6 +29,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import pytest
+
+# Imported before the guard: croniter's import runs `file` through platform.architecture() to learn
+# the word size, a subprocess no test asked for (Airflow imports it with the first cron timetable).
+with contextlib.suppress(ImportError):
+    import croniter  # noqa: F401
 
 #: A unit test may yield the thread or the loop briefly but never wait in real time.
 MAX_SLEEP_SECONDS = 0.05
