@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 import zlib
@@ -125,16 +126,15 @@ class TaskResult:
 
     @classmethod
     def from_status(cls, task_id: str, input_uri: str, status: Any) -> TaskResult:
-        """From an ``ImageTaskStatus`` (helper C's model) that is ``done``."""
+        """From an ``ImageTaskStatus`` that is ``done``. A success keeps no RequestId: the manifest and
+        the summary never use it (only a failure's error carries one), and a wait holds thousands."""
         outputs = [
             f"{o.bucket}/{o.path}"
             for o in (getattr(status, "outputs", None) or ())
             if getattr(o, "path", None)
         ]
         if getattr(status, "succeeded", False):
-            return cls(
-                task_id, input_uri, SUCCEEDED, outputs, None, None, getattr(status, "request_id", None)
-            )
+            return cls(task_id, input_uri, SUCCEEDED, outputs, None, None, None)
         return cls(
             task_id,
             input_uri,
@@ -181,7 +181,12 @@ class BatchWaitState:
         self.detail_calls = 0
 
     def add(self, task_id: str, input_uri: str, create_floor: float | None = None) -> None:
-        """A task to wait for (the submitter adds each one as its ``ProcessImage`` returns)."""
+        """A task to wait for (the submitter adds each one as its ``ProcessImage`` returns).
+
+        Task ids are interned: the listings and answers that name a task again carry new copies of
+        its id, and keeping one object per id (not one per mention) keeps a long wait's memory flat.
+        """
+        task_id = sys.intern(task_id)
         if task_id in self.results:
             return
         self.inputs[task_id] = input_uri
@@ -261,6 +266,7 @@ class BatchWaitState:
         """Record a described task; returns True when it is finished (and now resolved)."""
         if task_id not in self.pending or not getattr(status, "done", False):
             return False
+        task_id = sys.intern(task_id)
         self.results[task_id] = TaskResult.from_status(task_id, self.inputs[task_id], status)
         self.pending.discard(task_id)
         return True
@@ -268,6 +274,7 @@ class BatchWaitState:
     def record_error(self, task_id: str, code: str, message: str, request_id: str | None) -> None:
         """A task that cannot be described any more (e.g. ResourceNotFound): resolved as failed."""
         if task_id in self.pending:
+            task_id = sys.intern(task_id)
             self.results[task_id] = TaskResult(
                 task_id, self.inputs[task_id], FAILED, [], code, _cut(message), request_id
             )

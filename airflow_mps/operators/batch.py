@@ -2,18 +2,23 @@
 
 ``execute`` runs named phases (docs/batch.md has the user-facing version):
 
-1. **validate** every argument before any API call (:meth:`~MpsBatchProcessImageOperator._validate`);
+1. **validate** every argument before any API call (:meth:`~MpsBatchProcessImageOperator._validate`),
+   the region included;
 2. **list** the source prefix (paged, suffix filter) and, alongside it, the destination prefix once;
-   build (= validate) every ``ProcessImage`` request;
+   plan every input and build (= validate) its ``ProcessImage`` request. An input that cannot be
+   planned or built is refused for that image only, a failed manifest line with a ``Planning.*`` code
+   (:mod:`airflow_mps.batch.plan`, :mod:`airflow_mps.models.keys`);
 3. **adopt** what a previous try submitted: the ledger in ``task_state_store`` (Airflow >= 3.3), then the
    gap (a worker that died between ``ProcessImage`` and the ledger write) by listing the tasks created
-   since the first try's window start and matching inputs (:mod:`airflow_mps.batch.adopt`);
+   since the first try's window start and matching inputs (:mod:`airflow_mps.batch.resume`,
+   :mod:`airflow_mps.batch.adopt`);
 4. **skip existing** outputs; adopted tasks without an output yet are described once, and those that
    FINISHed with a failure (or vanished) are resubmitted (the earlier task id is kept as history);
 5. **submit** the rest with a bounded thread pool (:mod:`airflow_mps.batch.submit`), describing the tasks
    that finish meanwhile (:mod:`airflow_mps.batch.overlap`);
-6. **wait**: defer to one ``MpsImageBatchTrigger`` or poll in place — the same wait core
-   (:mod:`airflow_mps.waits.batch`) either way;
+6. **wait**: defer to one ``MpsImageBatchTrigger`` — its state in two objects next to the manifest,
+   so kwargs and event stay small at any N (:mod:`airflow_mps.batch.state`) — or poll in place; the
+   same wait core (:mod:`airflow_mps.waits.batch`) either way;
 7. **finish**: write the manifest (JSON lines) next to the outputs, return a small summary, then apply
    the partial-failure policy — only after everything finished and the manifest is written.
 

@@ -63,6 +63,11 @@ TERMINAL = "terminal"  # the call failed for good (bad credentials, ...): the wa
 #: Rows per ``DescribeImageTasks`` page (the most the API returns).
 PAGE_SIZE = 100
 
+#: Detail calls asked for in one :class:`DescribeTasks` step: a round with thousands of finished tasks
+#: is described in steps of this many, so a driver never holds thousands of answers at once (a
+#: 20,000-task wait kept ~25 objects per finished task alive until its round ended; issue 12).
+DESCRIBE_CHUNK = 256
+
 #: A round started at (or past) the deadline still gets this long before its I/O is abandoned.
 MIN_CALL_SECONDS = 1.0
 
@@ -219,11 +224,19 @@ def describe_tasks(
 
     Raises what stops the round after recording everything that came back: a terminal error (the
     wait ends), or ``TimeoutError`` when calls were abandoned at ``until`` (those tasks stay pending).
-    Transient failures of single calls are logged; those tasks are described again next round.
+    Transient failures of single calls are logged; those tasks are described again next round. The
+    ids are asked for in steps of :data:`DESCRIBE_CHUNK`.
     """
-    if not task_ids:
-        return
-    replies = yield DescribeTasks(tuple(task_ids), until)
+    for start in range(0, len(task_ids), DESCRIBE_CHUNK):
+        chunk = task_ids[start : start + DESCRIBE_CHUNK]
+        replies = yield DescribeTasks(tuple(chunk), until)
+        _apply_replies(state, chunk, replies, log)
+
+
+def _apply_replies(
+    state: BatchWaitState, task_ids: Sequence[str], replies: Mapping[str, Any], log: WaitLog
+) -> None:
+    """Record one step's answers; raise what stops the round (see :func:`describe_tasks`)."""
     terminal: BaseException | None = None
     abandoned = 0
     for task_id in task_ids:
