@@ -5,7 +5,7 @@ Usage::
     python benchmarks/run.py [--quick | --smoke] [--only P1,P3] [--out benchmarks/results] [--profile]
 
 Starts a fresh emulator subprocess per scenario (150 ms injected latency per API call, limits 20/s
-ProcessImage and 100/s Describe*), runs P1–P8 each with its baseline, writes ``<out>/latest.json`` and
+ProcessImage and 100/s Describe*), runs P1–P9 each with its baseline, writes ``<out>/latest.json`` and
 ``<out>/latest.md`` and prints the table. ``--quick`` (smaller N, < 2 minutes) is the CI smoke size;
 ``--smoke`` is smaller still (the unit test's harness check). The JSON shape::
 

@@ -1,4 +1,4 @@
-"""The scenarios of ``make bench`` (P1–P8), each with its baseline measured in the same run.
+"""The scenarios of ``make bench`` (P1–P9), each with its baseline measured in the same run.
 
 Each function takes the run's :class:`Sizes` and returns a :class:`harness.Result`. Every scenario
 starts its own emulator subprocess so counters, rate-limit windows and task listings never mix.
@@ -22,6 +22,7 @@ import harness
 import naive
 from harness import BUCKET, DEFAULT_LATENCY_MS, DESCRIBE_LIMIT, PROCESS_IMAGE_LIMIT, Result, count
 from p8_shared_account import p8_shared_account
+from p9 import p9_cost_growth
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,6 +47,7 @@ class Sizes:
     p8_n4: int = 300  # images per process, K = 4
     p8_n8: int = 150  # images per process, K = 8
     p8_concurrency: int = 8
+    p9_n: tuple[int, int] = (1000, 20000)  # (small, large) batch sizes, limits lifted
     latency_ms: float = DEFAULT_LATENCY_MS
     profile_dir: str | None = None
 
@@ -66,6 +68,7 @@ QUICK = Sizes(
     p7_overhead_calls=50,
     p8_n4=24,
     p8_n8=12,
+    p9_n=(50, 200),
 )
 SMOKE = Sizes(
     p1_n=20,
@@ -83,6 +86,7 @@ SMOKE = Sizes(
     p7_overhead_calls=10,
     p8_n4=6,
     p8_n8=3,
+    p9_n=(10, 40),
 )
 
 
@@ -648,7 +652,7 @@ def _dump_profile(profile: Any, sizes: Sizes, name: str) -> None:
     Path(sizes.profile_dir, f"profile_{name}.txt").write_text(buf.getvalue())
 
 
-SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+SCENARIOS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
 
 
 def run(selected: list[str], sizes: Sizes, log: Any = sys.stderr) -> list[Result]:
@@ -677,8 +681,10 @@ def run(selected: list[str], sizes: Sizes, log: Any = sys.stderr) -> list[Result
             res = p6_triggerer(sizes)
         elif sid == "P7":
             res = p7_emulator(sizes)
-        else:
+        elif sid == "P8":
             res = p8_shared_account(sizes)
+        else:
+            res = p9_cost_growth(sizes)
         res.detail["scenario_seconds"] = round(time.perf_counter() - t0, 1)
         print(
             f"[bench] {sid} done in {res.detail['scenario_seconds']} s: value={res.value!r}",
