@@ -139,6 +139,8 @@ def test_celery_backfill_over_partitions_submits_every_image_once(tmp_path: Path
                 cos.put_object(
                     Bucket=BUCKET, Key=f"raw/dt={day:%Y-%m-%d}/img_{i:03d}.png", Body=buf.getvalue()
                 )
+            # The daily DAG's sensor waits for the writer's marker (README: the _SUCCESS convention).
+            cos.put_object(Bucket=BUCKET, Key=f"raw/dt={day:%Y-%m-%d}/_SUCCESS", Body=b"")
         expected = DAYS * IMAGES_PER_DAY
 
         env = airflow_env(
