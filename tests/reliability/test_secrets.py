@@ -314,7 +314,9 @@ def test_signed_urls_stay_out_of_xcom_and_logs_and_never_carry_the_token(
         monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", server.connection_uri())
         buf = io.BytesIO()
         Image.new("RGB", (8, 8)).save(buf, format="PNG")
-        server.cos_backend.put_object(BUCKET, "raw/signed.png", buf.getvalue(), "image/png")
+        server.cos_backend.put_object(
+            BUCKET, "raw/signed.png", buf.getvalue(), "image/png", create_bucket=True
+        )
         common: dict[str, Any] = {
             "input": f"cos://{BUCKET}/raw/signed.png",
             "region": "ap-guangzhou",
