@@ -147,8 +147,9 @@ class TokenBucket:
             self.ledger.append(send_at)
             return send_at - now
 
-    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Block the calling thread until its slot; return the time waited.
+    def acquire(self, sleep: Callable[[float], None] | None = None) -> float:
+        """Block the calling thread until its slot; return the time waited (``sleep``: ``time.sleep``
+        unless a test passes a fake; looked up per call, never bound at import).
 
         A reservation voided while waiting (the bucket paused, or gave up the slot it was in) is
         dropped and a new one made: it was planned for a rate the service has since refused.
@@ -157,7 +158,7 @@ class TokenBucket:
         while True:
             delay, ticket = self._reserve()
             if delay > 0:
-                sleep(delay)
+                (sleep or time.sleep)(delay)
                 waited += delay
             if self.still_valid(ticket):
                 return waited
@@ -525,11 +526,17 @@ def _check_rate(rate: float) -> None:
 
 _REGISTRY: dict[tuple[str, ...], TokenBucket] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
 #: Fixed pacing (``HEADROOM`` × the configured rate) is the default. ``AIRFLOW_MPS_PACING=adaptive`` in
 #: the environment of every worker opts in to :class:`AdaptiveBucket` — experimental: on one shared
 #: account it cut throttled answers from 61-71 % to 4-7 % of ProcessImage calls, but its shares are
 #: uneven, so a backfill's slowest task finishes later (docs/performance.md, P8).
-_ADAPTIVE = os.environ.get("AIRFLOW_MPS_PACING", "fixed").strip().lower() == "adaptive"
+def _adaptive_from_environment() -> bool:
+    return os.environ.get("AIRFLOW_MPS_PACING", "fixed").strip().lower() == "adaptive"
+
+
+_ADAPTIVE = _adaptive_from_environment()
 
 
 def use_adaptive_pacing(enabled: bool) -> None:

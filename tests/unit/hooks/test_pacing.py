@@ -314,13 +314,9 @@ def test_shared_buckets_are_fixed_unless_adaptive_pacing_is_chosen() -> None:
 
 
 def test_fixed_pacing_is_the_default_and_the_environment_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    try:
-        monkeypatch.delenv("AIRFLOW_MPS_PACING", raising=False)
-        assert importlib.reload(_pacing)._ADAPTIVE is False
-        monkeypatch.setenv("AIRFLOW_MPS_PACING", "adaptive")
-        assert importlib.reload(_pacing)._ADAPTIVE is True
-    finally:
-        monkeypatch.delenv("AIRFLOW_MPS_PACING", raising=False)
-        importlib.reload(_pacing)
+    monkeypatch.delenv("AIRFLOW_MPS_PACING", raising=False)
+    assert _pacing._adaptive_from_environment() is False
+    monkeypatch.setenv("AIRFLOW_MPS_PACING", "adaptive")
+    assert _pacing._adaptive_from_environment() is True
+    monkeypatch.setenv("AIRFLOW_MPS_PACING", "fixed")
+    assert _pacing._adaptive_from_environment() is False
