@@ -113,6 +113,10 @@ def _actions(emu: EmulatorServer, action: str) -> int:
     return int(emu.stats()["actions"].get(action, {}).get("received", 0))
 
 
+#: Airflow >= 3.3 has task_state_store (the quiet sensor's memory across reschedules).
+_HAS_STORE = __import__("importlib.util").util.find_spec("airflow.sdk.bases.resumablejobmixin") is not None
+
+
 # ------------------------------------------------------------------------------------ dag.test
 @pytest.mark.usefixtures("airflow_db")
 @pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
@@ -127,6 +131,11 @@ def test_marker_landing_mid_wait_in_every_mode(mode: str, emu: EmulatorServer, d
         run_conf={"key": f"cos://{BUCKET}/{key}", "prefix": f"cos://{BUCKET}/raw/dt={day}/"}
     )
     timer.join()
+    if mode == "reschedule" and not _HAS_STORE:
+        # Below Airflow 3.3 there is no task_state_store to remember the listing between reschedules,
+        # so the quiet sensor refuses reschedule mode (it fails with that reason); the key sensor works.
+        assert _states(dr) == {"wait_key": "success", "wait_quiet": "failed"}
+        return
     assert str(dr.state) == "success", _states(dr)
     assert _states(dr) == {"wait_key": "success", "wait_quiet": "success"}
     assert _xcom(dr, "wait_key") == f"cos://{BUCKET}/{key}"
