@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_mps.emulator.testing import EmulatorServer
+from airflow_mps.operators.mps import MpsProcessImageOperator
 
 REPO = Path(__file__).resolve().parents[3]
 TEST_DAGS = REPO / "tests" / "dags"
@@ -70,7 +71,7 @@ def _rendered_rows(dag_id: str, run_id: str) -> dict[tuple[str, int], dict[str, 
 
 
 @pytest.mark.skipif(
-    __import__("importlib.util").util.find_spec("airflow.sdk.bases.resumablejobmixin") is None,
+    not MpsProcessImageOperator(task_id="probe", input="x").durable,
     reason="Airflow 3.0.6's task supervisor logs each MaskSecret message with the secret at DEBUG "
     "(later versions omit the body): an upstream leak this log sweep would report",
 )

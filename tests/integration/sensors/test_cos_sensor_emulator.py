@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from airflow_mps.emulator.testing import EmulatorServer
+from airflow_mps.operators.mps import MpsProcessImageOperator
 
 REPO = Path(__file__).resolve().parents[3]
 TEST_DAGS = REPO / "tests" / "dags"
@@ -113,8 +114,9 @@ def _actions(emu: EmulatorServer, action: str) -> int:
     return int(emu.stats()["actions"].get(action, {}).get("received", 0))
 
 
-#: Airflow >= 3.3 has task_state_store (the quiet sensor's memory across reschedules).
-_HAS_STORE = __import__("importlib.util").util.find_spec("airflow.sdk.bases.resumablejobmixin") is not None
+#: Airflow >= 3.3 has task_state_store (the quiet sensor's memory across reschedules); probed on the
+#: operator's ``durable`` flag, as the operator tests do.
+_HAS_STORE = bool(MpsProcessImageOperator(task_id="probe", input="x").durable)
 
 
 # ------------------------------------------------------------------------------------ dag.test
