@@ -182,9 +182,12 @@ def test_scheduler_and_triggerer_run_the_daily_dag_and_survive_a_triggerer_kill(
                 Bucket=BUCKET, Key=f"raw/dt={yesterday:%Y-%m-%d}/late_{i}.png", Body=buf.getvalue()
             )
         run2 = f"manual_{today:%Y%m%d}_late"
+        # A logical date already past (Airflow starts no run before its run_after) and unlike the
+        # scheduled run's (yesterday 00:00): a minute ago is both at any hour, also just after midnight.
+        manual_date = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
         trig = subprocess.run(
             [AIRFLOW, "dags", "trigger", DAG_ID, "--run-id", run2, "--logical-date",
-             (today + timedelta(hours=1)).isoformat(), "--conf", json.dumps({"partition": f"{yesterday:%Y-%m-%d}"})],
+             manual_date.isoformat(), "--conf", json.dumps({"partition": f"{yesterday:%Y-%m-%d}"})],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert trig.returncode == 0, trig.stdout[-2000:] + trig.stderr[-3000:]
