@@ -481,9 +481,10 @@ class TencentCloudBaseHook(BaseHook):
     # ---- pacing ---------------------------------------------------------------------------------
     def _pacing(self, settings: ClientSettings, action: str) -> tuple[str, float]:
         """(quota name, requests/second) ``action`` is paced by. Service hooks name their write quotas;
-        everything else shares the account's read quota, ``Describe``, at the connection's
-        ``describe_rate`` (default :data:`DESCRIBE_RATE`)."""
-        return "Describe", settings.describe_rate
+        every other action is its own quota at the connection's ``describe_rate`` (default
+        :data:`DESCRIBE_RATE`): Tencent Cloud counts each API action's frequency limit separately per
+        account (each action's page states its own, mps-api.md §0.3), and so does the emulator."""
+        return action, settings.describe_rate
 
     def _bucket(self, settings: ClientSettings, action: str) -> TokenBucket:
         """The process-wide bucket of ``action``'s quota for this account (shared by every hook)."""

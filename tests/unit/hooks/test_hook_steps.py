@@ -134,7 +134,7 @@ def test_throttled_read_is_paced_retried_and_answered() -> None:
     assert _kinds(trace) == ["Ready", "Pace", "Send", "Sleep", "Pace", "Send"]
     assert trace[2].action == "DescribeImageTaskDetail" and trace[2].params == {"TaskId": "t-1"}
     # Describe* at the strictest documented limit, 20/s (mps-api.md §0.12), unless the connection says.
-    assert trace[1].bucket is shared_bucket((SETTINGS.pacing_key, "Describe"), 20)
+    assert trace[1].bucket is shared_bucket((SETTINGS.pacing_key, "DescribeImageTaskDetail"), 20)
 
 
 def test_process_image_is_paced_by_its_own_quota() -> None:

@@ -103,8 +103,9 @@ def test_describe_rate_extra_sets_the_describe_bucket() -> None:
     hook = TencentCloudBaseHook()
     settings = _settings(describe_rate="100")
     assert settings.describe_rate == 100.0
-    assert hook._pacing(settings, "DescribeImageTasks") == ("Describe", 100.0)
-    assert hook._pacing(_settings(), "DescribeImageTaskDetail") == ("Describe", 20.0)
+    assert hook._pacing(settings, "DescribeImageTasks") == ("DescribeImageTasks", 100.0)
+    # Each action is its own quota (the service limits per action): the listing never slows details.
+    assert hook._pacing(_settings(), "DescribeImageTaskDetail") == ("DescribeImageTaskDetail", 20.0)
 
 
 # ---- how each SDK is given them ------------------------------------------------------------------
