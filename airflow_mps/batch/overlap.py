@@ -1,10 +1,11 @@
 """Describe finished tasks while the batch is still submitting (the overlap that closes P4's gap).
 
 Submission runs at the ``ProcessImage`` limit (20/s) for N/20 seconds, and meanwhile the Describe
-budget (100/s) would sit idle; waiting only after the last submission then pays ~N detail calls at
-the end (10 s for 1,000 tasks). :class:`SubmitTimeWatcher` spends that idle budget during submission:
-every ``interval`` it lists the tasks FINISHed since the batch started and describes each newly
-finished one of ours exactly once (outputs and error codes: FINISH is not success). The decisions
+quotas (20/s each for the detail and the listing, at the strictest documented value) would sit idle;
+waiting only after the last submission then pays ~N detail calls at the end (50 s for 1,000 tasks).
+:class:`SubmitTimeWatcher` spends that idle budget during submission: every ``interval`` (at most
+:data:`MAX_LIST_INTERVAL`) it lists the tasks FINISHed since the oldest pending one was created and
+describes each newly finished one of ours exactly once (outputs and error codes: FINISH is not success). The decisions
 (where the listing starts, which tasks are ours and finished, what a detail answer means) are the wait
 core's (:mod:`airflow_mps.waits.batch`); this module is its threaded driver. When the last
 submission returns, :meth:`SubmitTimeWatcher.stop` hands back the :class:`BatchWaitState` — results
@@ -27,6 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 from airflow_mps.batch.progress import BatchWaitState, CreateClock
@@ -48,6 +50,13 @@ from airflow_mps.waits.batch import (
 #: 150 ms a round trip 6 threads describe ~40/s, enough to drain a listing's burst within a poll.
 DETAIL_WORKERS = 6
 
+#: The longest pause between two listings while submitting, whatever the operator's ``poll_interval``:
+#: tasks finish at up to the submission rate, and each second a finished task waits to be listed is
+#: ~20 more detail calls left to the wait after the hand-off (P4). ``DescribeImageTasks`` has its own
+#: quota (mps-api.md §0.3), so a listing a second (a page or two: it starts at the oldest pending
+#: task) costs the account little.
+MAX_LIST_INTERVAL = 1.0
+
 #: The most :meth:`SubmitTimeWatcher.stop` waits for detail calls still in flight (a stalled call is
 #: abandoned: its task stays pending and the wait describes it).
 STOP_WAIT = 2.0
@@ -60,7 +69,8 @@ class SubmitTimeWatcher:
 
     :param hook: an ``MpsHook`` (sync ``list_image_tasks`` and ``describe_image_task`` are used).
     :param window_start: the batch's listing window start (``YYYY-MM-DDThh:mm:ssZ``).
-    :param interval: seconds between two listings (the operator's ``poll_interval``).
+    :param interval: seconds between two listings (the operator's ``poll_interval``, at most
+        :data:`MAX_LIST_INTERVAL`).
     """
 
     def __init__(
@@ -74,7 +84,7 @@ class SubmitTimeWatcher:
     ) -> None:
         self.hook = hook
         self.window_start = window_start
-        self.interval = float(interval)
+        self.interval = min(float(interval), MAX_LIST_INTERVAL)
         self.state = BatchWaitState([])
         self.clock = CreateClock()
         self.log: WaitLog = log or _log
@@ -167,7 +177,9 @@ class SubmitTimeWatcher:
         return len(finished)
 
     def _list_loop(self) -> None:
-        while not self._draining.wait(self.interval):
+        pause = self.interval
+        while not self._draining.wait(pause):
+            started = time.monotonic()
             try:
                 self.poll_once()
             except MpsError as err:
@@ -176,6 +188,7 @@ class SubmitTimeWatcher:
                 self.log.warning(
                     "Listing finished tasks while submitting failed: %s: %s", type(err).__name__, err
                 )
+            pause = max(0.0, self.interval - (time.monotonic() - started))  # a cadence, not a gap
 
     def _detail_loop(self) -> None:
         while True:
