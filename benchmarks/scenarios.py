@@ -232,7 +232,7 @@ def p2_status_calls(sizes: Sizes) -> Result:
         id="P2",
         title="status calls per image (1 batch trigger)",
         value=batch_calls / n,
-        target=1.3,
+        target=1.10,
         better="lower",
         baseline=single_calls / n,
         detail={
@@ -308,7 +308,7 @@ def p3_worker_slot(sizes: Sizes) -> Result:
         id="P3",
         title="worker-slot time ÷ ideal submit time (deferrable)",
         value=deferred.slot_seconds / ideal,
-        target=1.1,
+        target=1.05,
         better="lower",
         baseline=naive_seconds / ideal,
         detail={
@@ -359,7 +359,7 @@ def p4_end_to_end(sizes: Sizes, naive_ratio: float | None = None) -> Result:
         id="P4",
         title="end-to-end ÷ floor (N/limit + processing)",
         value=e2e / floor,
-        target=1.10,
+        target=1.05,
         better="lower",
         baseline=naive_ratio,
         detail={
@@ -447,7 +447,7 @@ def p5_parse_time(sizes: Sizes) -> Result:
         id="P5",
         title="DAG parse time, 10 MPS ops ÷ 10 EmptyOperators",
         value=med["mps"] / med["empty"],
-        target=1.15,
+        target=1.05,
         better="lower",
         baseline=med["naive"] / med["empty"],
         detail={
