@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 # Prove the declared floor (apache-airflow>=3.0): builds .venv-floor with Airflow 3.0.6 and runs the
 # unit, integration and floor tests on it (see .ci/floor for the two pins 3.0.6 needs).
