@@ -2,8 +2,9 @@
 
 ``execute`` runs named phases (docs/batch.md has the user-facing version):
 
-1. **validate** every argument before any API call (:meth:`~MpsBatchProcessImageOperator._validate`),
-   the region included;
+1. **validate** every argument before any API call (:meth:`~MpsBatchProcessImageOperator._validate`):
+   templated fields that rendered to nothing first (:mod:`airflow_mps.utils.rendered`), then each
+   argument's shape, then the region (the argument or the connection's) before the first listing;
 2. **list** the source prefix (paged, suffix filter) and, alongside it, the destination prefix once;
    plan every input and build (= validate) its ``ProcessImage`` request. An input that cannot be
    planned or built is refused for that image only, a failed manifest line with a ``Planning.*`` code
@@ -51,6 +52,11 @@ if TYPE_CHECKING:
     from airflow_mps.batch.progress import BatchWaitState
     from airflow_mps.batch.resume import Try
     from airflow_mps.errors import MpsError
+
+
+#: Templated fields that must hold a value after rendering; the others may be ``None`` (unset: their
+#: default), never rendered empty (:meth:`MpsBatchProcessImageOperator._validate`).
+REQUIRED_FIELDS = ("source", "destination", "suffixes", "tencentcloud_conn_id")
 
 
 def _terminal_message(error: dict[str, Any]) -> str:
@@ -177,10 +183,21 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
     # ------------------------------------------------------------------ 1. validate
 
     def _validate(self) -> BatchConfig:
-        """Every argument check that needs no API call; raises AirflowFailException naming the argument."""
-        from airflow_mps.batch import plan as batch_plan
-        from airflow_mps.errors import MpsError
+        """Every argument check that needs no API call; raises AirflowFailException naming the argument.
 
+        First the templated fields that rendered to nothing (``None``, ``"None"``, ``""``, ``"null"``,
+        ``"[]"``: :func:`airflow_mps.utils.rendered.reject_rendered_empty`, shared with the single-image
+        operator and the sensor): the :data:`REQUIRED_FIELDS` must hold a value; ``image_task`` and
+        ``region`` may be left unset (``None``: no ImageTask, the connection's region) but not rendered
+        empty — a ``region`` rendered ``""`` would otherwise fall back to the connection's region
+        without a word."""
+        from airflow_mps.batch import plan as batch_plan
+        from airflow_mps.errors import MpsError, MpsValidationError
+
+        try:
+            self.reject_rendered_empty_fields(self.template_fields, required=REQUIRED_FIELDS)
+        except MpsValidationError as err:
+            raise AirflowFailException(err.message) from err
         try:
             batch_plan.validate_numbers(
                 max_failed_ratio=self.max_failed_ratio,

@@ -246,8 +246,11 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         TaskId was recorded; the hook's reconciliation cannot help there — it only spans one call. So
         the tasks created since the marker are found by ``MpsHook.find_tasks_for`` (the hook's own
         reconciliation rules: input, request, marker second): exactly one → it is recorded as this
-        task instance's, and the mixin reconnects to it; none → nothing reached MPS, the mixin submits;
-        several → the task fails without retry, naming them (never a guess, never a blind duplicate).
+        task instance's, and the mixin reconnects to it; several → the task fails without retry, naming
+        them (never a guess, never a blind duplicate); none → the mixin submits, but only once the
+        marker is ``reconcile_deadline_seconds`` old (:meth:`_find_unrecorded`): a task still WAITING
+        is not listable, and a retry that comes soon after the death (a short ``retry_delay``) would
+        otherwise submit the image a second time (found by tests/reliability/test_sigkill_trials.py).
         """
         store = self._state_store(context)
         if store is None:
@@ -260,16 +263,17 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
         stored = store.get(self.external_id_key)
         if isinstance(stored, Mapping) and stored.get("nonce") == pending.get("nonce"):
             return  # the last submission was recorded
-        marker = datetime.fromtimestamp(float(pending.get("since") or time.time()), tz=timezone.utc)
+        since = float(pending.get("since") or time.time())
         try:
-            # The hook's rules, shared with its own reconciliation (input, request, marker second).
-            matches = self.hook.find_tasks_for(
-                self._request, marker, clock_skew_seconds=RECONCILE_SKEW_SECONDS
-            )
+            matches = self._find_unrecorded(since)
         except MpsError as err:
             raise airflow_exception_for(err, f"{self.task_id}: looking for an unrecorded submission") from err
         if not matches:
-            self.log.info("No MPS task was created by the unrecorded submission of an earlier try")
+            self.log.info(
+                "No MPS task was listable %.0f s after the unrecorded submission of an earlier try: "
+                "taking it that none was created, submitting",
+                time.time() - since,
+            )
             return
         if len(matches) > 1:
             raise AirflowFailException(
@@ -291,6 +295,35 @@ class MpsProcessImageOperator(ResumableJobMixin, MpsBaseOperator):
                 "adopted": True,
             },
         )
+
+    def _find_unrecorded(self, since: float) -> list[str]:
+        """The tasks an unrecorded submission made at ``since`` created: ``MpsHook.find_tasks_for`` (the
+        hook's rules: input, request, marker second), listed again with doubling waits while nothing is
+        found and the marker is younger than the hook's ``reconcile_deadline_seconds`` — the patience
+        the hook itself has after an ambiguous ProcessImage (docs/reliability.md), for the same reason:
+        a WAITING task is not listable, so an empty listing soon after ``since`` proves nothing."""
+        from airflow_mps.hooks.mps import RECONCILE_MAX_POLL_SECONDS
+
+        assert self._request is not None
+        marker = datetime.fromtimestamp(since, tz=timezone.utc)
+        delay = max(float(self.hook.reconcile_settle_seconds), 0.1)
+        while True:
+            matches = self.hook.find_tasks_for(
+                self._request, marker, clock_skew_seconds=RECONCILE_SKEW_SECONDS
+            )
+            left = since + float(self.hook.reconcile_deadline_seconds) - time.time()
+            if matches or left <= 0:
+                return matches
+            wait = min(delay, left)
+            self.log.info(
+                "No listable MPS task yet for an earlier try's unrecorded submission (%.0f s ago); a task "
+                "still WAITING cannot be listed: looking again in %.1f s (for %.0f s more at most)",
+                time.time() - since,
+                wait,
+                left,
+            )
+            time.sleep(wait)  # looked up per call, never bound at import (tests/unit/conftest.py)
+            delay = min(delay * 2, RECONCILE_MAX_POLL_SECONDS)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: the XCom on success, ``AirflowFailException`` on an MPS failure."""

@@ -577,6 +577,10 @@ class ListingHook(FakeHook, FindsImageTasks):
         self.listings = 0
         self.details: dict[str, dict[str, Any]] = {}
         self.reconcile_clock_skew_seconds = 5.0
+        self.reconcile_settle_seconds = 1.0
+        self.reconcile_deadline_seconds = 60.0
+        #: How many FINISH listings still show none of our tasks (they are WAITING: not listable).
+        self.waiting_listings = 0
 
     def find_tasks_for(self, request: Any, since: Any, **kwargs: Any) -> list[str]:
         from airflow_mps.hooks.mps import MpsHook
@@ -600,6 +604,9 @@ class ListingHook(FakeHook, FindsImageTasks):
         self.listings += 1
         if status != "FINISH":
             return iter(())
+        if self.waiting_listings > 0:
+            self.waiting_listings -= 1
+            return iter(self.extra)
         rows = [
             ImageTaskInfo(task_id=f"task-{i}", status="FINISH", input=json.dumps(req.to_api()["InputInfo"]))
             for i, req in enumerate(self.submitted, start=1)
@@ -666,9 +673,81 @@ def test_unrecorded_submission_that_created_nothing_submits_once() -> None:
         op.execute(ctx)
     del hook.process_image
     ctx["task_state_store"].failed = True
+    _age_marker(op, ctx, 120)  # the retry comes after a retry_delay longer than the hook's patience
     result = op.execute(retry(op, ctx))
     assert len(hook.submitted) == 1 and result["mps_task_id"] == "task-1"
     assert hook.listings == 2  # PROCESSING and FINISH: WAITING is not listable
+
+
+def _age_marker(op: MpsProcessImageOperator, ctx: dict[str, Any], seconds: float) -> None:
+    """Move the pending marker ``seconds`` into the past (the earlier try ran that long ago)."""
+    ctx["task_state_store"].data[op.pending_key]["since"] -= seconds
+
+
+class FakeClock:
+    """``time`` for ``airflow_mps.operators.mps``: ``sleep`` advances ``time()`` instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    import airflow_mps.operators.mps as mps_module
+
+    fake = FakeClock()
+    monkeypatch.setattr(mps_module, "time", fake)
+    return fake
+
+
+@needs_store
+def test_a_retry_soon_after_the_death_waits_for_a_waiting_task_instead_of_resubmitting(
+    clock: FakeClock,
+) -> None:
+    """Found by the SIGKILL trials: a worker dies after ProcessImage created the task, Airflow retries
+    within seconds (a short retry_delay), the task is still WAITING (not listable). The retry must look
+    again, not conclude that nothing was created and submit a second task."""
+    op, hook, ctx = make_window()
+    with pytest.raises(RuntimeError):
+        op.execute(ctx)
+    clock.now += 2  # the retry starts 2 s after the marker
+    hook.waiting_listings = 3  # the task leaves WAITING after the third listing
+    result = op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 1, "the retry submitted a duplicate"
+    assert result["mps_task_id"] == "task-1" and ctx["task_state_store"].data[op.external_id_key]["adopted"]
+    assert clock.sleeps == [1.0, 2.0, 4.0]  # the hook's settle wait, doubling
+
+
+@needs_store
+def test_a_fresh_marker_with_nothing_listable_submits_once_the_hook_patience_has_passed(
+    clock: FakeClock,
+) -> None:
+    """Nothing ever turns up: the retry keeps looking until the marker is reconcile_deadline_seconds
+    old (never longer), then submits exactly once."""
+    op, hook, ctx = make_window()
+
+    def refuse(request: Any) -> Submission:
+        raise MpsTransientError("InternalError", "down", "req-z")
+
+    hook.process_image = refuse  # type: ignore[method-assign]
+    with pytest.raises(AirflowException):
+        op.execute(ctx)
+    del hook.process_image
+    ctx["task_state_store"].failed = True
+    marker = ctx["task_state_store"].data[op.pending_key]["since"]
+    clock.now = marker + 5
+    op.execute(retry(op, ctx))
+    assert len(hook.submitted) == 1
+    assert sum(clock.sleeps) == pytest.approx(55.0) and max(clock.sleeps) <= 10.0
+    assert clock.now == pytest.approx(marker + 60.0)
 
 
 @needs_store
