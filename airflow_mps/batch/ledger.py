@@ -54,6 +54,9 @@ class LedgerState:
     history: dict[str, list[str]] = field(default_factory=dict)
     #: The last task id recorded (the newest submission a retry knows of; see ``batch.adopt``).
     newest: str | None = None
+    #: When the latest try started submitting (epoch seconds), or None: a try killed before its first
+    #: record leaves no ``newest`` of its own, only this (``batch.resume`` waits on it).
+    submit_at: float | None = None
 
 
 class SubmissionLedger:
@@ -89,6 +92,8 @@ class SubmissionLedger:
         state.window_start = meta.get("window_start")
         state.completed = bool(meta.get("completed"))
         state.generation = int(meta.get("generation", 0))
+        submit_at = meta.get("submit_at")
+        state.submit_at = float(submit_at) if isinstance(submit_at, (int, float)) else None
         index = 0
         # Read the shards meta knows about, then probe on: a shard may have been written just before a
         # crash that lost the meta update.
@@ -125,6 +130,15 @@ class SubmissionLedger:
             self._shard_index = 0
             self.store.set(META_KEY, self._meta)
             self.writes += 1
+
+    def submitting(self, at: float) -> None:
+        """Record that this try starts submitting at ``at`` (epoch seconds), before its first request:
+        what a retry knows of submissions this try makes and dies before recording."""
+        if self.store is None or not self._meta:
+            return
+        self._meta["submit_at"] = at
+        self.store.set(META_KEY, self._meta)
+        self.writes += 1
 
     def add(self, input_uri: str, task_id: str) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ No Airflow import: the hook, the store and the logger are passed in.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,11 @@ class TryContext:
     poll_interval: float
     #: Absolute deadline of this try (epoch seconds): bounds the settling wait.
     deadline: float
+    #: How long after the previous try started submitting a task of it may still be WAITING (the hook's
+    #: ``reconcile_deadline_seconds``, the patience a single image's retry has too).
+    patience: float = 60.0
+    #: Injected for tests; ``time.sleep`` (looked up per call) otherwise.
+    sleep: Callable[[float], None] | None = None
 
 
 def open_try(ctx: TryContext, items: list[BatchItem], cfg: BatchConfig, existing: set[str]) -> Try:
@@ -88,8 +94,11 @@ def open_try(ctx: TryContext, items: list[BatchItem], cfg: BatchConfig, existing
     if reconcile_from is not None:
         gap = [i for i in items if i.input_uri not in run.adopted]
         needed = {i.input_uri for i in gap if i.output_key not in existing}
-        if needed and ledger.durable and previous.newest:
-            _settle(ctx, previous.newest)
+        if needed and ledger.durable:
+            if previous.newest:
+                _settle(ctx, previous.newest)
+            if previous.submit_at is not None:
+                _settle_unrecorded(ctx, previous.submit_at)
         _adopt_unrecorded(ctx, run, gap, needed, reconcile_from, cfg)
     return run
 
@@ -115,6 +124,24 @@ def _settle(ctx: TryContext, newest: str) -> None:
             newest,
             SETTLE_MAX_SECONDS,
         )
+
+
+def _settle_unrecorded(ctx: TryContext, submit_at: float) -> None:
+    """Let what the previous try sent leave WAITING before listing, when that try started submitting
+    less than ``ctx.patience`` ago: a try killed before its first record leaves no task to watch
+    (:func:`_settle` needs one), and a retry that lists while its tasks are WAITING pays for them twice
+    (found by tests/reliability/test_sigkill_trials.py). Airflow's default ``retry_delay`` (5 minutes)
+    is longer than the patience, so normally this waits for nothing."""
+    left = min(submit_at + ctx.patience, ctx.deadline) - time.time()
+    if left <= 0:
+        return
+    ctx.log.info(
+        "The previous try started submitting %.0f s ago; its unrecorded tasks may still be WAITING "
+        "(not listable): listing in %.1f s",
+        time.time() - submit_at,
+        left,
+    )
+    (ctx.sleep or time.sleep)(left)
 
 
 def _adopt_unrecorded(
@@ -170,6 +197,8 @@ def skip_existing(hook: Any, run: Try, existing: set[str], *, workers: int, log:
     run.to_submit = [
         i for i in run.items if i.input_uri not in run.adopted and i.input_uri not in run.skipped
     ]
+    if run.to_submit:
+        run.ledger.submitting(time.time())
     log.info(
         "%d images: %d to submit, %d adopted, %d skipped (output exists)",
         len(run.items),

@@ -332,6 +332,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             workers=self.submit_concurrency,
             poll_interval=float(self.poll_interval),
             deadline=self.wait_deadline(context),
+            patience=float(getattr(self.hook, "reconcile_deadline_seconds", 60.0)),
         )
         return open_try(ctx, items, cfg, existing)
 

@@ -153,6 +153,8 @@ def _batch_job(job: dict[str, Any]) -> Any:
         poll_interval=job["poll_interval"],
         submit_concurrency=4,
     )
+    if "patience" in job:  # the hook's reconcile_deadline_seconds (60 s by default), the retry's patience
+        op.hook.reconcile_deadline_seconds = job["patience"]
     return _drive(op, _context(job))
 
 

@@ -638,3 +638,75 @@ def _hold_the_worker_until_the_retry_lists(emu: Any, gate: Any, waiting_at_listi
 
     emu.app.mps._run = held_run
     emu.app.stats.count = on_count
+
+
+def test_batch_retry_before_the_dead_try_recorded_or_started_anything(
+    fork_server: ForkServer, tmp_path: Path, png: bytes
+) -> None:
+    """The batch's counterpart of the single-image bug: a try killed as its first tasks were created,
+    before its ledger recorded any, leaves no task id to watch; a retry that listed at once saw none of
+    its WAITING tasks and submitted those images again (4 of 10, in 3 of 3 probes). The ledger now
+    notes when a try starts submitting, and a retry within the hook's patience of that lets the tasks
+    leave WAITING before it lists.
+
+    The emulator's only worker is held for 2 s after the kill (a busy queue: every task of the dead
+    try is WAITING when the retry starts); the patience is 8 s."""
+    import threading
+
+    from airflow_mps.emulator.testing import EmulatorServer
+
+    emu = EmulatorServer(data_dir=tmp_path / "emulator", task_duration_ms="100", workers=1).start()
+    try:
+        emu.cos_backend.create_bucket(BUCKET)
+        for j in range(N):
+            emu.cos_backend.put_object(BUCKET, f"raw/early/img_{j:02d}.png", png, "image/png")
+        gate = threading.Event()
+        run = emu.app.mps._run
+
+        def held_run(task_id: str) -> None:
+            gate.wait(60)
+            run(task_id)
+
+        emu.app.mps._run = held_run
+        emu.faults.latency(40, "ProcessImage")
+        job = {
+            "kind": "batch",
+            "conn": emu.connection_uri(),
+            "source": f"cos://{BUCKET}/raw/early/",
+            "destination": f"cos://{BUCKET}/enhanced/early/",
+            "deferrable": False,
+            "poll_interval": 0.2,
+            "run_start": time.time(),
+            "store": str(tmp_path / "task_state_store.json"),
+            "patience": 8.0,
+        }
+        switch = KillSwitch(emu)
+        first = fork_server.run(
+            {**job, "try_number": 1, "store_kill": None, "log": str(tmp_path / "try1.log"),
+             "result": str(tmp_path / "try1.json")},
+            timeout=WORKER_TIMEOUT,
+            arm=lambda pid: switch.arm(pid, KillPoint("submission", "created", k=2)),
+            disarm=switch.disarm,
+        )  # fmt: skip
+        quiesce(emu, until_listable=False)  # its requests landed; its tasks wait behind the held worker
+        created_by_the_dead_try = emu.stats()["tasks_created"]
+        waiting_at_retry = waiting_tasks(emu)
+        threading.Timer(2.0, gate.set).start()
+        second = fork_server.run(
+            {**job, "try_number": 2, "store_kill": None, "log": str(tmp_path / "try2.log"),
+             "result": str(tmp_path / "try2.json")},
+            timeout=WORKER_TIMEOUT,
+        )  # fmt: skip
+        gate.set()
+        outcome = read_outcome(tmp_path / "try2.json") or {}
+        assert first.sigkilled, (first, tail(tmp_path / "try1.log"))
+        assert created_by_the_dead_try >= 2 and waiting_at_retry == created_by_the_dead_try
+        assert second.code == 0, (second, outcome.get("error"), tail(tmp_path / "try2.log"))
+        emu.wait_idle(30)
+        stats = emu.stats()
+        assert sorted(stats["submissions_by_input"].values()) == [1] * N, stats["submissions_by_input"]
+        assert stats["tasks_created"] == N
+        summary = outcome["result"]
+        assert summary["succeeded"] == N and summary["adopted"] == created_by_the_dead_try, summary
+    finally:
+        emu.stop()

@@ -162,13 +162,21 @@ def _operator(**kwargs: Any) -> Any:
     return MpsBatchProcessImageOperator(**args)
 
 
-@pytest.mark.parametrize("region", ["Guangzhou", "None", "ap guangzhou", "ap-guangzhou/x"])
-def test_a_bad_region_argument_fails_before_the_hook_exists(region: str) -> None:
+@pytest.mark.parametrize(
+    ("region", "error"),
+    [
+        ("Guangzhou", r"^region: .* is not a valid region"),
+        ("None", r"^region: 'None' rendered to nothing"),  # the shared rendered-empty rule, first
+        ("ap guangzhou", r"^region: .* is not a valid region"),
+        ("ap-guangzhou/x", r"^region: .* is not a valid region"),
+    ],
+)
+def test_a_bad_region_argument_fails_before_the_hook_exists(region: str, error: str) -> None:
     from airflow.providers.common.compat.sdk import AirflowFailException
 
     op = _operator(region=region)
     op.__dict__["hook"] = None  # cached_property slot: any use of the hook would fail loudly
-    with pytest.raises(AirflowFailException, match=r"^region: .* is not a valid region"):
+    with pytest.raises(AirflowFailException, match=error):
         op.execute({})
 
 
