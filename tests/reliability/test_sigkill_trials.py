@@ -72,8 +72,9 @@ SINGLE_TRIALS = 24
 MIN_KILLS = 20
 WORKER_TIMEOUT = 90.0
 EMULATOR = {"task_duration_ms": "150:400", "workers": 6}
-#: The single-image retry's patience for an unrecorded submission (the hook's
-#: ``reconcile_deadline_seconds``, 60 s by default), short so a trial costs seconds.
+#: A retry's patience for an unrecorded submission (the hook's ``reconcile_deadline_seconds``, 60 s by
+#: default; the single image's adoption and the batch's settling both use it), short so a trial costs
+#: seconds.
 PATIENCE = 2.0
 
 
@@ -380,6 +381,7 @@ def _batch_trial(
             "poll_interval": 0.2,
             "run_start": time.time(),
             "store": str(store) if store else None,
+            "patience": PATIENCE,
         }
         first, second, before, outcome = _kill_then_retry(fork_server, emu, job, trial["point"], workdir)
         problems = _first_try_problems(first, workdir) + _retry_problems(second, outcome, workdir)
