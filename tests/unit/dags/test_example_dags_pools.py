@@ -145,17 +145,40 @@ def _callback(dags: dict[str, Any]) -> Any:
 
 
 def test_only_a_timed_out_run_is_reported_by_the_failure_callback(
+    dags: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Other failures already reached the webhook through ``notify``: nothing is looked up, logged or
+    sent (a socket would trip this directory's guard). The POST of a timed-out run is tested against a
+    receiver in tests/integration/dags, and end to end in the Celery stack test."""
+    report = _callback(dags)
+    with caplog.at_level(logging.DEBUG):
+        for reason in ("task_failure", "success", None):
+            assert report({"reason": reason, "run_id": "manual__1"}) is None
+    assert caplog.records == []
+
+
+def _connections_resolve_outside_a_task() -> bool:
+    """Airflow 3.0's Task SDK looks a connection up through the task supervisor only (none here)."""
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+    from airflow.sdk import Connection
+
+    try:
+        Connection.get("airflow_mps_no_such_connection")
+    except AirflowNotFoundException:
+        return True
+    except ImportError:
+        return False
+    return True
+
+
+def test_a_timed_out_run_without_a_webhook_is_logged_naming_the_pool(
     dags: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Other failures already reached the webhook through ``notify``; nothing is looked up or sent
-    (a socket would trip this directory's guard). A timeout without a webhook connection is logged,
-    naming the pool. The POST itself is tested against a receiver in tests/integration/dags."""
-    report = _callback(dags)
+    if not _connections_resolve_outside_a_task():
+        pytest.skip("this Airflow (3.0) resolves connections only inside a supervised task or DAG processor")
     monkeypatch.delenv("AIRFLOW_CONN_MPS_WEBHOOK", raising=False)
     with caplog.at_level(logging.WARNING):
-        assert report({"reason": "task_failure", "run_id": "manual__1"}) is None
-        assert caplog.records == []
-        report({"reason": "timed_out", "run_id": "manual__1"})
+        _callback(dags)({"reason": "timed_out", "run_id": "manual__1"})
     [record] = [r for r in caplog.records if "MPS_DAGS_RUN_TIMEOUT" in r.getMessage()]
     assert "the pool 'mps'" in record.getMessage()
     assert "No connection 'mps_webhook'" in record.getMessage()
