@@ -64,11 +64,11 @@ one at a time instead of throttling each other. Create it once, before the first
     airflow pools set mps 1 "MPS ProcessImage submitters (one account)"
 
 (without ``--include-deferred``). Airflow never queues a task whose pool does not exist: it stays
-``scheduled``, and only the scheduler's log says why. So the DAG has a ``dagrun_timeout``
-(``MPS_DAGS_RUN_TIMEOUT``, default 24 hours, longer than the marker wait of 12 hours plus the batch's
-own ``timeout`` of 6): the scheduler fails a run still unfinished after it and skips its waiting tasks,
-and the DAG's ``on_failure_callback`` posts that to the webhook, naming the pool.
-``MPS_DAGS_POOL=""`` runs ``enhance`` in Airflow's ``default_pool`` instead (no dedicated pool).
+``scheduled``; only the scheduler's log and ``airflow tasks failed-deps`` say why. So the DAG has a
+``dagrun_timeout`` (``MPS_DAGS_RUN_TIMEOUT``, default 24 hours, longer than the marker wait of 12
+hours plus the batch's own ``timeout`` of 6): the scheduler fails a run still unfinished after it and
+skips its waiting tasks, and the DAG's ``on_failure_callback`` posts that to the webhook, naming the
+pool. ``MPS_DAGS_POOL=""`` runs ``enhance`` in Airflow's ``default_pool`` instead (no dedicated pool).
 
 Prerequisites: the ``tencentcloud_default`` connection (credentials, region; see docs/connection.md),
 ``apache-airflow-providers-http`` installed, the pool above, and a writer that puts

@@ -9,16 +9,18 @@ Schedule and partition day are the same as ``mps_enhance_daily`` (read its docst
 processes the day that has completed, ``catchup=False``, and a ``partition`` param reprocesses a
 chosen day.
 
-At most ``MPS_DAGS_MAX_ACTIVE`` (default 8) instances of ``enhance_one`` are in flight per DAG run
-(``max_active_tis_per_dagrun``, which counts deferred instances too); a deferred instance, waiting on
-MPS in the triggerer, holds no worker slot. Each instance also takes a slot of the pool
-``MPS_DAGS_POOL`` (default ``mps``) while it runs on a worker — its one ``ProcessImage`` call, then
-briefly again to read the result — and none while deferred: the same pool as ``mps_enhance_daily``'s
-batch, so the account's submitters take turns. With the recommended pool of 1 the instances submit one
-after another (a second or two of worker time each), and wait while a batch of the account submits.
-Create the pool first (``airflow pools set mps 1 "MPS ProcessImage submitters (one account)"``);
-``MPS_DAGS_POOL=""`` uses Airflow's ``default_pool`` instead. A task whose pool does not exist is never
-queued (it stays ``scheduled``, with only a warning in the scheduler's log), so the DAG has a
+At most ``MPS_DAGS_MAX_ACTIVE`` (default 8) instances of ``enhance_one`` run at once per DAG run
+(``max_active_tis_per_dagrun``; Airflow 3.3 counts deferred instances too, 3.0 only running ones); a
+deferred instance, waiting on MPS in the triggerer, holds no worker slot.
+
+Each instance also takes a slot of the pool ``MPS_DAGS_POOL`` (default ``mps``) while it runs on a
+worker — its one ``ProcessImage`` call, then briefly again to read the result — and none while
+deferred: the same pool as ``mps_enhance_daily``'s batch, so the account's submitters take turns. With
+the recommended pool of 1 the instances submit one after another (each holds the slot for its own
+start on a worker and one call), and wait while a batch of the account submits. Create the pool first
+(``airflow pools set mps 1 "MPS ProcessImage submitters (one account)"``); ``MPS_DAGS_POOL=""`` uses
+Airflow's ``default_pool`` instead. A task whose pool does not exist is never queued (it stays
+``scheduled``; only the scheduler's log and ``airflow tasks failed-deps`` say why), so the DAG has a
 ``dagrun_timeout`` (``MPS_DAGS_RUN_TIMEOUT``, default 24 hours): the scheduler fails a run still
 unfinished after it.
 
