@@ -40,6 +40,7 @@ since ``start_date``. Process past days with a backfill — one run per day, ``-
    and writes a manifest (one JSON line per image) next to the outputs in ``enhanced/dt=<day>/``.
    Images whose output already exists are skipped, so reruns and backfills are idempotent; a retry
    never submits an image twice. More than 5 % failed images (``max_failed_ratio``) fail the task.
+   It runs in the pool ``MPS_DAGS_POOL`` (below), the only task of the DAG that does.
 3. ``publish``: records an asset event on the enhanced prefix, keyed by the partition on
    Airflow >= 3.3, so downstream DAGs scheduled on that asset see which day is ready.
 4. ``notify``: POSTs the run's summary (counts, manifest URI, failed inputs) to a webhook through the
@@ -52,18 +53,38 @@ since ``start_date``. Process past days with a backfill — one run per day, ``-
    the only leaf, and a run whose batch failed would still be marked successful. It is skipped on a
    good run.
 
+**The pool.** ``enhance`` takes one slot of the Airflow pool ``MPS_DAGS_POOL`` (default ``mps``) while
+it runs on a worker: while it lists and submits, and again briefly when it resumes to write the
+manifest. A pool counts only queued and running tasks unless it was created with
+``--include-deferred``, so a deferred batch, waiting on MPS in the triggerer, holds no slot. One
+submitter alone uses the account's whole ``ProcessImage`` limit (20/s), so a pool of 1 per account
+lets a backfill's runs (and every other DAG submitting to the account through the same pool) submit
+one at a time instead of throttling each other. Create it once, before the first run::
+
+    airflow pools set mps 1 "MPS ProcessImage submitters (one account)"
+
+(without ``--include-deferred``). Airflow never queues a task whose pool does not exist: it stays
+``scheduled``; only the scheduler's log and ``airflow tasks failed-deps`` say why. So the DAG has a
+``dagrun_timeout`` (``MPS_DAGS_RUN_TIMEOUT``, default 24 hours, longer than the marker wait of 12
+hours plus the batch's own ``timeout`` of 6): the scheduler fails a run still unfinished after it and
+skips its waiting tasks, and the DAG's ``on_failure_callback`` posts that to the webhook, naming the
+pool. ``MPS_DAGS_POOL=""`` runs ``enhance`` in Airflow's ``default_pool`` instead (no dedicated pool).
+
 Prerequisites: the ``tencentcloud_default`` connection (credentials, region; see docs/connection.md),
-``apache-airflow-providers-http`` installed, and a writer that puts ``raw/dt=<day>/_SUCCESS`` after
-each day's images. Optional: an ``mps_webhook`` HTTP connection.
+``apache-airflow-providers-http`` installed, the pool above, and a writer that puts
+``raw/dt=<day>/_SUCCESS`` after each day's images. Optional: an ``mps_webhook`` HTTP connection.
 Configuration (environment, read at parse time; every value has an offline default):
 ``MPS_DAGS_BUCKET`` (default ``photos-1250000000``), ``MPS_DAGS_START_DATE`` (default ``2026-11-01``),
 ``MPS_DAGS_TIMEZONE`` (default ``UTC``), ``MPS_DAGS_WEBHOOK_CONN_ID`` (default ``mps_webhook``),
 ``MPS_DAGS_POLL_INTERVAL`` (seconds, default 30; MPS polls and marker checks),
-``MPS_DAGS_MARKER_TIMEOUT`` (seconds, default 43200).
+``MPS_DAGS_MARKER_TIMEOUT`` (seconds, default 43200), ``MPS_DAGS_POOL`` (default ``mps``),
+``MPS_DAGS_RUN_TIMEOUT`` (seconds, default 86400).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -75,6 +96,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowNotFoundException,
     AirflowSkipException,
 )
+from airflow.providers.http.hooks.http import HttpHook
 from airflow.providers.http.operators.http import HttpOperator
 from airflow.sdk import DAG, Asset, Connection, Param, task
 
@@ -96,6 +118,16 @@ POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 WEBHOOK_CONN_ID = os.environ.get("MPS_DAGS_WEBHOOK_CONN_ID", "mps_webhook")
 # How long to wait for a day's _SUCCESS marker before failing the run (seconds).
 MARKER_TIMEOUT = float(os.environ.get("MPS_DAGS_MARKER_TIMEOUT", str(12 * 3600)))
+# The pool `enhance` takes a slot of while it submits: one per account, one slot (docstring, "The pool").
+# Empty: Airflow's default_pool, i.e. no dedicated pool.
+POOL = os.environ.get("MPS_DAGS_POOL", "mps") or "default_pool"
+# The scheduler fails a run still unfinished after this long (seconds). It is what ends, loudly, a run
+# whose task waits for a pool that does not exist: Airflow would keep that task scheduled forever.
+RUN_TIMEOUT = float(os.environ.get("MPS_DAGS_RUN_TIMEOUT", str(24 * 3600)))
+# The batch's own wait for MPS, per try (seconds).
+BATCH_TIMEOUT = 6 * 3600
+
+log = logging.getLogger(__name__)
 
 ENHANCED = Asset(uri=f"cosn://{BUCKET}/enhanced/", name="mps_enhanced_photos")
 
@@ -139,12 +171,45 @@ def skip_without_webhook(context: Any) -> None:
         ) from None
 
 
+def report_timed_out_run(context: Any) -> None:
+    """``on_failure_callback`` of the DAG: when the scheduler failed the run for exceeding
+    ``dagrun_timeout``, POST that to the webhook (``notify`` never ran), naming the pool.
+
+    Other failures are reported by ``notify`` itself (``all_done``), so only ``reason == "timed_out"``
+    posts. The callback runs in the DAG processor; without the webhook connection it only logs.
+    """
+    if context.get("reason") != "timed_out":
+        return
+    dag_run = context.get("dag_run")  # present when the scheduler sent a task instance along
+    day = partition_day(dag_run, dag_run.conf or {}) if dag_run is not None else None
+    message = (
+        f"The run did not finish within MPS_DAGS_RUN_TIMEOUT ({RUN_TIMEOUT:.0f} s): the scheduler failed "
+        f"it and skipped its unfinished tasks. If 'enhance' never started, it was waiting for a slot of "
+        f"the pool {POOL!r}; check that the pool exists (airflow pools list): Airflow keeps a task whose "
+        "pool does not exist scheduled forever."
+    )
+    try:
+        Connection.get(WEBHOOK_CONN_ID)
+    except AirflowNotFoundException:
+        log.warning("%s (No connection %r, so nobody is notified.)", message, WEBHOOK_CONN_ID)
+        return
+    HttpHook(method="POST", http_conn_id=WEBHOOK_CONN_ID).run(
+        endpoint="mps/daily",
+        data=json.dumps(
+            {"dag_run": context.get("run_id"), "partition": day, "summary": None, "error": message}
+        ),
+        headers={"Content-Type": "application/json"},
+    )
+
+
 with DAG(
     dag_id="mps_enhance_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone=TIMEZONE),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=2,
+    dagrun_timeout=timedelta(seconds=RUN_TIMEOUT),
+    on_failure_callback=report_timed_out_run,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     params={
         "partition": Param(
@@ -176,7 +241,10 @@ with DAG(
         max_failed_ratio=0.05,
         deferrable=True,
         poll_interval=POLL_INTERVAL,
-        timeout=6 * 3600,
+        timeout=BATCH_TIMEOUT,
+        # A slot only while on a worker (submitting, then briefly writing the manifest): deferred, the
+        # batch holds none, unless the pool was created with --include-deferred.
+        pool=POOL,
     )
 
     @task(outlets=[ENHANCED])

@@ -10,16 +10,23 @@ processes the day that has completed, ``catchup=False``, and a ``partition`` par
 chosen day.
 
 At most ``MPS_DAGS_MAX_ACTIVE`` (default 8) instances of ``enhance_one`` run at once per DAG run
-(``max_active_tis_per_dagrun``); a deferred instance, waiting on MPS in the triggerer, holds no worker
-slot. The hook also paces ProcessImage to the connection's rate limit inside each worker. No pool is
-needed: to share one bound across several DAGs, create a pool *first*
-(``airflow pools set mps 4 "MPS ProcessImage"``) and add ``pool="mps"`` to ``partial()`` — a task
-whose pool does not exist is never queued (it stays ``scheduled``, with only a warning in the
-scheduler's log), and a task cannot check for a pool itself on Airflow 3.
+(``max_active_tis_per_dagrun``; Airflow 3.3 counts deferred instances too, 3.0 only running ones); a
+deferred instance, waiting on MPS in the triggerer, holds no worker slot.
 
-Prerequisites: the ``tencentcloud_default`` connection only. Configuration (environment, parse time):
-``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_TIMEZONE``, ``MPS_DAGS_POLL_INTERVAL`` as for
-``mps_enhance_daily``, and ``MPS_DAGS_MAX_ACTIVE``.
+Each instance also takes a slot of the pool ``MPS_DAGS_POOL`` (default ``mps``) while it runs on a
+worker — its one ``ProcessImage`` call, then briefly again to read the result — and none while
+deferred: the same pool as ``mps_enhance_daily``'s batch, so the account's submitters take turns. With
+the recommended pool of 1 the instances submit one after another (each holds the slot for its own
+start on a worker and one call), and wait while a batch of the account submits. Create the pool first
+(``airflow pools set mps 1 "MPS ProcessImage submitters (one account)"``); ``MPS_DAGS_POOL=""`` uses
+Airflow's ``default_pool`` instead. A task whose pool does not exist is never queued (it stays
+``scheduled``; only the scheduler's log and ``airflow tasks failed-deps`` say why), so the DAG has a
+``dagrun_timeout`` (``MPS_DAGS_RUN_TIMEOUT``, default 24 hours): the scheduler fails a run still
+unfinished after it.
+
+Prerequisites: the ``tencentcloud_default`` connection and the pool. Configuration (environment, parse
+time): ``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_TIMEZONE``, ``MPS_DAGS_POLL_INTERVAL``,
+``MPS_DAGS_POOL``, ``MPS_DAGS_RUN_TIMEOUT`` as for ``mps_enhance_daily``, and ``MPS_DAGS_MAX_ACTIVE``.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ START_DATE = pendulum.instance(
 # How often to ask MPS about unfinished work (seconds); the demo and tests use 1 or less.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 MAX_ACTIVE = int(os.environ.get("MPS_DAGS_MAX_ACTIVE", "8"))
+# The account's submitters' pool, as in mps_enhance_daily (empty: Airflow's default_pool).
+POOL = os.environ.get("MPS_DAGS_POOL", "mps") or "default_pool"
+# The scheduler fails a run still unfinished after this long (seconds): the end of a run whose tasks
+# wait for a pool that does not exist.
+RUN_TIMEOUT = float(os.environ.get("MPS_DAGS_RUN_TIMEOUT", str(24 * 3600)))
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
@@ -67,6 +79,7 @@ with DAG(
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone=TIMEZONE),
     start_date=START_DATE,
     catchup=False,
+    dagrun_timeout=timedelta(seconds=RUN_TIMEOUT),
     params={
         "partition": Param(
             None,
@@ -94,6 +107,7 @@ with DAG(
     MpsProcessImageOperator.partial(
         task_id="enhance_one",
         max_active_tis_per_dagrun=MAX_ACTIVE,
+        pool=POOL,
         output_storage=f"cos://{BUCKET}",
         output_dir="/enhanced-mapped/dt={{ partition_day(dag_run, params) }}/",
         image_task={

@@ -9,14 +9,21 @@ It converts ``cos://<bucket>/raw/dt=<day>/landscape.jpg`` to PNG, where ``<day>`
 param when given, else the run's logical date — or, for a manual run without a logical date (Airflow 3
 allows one; ``{{ ds }}`` is then undefined), the day the run was triggered (``dag_run.run_after``).
 
-Prerequisites: the ``tencentcloud_default`` connection only. Configuration (environment, parse time):
-``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_POLL_INTERVAL`` as for ``mps_enhance_daily``.
+``submit`` takes a slot of the pool ``MPS_DAGS_POOL`` (default ``mps``) for its one ``ProcessImage``
+call, the pool every submitting task of the example DAGs shares (see ``mps_enhance_daily``: create it
+with ``airflow pools set mps 1 "MPS ProcessImage submitters (one account)"``); ``wait`` needs none. A
+task whose pool does not exist stays ``scheduled`` forever, so the scheduler fails a run still
+unfinished after ``MPS_DAGS_RUN_TIMEOUT`` (``dagrun_timeout``, default 24 hours).
+
+Prerequisites: the ``tencentcloud_default`` connection and the pool. Configuration (environment, parse
+time): ``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_POLL_INTERVAL``, ``MPS_DAGS_POOL``,
+``MPS_DAGS_RUN_TIMEOUT`` as for ``mps_enhance_daily``.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
@@ -27,6 +34,11 @@ BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
 START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
 # How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
+# The account's submitters' pool, as in mps_enhance_daily (empty: Airflow's default_pool).
+POOL = os.environ.get("MPS_DAGS_POOL", "mps") or "default_pool"
+# The scheduler fails a run still unfinished after this long (seconds): the end of a run whose task
+# waits for a pool that does not exist.
+RUN_TIMEOUT = float(os.environ.get("MPS_DAGS_RUN_TIMEOUT", str(24 * 3600)))
 # The run's day: never {{ ds }}, which a run without a logical date does not have.
 DAY = "{{ params.partition or (dag_run.logical_date or dag_run.run_after) | ds }}"
 
@@ -35,6 +47,7 @@ with DAG(
     schedule=None,
     start_date=START_DATE,
     catchup=False,
+    dagrun_timeout=timedelta(seconds=RUN_TIMEOUT),
     params={
         "partition": Param(
             None,
@@ -53,6 +66,7 @@ with DAG(
         output_path=f"/converted/dt={DAY}/landscape.{{format}}",
         image_task={"EncodeConfig": {"Format": "PNG"}},
         wait_for_completion=False,
+        pool=POOL,
     )
 
     wait = MpsImageTaskSensor(

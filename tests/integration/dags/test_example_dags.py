@@ -328,3 +328,29 @@ def test_wait_external_submits_then_sensor_waits(env: tuple[EmulatorServer, _Rec
     assert _states(dr) == {("submit", -1): "success", ("wait", -1): "success"}
     out = server.cos_backend.get_object(BUCKET, f"converted/dt={DS}/landscape.png")
     assert out.data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_enhance_daily_reports_a_timed_out_run_to_the_webhook(env: tuple[EmulatorServer, _Receiver]) -> None:
+    """When the scheduler fails a run at ``dagrun_timeout`` (a task waiting for a pool that does not
+    exist never finishes), ``notify`` never runs; the DAG's failure callback posts instead, naming the
+    day and the pool. Called here with the context the DAG processor builds (reason, run id, run);
+    the scheduler's side is proven in tests/reliability/stack/test_celery_stack.py."""
+    from types import SimpleNamespace
+
+    _, receiver = env
+    posts = _posts_during(receiver)
+    dag = _dagbag().dags["mps_enhance_daily"]
+    callbacks = (
+        dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]
+    )
+    run = SimpleNamespace(
+        conf={}, data_interval_start=datetime(2026, 11, 1, tzinfo=timezone.utc), run_after=RUN_FOR_DS
+    )
+    for callback in callbacks:
+        callback({"reason": "timed_out", "run_id": "scheduled__2026-11-02T00:00:00+00:00", "dag_run": run})
+
+    [(path, body)] = posts
+    assert path == "/mps/daily"
+    assert body["dag_run"] == "scheduled__2026-11-02T00:00:00+00:00"
+    assert body["partition"] == DS and body["summary"] is None
+    assert "MPS_DAGS_RUN_TIMEOUT (86400 s)" in body["error"] and "the pool 'mps'" in body["error"]

@@ -71,6 +71,19 @@ class Procs:
             os.killpg(proc.pid, signal.SIGKILL)  # the group led by the PID we started
         proc.wait(30)
 
+    def stop(self, name: str, timeout: float = 20) -> None:
+        """Stop one process (SIGTERM to its group, SIGKILL after ``timeout``), e.g. to restart it."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
     def check_alive(self, what: str) -> None:
         for name, proc in self.procs.items():
             assert proc.poll() is None, f"{name} exited with {proc.returncode} while waiting for {what}"

@@ -159,6 +159,12 @@ def test_scheduler_and_triggerer_run_the_daily_dag_and_survive_a_triggerer_kill(
             [AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
         )
         assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-3000:]
+        # The DAG's documented setup: the submitters' pool (a task of a missing pool is never queued).
+        pool = subprocess.run(
+            [AIRFLOW, "pools", "set", "mps", "1", "MPS ProcessImage submitters (one account)"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert pool.returncode == 0, pool.stdout[-2000:] + pool.stderr[-3000:]
         start_api_server(procs, env, logs)
         procs.start("scheduler", [AIRFLOW, "scheduler"], env, logs)
         procs.start("dag-processor", [AIRFLOW, "dag-processor"], env, logs)

@@ -250,12 +250,3 @@ def test_daily_waits_for_the_partition_marker_before_the_batch(dags: dict[str, A
     assert dag.get_task("enhance").upstream_task_ids == {"wait_for_partition"}
     # A marker that never comes fails the run (the watcher), not only the sensor.
     assert "wait_for_partition" in dag.get_task("watcher").upstream_task_ids
-
-
-def test_examples_need_no_pool_or_other_hidden_setup(dags: dict[str, Any]) -> None:
-    """A task in a pool that does not exist is never queued (only a scheduler-log warning): use none."""
-    for dag_id in ("mps_enhance_daily", "mps_enhance_mapped", "mps_wait_external"):
-        for task in dags[dag_id].tasks:
-            assert task.pool == "default_pool", f"{dag_id}.{task.task_id} uses pool {task.pool!r}"
-    mapped = dags["mps_enhance_mapped"].get_task("enhance_one")
-    assert mapped.max_active_tis_per_dagrun == 8
