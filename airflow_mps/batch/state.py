@@ -192,14 +192,23 @@ def store_deferral(
     writes = ((carry_at, encode(carry_doc(token, carry))), (wait_at, encode(wait_doc(token, pending, known))))
     # Both at once: each is a COS round trip the worker slot waits for (bench P3).
     _both(
+        hook,
         lambda item: hook.write_object(item[0].bucket, item[0].key, item[1], content_type=CONTENT_TYPE),
         writes,
     )
     return wait_at, token
 
 
-def _both(call: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """``call`` on each item on its own thread; the results in order, or the first error raised."""
+def _both(hook: Any, call: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``call`` on each item on its own thread; the results in order, or the first error raised.
+
+    The hook's connection is resolved first, in the calling thread: two threads resolving it at once
+    would look it up twice, and on Airflow 3.0's ``dag.test`` the in-process supervisor channel is not
+    thread-safe (``InProcessSupervisorComms.send`` removes ``SUPERVISOR_COMMS`` while it handles a
+    request; two concurrent lookups left it removed, and the task's next XCom push failed)."""
+    resolve = getattr(hook, "get_settings", None)
+    if callable(resolve):
+        resolve()
     with ThreadPoolExecutor(len(items)) as pool:
         return list(pool.map(call, items))
 
@@ -217,7 +226,9 @@ def load_results(
     carry_at, _ = state_objects(bucket, destination_prefix, manifest_name)
     wait_at = StateObject.parse(str(event.get("state")))
     try:
-        carry_data, wait_data = _both(lambda at: hook.read_object(at.bucket, at.key), (carry_at, wait_at))
+        carry_data, wait_data = _both(
+            hook, lambda at: hook.read_object(at.bucket, at.key), (carry_at, wait_at)
+        )
         carry = decode(carry_data, token, "carry")
         wait = decode(wait_data, token, "wait")
     except MpsError as err:

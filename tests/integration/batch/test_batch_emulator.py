@@ -168,8 +168,11 @@ def test_status_calls_per_image_stay_low(conn: Any, png: bytes, listing: str) ->
     part = _seed(conn, png, 150)
     summary = _run(_operator(part, poll_interval=2), _context(MemoryTaskStateStore()))
     assert summary["succeeded"] == 150
-    assert _count(conn, "DescribeImageTaskDetail") == 150
-    describe = _count(conn, "DescribeImageTasks") + _count(conn, "DescribeImageTaskDetail")
+    # One answered detail call per image. A refused (throttled) attempt is not one: on a starved
+    # machine a paced thread can wake late next to another and draw a RequestLimitExceeded, retried.
+    refused = _count(conn, "DescribeImageTaskDetail", "throttled")
+    assert _count(conn, "DescribeImageTaskDetail") - refused == 150
+    describe = _count(conn, "DescribeImageTasks") + _count(conn, "DescribeImageTaskDetail") - refused
     assert describe <= 1.3 * 150, describe
 
 
