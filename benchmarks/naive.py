@@ -25,6 +25,9 @@ class NaiveRun:
     first_start: float = 0.0
     last_end: float = 0.0
     describe_calls: int = 0
+    #: error code → first message, of the submissions that failed for good (a baseline that fails
+    #: measures nothing: the scenarios report these)
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 def _client(emu: Any) -> Any:
@@ -40,7 +43,9 @@ def _body(emu: Any, key: str, out_prefix: str) -> str:
                 "CosInputInfo": {"Bucket": BUCKET, "Region": emu.region, "Object": "/" + key},
             },
             "OutputStorage": {"Type": "COS", "CosOutputStorage": {"Bucket": BUCKET, "Region": emu.region}},
-            "OutputPath": f"/{out_prefix}/{name}.jpg",
+            # The documented service requires OutputPath to end in ".{format}" (doc 862/37039), as
+            # the strict emulator does; a literal ".jpg" is refused (InvalidParameterValue.OutputPath).
+            "OutputPath": f"/{out_prefix}/{name}.{{format}}",
             "ImageTask": {"EncodeConfig": {"Format": "JPEG", "Quality": 80}},
         }
     )
@@ -65,6 +70,7 @@ def _submit_one(
                 continue
             with lock:
                 run.failed += 1
+                run.errors.setdefault(str(err.get_code()), str(err.get_message()))
             return
         with lock:
             run.task_ids.append(response.TaskId)
@@ -93,6 +99,8 @@ def submit(emu: Any, keys: list[str], out_prefix: str, threads: int = 1) -> Naiv
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, keys))
     run.last_end = time.perf_counter()
+    if keys and not run.task_ids:  # a baseline that submits nothing measures nothing
+        raise RuntimeError(f"the naive baseline failed every submission: {run.errors}")
     return run
 
 
