@@ -68,6 +68,12 @@ def _put(server: Any) -> Any:
     return lambda key, data: server.cos_backend.put_object(BUCKET, key, data, "image/png")
 
 
+#: A retry's patience for what a killed try sent but never recorded (the hook's
+#: ``reconcile_deadline_seconds``, 60 s by default): these tests retry at once, and the emulator's
+#: tasks leave WAITING within milliseconds, so a short one keeps each retry from waiting a minute.
+RETRY_PATIENCE = 2.0
+
+
 def _batch(part: str, **kwargs: Any) -> Any:
     from airflow_mps.operators.batch import MpsBatchProcessImageOperator
 
@@ -82,7 +88,9 @@ def _batch(part: str, **kwargs: Any) -> Any:
         "max_failed_ratio": 1.0,
     }
     args.update(kwargs)
-    return MpsBatchProcessImageOperator(**args)
+    op = MpsBatchProcessImageOperator(**args)
+    op.hook.reconcile_deadline_seconds = RETRY_PATIENCE
+    return op
 
 
 def _ctx(store: Any, try_number: int = 1) -> dict[str, Any]:
@@ -341,6 +349,7 @@ WORKER = textwrap.dedent(
     op = MpsBatchProcessImageOperator(task_id="batch", source=source, destination=dest,
         image_task={"EncodeConfig": {"Format": "JPEG"}}, deferrable=False, poll_interval=0.3,
         submit_concurrency=2)
+    op.hook.reconcile_deadline_seconds = 2.0  # a retry's patience (60 s by default): it retries at once
     ctx = {"ti": SimpleNamespace(try_number=int(try_number)), "task_state_store": FileStore(store)}
     print(json.dumps(op.execute(ctx)))
     """

@@ -113,6 +113,12 @@ def _seed(emulator: Any, png: bytes) -> str:
     return part
 
 
+#: A retry's patience for what a killed try sent but never recorded (the hook's
+#: ``reconcile_deadline_seconds``, 60 s by default): these tests retry at once, and the emulator's
+#: tasks leave WAITING within milliseconds, so a short one keeps each retry from waiting a minute.
+RETRY_PATIENCE = 2.0
+
+
 def _operator(part: str, **kwargs: Any) -> Any:
     from airflow_mps.operators.batch import MpsBatchProcessImageOperator
 
@@ -126,7 +132,9 @@ def _operator(part: str, **kwargs: Any) -> Any:
         "deferrable": True,
     }
     args.update(kwargs)
-    return MpsBatchProcessImageOperator(**args)
+    op = MpsBatchProcessImageOperator(**args)
+    op.hook.reconcile_deadline_seconds = RETRY_PATIENCE
+    return op
 
 
 def _run(op: Any, store: MemoryTaskStateStore, try_number: int = 1) -> dict[str, Any]:
