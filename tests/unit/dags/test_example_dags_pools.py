@@ -14,14 +14,12 @@ tests/reliability/stack/test_celery_stack.py.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from example_dags_support import parse_example_dags
 
-REPO = Path(__file__).resolve().parents[3]
 DAG_IDS = ("mps_enhance_daily", "mps_enhance_mapped", "mps_wait_external")
 #: The tasks that call ProcessImage, per DAG.
 SUBMITTERS = {
@@ -34,25 +32,7 @@ _SETTINGS = ("MPS_DAGS_POOL", "MPS_DAGS_RUN_TIMEOUT", "MPS_DAGS_WEBHOOK_CONN_ID"
 
 def _parse(**env: str) -> dict[str, Any]:
     """Parse ``dags/`` with the pool settings unset except ``env`` (read at parse time)."""
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow < 3.1 keeps DagBag in airflow.models
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
-
-    saved = {k: os.environ.get(k) for k in _SETTINGS}
-    try:
-        for key in _SETTINGS:
-            os.environ.pop(key, None)
-        os.environ.update(env)
-        bag = DagBag(dag_folder=str(REPO / "dags"))  # examples are off (tests/conftest.py)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    assert bag.import_errors == {}
-    return bag.dags
+    return parse_example_dags({**dict.fromkeys(_SETTINGS), **env})
 
 
 @pytest.fixture(scope="module")

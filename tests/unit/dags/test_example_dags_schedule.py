@@ -10,16 +10,14 @@ run must read the day that has *completed*, never the day that has just begun.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from example_dags_support import parse_example_dags
 
-REPO = Path(__file__).resolve().parents[3]
 UTC = timezone.utc
 BUCKET = "photos-1250000000"
 _ENV = {
@@ -29,34 +27,9 @@ _ENV = {
 }
 
 
-def _parse(env: dict[str, str | None]) -> dict[str, Any]:
-    """Parse ``dags/`` with ``env`` applied (the DAG files read their settings at parse time)."""
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow < 3.1 keeps DagBag in airflow.models
-        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
-
-    saved = {k: os.environ.get(k) for k in env}
-    try:
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        bag = DagBag(dag_folder=str(REPO / "dags"))  # examples are off (tests/conftest.py)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    assert bag.import_errors == {}
-    return bag.dags
-
-
 @pytest.fixture(scope="module")
 def dags() -> dict[str, Any]:
-    return _parse(_ENV)
+    return parse_example_dags(_ENV)
 
 
 def _timetable(dag: Any) -> Any:
@@ -204,7 +177,7 @@ def test_manual_runs_read_the_last_complete_day_or_the_param(dags: dict[str, Any
 
 def test_partition_days_follow_the_dag_timezone() -> None:
     """MPS_DAGS_TIMEZONE=Asia/Shanghai: runs at Shanghai midnight read that Shanghai day."""
-    dag = _parse({**_ENV, "MPS_DAGS_TIMEZONE": "Asia/Shanghai"})["mps_enhance_daily"]
+    dag = parse_example_dags({**_ENV, "MPS_DAGS_TIMEZONE": "Asia/Shanghai"})["mps_enhance_daily"]
     info = next(_scheduled_runs(dag, catchup=True))
     # 00:00 on 2 Nov in Shanghai is 16:00 UTC on 1 Nov.
     assert info.run_after == datetime(2026, 11, 1, 16, tzinfo=UTC)
