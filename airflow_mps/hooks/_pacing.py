@@ -8,10 +8,12 @@ trip and a backoff. Pacing keeps us under the limit in the first place. Buckets 
 
 Buckets are shared by every hook in the process that uses the same SecretId and endpoint (the limit
 is per account). Separate processes — several Airflow workers, the runs of a backfill — cannot see
-each other's buckets, so the default bucket **adapts** to what the service answers (issue 13; the idea
-of botocore's ``adaptive`` retry mode, a client rate that follows the throttling it sees): see
-:class:`AdaptiveBucket`. Alone it paces just under the connection's rate (P1); K processes on one
-account settle on about limit ÷ K each with few throttles (P8). The configured rate is the ceiling.
+each other's buckets. The default bucket is fixed (:class:`TokenBucket` at ``HEADROOM`` of the
+connection's rate; separate processes overlap and the throttling retry absorbs it).
+``AIRFLOW_MPS_PACING=adaptive`` selects :class:`AdaptiveBucket` (issue 13; the idea of botocore's
+``adaptive`` retry mode, a client that follows what the service answers), which reads the service's
+refusals to find the other processes and take turns with them. The configured rate is the ceiling
+either way.
 
 The hook's side of the contract::
 
@@ -21,8 +23,8 @@ The hook's side of the contract::
     bucket.on_success(sent_at)           # answered, and not a throttle
     bucket.on_throttled(sent_at, error.message)   # answered RequestLimitExceeded*
 
-:class:`TokenBucket` is the fixed pacer (a GCRA; the feedback methods only count); it is what
-``use_adaptive_pacing(False)`` selects — the benchmark's baseline.
+Internally ``acquire`` is ``_reserve`` (a delay and a ticket), a wait, and ``_claim(ticket)``: send
+now (``0.0``), reserve again (``None``: the reservation was voided), or wait a little more.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class TokenBucket:
 
     ``burst`` is how many calls may go back to back after an idle period (default 1: evenly spaced,
     which keeps every 1-second window at or under ``rate``). A ledger of the most recent grant times
-    is kept so tests and benchmarks can count grants per window. ``on_success``/``on_throttled``
+    is kept so tests and benchmarks can count grants per window (a grant is recorded when the caller
+    sends: ``acquire`` after its wait, or ``reserve``, which commits at once). ``on_success``/``on_throttled``
     exist so the hook can report outcomes to any bucket; a fixed bucket ignores them.
     """
 
@@ -125,8 +128,13 @@ class TokenBucket:
         self._rate = rate
 
     def reserve(self) -> float:
-        """Reserve the next slot; return how many seconds the caller must wait before sending."""
-        return self._reserve()[0]
+        """Reserve the next slot and commit to sending in it; return how many seconds the caller must
+        wait before sending (recorded in the ledger at its send time)."""
+        delay, ticket = self._reserve()
+        with self._lock:
+            if self.still_valid(ticket):
+                self.ledger.append(self._clock() + delay)
+        return delay
 
     def _reserve(self) -> tuple[float, Any]:
         """``(delay, ticket)``: ``still_valid(ticket)`` says after the wait whether to send."""
@@ -134,7 +142,16 @@ class TokenBucket:
 
     def still_valid(self, ticket: Any) -> bool:
         """Whether a reservation made with ``ticket`` may still be used (nothing voided it since)."""
-        return ticket == self.epoch
+        return bool(ticket == self.epoch)
+
+    def _claim(self, ticket: Any) -> float | None:
+        """After the wait: ``0.0`` — send now (the send goes in the ledger); ``None`` — the
+        reservation was voided, reserve again; more — wait that many seconds, then claim again."""
+        with self._lock:
+            if not self.still_valid(ticket):
+                return None
+            self.ledger.append(self._clock())
+            return 0.0
 
     def _reserve_slot(self) -> float:
         with self._lock:
@@ -144,7 +161,6 @@ class TokenBucket:
             tat = max(self._tat, now)
             send_at = max(now, tat - tolerance)
             self._tat = tat + interval
-            self.ledger.append(send_at)
             return send_at - now
 
     def acquire(self, sleep: Callable[[float], None] | None = None) -> float:
@@ -155,12 +171,17 @@ class TokenBucket:
         dropped and a new one made: it was planned for a rate the service has since refused.
         """
         waited = 0.0
+        delay, ticket = self._reserve()
         while True:
-            delay, ticket = self._reserve()
             if delay > 0:
                 (sleep or time.sleep)(delay)
                 waited += delay
-            if self.still_valid(ticket):
+            claimed = self._claim(ticket)
+            if claimed is None:
+                delay, ticket = self._reserve()
+            elif claimed > 0:
+                delay = claimed
+            else:
                 return waited
 
     async def aacquire(self) -> float:
@@ -168,12 +189,17 @@ class TokenBucket:
         import asyncio
 
         waited = 0.0
+        delay, ticket = self._reserve()
         while True:
-            delay, ticket = self._reserve()
             if delay > 0:
                 await asyncio.sleep(delay)
                 waited += delay
-            if self.still_valid(ticket):
+            claimed = self._claim(ticket)
+            if claimed is None:
+                delay, ticket = self._reserve()
+            elif claimed > 0:
+                delay = claimed
+            else:
                 return waited
 
     def on_success(self, sent_at: float | None = None) -> None:
@@ -201,15 +227,27 @@ class TokenBucket:
 @dataclass(frozen=True)
 class AdaptiveParams:
     """Tuning of :class:`AdaptiveBucket`. The defaults come from the simulation in
-    ``tests/unit/test_pacing_sim.py`` and bench P1/P8 (docs/performance.md); times are seconds."""
+    ``tests/unit/hooks/test_pacing_sim.py`` and bench P1/P8 (docs/performance.md); times are seconds."""
 
     #: The service's counting window.
     window: float = 1.0
     #: Jitter margin while alone: the period is ``window × (1 + margin)``. Starts at ``start_margin``,
     #: narrows by ``margin_decay`` per second of quiet down to ``min_margin``, and widens by
-    #: ``margin_step`` (up to ``max_margin``) when a throttle shows jitter, not company. A jitter
-    #: throttle wastes a whole slot (1/20 s), so the margin narrows slowly.
-    start_margin: float = 0.02
+    #: ``margin_step`` (up to ``max_margin``) when a throttle shows jitter, not company.
+    start_margin: float = 0.01
+    #: A caller that wakes up more than ``late`` of a slot after its reservation reserves again;
+    #: alone, one may be held back up to ``hold_back`` of a slot so that it reaches the service a
+    #: window after the request ``limit`` sends before it (see ``_claim``).
+    late: float = 1.5
+    hold_back: float = 1.0
+    #: A fresh bucket keeps at most ``start_window`` requests unanswered until two answers in a row
+    #: took about as long (within ``steady`` of each other); then only the rate paces. A host too
+    #: busy to answer — every process of a backfill starting at once on a small machine, answers
+    #: seconds late and out of order — is not sent a storm it would scramble: the processes meet in
+    #: the service's window once it answers steadily, and their counts there say who they are.
+    #: Alone it costs about one round trip at a fraction of the rate.
+    start_window: int = 2
+    steady: float = 0.5
     min_margin: float = 0.005
     max_margin: float = 0.10
     margin_step: float = 0.005
@@ -218,62 +256,108 @@ class AdaptiveParams:
     #: (counting ours over the window + ``jitter``, the delay spread that squeezed them together).
     alone_others: int = 1
     jitter: float = 0.1
+    #: ... and when no more than ``alone_refusals`` refusals came back in the last window (jitter is
+    #: rare; a steady trickle of refusals is another process however full of ours the window is).
+    alone_refusals: int = 2
     #: Margin of the common slot grid once the account is shared (must be the same in every process).
     shared_margin: float = 0.015
-    #: How long after the last throttle that showed company the bucket stays on the grid.
-    shared_memory: float = 60.0
-    #: A throttle reporting ``storm_factor × limit`` requests (or any in the first ``young`` seconds
-    #: of this bucket) means several processes at full speed: cut to our share at once.
+    #: Within a slot a process sends later the larger its share (log scale, up to ``max_yield``), so
+    #: that in a contest the smaller holder's request arrives first; ``tie_break`` is a random offset
+    #: per bucket (equal holders: one of them wins consistently), ``probe_delay`` what a probe adds
+    #: (an equal holder keeps its slot against a probe).
+    max_yield: float = 0.010
+    tie_break: float = 0.001
+    probe_delay: float = 0.005
+    #: How many intervals of our storm tickets (from the first) measure the group.
+    gaps: int = 3
+    #: A throttle counting ``storm_factor × limit`` requests on the grid is another process's storm
+    #: (it stops by itself within a second): nothing is given up for it.
     storm_factor: float = 1.5
-    young: float = 2.0
-    #: Minimum growth of the reported count between two throttles to measure our share from it.
-    min_growth: int = 15
-    #: After a storm cut, throttles of requests sent within ``hold`` are echoes of the storm.
-    hold: float = 1.0
-    #: For ``settle`` seconds after a storm cut, a lost slot is moved rather than given up (slots were
-    #: picked blindly); ``max_moves`` moves within ``move_memory`` mean the account is simply full.
-    settle: float = 4.0
+    #: A slot is lost when three of its instances, evenly spaced, were refused within twice
+    #: ``max(loss_span instances, max_mod windows)`` (jitter refuses one here and there). A bucket
+    #: that lost its only slot tries ``max_moves`` others before halving it.
+    loss_span: int = 4
     max_moves: int = 3
-    move_memory: float = 5.0
-    #: Probing: the wait before taking one more slot is ``probe_interval × sqrt(share)`` (× 0.5–1.5
-    #: at random), halved after every probe that was not refused, never below ``min_probe_interval``;
-    #: a probe is good once ``probe_window`` has passed without a refusal.
-    probe_interval: float = 30.0
+    #: The finest grain a bucket refines its slots to, in windows (modulus ≤ ``max_mod × limit``).
+    max_mod: int = 4
+    #: On the grid, ``crowd_refusals`` refusals or more in ``crowd_window`` seconds, and at least
+    #: ``crowd_fraction`` of what we sent then, halve what we hold (shares that add up to more than
+    #: the limit shrink fast; probes grow them back where there is room).
+    crowd_window: float = 2.0
+    crowd_refusals: int = 3
+    crowd_fraction: float = 0.25
+    #: Probing: the wait before taking more is ``probe_interval × sqrt(share)`` (× 0.5–1.5 at random),
+    #: doubled after every refused probe and halved after every probe kept, within
+    #: [``min_probe_interval``, ``max_probe_interval``].
+    probe_interval: float = 45.0
+    #: ... times ``guess_probe`` when our share was a guess (no group could be measured).
+    guess_probe: float = 0.25
+    #: A probed slot is kept once this many of its instances in a row were accepted.
+    probe_confirm: int = 3
     min_probe_interval: float = 0.3
-    probe_window: float = 1.2
-    #: Within a slot, a process sends ``yield_step`` later per slot it holds beyond one (at most
-    #: ``max_yield`` and 40 % of a slot, under the grid margin): two requests in one slot go to the
-    #: smaller holder.
-    yield_step: float = 0.003
-    max_yield: float = 0.012
+    max_probe_interval: float = 120.0
+    #: A bucket idle this long forgets what it learned (the next burst starts afresh).
+    idle_reset: float = 30.0
+
+
+#: The group sizes a storm's measurement is rounded to (nearest, on a log scale). Jitter moves the
+#: measurement by about one at sizes around 8 — 7.3 where there are 8 — and every process of the
+#: group must agree; a backfill's runs (``max_active_runs``) come in sizes like these. A group of
+#: another size (7, 9, ...) settles by probing and the crowding rule instead of exactly.
+GROUP_SIZES = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
+
+_HOLD = "hold"
+_OPEN = 1 << 30  # no cap on unanswered requests
 
 
 class AdaptiveBucket(TokenBucket):
     """A pacer that shares one account's limit with other processes it cannot see (issue 13).
 
-    The service refuses a request when ``limit`` requests were accepted in the last ``window``;
-    refused requests cost nothing but a round trip. Evenly paced, independent processes at a total
-    below the limit still collide in such a window (two requests 1 ms apart count like two), and
-    one that probes up takes a slot from whoever sends next. So the bucket paces in **slots**:
+    The service refuses a request when ``limit`` requests were accepted in the last ``window``, and
+    its refusal says how many requests it counted in that window, accepted and refused: within a
+    second every arrival raises the count by one, so a refusal's count is a **ticket** — a number no
+    other request in that window holds. The bucket has three ways of sending:
 
-    * **Alone** (no throttle has shown another process for ``shared_memory``): evenly spaced at
-      ``ceiling ÷ (1 + margin)``; the margin follows jitter (starts at 2 %,
-      narrows while nothing is refused, widens when a throttle shows only our own requests).
-    * **Shared**: every process cuts time into the same grid — period ``window × (1 +
-      shared_margin)`` of wall-clock time, ``ceiling × window`` slots — and sends only in the slots
-      it holds. Processes holding different slots never exceed the limit in any window, whatever
-      their number; two in one slot **contest** it: the service keeps the first request, the loser
-      gives the slot up (the smaller holder sends first, so contests move slots toward a fair share).
-    * **Storms** (a throttle reports ``storm_factor × limit`` requests, or we just started): our
-      share is how much of the growth of the service's count was ours; keep that many slots and
-      send nothing until the window has drained.
-    * **Probing**: while holding fewer slots than the ceiling, take one more now and then (small
-      holders more often); a refused probe gives it back; unrefused probes speed up the next.
+    * **Alone** (the start, and whenever it holds the whole limit): evenly spaced at ``ceiling ÷ (1
+      + margin)``; the margin follows jitter (narrows while nothing is refused, widens when a refusal
+      counts only our own requests). A request is held back, up to half a slot, until the one
+      ``limit`` sends before it is surely out of the service's window, counting that one as late as
+      its answer was slower than usual. A fresh bucket keeps two requests unanswered until two
+      answers in a row took about as long (slow start): a host too busy to answer is not stormed.
+    * **Storm** (a refusal whose count shows other processes): K processes that started together at
+      the full rate each send one request per interval, so our consecutive tickets are K apart and
+      the K tickets of one interval are consecutive numbers. The group size is the count's growth
+      per request of ours over up to ``gaps`` intervals, rounded to the nearest of
+      :data:`GROUP_SIZES`; our rank is our usual ``ticket mod K``. The bucket sends nothing until
+      its requests have aged out of the window (counted at when they reached the service), then
+      takes turn ``rank`` of ``K``. A count that grew by one per request of ours means the account
+      was already full (we came late): one slot per window, then probing.
+    * **Shared** (the grid): every process cuts wall-clock time into the same slots, ``window × (1 +
+      shared_margin) ÷ limit`` wide, numbered from the epoch. A bucket holds residues ``H`` modulo
+      ``M`` and sends only in slots ``g`` with ``g mod M`` in ``H``; after a storm ``M = K`` and
+      ``H = {rank}``: K processes take turns, ``limit ÷ K`` each, no two in one slot, never more
+      than the limit in any window, so they finish together and nothing is refused but jitter.
+
+    **Contests.** Two requests in one slot: the service keeps the first. Within a slot a bucket sends
+    later the larger its share, so the smaller holder wins. Three refusals of one residue, evenly
+    spaced, mean another process sends there on that period: the bucket leaves it that slot (the
+    finer grain, if the period is not ours), or — its only residue — moves to another (its tickets
+    name candidates) and halves after ``max_moves`` refused moves. A refusal counting
+    ``storm_factor × limit`` is somebody's storm and costs nothing; refusals of more than
+    ``crowd_fraction`` of what we sent halve what we hold (shares that add up to more than the
+    limit: a group measured wrong).
+
+    **Probing.** Holding less than everything, now and then take more residues (small holders more
+    often); a probe refused is given back and the next waits twice as long; a probe accepted
+    ``probe_confirm`` times in a row is kept, and the next comes twice as fast and takes twice as
+    much (a process that finished frees its turns: the others find them). Holding every residue,
+    the bucket is alone again.
 
     Feedback comes from the hook: ``on_success(sent_at)``, ``on_throttled(sent_at, message)``
-    (``sent_at`` = ``now()`` just after ``acquire``; the message is the service's, whose counts are
-    used). Thread- and asyncio-safe: state changes under one lock, no lock is held while waiting.
-    The clock is wall time by default so that processes (and hosts, NTP-synced) share the grid.
+    (``sent_at`` = ``now()`` just after ``acquire``; the message is the service's, whose count is
+    read by :func:`throttle_counts`). Thread- and asyncio-safe: state changes under one lock, no
+    lock is held while waiting. The clock is wall time by default so that processes (and hosts,
+    NTP-synced) share the grid.
     """
 
     def __init__(
@@ -288,134 +372,364 @@ class AdaptiveBucket(TokenBucket):
     ) -> None:
         _check_rate(ceiling)
         super().__init__(ceiling, burst, clock=clock, ledger_size=ledger_size)
-        self.params = p = params or AdaptiveParams()
+        self.params = params or AdaptiveParams()
         self._rng = random.Random(seed)
-        self._slots = _slots(ceiling, p.window)
-        self._owned: frozenset[int] = frozenset(range(self._slots))
-        self._sorted: list[int] = sorted(self._owned)
-        now = clock()
-        self._margin = p.start_margin
-        self._margin_base = p.start_margin
-        self._margin_at = now
-        self._last_widen = -math.inf
-        self._shared_until = -math.inf
-        self._last_grant = -math.inf
-        self._born = math.inf
-        self._storm_hold = -math.inf
-        self._recent: deque[tuple[float, int]] = deque(maxlen=64)  # (sent, seen) of recent throttles
-        self._moves: deque[float] = deque(maxlen=8)
-        self._target = self._slots
-        self._probing: frozenset[int] = frozenset()
-        self._probe_started = 0.0
-        self._streak = 0
-        self._next_probe = now + self._interval()
+        self._slots = _slots(ceiling, self.params.window)
+        self._tie = self._rng.uniform(0.0, self.params.tie_break)
         #: Counters for benchmarks and logs.
+        self.storms = 0
         self.cuts = 0
+        self.moves = 0
         self.widenings = 0
         self.probes = 0
         self.failed_probes = 0
-        self.storms = 0
+        self._start(clock())
+
+    def _start(self, now: float) -> None:
+        """Forget everything learned: alone, at the full ceiling (lock held, or from ``__init__``)."""
+        p = self.params
+        self._alone = True
+        self._mod = 1
+        self._held: frozenset[int] = frozenset({0})
+        self._order: list[int] = [0]
+        self._margin = self._margin_base = p.start_margin
+        self._margin_at = now
+        self._last_widen = -math.inf
+        self._last_grant = -math.inf
+        self._last_slot = -1  # the grid slot of the latest reservation
+        self._window_cap = p.start_window
+        self._granted: list[float] = []  # send times reserved, not yet claimed (while it is closed)
+        self._answered: deque[float] = deque(maxlen=256)  # sent_at of recent answers
+        self._refusals: deque[float] = deque(maxlen=64)  # when recent refusals came back
+        self._crowd: deque[float] = deque(maxlen=64)  # sent_at of recent refusals on the grid
+        self._hold_until = -math.inf
+        self._tickets: list[tuple[float, int]] | None = None  # a storm's (sent, seen)
+        self._incumbent = False  # we had the window to ourselves when the storm began
+        self._guessed = False  # our share was guessed, not measured
+        self._latencies: deque[float] = deque(maxlen=64)  # recent round trips
+        self._trips: deque[tuple[float, float]] = deque(maxlen=64)  # (sent, round trip) of recent answers
+        self._group: int | None = None
+        self._rank: int | None = None
+        self._candidates: list[int] = []
+        self._lost: dict[int, list[int]] = {}
+        self._moving = 0
+        self._lost_slot: tuple[int, int | None] = (0, None)
+        self._probing: frozenset[int] = frozenset()
+        self._probe_ok: dict[int, int] = {}
+        self._wins = 0
+        self._fails = 0
+        self._next_probe = math.inf
 
     # ---- state ------------------------------------------------------------------------------
     @property
-    def budget(self) -> int:
-        """Requests per period this bucket sends now (the slots it holds)."""
-        return len(self._owned)
+    def share(self) -> float:
+        """The fraction of the limit this bucket sends at now (1.0 alone)."""
+        return len(self._held) / self._mod
+
+    @property
+    def budget(self) -> float:
+        """Requests per window this bucket sends now (``share × limit``)."""
+        return round(self.share * self._slots, 3)
+
+    @property
+    def group(self) -> int | None:
+        """The group size measured at the last storm (None before any)."""
+        return self._group
 
     @property
     def pacing_rate(self) -> float:
         """Calls per second this bucket sends at now (at most ``rate``)."""
-        return len(self._owned) / self._period(self._clock())
+        p = self.params
+        margin = self._margin if self._alone else p.shared_margin
+        return self.share * self._slots / (p.window * (1.0 + margin))
 
     def shared(self) -> bool:
-        """Whether the bucket paces on the common grid (another process was seen recently)."""
-        return self._clock() < self._shared_until
+        """Whether the bucket paces on the common grid (other processes were seen)."""
+        return not self._alone
 
-    def _period(self, now: float) -> float:
-        margin = self.params.shared_margin if now < self._shared_until else self._margin
-        return max(self.params.window, self._slots / self._rate) * (1.0 + margin)
+    def _width(self) -> float:
+        p = self.params
+        return p.window * (1.0 + p.shared_margin) / self._slots
 
-    def _hold(self, owned: frozenset[int] | set[int]) -> None:
-        self._owned = frozenset(owned)
-        self._sorted = sorted(self._owned)
+    def _hold(self, mod: int, held: frozenset[int] | set[int]) -> None:
+        """Hold residues ``held`` modulo ``mod`` (never none: a bucket always keeps one slot). A new
+        modulus renames every slot: what was lost or probed under the old one is forgotten."""
+        if mod != self._mod:
+            self._lost.clear()
+            self._probing = frozenset()
+            self._moving = 0
+        self._mod = mod
+        self._held = frozenset(held) or frozenset({self._rng.randrange(mod)})
+        self._probing &= self._held
+        self._order = sorted(self._held)
 
     def set_rate(self, rate: float) -> None:
-        """Change the ceiling (a connection edited to another ``process_image_rate``)."""
+        """Change the ceiling (a connection edited to another ``process_image_rate``): start afresh."""
         _check_rate(rate)
         with self._lock:
-            full = len(self._owned) == self._slots
             self._rate = float(rate)
             self._slots = _slots(rate, self.params.window)
-            kept = {j for j in self._owned if j < self._slots}
-            self._hold(set(range(self._slots)) if full or not kept else kept)
-            self._target = min(self._target, self._slots)
+            self._start(self._clock())
+            self.epoch += 1
 
     # ---- reservations -------------------------------------------------------------------------
     def _reserve(self) -> tuple[float, Any]:
         with self._lock:
             now = self._clock()
             p = self.params
-            period = self._period(now)
-            if self._last_grant > now + 60 * period:  # the wall clock stepped back: start afresh
+            if self._last_grant > now + 60.0:  # the wall clock stepped back: start afresh
                 self._last_grant = -math.inf
-            # Never two grants closer than the ceiling allows, whatever the grid does.
-            earliest = max(now, self._last_grant + p.window / self._slots * (1 - 1e-9))
-            slot: int | None = None
-            if now >= self._shared_until:  # alone: evenly spaced, any phase
-                send_at = max(now, self._last_grant + period / len(self._owned))
-            else:  # shared: the next instance of a slot we hold
-                width = period / self._slots
-                offset = min(self._yield_offset(), 0.4 * width)  # stay inside our slot (100/s: 10 ms)
-                cycle = math.floor(earliest / period)
-                found: float | None = None
-                while found is None:
-                    base = cycle * period
-                    for j in self._sorted:
-                        t = base + j * width + offset
-                        if t >= earliest:
-                            found, slot = t, j
-                            break
-                    cycle += 1
-                send_at = found
+            elif now - self._last_grant > p.idle_reset and now > self._hold_until + p.idle_reset:
+                self._start(now)  # idle for a while: what we learned may be stale
+            if now < self._hold_until:  # a storm's window is draining: wait, then reserve again
+                return self._hold_until - now, (self.epoch, _HOLD, 0, self._hold_until)
+            self._settle(now)
+            # Never `limit` + 1 sends in one window, counting from when they really went out: a
+            # send that left late (a thread that woke late) pushes the one a window after it.
+            earliest = max(now, self._last_grant + 1e-6)
+            if len(self.ledger) >= self._slots:
+                margin = self._margin if self._alone else p.shared_margin
+                earliest = max(earliest, self._arrived(self.ledger[-self._slots]) + p.window * (1 + margin))
+            residue: int | None = None
+            if self._alone:
+                period = p.window * (1.0 + self._margin)
+                if (
+                    self._window_cap < _OPEN
+                    and self._unanswered(now) + len(self._granted) >= self._window_cap
+                ):
+                    # slow start: wait for answers (a fraction of a slot, then reserve again)
+                    return 0.25 * p.window / self._slots, (self.epoch, _HOLD, 0, now)
+                send_at = max(earliest, self._last_grant + period / self._slots)
+                if self._window_cap < _OPEN:
+                    self._granted.append(send_at)
+            else:
+                send_at, residue = self._next_slot(earliest)
             self._last_grant = send_at
-            self._born = min(self._born, send_at)
-            self.ledger.append(send_at)
-            return send_at - now, (self.epoch, slot)
+            return send_at - now, (self.epoch, residue, self._mod, send_at)
+
+    def _next_slot(self, earliest: float) -> tuple[float, int]:
+        """The first instance, at or after ``earliest``, of a slot we hold (with our offset in it)."""
+        width = self._width()
+        mod = self._mod
+        base = self._yield_offset() + self._tie
+        cycle = math.floor(earliest / width) // mod
+        while True:
+            for r in self._order:
+                slot = cycle * mod + r
+                offset = base + (self.params.probe_delay if r in self._probing else 0.0)
+                t = slot * width + min(offset, 0.45 * width)
+                if t >= earliest and slot > self._last_slot:  # offsets change; slots never repeat
+                    self._last_slot = slot
+                    return t, r
+            cycle += 1
+
+    def _yield_offset(self) -> float:
+        """Later in the slot the larger our share (log scale): the smaller holder wins a contest. A
+        probe competes at the share we had before it."""
+        held = len(self._held) - len(self._probing)
+        if held <= 0 or self._slots <= 1:
+            return 0.0
+        scale = 1.0 + math.log(held / self._mod) / math.log(self._slots)
+        return self.params.max_yield * min(1.0, max(0.0, scale))
 
     def still_valid(self, ticket: Any) -> bool:
         """A reservation stays good unless the bucket paused or gave its slot up meanwhile."""
-        epoch, slot = ticket
-        return bool(epoch == self.epoch and (slot is None or slot in self._owned))
+        epoch, residue, mod, _ = ticket
+        if epoch != self.epoch or residue == _HOLD:
+            return False
+        return residue is None or (mod == self._mod and residue in self._held and not self._alone)
 
-    def _yield_offset(self) -> float:
+    def _claim(self, ticket: Any) -> float | None:
+        """Send now? Not if the reservation was voided, nor if the caller woke up so late that it
+        would land in the next slot (on a busy host sleepers wake in bunches): it reserves again.
+        Alone, not before the request a window back is surely out of the service's window: if
+        that one reached the service late (its answer took longer than usual), wait as much."""
+        with self._lock:
+            p = self.params
+            now = self._clock()
+            slot = p.window / self._slots
+            if not self.still_valid(ticket) or now > ticket[3] + p.late * slot:
+                self._ungrant(ticket[3])
+                return None
+            if self._alone and len(self.ledger) >= self._slots:
+                ready = self._arrived(self.ledger[-self._slots]) + p.window * (1 + self._margin)
+                limit = ticket[3] + p.hold_back * slot  # held back at most this much in all
+                if ready > now + 1e-6 and limit > now + 1e-6:
+                    return min(ready, limit) - now
+            self._ungrant(ticket[3])
+            self.ledger.append(now)
+            return 0.0
+
+    def _ungrant(self, send_at: float) -> None:
+        if send_at in self._granted:
+            self._granted.remove(send_at)
+
+    def _unanswered(self, now: float) -> int:
+        """Requests sent in the last window that have not been answered yet (calls that failed
+        otherwise are never answered: they drop out after a window)."""
+        horizon = now - self.params.window
+        sent = sum(1 for t in self.ledger if t > horizon)
+        answered = sum(1 for t in self._answered if t > horizon)
+        return max(0, sent - answered)
+
+    def _answer(self, sent_at: float | None) -> None:
+        now = self._clock()
+        self._answered.append(now if sent_at is None else sent_at)
+        if sent_at is None:
+            return
+        latency = now - sent_at
+        self._latencies.append(latency)
+        self._trips.append((sent_at, latency))
+
+    def _steady(self) -> bool:
+        """Whether the last round trips took about as long as each other: a host too busy to
+        answer (every process starting at once) answers late and unevenly, and is not sent more
+        until it settles."""
+        if len(self._latencies) < 2:
+            return False
+        last, before = self._latencies[-1], self._latencies[-2]
+        return abs(last - before) <= self.params.steady * min(last, before)
+
+    def _usual_latency(self) -> float:
+        """A short round trip (the 10th percentile of recent ones; 0.2 s before any answer)."""
+        if not self._latencies:
+            return 0.2
+        return sorted(self._latencies)[len(self._latencies) // 10]
+
+    def _arrived(self, sent: float) -> float:
+        """When a request we sent at ``sent`` may have reached the service: later by as much as its
+        answer took longer than usual (the delay may have come before the service counted it)."""
+        if not self._latencies:
+            return sent
+        usual = self._usual_latency()
+        for when, latency in self._trips:
+            if abs(when - sent) < 0.002:
+                return sent + max(0.0, latency - usual)
+        return sent
+
+    def _slot(self, sent: float) -> int:
+        """The grid slot a request sent at ``sent`` was in (offsets stay within the slot)."""
+        return math.floor(sent / self._width())
+
+    # ---- storms -------------------------------------------------------------------------------
+    def _storm(self, sent: float, now: float, seen: int | None) -> None:
+        """Company: stop, measure the group from the tickets still arriving, resume on the grid once
+        our oldest request in the window has aged out."""
         p = self.params
-        held = len(self._owned) - len(self._probing)  # a probe competes at the size we had before it
-        return min(p.max_yield, p.yield_step * max(0, held - 1))
+        self.storms += 1
+        self._alone = False
+        self._tickets = [] if seen is None else [(sent, seen)]
+        # Did we fill the window alone before this? Then our own requests of a window ago age out
+        # as fast as we send: the count grows by the others' requests only.
+        self._incumbent = sum(1 for t in self.ledger if sent - p.window < t <= sent) >= 0.9 * self._slots
+        # Our requests the service counted in the window, at when they reached it (a host too busy
+        # to answer held some of them back): none of them may count against our first turn.
+        mine = [a for a in (self._arrived(t) for t in self.ledger if t <= sent) if a > sent - p.window]
+        drained = min(mine, default=sent) + p.window * (1.0 + p.shared_margin) + self._width()
+        # ... and the refusals of what we still have in flight come back (they are our tickets).
+        answered = max(self.ledger, default=sent) + 1.5 * self._usual_latency()
+        self._hold_until = max(drained, answered)
+        self._last_grant = max(self._last_grant, self._hold_until - p.window / self._slots)
+        self._probing = frozenset()
+        self.epoch += 1
 
-    def _slot_of(self, sent: float) -> int:
-        period = self._period(sent)
-        return int((sent % period) / (period / self._slots) + 0.5) % self._slots
+    def _settle(self, now: float) -> None:
+        """After a storm's pause: take the rank the tickets gave — or, when the count grew by only
+        one per request of ours (we came late to a full account), one slot per window, and probe."""
+        if self._tickets is None or now < self._hold_until:
+            return
+        tickets, self._tickets = sorted(self._tickets), None
+        p = self.params
+        group = self._measure(tickets) if tickets else None
+        self._guessed = group is None  # no group measured: what we take is a guess, probe sooner
+        if group is None and self._incumbent:
+            group = 2  # we had the account; somebody came: too few tickets to say more, halve
+        self._moving = 0
+        self._wins = self._fails = 0
+        self._group = group
+        if group is not None:
+            # Our place in each interval, as a residue; the most frequent one is our rank (jitter
+            # shifts single intervals' by a place or two), the others are where to move first.
+            seen = [t % group for _, t in tickets[: p.gaps + 1]] or [self._rng.randrange(group)]
+            counts = {r: seen.count(r) for r in seen}
+            self._rank = max(counts, key=lambda r: counts[r])
+            self._candidates = [r for r in counts if r != self._rank]
+            self._hold(group, {self._rank})
+        else:
+            self._rank = None
+            self._candidates = []
+            self._hold(self._slots, {self._rng.randrange(self._slots)})
+        self._next_probe = now + self._interval()
+        self.epoch += 1
+
+    def _measure(self, tickets: list[tuple[float, int]]) -> int | None:
+        """The group size: how much the service's count grew from our first ticket to our last (at
+        most ``gaps`` later), per request of ours sent in between — plus one if we had filled the
+        window alone before (our requests of a window ago left it as fast as we sent: the growth is
+        the others'). Jitter moves a single ticket by a place or two; the sum over several
+        intervals much less. None when there are too few tickets or the count grew by one per
+        request of ours although we had not filled the window (it was already full and only we
+        were adding to it: we came late)."""
+        window = tickets[: self.params.gaps + 1]
+        first = window[0]
+        for last in reversed(window[1:]):
+            ours = sum(1 for t in self.ledger if first[0] < t <= last[0])
+            if ours > 0 and last[1] > first[1]:
+                estimate = (last[1] - first[1]) / ours + (1.0 if self._incumbent else 0.0)
+                if estimate < 1.5:
+                    return None
+                return min(GROUP_SIZES, key=lambda size: abs(math.log(size / estimate)))
+        return None
 
     # ---- feedback -----------------------------------------------------------------------------
     def on_success(self, sent_at: float | None = None) -> None:
-        """A call paced by this bucket was answered (not throttled): narrow the margin; probe."""
+        """A call paced by this bucket was answered (not throttled): narrow the margin, confirm a
+        probe, maybe start one."""
         with self._lock:
             self.successes += 1
             p = self.params
             now = self._clock()
-            self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
-            if self._probing and now >= self._probe_started + p.probe_window:
-                self._probing = frozenset()  # nobody refused it: keep the slot(s), speed up
-                self._streak += 1
-                self._target = max(self._target, len(self._owned))
-                self._next_probe = now + self._interval()
-            if not self._probing and len(self._owned) < self._slots and now >= self._next_probe:
-                free = [j for j in range(self._slots) if j not in self._owned]
-                step = min(len(free), 2 ** max(0, min(self._streak - 1, 3)))
-                self._probing = frozenset(self._rng.sample(free, step))
-                self._hold(self._owned | self._probing)
-                self._probe_started = now
-                self.probes += 1
+            self._answer(sent_at)
+            if self._window_cap < _OPEN and self._steady():
+                self._window_cap = _OPEN  # the host answers steadily: only the rate paces
+            self._settle(now)
+            if self._alone:
+                self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
+                return
+            if self._tickets is not None or sent_at is None or sent_at < self._hold_until:
+                return
+            residue = self._slot(sent_at) % self._mod
+            if residue in self._probing:
+                # A lone acceptance may be a passing hole (somebody's refusal a second ago left room);
+                # a slot that is really free is accepted instance after instance.
+                self._probe_ok[residue] = self._probe_ok.get(residue, 0) + 1
+                if self._probe_ok[residue] < p.probe_confirm:
+                    return
+                self._probing = self._probing - {residue}
+                if self._moving:
+                    self._moving = 0  # moved to a free slot
+                elif not self._probing:  # every slot of the probe kept: probe again sooner
+                    self._wins += 1
+                    self._fails = 0
+                    self._next_probe = now + self._interval()
+            if len(self._held) == self._mod and not self._probing:
+                self._alone = True  # every slot is ours: nobody else is sending
+                self._margin = self._margin_base = p.start_margin
+                self._margin_at = now
+                self.epoch += 1
+                return
+            if not self._probing and not self._moving and now >= self._next_probe:
+                self._probe(now)
+
+    def _probe(self, now: float) -> None:
+        free = [r for r in range(self._mod) if r not in self._held]
+        if not free:
+            return
+        step = min(len(free), 2 ** min(self._wins, 3))
+        self._probing = frozenset(self._rng.sample(free, step))
+        self._probe_ok = {}
+        self._hold(self._mod, self._held | self._probing)
+        self.probes += 1
 
     def on_throttled(self, sent_at: float | None = None, message: str | None = None) -> None:
         """The service refused a call sent at ``sent_at`` with ``message`` (``RequestLimitExceeded``)."""
@@ -423,96 +737,164 @@ class AdaptiveBucket(TokenBucket):
             self.throttles += 1
             p = self.params
             now = self._clock()
+            self._answer(sent_at)
+            self._refusals.append(now)
             sent = now if sent_at is None else sent_at
             counts = throttle_counts(message)
-            # Jitter is what squeezes our own requests into one window: count ours a little wider.
-            near = sum(1 for t in self.ledger if sent - p.window - p.jitter < t <= sent)
-            alone = counts is not None and counts[0] - near <= p.alone_others and now >= self._shared_until
-            if alone and self._margin < p.max_margin:  # only our own requests: jitter, widen the margin
-                if sent >= self._last_widen + p.hold:
-                    self._margin = self._margin_base = min(p.max_margin, self._margin + p.margin_step)
-                    self._margin_at = self._last_widen = now
-                    self.widenings += 1
+            seen = None if counts is None else counts[0]
+            if self._tickets is not None:  # measuring a storm: every refusal of ours is a ticket
+                if seen is not None and now < self._hold_until:
+                    self._tickets.append((sent, seen))
+                    return
+                self._settle(now)
+            if sent < self._hold_until:
+                return  # sent before the pause took effect: an echo of the storm
+            if self._alone:
+                near = sum(1 for t in self.ledger if sent - p.window - p.jitter < t <= sent)
+                refused = sum(1 for t in self._refusals if t > now - p.window)
+                if seen is not None and seen - near <= p.alone_others and refused <= p.alone_refusals:
+                    if self._margin < p.max_margin and sent >= self._last_widen + 1.0:
+                        self._margin = self._margin_base = min(p.max_margin, self._margin + p.margin_step)
+                        self._margin_at = self._last_widen = now
+                        self.widenings += 1
+                    return
+                self._storm(sent, now, seen)
                 return
-            self._shared_until = now + p.shared_memory
-            if sent < self._storm_hold:  # the window is still full of the storm we cut for
+            slot = self._slot(sent)
+            residue = slot % self._mod
+            if residue in self._probing:
+                self._probe_refused(residue, now)
                 return
-            slot = self._slot_of(sent)
-            if slot in self._probing:
-                self.failed_probes += 1
-            if counts is not None:
-                self._recent.append((sent, counts[0]))
-            self._probing = frozenset()
-            young = self._born <= sent < self._born + p.young
-            stormy = counts is not None and (counts[0] >= p.storm_factor * counts[1] or young)
-            if stormy and counts is not None and self._storm(sent, now, slot, *counts):
+            if residue not in self._held:
+                return  # given up already
+            self._crowd.append(sent)
+            crowded = self._crowded(now)
+            if not crowded and seen is not None and counts is not None and seen >= p.storm_factor * counts[1]:
+                return  # somebody's storm: it stops by itself, and nobody should pay for it
+            horizon = 2 * max(p.loss_span * self._mod, p.max_mod * self._slots)
+            lost = [g for g in self._lost.get(residue, []) if slot - horizon < g < slot]
+            period = self._period(lost, slot)
+            if period is None:  # a lone refusal: jitter, or a probe that took a passing hole
+                self._lost[residue] = [*lost, slot]
+                if crowded:  # ... unless there are too many of them
+                    self._halve(now)
                 return
-            if slot in self._owned:
-                self._contest_lost(slot, now)
-            self._streak = 0
-            self._next_probe = now + self._interval()
+            # Somebody else sends there, every `period` slots (its grain): leave it to them.
+            self._lost.pop(residue, None)
+            self._give_up(residue, slot, period, now)
+
+    def _crowded(self, now: float) -> bool:
+        """Refused too often to be jitter or a passing storm, whatever the slots: the shares add up
+        to more than the limit (a group measured wrong, several processes reclaiming at once)."""
+        p = self.params
+        since = now - p.crowd_window
+        refused = sum(1 for t in self._crowd if t > since)
+        sent = sum(1 for t in self.ledger if t > since)
+        return refused >= p.crowd_refusals and refused >= p.crowd_fraction * sent
+
+    def _halve(self, now: float) -> None:
+        """Keep half of what we hold (every other residue, or half of our only one: the modulus
+        doubles), and wait for fresh evidence before judging again."""
+        self._probing = frozenset()
+        self._moving = 0
+        if len(self._held) > 1:
+            self._hold(self._mod, set(self._order[::2]))
+        else:
+            self._hold(self._mod * 2, {self._order[0]})
+        self._crowd.clear()
+        self._lost.clear()
+        self.cuts += 1
+        self._wins = 0
+        self._next_probe = max(self._next_probe, now + self._interval())
+        self.epoch += 1
+
+    def _period(self, lost: list[int], slot: int) -> int | None:
+        """The period of another sender in one of our residues, from the slots we lost there: three
+        lost slots evenly spaced (every instance, when it sends every time we do; or on a grain of
+        its own). Refusals from jitter are scattered."""
+        for i, a in enumerate(lost):
+            for b in lost[i + 1 :]:
+                if b - a == slot - b:
+                    return slot - b
+        return None
+
+    def _probe_refused(self, residue: int, now: float) -> None:
+        self._probing = self._probing - {residue}
+        self._hold(self._mod, self._held - {residue})
+        if self._moving:  # moving off a contested slot: try the next one
+            self._move(now)
+            return
+        self.failed_probes += 1
+        self._fails += 1
+        self._wins = 0
+        self._next_probe = now + self._interval()
+
+    def _give_up(self, residue: int, slot: int, period: int, now: float) -> None:
+        """Another process keeps winning this slot, every ``period`` slots: leave it that much — the
+        finer grain, if its period is not ours (a latecomer holding one slot per window in our
+        rank) — or the whole residue; down to one residue, move or halve."""
+        mod = math.lcm(self._mod, period)
+        if self._mod < mod <= self.params.max_mod * self._slots:
+            grain = mod // self._mod
+            held = {h + k * self._mod for h in self._held for k in range(grain)} - {slot % mod}
+            self._hold(mod, held)
+            self.cuts += 1
+            self._wins = 0
+            self._next_probe = max(self._next_probe, now + self._interval())
+            return
+        if len(self._held) > 1:
+            self._hold(self._mod, self._held - {residue})
+            self.cuts += 1
+            self._wins = 0
+            self._next_probe = max(self._next_probe, now + self._interval())
+            return
+        self._moving = 0
+        self._move(now, lost=residue, slot=slot)
+
+    def _move(self, now: float, lost: int | None = None, slot: int | None = None) -> None:
+        """Try another residue (one our storm tickets named first, then any); after ``max_moves``
+        refused tries, keep half of the slot we had (the other half is the winner's)."""
+        p = self.params
+        if lost is not None:
+            self._lost_slot = (lost, slot)
+        if self._moving < p.max_moves and self._mod > 1:
+            taken = set(self._held) | {self._lost_slot[0]}
+            options = [r for r in self._candidates if r not in taken]
+            if not options:
+                options = [r for r in range(self._mod) if r not in taken]
+            if options:
+                target = (
+                    options[0]
+                    if self._candidates and options[0] in self._candidates
+                    else self._rng.choice(options)
+                )
+                if target in self._candidates:
+                    self._candidates.remove(target)
+                self._moving += 1
+                self.moves += 1
+                self._probing = frozenset({target})
+                self._probe_ok = {}
+                self._hold(self._mod, {target})
+                self.epoch += 1
+                return
+        residue, lost_slot = self._lost_slot
+        self._moving = 0
+        mod = self._mod * 2
+        kept = residue + self._mod if lost_slot is not None and lost_slot % mod == residue else residue
+        self._hold(mod, {kept})
+        self.cuts += 1
+        self._next_probe = now + self._interval()
+        self.epoch += 1
 
     def _interval(self) -> float:
-        """Wait before the next probe: ``sqrt(share)`` makes small holders probe more often (their
-        probes win contests against larger ones) while the whole account's probing rate grows only
-        slowly with the number of processes; each unrefused probe in a row halves it."""
+        """Wait before the next probe: ``sqrt(share)`` makes small holders probe more often while the
+        whole account's probing grows only slowly with the number of processes; doubled per refused
+        probe in a row, halved per kept one."""
         p = self.params
-        share = len(self._owned) / self._slots
-        base = p.probe_interval * math.sqrt(share) * self._rng.uniform(0.5, 1.5)
-        return max(p.min_probe_interval, base / 2**self._streak)
-
-    def _contest_lost(self, slot: int, now: float) -> None:
-        """Another process sent in our slot and the service kept theirs: give it up — or, right after
-        a storm (slots picked blindly) and within our share, move to another slot."""
-        p = self.params
-        moves = sum(1 for t in self._moves if t > now - p.move_memory)
-        settling = now < self._storm_hold + p.settle
-        crowded = len(self._owned) > max(1, self._target) or moves >= p.max_moves
-        if len(self._owned) > 1 and (crowded or not settling):
-            self._hold(self._owned - {slot})
-            self._target = min(self._target, len(self._owned))
-            self.cuts += 1
-            return
-        others = [j for j in range(self._slots) if j not in self._owned]
-        if others:  # our only slot (or settling): try another one
-            self._hold((self._owned - {slot}) | {self._rng.choice(others)})
-            self._moves.append(now)
-
-    def _storm(self, sent: float, now: float, slot: int, seen: int, limit: int) -> bool:
-        """Several processes at full speed: keep our share and wait for the window to drain.
-
-        Our share is how much of the growth of the service's count, between an earlier throttle of
-        ours and this one, was our requests. Growth, unlike totals, does not favour whoever started
-        first (a process alone for a while fills most of the window itself). Without an earlier
-        throttle to compare with, returns False: this one is handled as a lost contest, and the
-        next one — a storm refuses again within a request or two — decides.
-        """
-        p = self.params
-        share = None
-        for then, seen_then in self._recent:
-            if then >= sent - p.window and seen - seen_then >= p.min_growth:
-                mine = sum(1 for t in self.ledger if then < t <= sent)
-                share = min(1.0, mine / (seen - seen_then))
-                break
-        if share is None:
-            return False
-        self._target = max(1, min(len(self._owned) - 1, math.floor(share * limit * p.window)))
-        rest = sorted(self._owned - {slot})
-        self._rng.shuffle(rest)
-        self._hold(set(rest[: self._target]) or {slot})
-        self._storm_hold = now + p.hold
-        self._streak = 0
-        self._next_probe = now + p.hold + self._rng.uniform(0.5, 2.5)  # fill what rounding left
-        self.cuts += 1
-        self.storms += 1
-        # The window stays full until the storm's requests age out: from one window after our
-        # oldest request in it, no sooner (others' are no older when all started together).
-        mine_now = [t for t in self.ledger if sent - p.window < t <= sent]
-        resume = min(mine_now, default=sent) + p.window * (1 + p.shared_margin)
-        if resume > now:
-            self._last_grant = max(self._last_grant, resume - p.window / self._slots)
-            self.epoch += 1
-        return True
+        base = p.probe_interval * math.sqrt(self.share) * self._rng.uniform(0.5, 1.5)
+        if self._guessed:
+            base *= p.guess_probe
+        return min(p.max_probe_interval, max(p.min_probe_interval, base * 2.0 ** (self._fails - self._wins)))
 
 
 def _slots(ceiling: float, window: float) -> int:
@@ -529,9 +911,9 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 #: Fixed pacing (``HEADROOM`` × the configured rate) is the default. ``AIRFLOW_MPS_PACING=adaptive`` in
-#: the environment of every worker opts in to :class:`AdaptiveBucket` — experimental: on one shared
-#: account it cut throttled answers from 61-71 % to 4-7 % of ProcessImage calls, but its shares are
-#: uneven, so a backfill's slowest task finishes later (docs/performance.md, P8).
+#: the environment of every worker opts in to :class:`AdaptiveBucket` (docs/connection.md): processes
+#: that start together take turns with few throttles; where the service answers late and out of
+#: order while they meet (a host too busy), their shares come out uneven (bench P8).
 def _adaptive_from_environment() -> bool:
     return os.environ.get("AIRFLOW_MPS_PACING", "fixed").strip().lower() == "adaptive"
 

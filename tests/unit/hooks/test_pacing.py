@@ -1,14 +1,20 @@
 """Unit tests of the adaptive bucket's rules, one at a time, on a fake clock (issue 13).
 
 ``test_pacing_sim.py`` checks what the rules add up to (K processes sharing one account); these pin
-each rule: the jitter margin while alone, the slot grid once shared, storms, contests, probing, the
-ceiling, voided reservations, and the module's shared-bucket registry.
+each rule: alone (the jitter margin, slow start, holding back behind a late request), storms (the
+group and rank from the service's counts, the pause, measuring again after disorder, the
+latecomer), the grid (turns, the ceiling), contests, probing, voided and late reservations, and
+the module's shared-bucket registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -23,6 +29,10 @@ from airflow_mps.hooks._pacing import (
     throttle_counts,
     use_adaptive_pacing,
 )
+
+#: Slow start off: these tests drive the other rules without answering every request.
+OPEN = AdaptiveParams(start_window=1_000_000)
+WIDTH = OPEN.window * (1 + OPEN.shared_margin) / 20  # a grid slot at 20/s
 
 
 class FakeClock:
@@ -52,6 +62,61 @@ def send(bucket: AdaptiveBucket, clock: FakeClock, n: int = 1) -> list[float]:
     return times
 
 
+def paced(
+    bucket: AdaptiveBucket,
+    clock: FakeClock,
+    n: int,
+    rtt: Callable[[int], float] = lambda i: 0.15,
+    seen: Callable[[int], int | None] = lambda i: None,
+) -> list[float]:
+    """``n`` requests sent as fast as the bucket lets (several workers, as the batch operator runs
+    them), request ``i`` answered ``rtt(i)`` after it left: accepted, or refused with the count
+    ``seen(i)``. Answers due while a worker waits are delivered first, at their time."""
+    pending: list[tuple[float, float, int | None]] = []
+    times: list[float] = []
+
+    def deliver(until: float) -> None:
+        while pending and pending[0][0] <= until:
+            at, sent, count = heapq.heappop(pending)
+            clock.now = max(clock.now, at)
+            if count is None:
+                bucket.on_success(sent)
+            else:
+                bucket.on_throttled(sent, message(count))
+
+    for i in range(n):
+        delay, ticket = bucket._reserve()
+        while True:
+            target = clock.now + delay
+            deliver(target)
+            clock.now = max(clock.now, target)
+            claimed = bucket._claim(ticket)
+            if claimed is None:
+                delay, ticket = bucket._reserve()
+            elif claimed > 0:
+                delay = claimed
+            else:
+                break
+        times.append(clock.now)
+        heapq.heappush(pending, (clock.now + rtt(i), clock.now, seen(i)))
+    deliver(clock.now + 10.0)
+    return times
+
+
+def storm(bucket: AdaptiveBucket, clock: FakeClock, first_ticket: int, group: int, n: int = 4) -> list[float]:
+    """Our part of a storm of ``group`` processes at the full rate: ``n`` sends, then their
+    refusals come back a round trip later, each ticket ``group`` above our previous one."""
+    times = send(bucket, clock, n)
+    clock.now = times[-1] + 0.15
+    for i, t in enumerate(times):
+        bucket.on_throttled(t, message(first_ticket + i * group))
+    return times
+
+
+def grid_slot(t: float) -> int:
+    return math.floor(t / WIDTH)
+
+
 # ---- parsing -----------------------------------------------------------------------------------
 def test_throttle_counts_reads_the_documented_message() -> None:
     assert throttle_counts(message(21)) == (21, 20)
@@ -60,180 +125,282 @@ def test_throttle_counts_reads_the_documented_message() -> None:
     assert throttle_counts("") is None and throttle_counts(None) is None
 
 
-# ---- alone: even spacing, a jitter margin that follows the service -----------------------------
+# ---- alone -------------------------------------------------------------------------------------
 def test_alone_starts_with_a_margin_and_narrows_it_while_nothing_is_refused() -> None:
     clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock)
-    params = AdaptiveParams()
-    start = 20 / (1 + params.start_margin)
-    assert bucket.rate == bucket.ceiling == 20
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN)
+    start = 20 / (1 + OPEN.start_margin)
+    assert bucket.rate == bucket.ceiling == 20 and bucket.share == 1.0
     assert bucket.pacing_rate == pytest.approx(start, rel=1e-3)
     times = send(bucket, clock, 3)
     assert times[1] - times[0] == pytest.approx(1 / start, rel=1e-3)
     for t in send(bucket, clock, 600):  # 30 s of successes
         bucket.on_success(t)
-    assert bucket.pacing_rate == pytest.approx(20 / (1 + params.min_margin), rel=1e-3)
+    assert bucket.pacing_rate == pytest.approx(20 / (1 + OPEN.min_margin), rel=1e-3)
     assert not bucket.shared() and bucket.throttles == 0
     assert bucket.max_in_window(1.0) <= 20
 
 
-def test_alone_a_jitter_throttle_widens_the_margin_once_and_keeps_every_slot() -> None:
+def test_alone_a_jitter_throttle_widens_the_margin_once_and_keeps_the_full_share() -> None:
     clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock)
-    for t in send(bucket, clock, 200):
-        bucket.on_success(t)
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN)
+    paced(bucket, clock, 200)
     before = bucket.pacing_rate
     (t,) = send(bucket, clock)
     bucket.on_throttled(t, message(21))  # 21 seen, 20 of them ours: jitter, not company
     bucket.on_throttled(t + 0.01, message(21))  # the same moment: widened once, not twice
-    assert bucket.widenings == 1 and bucket.cuts == 0
-    assert bucket.budget == 20 and not bucket.shared()
-    assert bucket.pacing_rate == pytest.approx(20 / ((20 / before) + AdaptiveParams().margin_step), rel=1e-2)
+    assert bucket.widenings == 1 and bucket.storms == 0
+    assert bucket.share == 1.0 and not bucket.shared()
+    assert bucket.pacing_rate == pytest.approx(20 / ((20 / before) + OPEN.margin_step), rel=1e-2)
 
 
-# ---- shared: the common grid, contests ----------------------------------------------------------
-def test_a_throttle_showing_other_processes_moves_the_bucket_onto_the_grid() -> None:
+def test_slow_start_waits_for_steady_answers_before_the_full_rate() -> None:
+    """A fresh bucket keeps at most ``start_window`` requests unanswered until two answers in a row
+    took about as long; then only the rate paces. A host answering late and unevenly (every process
+    starting at once) keeps it closed."""
     clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=1)
-    for t in send(bucket, clock, 60):  # 3 s old: not "young" any more
+    bucket = AdaptiveBucket(20, clock=clock)
+    trips = iter([0.8, 1.0, 0.25, 0.6] + [0.15] * 20)  # uneven while the host catches up
+    times = paced(bucket, clock, 12, rtt=lambda i: next(trips))
+    assert max(sum(1 for t in times[:i] if t > times[i] - 1.0) for i in range(4)) <= 2
+    assert times[3] - times[0] > 0.8  # nothing more went out before the first answers came
+    assert times[-1] - times[-5] == pytest.approx(4 * (1 + bucket._margin) / 20, rel=0.05)  # open
+
+
+def test_alone_a_request_that_reached_the_service_late_holds_back_the_one_a_window_later() -> None:
+    """Request 40's answer took 30 ms longer than the others': it may have been counted 30 ms late,
+    so request 60 (``limit`` sends later) waits that much more — else it would find 20 in the
+    window and be refused. The others keep their pace."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN)
+    times = paced(bucket, clock, 80, rtt=lambda i: 0.18 if i == 40 else 0.15)
+    period = OPEN.window * (1 + bucket._margin)
+    assert times[60] - times[40] >= period + 0.03 - 1e-6
+    assert times[59] - times[39] == pytest.approx(period, abs=0.002)
+    assert times[61] - times[60] < times[60] - times[59]  # back to the pace at once
+    assert bucket.throttles == 0 and bucket.max_in_window(1.0) <= 20
+
+
+# ---- storms: the group and our rank from the service's counts -----------------------------------
+def test_a_storm_measures_the_group_takes_a_rank_and_waits_for_the_window_to_drain() -> None:
+    """Four processes started together at the full rate: our refusals come back with counts 4
+    apart (one request of each per interval). We keep one turn in four (our place in the interval,
+    23 mod 4 = 3) and send nothing until our oldest request in the window has aged out."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=1)
+    early = send(bucket, clock, 5)  # accepted: the window was filling
+    storm(bucket, clock, first_ticket=23, group=4)
+    assert bucket.storms == 1 and bucket.shared()
+    delay = bucket.reserve()  # paused: one window (and a slot) after our oldest request
+    assert clock.now + delay >= early[0] + OPEN.window
+    times = send(bucket, clock, 10)
+    assert bucket.group == 4 and bucket._rank == 3 and bucket.share == pytest.approx(1 / 4)
+    assert times[0] >= early[0] + OPEN.window
+    assert {grid_slot(t) % 4 for t in times} == {3}  # our turns on the common grid
+    assert all(b - a == pytest.approx(4 * WIDTH, abs=1e-6) for a, b in itertools.pairwise(times))
+
+
+def test_the_group_survives_a_place_swapped_in_one_interval() -> None:
+    """Jitter let a neighbour's request in ahead of ours once: one gap is 5, the next 3 — the count
+    over three intervals still grew by 12, and our usual place (mod 4) is still our rank."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=2)
+    send(bucket, clock, 5)
+    times = send(bucket, clock, 4)
+    clock.now = times[-1] + 0.15
+    for t, seen in zip(times, (22, 27, 30, 34), strict=True):
+        bucket.on_throttled(t, message(seen))
+    send(bucket, clock)
+    assert bucket.group == 4 and bucket._rank == 2
+
+
+def test_a_latecomer_to_a_full_account_starts_with_one_slot_per_window() -> None:
+    """The account was already full when we started: the count grew by one per request of ours
+    (only we were adding to a window that others keep full). No group to measure: one slot of the
+    grid, then probes."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=4)
+    storm(bucket, clock, first_ticket=21, group=1)
+    times = send(bucket, clock, 3)
+    assert bucket.group is None and bucket.shared() and bucket.share == pytest.approx(1 / 20)
+    assert len({grid_slot(t) % 20 for t in times}) == 1
+
+
+def test_refusals_of_requests_sent_before_the_pause_are_echoes() -> None:
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=5)
+    send(bucket, clock, 5)
+    times = storm(bucket, clock, first_ticket=25, group=4)
+    send(bucket, clock)
+    share = bucket.share
+    for t in times:  # retries of the storm's refusals, answered late: nothing changes
+        bucket.on_throttled(t, message(31))
+    assert bucket.share == share and bucket.storms == 1 and bucket.cuts == 0
+
+
+def test_a_pause_makes_sleeping_workers_reserve_again() -> None:
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=6)
+    times = send(bucket, clock, 6)
+    delay, ticket = bucket._reserve()  # a worker is sleeping toward this send ...
+    bucket.on_throttled(times[1], message(24))  # ... when the storm arrives
+    assert bucket.storms == 1 and not bucket.still_valid(ticket)
+    waited = bucket.acquire(sleep=clock.sleep)  # acquire reserves again after the pause
+    assert clock.now >= times[0] + 1.0 and waited > delay
+
+
+# ---- the grid: turns, contests --------------------------------------------------------------------
+def settled(
+    group: int, rank: int, seed: int = 7, params: AdaptiveParams = OPEN
+) -> tuple[AdaptiveBucket, FakeClock]:
+    """A bucket that took turn ``rank`` of ``group`` after a storm."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=params, seed=seed)
+    send(bucket, clock, 3)
+    storm(bucket, clock, first_ticket=21 + rank + group - 21 % group, group=group)
+    send(bucket, clock)
+    assert bucket.group == group and bucket._rank == rank
+    return bucket, clock
+
+
+def test_turns_on_the_grid_never_exceed_the_ceiling() -> None:
+    bucket, clock = settled(
+        group=3, rank=1, params=AdaptiveParams(start_window=1_000_000, probe_interval=1e6)
+    )
+    for t in send(bucket, clock, 200):
         bucket.on_success(t)
-    (t,) = send(bucket, clock)
-    bucket.on_throttled(t, message(25))  # 25 seen, ~20 ours: the window had others too
-    assert bucket.shared()
-    assert bucket.budget == 19  # the contested slot was given up (not a storm: 22 < 1.5 × 20)
-    params = AdaptiveParams()
-    period = params.window * (1 + params.shared_margin)
-    width = period / 20
-    for t in send(bucket, clock, 40):
-        position = (t % period) / width  # slot index + the yield offset (bigger holders send later)
-        offset = min(params.max_yield, params.yield_step * (bucket.budget - 1)) / width
-        assert position - offset == pytest.approx(round(position - offset), abs=1e-6)
-    assert bucket.max_in_window(1.0) <= 20
+    assert bucket.max_in_window(1.0) <= 7  # ceil(20 / 3)
+    assert bucket.pacing_rate == pytest.approx(20 / 3 / (1 + OPEN.shared_margin), rel=1e-3)
 
 
-def test_losing_a_contest_voids_the_reservations_already_made_in_that_slot() -> None:
+def test_a_lone_refusal_on_the_grid_is_jitter_and_costs_nothing() -> None:
+    bucket, clock = settled(group=4, rank=2)
+    times = send(bucket, clock, 20)
+    bucket.on_throttled(times[5], message(21))
+    bucket.on_throttled(times[12], message(21))
+    assert bucket.share == pytest.approx(1 / 4) and bucket.cuts == 0 and bucket.moves == 0
+
+
+def test_somebodys_storm_costs_nobody_a_slot() -> None:
+    bucket, clock = settled(group=4, rank=2)
+    times = send(bucket, clock, 6)
+    for t in times[:2]:  # a newcomer at the full rate: counts far above the limit
+        bucket.on_throttled(t, message(45))
+    assert bucket.share == pytest.approx(1 / 4) and bucket.cuts == 0
+
+
+def test_refused_again_and_again_halves_our_share_whatever_the_slots() -> None:
+    """Shares that add up to more than the limit (a group measured wrong): a steady stream of
+    refusals, even with counts that look like somebody's storm, halves what we hold."""
+    bucket, clock = settled(group=2, rank=1)
+    clock.now += 2.0  # the storm's sends are out of the picture
+    times = send(bucket, clock, 8)
+    for t in (times[0], times[2], times[5]):  # not one slot's pattern: refused all over
+        bucket.on_throttled(t, message(40))
+    assert bucket.share == pytest.approx(1 / 4) and bucket.cuts == 1 and bucket.moves == 0
+
+
+def test_losing_every_instance_of_our_turn_moves_us_to_the_turn_our_tickets_named() -> None:
+    """Two processes drew the same rank (jitter swapped them in the storm): the one that keeps
+    losing moves — first to the other place its tickets showed — and keeps it if it is free."""
     clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=2)
-    send(bucket, clock, 60)
-    (t,) = send(bucket, clock)
-    bucket.on_throttled(t, message(25))  # onto the grid
-    delay, ticket = bucket._reserve()
-    _, slot = ticket
-    assert bucket.still_valid(ticket)
-    bucket.on_throttled(clock.now + delay, message(21))  # that slot's next instance lost a contest
-    assert slot not in bucket._owned and not bucket.still_valid(ticket)
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=8)
+    send(bucket, clock, 3)
+    times = send(bucket, clock, 4)
+    clock.now = times[-1] + 0.15
+    for t, seen in zip(times, (22, 26, 31, 34), strict=True):  # places 2, 2, 3, 2 (mod 4)
+        bucket.on_throttled(t, message(seen))
+    send(bucket, clock)
+    assert bucket._rank == 2
+    lost = send(bucket, clock, 3)
+    clock.now += 0.15
+    for t in lost:  # three instances in a row refused: another process holds turn 2
+        bucket.on_throttled(t, message(21))
+    assert bucket.moves == 1 and bucket._probing == frozenset({3})
+    for t in send(bucket, clock, OPEN.probe_confirm):
+        bucket.on_success(t)
+    assert bucket._held == frozenset({3}) and not bucket._probing
+
+
+def test_losing_on_a_grain_of_its_own_leaves_the_other_process_that_grain() -> None:
+    """We hold turn 1 of 4; a latecomer holds slot 5 of every 20 (one per window, inside our turn)
+    and wins it: our losses are 20 slots apart. We keep turn 1 except that slot (4 of 20)."""
+    bucket, clock = settled(group=4, rank=1)
+    times = send(bucket, clock, 20)
+    lost = [t for t in times if grid_slot(t) % 20 == 5][:3]
+    assert len(lost) == 3
+    clock.now += 0.15
+    for t in lost:
+        bucket.on_throttled(t, message(21))
+    assert bucket._mod == 20 and bucket._held == frozenset({1, 9, 13, 17})
+    assert bucket.share == pytest.approx(4 / 20)
 
 
 def test_the_smaller_holder_sends_first_within_a_slot() -> None:
     """Two processes in one slot: the service keeps the earlier request, so contests move slots
     from larger holders to smaller ones."""
-    clock = FakeClock()
-    small, large = AdaptiveBucket(20, clock=clock, seed=3), AdaptiveBucket(20, clock=clock, seed=4)
-    small._hold({5})
-    large._hold({5, 6, 7, 8})
-    for b in (small, large):
-        b._shared_until = clock.now + 60
-    d_small, _ = small._reserve()
-    d_large, _ = large._reserve()
-    assert d_small < d_large < d_small + AdaptiveParams().max_yield + 1e-9
-
-
-# ---- storms -------------------------------------------------------------------------------------
-def test_a_storm_keeps_our_share_of_the_growth_and_waits_for_the_window_to_drain() -> None:
-    """Four processes start together at full speed: between two of our throttles the service's count
-    grew by 4x our own requests, so we keep a quarter of the slots and send nothing until the
-    window that the start-up burst filled has drained."""
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=5)
-    sent = send(bucket, clock, 10)
-    bucket.on_throttled(sent[1], message(24))  # young: a storm, but nothing to compare with yet ...
-    assert bucket.storms == 0 and bucket.budget == 19  # ... so handled as a lost contest
-    bucket.on_throttled(sent[9], message(24 + 32))  # 32 more seen, 8 of them ours (>= min_growth)
-    assert bucket.storms == 1 and bucket.budget == 5  # share 8 / 32 of 20 slots
-    delay = bucket.reserve()  # paused: one window after our oldest request in it
-    assert clock.now + delay >= sent[0] + 1.0
-
-
-def test_growth_does_not_favour_the_process_that_started_first() -> None:
-    """Alone for a while, a process fills most of the window itself; when others arrive, its share
-    is measured on what the service saw since, not on the window's total."""
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=6)
-    sent = send(bucket, clock, 16)  # ~0.8 s alone: 16 of the window's requests are ours
-    bucket.on_throttled(sent[11], message(30))  # others arrived: 30 seen, ~12 ours
-    bucket.on_throttled(sent[15], message(50))  # 20 more seen, 4 of them ours
-    assert bucket.budget == 4  # 4 / 20 of the limit, not 16 / 50
-
-
-def test_throttles_during_the_storm_pause_are_echoes() -> None:
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=7)
-    times = send(bucket, clock, 8)
-    bucket.on_throttled(times[1], message(24))
-    bucket.on_throttled(times[5], message(40))
-    assert bucket.storms == 1
-    kept = bucket.budget
-    for t in times[6:]:
-        bucket.on_throttled(t, message(44))  # sent before the cut took effect
-    assert bucket.budget == kept and bucket.storms == 1
-
-
-def test_a_pause_makes_sleeping_workers_reserve_again() -> None:
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=8)
-    times = send(bucket, clock, 6)
-    bucket.on_throttled(times[1], message(24))
-    delay, ticket = bucket._reserve()  # a worker is sleeping toward this slot ...
-    bucket.on_throttled(times[4], message(60))  # ... when the storm cut arrives
-    assert bucket.storms == 1 and not bucket.still_valid(ticket)
-    waited = bucket.acquire(sleep=clock.sleep)  # acquire re-reserves after the pause
-    assert clock.now >= times[0] + 1.0 and waited > delay
+    small, clock = settled(group=8, rank=5, seed=9)
+    large, _ = settled(group=4, rank=1, seed=10)
+    large._clock = clock
+    small_at = small._next_slot(clock.now)[0] % WIDTH
+    large_at = large._next_slot(clock.now)[0] % WIDTH
+    assert small_at < large_at < OPEN.max_yield + OPEN.tie_break + 1e-9
 
 
 # ---- probing ------------------------------------------------------------------------------------
-def test_probing_takes_a_slot_and_gives_it_back_if_refused() -> None:
-    clock = FakeClock()
-    params = AdaptiveParams(probe_interval=2.0)
-    bucket = AdaptiveBucket(20, clock=clock, seed=9, params=params)
-    bucket._hold({0, 1, 2})
-    bucket._target = 3
-    bucket._shared_until = clock.now + 600
+def test_a_refused_probe_is_given_back_and_the_next_one_waits_twice_as_long() -> None:
+    bucket, clock = settled(
+        group=4, rank=0, params=AdaptiveParams(start_window=1_000_000, probe_interval=4.0)
+    )
     bucket._next_probe = clock.now
-    bucket.on_success(clock.now)
-    assert bucket.budget == 4 and bucket.probes == 1
+    (t,) = send(bucket, clock)
+    bucket.on_success(t)
+    assert bucket.probes == 1 and len(bucket._probing) == 1
     (probe,) = bucket._probing
-    clock.now += 0.3
-    period = params.window * (1 + params.shared_margin)
-    sent = (clock.now // period + 1) * period + probe * period / 20
-    bucket.on_throttled(sent, message(21))  # someone smaller already sends in that slot
-    assert bucket.budget == 3 and bucket.failed_probes == 1 and probe not in bucket._owned
+    times = send(bucket, clock, 4)
+    sent = next(t for t in times if grid_slot(t) % 4 == probe)
+    assert sent % WIDTH >= bucket._yield_offset() + OPEN.probe_delay - 1e-9  # later than the holder
+    wait = bucket._next_probe - clock.now
+    bucket.on_throttled(sent, message(21))  # the holder of that turn was first
+    assert bucket.failed_probes == 1 and bucket._held == frozenset({0})
+    assert bucket._next_probe - clock.now > wait
 
 
-def test_unrefused_probes_keep_the_slot_and_come_faster() -> None:
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=10, params=AdaptiveParams(probe_interval=4.0))
-    bucket._hold({0})
-    bucket._target = 1
-    bucket._shared_until = clock.now + 600
+def test_probes_the_service_keeps_accepting_reclaim_the_account_fast() -> None:
+    """Everyone else left: each probe is accepted three times in a row and kept; the next comes
+    sooner and takes twice as much; holding every turn, the bucket is alone again."""
+    bucket, clock = settled(
+        group=8, rank=3, params=AdaptiveParams(start_window=1_000_000, probe_interval=8.0)
+    )
+    start = clock.now
     bucket._next_probe = clock.now
-    held = []
-    for _ in range(200):  # 20 s of successes, nobody else on the account
-        clock.now += 0.1
-        bucket.on_success(clock.now)
-        held.append(bucket.budget)
-    assert held[-1] == 20  # back to the ceiling ...
-    assert held.index(20) < 150  # ... within 15 s, by probes that came faster and faster
-    assert bucket.failed_probes == 0
+    while bucket.shared() and clock.now < start + 60:
+        paced(bucket, clock, 8)
+    assert not bucket.shared() and bucket.share == 1.0
+    assert clock.now - start < 20 and bucket.failed_probes == 0 and bucket.throttles == 4
 
 
-# ---- the ceiling --------------------------------------------------------------------------------
-def test_never_more_grants_than_the_ceiling_in_any_window() -> None:
+# ---- reservations -----------------------------------------------------------------------------------
+def test_a_worker_that_wakes_far_too_late_reserves_again() -> None:
+    """On a busy host sleeping threads wake in bunches: sending all of them at once would put
+    several requests in one slot. A worker more than ``late`` of a slot behind reserves again."""
     clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, seed=11)
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN)
+    send(bucket, clock, 3)
+    delay, ticket = bucket._reserve()
+    clock.now += delay + 0.2  # woke up 200 ms late
+    assert bucket._claim(ticket) is None
+    delay, ticket = bucket._reserve()
+    clock.now += delay
+    assert bucket._claim(ticket) == 0.0
+
+
+def test_never_more_sends_than_the_ceiling_in_any_window() -> None:
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=11)
     for t in send(bucket, clock, 100):
         bucket.on_success(t)
-    (t,) = send(bucket, clock)
-    bucket.on_throttled(t, message(25))  # onto the grid: the switch must not squeeze two grants
+    storm(bucket, clock, first_ticket=22, group=2)  # onto the grid: the switch must not squeeze two
     for t in send(bucket, clock, 300):
         bucket.on_success(t)
     assert bucket.max_in_window(1.0) <= 20
@@ -241,7 +408,7 @@ def test_never_more_grants_than_the_ceiling_in_any_window() -> None:
 
 def test_threads_get_distinct_slots() -> None:
     clock = FakeClock()
-    bucket = AdaptiveBucket(50, clock=clock, seed=12)
+    bucket = AdaptiveBucket(50, clock=clock, params=OPEN, seed=12)
     grants: list[float] = []
     lock = threading.Lock()
 
@@ -262,7 +429,7 @@ def test_threads_get_distinct_slots() -> None:
 
 def test_aacquire_waits_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock)
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN)
     slept: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
@@ -276,22 +443,29 @@ def test_aacquire_waits_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> No
             await bucket.aacquire()
 
     asyncio.run(main())
-    assert slept == [pytest.approx((1 + AdaptiveParams().start_margin) / 20, rel=1e-3)] * 2
+    assert slept == [pytest.approx((1 + OPEN.start_margin) / 20, rel=1e-3)] * 2
 
 
-def test_set_rate_changes_the_ceiling() -> None:
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock)
+def test_set_rate_changes_the_ceiling_and_starts_afresh() -> None:
+    bucket, clock = settled(group=4, rank=1)
     bucket.set_rate(5)
-    assert bucket.ceiling == bucket.rate == 5 and bucket.budget == 5
+    assert bucket.ceiling == bucket.rate == 5 and bucket.share == 1.0 and not bucket.shared()
+    bucket.ledger.clear()
     send(bucket, clock, 50)
     assert bucket.max_in_window(1.0) <= 5
     with pytest.raises(ValueError, match="rate"):
         bucket.set_rate(0)
 
 
+def test_an_idle_bucket_forgets_the_group() -> None:
+    bucket, clock = settled(group=4, rank=1)
+    clock.now += OPEN.idle_reset + 1
+    send(bucket, clock)
+    assert not bucket.shared() and bucket.share == 1.0
+
+
 # ---- the registry ---------------------------------------------------------------------------------
-def test_shared_buckets_are_fixed_unless_adaptive_pacing_is_chosen() -> None:
+def test_shared_buckets_adapt_unless_fixed_pacing_is_chosen() -> None:
     default = _pacing._ADAPTIVE
     reset_shared_buckets()
     try:
@@ -311,12 +485,3 @@ def test_shared_buckets_are_fixed_unless_adaptive_pacing_is_chosen() -> None:
     finally:
         use_adaptive_pacing(default)
         reset_shared_buckets()
-
-
-def test_fixed_pacing_is_the_default_and_the_environment_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AIRFLOW_MPS_PACING", raising=False)
-    assert _pacing._adaptive_from_environment() is False
-    monkeypatch.setenv("AIRFLOW_MPS_PACING", "adaptive")
-    assert _pacing._adaptive_from_environment() is True
-    monkeypatch.setenv("AIRFLOW_MPS_PACING", "fixed")
-    assert _pacing._adaptive_from_environment() is False
