@@ -475,7 +475,7 @@ def test_shared_buckets_adapt_unless_fixed_pacing_is_chosen() -> None:
         assert shared_bucket(("AKID@x", "ProcessImage"), 20) is fixed
         fixed.on_success(0.0)
         fixed.on_throttled(0.0, message(21))  # a fixed bucket only counts
-        assert (fixed.successes, fixed.throttles, fixed.rate) == (1, 1, pytest.approx(19.4))
+        assert (fixed.successes, fixed.throttles) == (1, 1) and fixed.rate == pytest.approx(19.4)
         shared_bucket(("AKID@x", "ProcessImage"), 10)
         assert fixed.rate == pytest.approx(10 * HEADROOM)
         use_adaptive_pacing(True)

@@ -220,9 +220,12 @@ def simulate(
         backoff = rng.uniform(0.0, min(max_delay, base_delay * 2 ** min(attempt, 30)))
         at(clock.now + backoff, lambda: worker_next(client, attempt + 1))
 
+    def start(client: Client) -> Callable[[], None]:
+        return lambda: worker_next(client, 0)
+
     for client in clients:
         for _ in range(min(client.workers, client.images)):
-            at(t_start + client.start, lambda c=client: worker_next(c, 0))
+            at(t_start + client.start, start(client))
 
     while events:
         when, _, action = heapq.heappop(events)
