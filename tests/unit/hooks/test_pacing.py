@@ -19,9 +19,9 @@ from collections.abc import Callable
 import pytest
 
 from airflow_mps.hooks import _pacing
+from airflow_mps.hooks._adaptive import AdaptiveBucket
 from airflow_mps.hooks._pacing import (
     HEADROOM,
-    AdaptiveBucket,
     AdaptiveParams,
     TokenBucket,
     reset_shared_buckets,

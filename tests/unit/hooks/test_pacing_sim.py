@@ -9,7 +9,7 @@ pieces that matter for pacing:
   (every request seen in the window, and the limit);
 * the **network**: each request reaches the service after a one-way delay (the bench's 150 ms
   injected latency + seeded jitter with a heavy tail) and the answer comes back a little later;
-* each **client**: one real :class:`~airflow_mps.hooks._pacing.AdaptiveBucket` (or fixed
+* each **client**: one real :class:`~airflow_mps.hooks._adaptive.AdaptiveBucket` (or fixed
   ``TokenBucket``) on the simulation clock, ``workers`` concurrent submitters (the batch operator's
   ``submit_concurrency``) that re-reserve a voided reservation as ``acquire`` does, and the hook's
   retry on throttling: full-jitter exponential backoff (``RetryPolicy``), paced by the bucket again.
@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from airflow_mps.hooks._pacing import AdaptiveBucket, AdaptiveParams, TokenBucket
+from airflow_mps.hooks._adaptive import AdaptiveBucket
+from airflow_mps.hooks._pacing import AdaptiveParams, TokenBucket
 
 THROTTLE_MESSAGE = (
     "Your current request times equals to `{seen}` in a second, which exceeds the frequency limit "

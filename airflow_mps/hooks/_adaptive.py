@@ -1,0 +1,600 @@
+"""Adaptive pacing (``AIRFLOW_MPS_PACING=adaptive``, issue 13): :class:`AdaptiveBucket`, a
+:class:`~airflow_mps.hooks._pacing.TokenBucket` (same contract) that shares one account's limit with
+processes it cannot see by reading the service's refusals; tuned by ``_pacing.AdaptiveParams``."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from airflow_mps.hooks._pacing import (
+    GROUP_SIZES,
+    AdaptiveParams,
+    TokenBucket,
+    _check_rate,
+    _slots,
+    throttle_counts,
+)
+
+_HOLD = "hold"
+_OPEN = 1 << 30  # no cap on unanswered requests
+
+
+class AdaptiveBucket(TokenBucket):
+    """A pacer that shares one account's limit with other processes it cannot see (issue 13).
+
+    The service refuses a request when ``limit`` requests were accepted in the last ``window``, and
+    its refusal counts the requests in that window, accepted and refused: within a second every
+    arrival raises the count by one, so a refusal's count is a **ticket** no other request holds.
+
+    * **Alone** (the start, and whenever it holds the whole limit): evenly spaced at ``ceiling ÷ (1
+      + margin)``, the margin following jitter; a request waits (up to ``hold_back`` of a slot)
+      until the one ``limit`` sends before it is surely out of the window, counted as late as its
+      answer was slower than usual. Slow start: two requests unanswered until two answers in a row
+      took about as long (a host too busy to answer is not stormed).
+    * **Storm** (a refusal showing other processes): K processes that started together at the full
+      rate send one request each per interval, so our tickets are K apart and one interval's K
+      tickets are consecutive. K is the count's growth per request of ours over up to ``gaps``
+      intervals (plus one if we had filled the window alone: our old requests left as fast as we
+      sent), rounded to the nearest of ``GROUP_SIZES``; our rank is our usual ``ticket mod K``. We
+      send nothing until our requests have left the window, then take turn ``rank`` of ``K``. A
+      count growing by one per request of ours means we came late to a full account: one slot per
+      window, then probing.
+    * **Shared** (the grid): every process cuts wall-clock time into the same slots, ``window × (1 +
+      shared_margin) ÷ limit`` wide, numbered from the epoch; a bucket holds residues ``H`` modulo
+      ``M`` and sends only in slots ``g mod M`` in ``H``. After a storm ``M = K``, ``H = {rank}``:
+      ``limit ÷ K`` each, no two in one slot, never above the limit, finishing together.
+
+    **Contests.** Two requests in one slot: the first is kept; a bucket sends later in its slot the
+    larger its share, so the smaller holder wins. Three evenly spaced refusals of a residue mean
+    another sender there: leave it that slot (at its grain), or — our only residue — move (our
+    tickets name candidates), halving after ``max_moves``. A refusal counting ``storm_factor ×
+    limit`` is somebody's storm and costs nothing; refusals of over ``crowd_fraction`` of what we
+    sent halve our share (shares adding up to more than the limit: a group measured wrong).
+
+    **Probing.** Holding less than everything, now and then take more (small holders more often): a
+    refused probe is given back and the next waits twice as long; one accepted ``probe_confirm``
+    times is kept and the next comes twice as fast, taking twice as much. Holding everything, the
+    bucket is alone again.
+
+    Feedback: ``on_success(sent_at)``, ``on_throttled(sent_at, message)`` (``sent_at`` = ``now()``
+    after ``acquire``). Thread- and asyncio-safe: one lock, never held while waiting. The clock is
+    wall time so that processes (and NTP-synced hosts) share the grid.
+    """
+
+    adaptive = True
+
+    def __init__(
+        self,
+        ceiling: float,
+        burst: int = 1,
+        *,
+        clock: Callable[[], float] = time.time,
+        ledger_size: int = 10_000,
+        params: AdaptiveParams | None = None,
+        seed: int | None = None,
+    ) -> None:
+        _check_rate(ceiling)
+        super().__init__(ceiling, burst, clock=clock, ledger_size=ledger_size)
+        self.params = params or AdaptiveParams()
+        self._rng = random.Random(seed)
+        self._slots = _slots(ceiling, self.params.window)
+        self._tie = self._rng.uniform(0.0, self.params.tie_break)
+        #: Counters for benchmarks and logs.
+        self.storms = 0
+        self.cuts = 0
+        self.moves = 0
+        self.widenings = 0
+        self.probes = 0
+        self.failed_probes = 0
+        self._start(clock())
+
+    def _start(self, now: float) -> None:
+        """Forget everything learned: alone, at the full ceiling (lock held, or from ``__init__``)."""
+        p = self.params
+        self._alone = True
+        self._mod = 1
+        self._held: frozenset[int] = frozenset({0})
+        self._order: list[int] = [0]
+        self._margin = self._margin_base = p.start_margin
+        self._margin_at = now
+        self._last_widen = -math.inf
+        self._last_grant = -math.inf
+        self._last_slot = -1  # the grid slot of the latest reservation
+        self._window_cap = p.start_window
+        self._granted: list[float] = []  # send times reserved, not yet claimed (while it is closed)
+        self._answered: deque[float] = deque(maxlen=256)  # sent_at of recent answers
+        self._refusals: deque[float] = deque(maxlen=64)  # when recent refusals came back
+        self._crowd: deque[float] = deque(maxlen=64)  # sent_at of recent refusals on the grid
+        self._hold_until = -math.inf
+        self._tickets: list[tuple[float, int]] | None = None  # a storm's (sent, seen)
+        self._incumbent = False  # we had the window to ourselves when the storm began
+        self._guessed = False  # our share was guessed, not measured
+        self._latencies: deque[float] = deque(maxlen=64)  # recent round trips
+        self._trips: deque[tuple[float, float]] = deque(maxlen=64)  # (sent, round trip) of recent answers
+        self._group: int | None = None
+        self._rank: int | None = None
+        self._candidates: list[int] = []
+        self._lost: dict[int, list[int]] = {}
+        self._moving = 0
+        self._lost_slot: tuple[int, int | None] = (0, None)
+        self._probing: frozenset[int] = frozenset()
+        self._probe_ok: dict[int, int] = {}
+        self._wins = 0
+        self._fails = 0
+        self._next_probe = math.inf
+
+    # ---- state ------------------------------------------------------------------------------
+    @property
+    def share(self) -> float:
+        """The fraction of the limit this bucket sends at now (1.0 alone)."""
+        return len(self._held) / self._mod
+
+    @property
+    def budget(self) -> float:
+        """Requests per window this bucket sends now (``share × limit``)."""
+        return round(self.share * self._slots, 3)
+
+    @property
+    def group(self) -> int | None:
+        """The group size measured at the last storm (None before any)."""
+        return self._group
+
+    @property
+    def pacing_rate(self) -> float:
+        """Calls per second this bucket sends at now (at most ``rate``)."""
+        p = self.params
+        margin = self._margin if self._alone else p.shared_margin
+        return self.share * self._slots / (p.window * (1.0 + margin))
+
+    def shared(self) -> bool:
+        """Whether the bucket paces on the common grid (other processes were seen)."""
+        return not self._alone
+
+    def _width(self) -> float:
+        p = self.params
+        return p.window * (1.0 + p.shared_margin) / self._slots
+
+    def _hold(self, mod: int, held: frozenset[int] | set[int]) -> None:
+        """Hold residues ``held`` modulo ``mod`` (never none: a bucket always keeps one slot). A new
+        modulus renames every slot: what was lost or probed under the old one is forgotten."""
+        if mod != self._mod:
+            self._lost.clear()
+            self._probing = frozenset()
+            self._moving = 0
+        self._mod = mod
+        self._held = frozenset(held) or frozenset({self._rng.randrange(mod)})
+        self._probing &= self._held
+        self._order = sorted(self._held)
+
+    def set_rate(self, rate: float) -> None:
+        """Change the ceiling (a connection edited to another ``process_image_rate``): start afresh."""
+        _check_rate(rate)
+        with self._lock:
+            self._rate = float(rate)
+            self._slots = _slots(rate, self.params.window)
+            self._start(self._clock())
+            self.epoch += 1
+
+    # ---- reservations -------------------------------------------------------------------------
+    def _reserve(self) -> tuple[float, Any]:
+        with self._lock:
+            now = self._clock()
+            p = self.params
+            if self._last_grant > now + 60.0:  # the wall clock stepped back: start afresh
+                self._last_grant = -math.inf
+            elif now - self._last_grant > p.idle_reset and now > self._hold_until + p.idle_reset:
+                self._start(now)  # idle for a while: what we learned may be stale
+            if now < self._hold_until:  # a storm's window is draining: wait, then reserve again
+                return self._hold_until - now, (self.epoch, _HOLD, 0, self._hold_until)
+            self._settle(now)
+            # Never `limit` + 1 sends in a window, counting when they really went out (late ones too).
+            earliest = max(now, self._last_grant + 1e-6)
+            if len(self.ledger) >= self._slots:
+                margin = self._margin if self._alone else p.shared_margin
+                earliest = max(earliest, self._arrived(self.ledger[-self._slots]) + p.window * (1 + margin))
+            residue: int | None = None
+            if self._alone:
+                period = p.window * (1.0 + self._margin)
+                if (
+                    self._window_cap < _OPEN
+                    and self._unanswered(now) + len(self._granted) >= self._window_cap
+                ):
+                    # slow start: wait for answers (a fraction of a slot, then reserve again)
+                    return 0.25 * p.window / self._slots, (self.epoch, _HOLD, 0, now)
+                send_at = max(earliest, self._last_grant + period / self._slots)
+                if self._window_cap < _OPEN:
+                    self._granted.append(send_at)
+            else:
+                send_at, residue = self._next_slot(earliest)
+            self._last_grant = send_at
+            return send_at - now, (self.epoch, residue, self._mod, send_at)
+
+    def _next_slot(self, earliest: float) -> tuple[float, int]:
+        """The first instance, at or after ``earliest``, of a slot we hold (with our offset in it)."""
+        width = self._width()
+        mod = self._mod
+        base = self._yield_offset() + self._tie
+        cycle = math.floor(earliest / width) // mod
+        while True:
+            for r in self._order:
+                slot = cycle * mod + r
+                offset = base + (self.params.probe_delay if r in self._probing else 0.0)
+                t = slot * width + min(offset, 0.45 * width)
+                if t >= earliest and slot > self._last_slot:  # offsets change; slots never repeat
+                    self._last_slot = slot
+                    return t, r
+            cycle += 1
+
+    def _yield_offset(self) -> float:
+        """Later in the slot the larger our share (log scale): the smaller holder wins a contest. A
+        probe competes at the share we had before it."""
+        held = len(self._held) - len(self._probing)
+        if held <= 0 or self._slots <= 1:
+            return 0.0
+        scale = 1.0 + math.log(held / self._mod) / math.log(self._slots)
+        return self.params.max_yield * min(1.0, max(0.0, scale))
+
+    def still_valid(self, ticket: Any) -> bool:
+        """A reservation stays good unless the bucket paused or gave its slot up meanwhile."""
+        epoch, residue, mod, _ = ticket
+        if epoch != self.epoch or residue == _HOLD:
+            return False
+        return residue is None or (mod == self._mod and residue in self._held and not self._alone)
+
+    def _claim(self, ticket: Any) -> float | None:
+        """Send now? Not if the reservation was voided, nor if the caller woke up so late that it
+        would land in the next slot (on a busy host sleepers wake in bunches): it reserves again.
+        Alone, not before the request a window back is surely out of the service's window: if
+        that one reached the service late (its answer took longer than usual), wait as much."""
+        with self._lock:
+            p = self.params
+            now = self._clock()
+            slot = p.window / self._slots
+            if not self.still_valid(ticket) or now > ticket[3] + p.late * slot:
+                self._ungrant(ticket[3])
+                return None
+            if self._alone and len(self.ledger) >= self._slots:
+                ready = self._arrived(self.ledger[-self._slots]) + p.window * (1 + self._margin)
+                limit = ticket[3] + p.hold_back * slot  # held back at most this much in all
+                if ready > now + 1e-6 and limit > now + 1e-6:
+                    return min(ready, limit) - now
+            self._ungrant(ticket[3])
+            self.ledger.append(now)
+            return 0.0
+
+    def _ungrant(self, send_at: float) -> None:
+        if send_at in self._granted:
+            self._granted.remove(send_at)
+
+    def _unanswered(self, now: float) -> int:
+        """Requests sent in the last window that have not been answered yet (calls that failed
+        otherwise are never answered: they drop out after a window)."""
+        horizon = now - self.params.window
+        sent = sum(1 for t in self.ledger if t > horizon)
+        answered = sum(1 for t in self._answered if t > horizon)
+        return max(0, sent - answered)
+
+    def _answer(self, sent_at: float | None) -> None:
+        now = self._clock()
+        self._answered.append(now if sent_at is None else sent_at)
+        if sent_at is None:
+            return
+        latency = now - sent_at
+        self._latencies.append(latency)
+        self._trips.append((sent_at, latency))
+
+    def _steady(self) -> bool:
+        """Whether the last round trips took about as long as each other: a host too busy to
+        answer (every process starting at once) answers late and unevenly, and is not sent more
+        until it settles."""
+        if len(self._latencies) < 2:
+            return False
+        last, before = self._latencies[-1], self._latencies[-2]
+        return abs(last - before) <= self.params.steady * min(last, before)
+
+    def _usual_latency(self) -> float:
+        """A short round trip (the 10th percentile of recent ones; 0.2 s before any answer)."""
+        if not self._latencies:
+            return 0.2
+        return sorted(self._latencies)[len(self._latencies) // 10]
+
+    def _arrived(self, sent: float) -> float:
+        """When a request we sent at ``sent`` may have reached the service: later by as much as its
+        answer took longer than usual (the delay may have come before the service counted it)."""
+        if not self._latencies:
+            return sent
+        usual = self._usual_latency()
+        for when, latency in self._trips:
+            if abs(when - sent) < 0.002:
+                return sent + max(0.0, latency - usual)
+        return sent
+
+    def _slot(self, sent: float) -> int:
+        """The grid slot a request sent at ``sent`` was in (offsets stay within the slot)."""
+        return math.floor(sent / self._width())
+
+    # ---- storms -------------------------------------------------------------------------------
+    def _storm(self, sent: float, now: float, seen: int | None) -> None:
+        """Company: stop, measure the group from the tickets still arriving, resume on the grid once
+        our oldest request in the window has aged out."""
+        p = self.params
+        self.storms += 1
+        self._alone = False
+        self._tickets = [] if seen is None else [(sent, seen)]
+        # Had we filled the window alone? (Then the count grows by the others' requests only.)
+        self._incumbent = sum(1 for t in self.ledger if sent - p.window < t <= sent) >= 0.9 * self._slots
+        # Our requests in the window, at when they reached the service: none may count against us.
+        mine = [a for a in (self._arrived(t) for t in self.ledger if t <= sent) if a > sent - p.window]
+        drained = min(mine, default=sent) + p.window * (1.0 + p.shared_margin) + self._width()
+        # ... and the refusals of what we still have in flight come back (they are our tickets).
+        answered = max(self.ledger, default=sent) + 1.5 * self._usual_latency()
+        self._hold_until = max(drained, answered)
+        self._last_grant = max(self._last_grant, self._hold_until - p.window / self._slots)
+        self._probing = frozenset()
+        self.epoch += 1
+
+    def _settle(self, now: float) -> None:
+        """After a storm's pause: take the rank the tickets gave — or, when the count grew by only
+        one per request of ours (we came late to a full account), one slot per window, and probe."""
+        if self._tickets is None or now < self._hold_until:
+            return
+        tickets, self._tickets = sorted(self._tickets), None
+        p = self.params
+        group = self._measure(tickets) if tickets else None
+        self._guessed = group is None  # no group measured: what we take is a guess, probe sooner
+        if group is None and self._incumbent:
+            group = 2  # we had the account; somebody came: too few tickets to say more, halve
+        self._moving = 0
+        self._wins = self._fails = 0
+        self._group = group
+        if group is not None:
+            # Our usual place in an interval is our rank (jitter shifts single ones); others: moves.
+            seen = [t % group for _, t in tickets[: p.gaps + 1]] or [self._rng.randrange(group)]
+            counts = {r: seen.count(r) for r in seen}
+            self._rank = max(counts, key=lambda r: counts[r])
+            self._candidates = [r for r in counts if r != self._rank]
+            self._hold(group, {self._rank})
+        else:
+            self._rank = None
+            self._candidates = []
+            self._hold(self._slots, {self._rng.randrange(self._slots)})
+        self._next_probe = now + self._interval()
+        self.epoch += 1
+
+    def _measure(self, tickets: list[tuple[float, int]]) -> int | None:
+        """The group size: how much the service's count grew from our first ticket to our last (at
+        most ``gaps`` later), per request of ours sent in between — plus one if we had filled the
+        window alone before (our requests of a window ago left it as fast as we sent: the growth is
+        the others'). Jitter moves a single ticket by a place or two; the sum over several
+        intervals much less. None when there are too few tickets or the count grew by one per
+        request of ours although we had not filled the window (it was already full and only we
+        were adding to it: we came late)."""
+        window = tickets[: self.params.gaps + 1]
+        first = window[0]
+        for last in reversed(window[1:]):
+            ours = sum(1 for t in self.ledger if first[0] < t <= last[0])
+            if ours > 0 and last[1] > first[1]:
+                estimate = (last[1] - first[1]) / ours + (1.0 if self._incumbent else 0.0)
+                if estimate < 1.5:
+                    return None
+                return min(GROUP_SIZES, key=lambda size: abs(math.log(size / estimate)))
+        return None
+
+    # ---- feedback -----------------------------------------------------------------------------
+    def on_success(self, sent_at: float | None = None) -> None:
+        """A call paced by this bucket was answered (not throttled): narrow the margin, confirm a
+        probe, maybe start one."""
+        with self._lock:
+            self.successes += 1
+            p = self.params
+            now = self._clock()
+            self._answer(sent_at)
+            if self._window_cap < _OPEN and self._steady():
+                self._window_cap = _OPEN  # the host answers steadily: only the rate paces
+            self._settle(now)
+            if self._alone:
+                self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
+                return
+            if self._tickets is not None or sent_at is None or sent_at < self._hold_until:
+                return
+            residue = self._slot(sent_at) % self._mod
+            if residue in self._probing:
+                # One acceptance may be a passing hole (a refusal left room); a free slot stays free.
+                self._probe_ok[residue] = self._probe_ok.get(residue, 0) + 1
+                if self._probe_ok[residue] < p.probe_confirm:
+                    return
+                self._probing = self._probing - {residue}
+                if self._moving:
+                    self._moving = 0  # moved to a free slot
+                elif not self._probing:  # every slot of the probe kept: probe again sooner
+                    self._wins += 1
+                    self._fails = 0
+                    self._next_probe = now + self._interval()
+            if len(self._held) == self._mod and not self._probing:
+                self._alone = True  # every slot is ours: nobody else is sending
+                self._margin = self._margin_base = p.start_margin
+                self._margin_at = now
+                self.epoch += 1
+                return
+            if not self._probing and not self._moving and now >= self._next_probe:
+                self._probe(now)
+
+    def _probe(self, now: float) -> None:
+        free = [r for r in range(self._mod) if r not in self._held]
+        if not free:
+            return
+        step = min(len(free), 2 ** min(self._wins, 3))
+        self._probing = frozenset(self._rng.sample(free, step))
+        self._probe_ok = {}
+        self._hold(self._mod, self._held | self._probing)
+        self.probes += 1
+
+    def on_throttled(self, sent_at: float | None = None, message: str | None = None) -> None:
+        """The service refused a call sent at ``sent_at`` with ``message`` (``RequestLimitExceeded``)."""
+        with self._lock:
+            self.throttles += 1
+            p = self.params
+            now = self._clock()
+            self._answer(sent_at)
+            self._refusals.append(now)
+            sent = now if sent_at is None else sent_at
+            counts = throttle_counts(message)
+            seen = None if counts is None else counts[0]
+            if self._tickets is not None:  # measuring a storm: every refusal of ours is a ticket
+                if seen is not None and now < self._hold_until:
+                    self._tickets.append((sent, seen))
+                    return
+                self._settle(now)
+            if sent < self._hold_until:
+                return  # sent before the pause took effect: an echo of the storm
+            if self._alone:
+                near = sum(1 for t in self.ledger if sent - p.window - p.jitter < t <= sent)
+                refused = sum(1 for t in self._refusals if t > now - p.window)
+                if seen is not None and seen - near <= p.alone_others and refused <= p.alone_refusals:
+                    if self._margin < p.max_margin and sent >= self._last_widen + 1.0:
+                        self._margin = self._margin_base = min(p.max_margin, self._margin + p.margin_step)
+                        self._margin_at = self._last_widen = now
+                        self.widenings += 1
+                    return
+                self._storm(sent, now, seen)
+                return
+            slot = self._slot(sent)
+            residue = slot % self._mod
+            if residue in self._probing:
+                self._probe_refused(residue, now)
+                return
+            if residue not in self._held:
+                return  # given up already
+            self._crowd.append(sent)
+            crowded = self._crowded(now)
+            if not crowded and seen is not None and counts is not None and seen >= p.storm_factor * counts[1]:
+                return  # somebody's storm: it stops by itself, and nobody should pay for it
+            horizon = 2 * max(p.loss_span * self._mod, p.max_mod * self._slots)
+            lost = [g for g in self._lost.get(residue, []) if slot - horizon < g < slot]
+            period = self._period(lost, slot)
+            if period is None:  # a lone refusal: jitter, or a probe that took a passing hole
+                self._lost[residue] = [*lost, slot]
+                if crowded:  # ... unless there are too many of them
+                    self._halve(now)
+                return
+            # Somebody else sends there, every `period` slots (its grain): leave it to them.
+            self._lost.pop(residue, None)
+            self._give_up(residue, slot, period, now)
+
+    def _crowded(self, now: float) -> bool:
+        """Refused too often to be jitter or a passing storm, whatever the slots: the shares add up
+        to more than the limit (a group measured wrong, several processes reclaiming at once)."""
+        p = self.params
+        since = now - p.crowd_window
+        refused = sum(1 for t in self._crowd if t > since)
+        sent = sum(1 for t in self.ledger if t > since)
+        return refused >= p.crowd_refusals and refused >= p.crowd_fraction * sent
+
+    def _halve(self, now: float) -> None:
+        """Keep half of what we hold (every other residue, or half of our only one: the modulus
+        doubles), and wait for fresh evidence before judging again."""
+        self._probing = frozenset()
+        self._moving = 0
+        if len(self._held) > 1:
+            self._hold(self._mod, set(self._order[::2]))
+        else:
+            self._hold(self._mod * 2, {self._order[0]})
+        self._crowd.clear()
+        self._lost.clear()
+        self.cuts += 1
+        self._wins = 0
+        self._next_probe = max(self._next_probe, now + self._interval())
+        self.epoch += 1
+
+    def _period(self, lost: list[int], slot: int) -> int | None:
+        """The period of another sender in one of our residues, from the slots we lost there: three
+        lost slots evenly spaced (every instance, when it sends every time we do; or on a grain of
+        its own). Refusals from jitter are scattered."""
+        for i, a in enumerate(lost):
+            for b in lost[i + 1 :]:
+                if b - a == slot - b:
+                    return slot - b
+        return None
+
+    def _probe_refused(self, residue: int, now: float) -> None:
+        self._probing = self._probing - {residue}
+        self._hold(self._mod, self._held - {residue})
+        if self._moving:  # moving off a contested slot: try the next one
+            self._move(now)
+            return
+        self.failed_probes += 1
+        self._fails += 1
+        self._wins = 0
+        self._next_probe = now + self._interval()
+
+    def _give_up(self, residue: int, slot: int, period: int, now: float) -> None:
+        """Another process keeps winning this slot, every ``period`` slots: leave it that much — the
+        finer grain, if its period is not ours (a latecomer holding one slot per window in our
+        rank) — or the whole residue; down to one residue, move or halve."""
+        mod = math.lcm(self._mod, period)
+        if self._mod < mod <= self.params.max_mod * self._slots:
+            grain = mod // self._mod
+            held = {h + k * self._mod for h in self._held for k in range(grain)} - {slot % mod}
+            self._hold(mod, held)
+            self.cuts += 1
+            self._wins = 0
+            self._next_probe = max(self._next_probe, now + self._interval())
+            return
+        if len(self._held) > 1:
+            self._hold(self._mod, self._held - {residue})
+            self.cuts += 1
+            self._wins = 0
+            self._next_probe = max(self._next_probe, now + self._interval())
+            return
+        self._moving = 0
+        self._move(now, lost=residue, slot=slot)
+
+    def _move(self, now: float, lost: int | None = None, slot: int | None = None) -> None:
+        """Try another residue (one our storm tickets named first, then any); after ``max_moves``
+        refused tries, keep half of the slot we had (the other half is the winner's)."""
+        p = self.params
+        if lost is not None:
+            self._lost_slot = (lost, slot)
+        if self._moving < p.max_moves and self._mod > 1:
+            taken = set(self._held) | {self._lost_slot[0]}
+            options = [r for r in self._candidates if r not in taken]
+            if not options:
+                options = [r for r in range(self._mod) if r not in taken]
+            if options:
+                target = (
+                    options[0]
+                    if self._candidates and options[0] in self._candidates
+                    else self._rng.choice(options)
+                )
+                if target in self._candidates:
+                    self._candidates.remove(target)
+                self._moving += 1
+                self.moves += 1
+                self._probing = frozenset({target})
+                self._probe_ok = {}
+                self._hold(self._mod, {target})
+                self.epoch += 1
+                return
+        residue, lost_slot = self._lost_slot
+        self._moving = 0
+        mod = self._mod * 2
+        kept = residue + self._mod if lost_slot is not None and lost_slot % mod == residue else residue
+        self._hold(mod, {kept})
+        self.cuts += 1
+        self._next_probe = now + self._interval()
+        self.epoch += 1
+
+    def _interval(self) -> float:
+        """Wait before the next probe: ``sqrt(share)`` makes small holders probe more often while the
+        whole account's probing grows only slowly with the number of processes; doubled per refused
+        probe in a row, halved per kept one."""
+        p = self.params
+        base = p.probe_interval * math.sqrt(self.share) * self._rng.uniform(0.5, 1.5)
+        if self._guessed:
+            base *= p.guess_probe
+        return min(p.max_probe_interval, max(p.min_probe_interval, base * 2.0 ** (self._fails - self._wins)))
