@@ -85,6 +85,8 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
                     "widenings",
                     "probes",
                     "failed_probes",
+                    "estimate",
+                    "tickets_seen",
                 )
                 if hasattr(bucket, name)
             },

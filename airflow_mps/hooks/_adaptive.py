@@ -91,6 +91,9 @@ class AdaptiveBucket(TokenBucket):
         self.widenings = 0
         self.probes = 0
         self.failed_probes = 0
+        #: The last storm's raw group estimate and the counts it read them from (for benchmarks).
+        self.estimate: float | None = None
+        self.tickets_seen: list[int] = []
         self._start(clock())
 
     def _start(self, now: float) -> None:
@@ -104,7 +107,9 @@ class AdaptiveBucket(TokenBucket):
         self._margin_at = now
         self._last_widen = -math.inf
         self._last_grant = -math.inf
-        self._last_slot = -1  # the grid slot of the latest reservation
+        #: Grid slots reserved in each epoch: one send per slot; reservations voided by a change of
+        #: turns (a new epoch) hold no place, so the next ones are not queued behind them.
+        self._reserved: dict[int, int] = {}
         self._window_cap = p.start_window
         self._granted: list[float] = []  # send times reserved, not yet claimed (while it is closed)
         self._answered: deque[float] = deque(maxlen=256)  # sent_at of recent answers
@@ -193,7 +198,7 @@ class AdaptiveBucket(TokenBucket):
                 return self._hold_until - now, (self.epoch, _HOLD, 0, self._hold_until)
             self._settle(now)
             # Never `limit` + 1 sends in a window, counting when they really went out (late ones too).
-            earliest = max(now, self._last_grant + 1e-6)
+            earliest = max(now, self._last_grant + 1e-6) if self._alone else now
             if len(self.ledger) >= self._slots:
                 margin = self._margin if self._alone else p.shared_margin
                 earliest = max(earliest, self._arrived(self.ledger[-self._slots]) + p.window * (1 + margin))
@@ -211,7 +216,7 @@ class AdaptiveBucket(TokenBucket):
                     self._granted.append(send_at)
             else:
                 send_at, residue = self._next_slot(earliest)
-            self._last_grant = send_at
+            self._last_grant = max(self._last_grant, send_at)
             return send_at - now, (self.epoch, residue, self._mod, send_at)
 
     def _next_slot(self, earliest: float) -> tuple[float, int]:
@@ -225,8 +230,13 @@ class AdaptiveBucket(TokenBucket):
                 slot = cycle * mod + r
                 offset = base + (self.params.probe_delay if r in self._probing else 0.0)
                 t = slot * width + min(offset, 0.45 * width)
-                if t >= earliest and slot > self._last_slot:  # offsets change; slots never repeat
-                    self._last_slot = slot
+                if t >= earliest and self._reserved.get(slot) != self.epoch:
+                    if len(self._reserved) > 4 * self._slots:  # forget slots past or void
+                        first = math.floor(earliest / width)
+                        self._reserved = {
+                            g: e for g, e in self._reserved.items() if e == self.epoch and g >= first
+                        }
+                    self._reserved[slot] = self.epoch
                     return t, r
             cycle += 1
 
@@ -345,6 +355,8 @@ class AdaptiveBucket(TokenBucket):
             return
         tickets, self._tickets = sorted(self._tickets), None
         p = self.params
+        self.tickets_seen = [seen for _, seen in tickets[:8]]
+        self.estimate = None
         group = self._measure(tickets) if tickets else None
         self._guessed = group is None  # no group measured: what we take is a guess, probe sooner
         if group is None and self._incumbent:
@@ -380,6 +392,7 @@ class AdaptiveBucket(TokenBucket):
             ours = sum(1 for t in self.ledger if first[0] < t <= last[0])
             if ours > 0 and last[1] > first[1]:
                 estimate = (last[1] - first[1]) / ours + (1.0 if self._incumbent else 0.0)
+                self.estimate = round(estimate, 2)
                 if estimate < 1.5:
                     return None
                 return min(GROUP_SIZES, key=lambda size: abs(math.log(size / estimate)))
@@ -560,7 +573,7 @@ class AdaptiveBucket(TokenBucket):
         p = self.params
         if lost is not None:
             self._lost_slot = (lost, slot)
-        if self._moving < p.max_moves and self._mod > 1:
+        if self._moving < max(p.max_moves, self._mod - 1) and self._mod > 1:
             taken = set(self._held) | {self._lost_slot[0]}
             options = [r for r in self._candidates if r not in taken]
             if not options:
@@ -597,4 +610,5 @@ class AdaptiveBucket(TokenBucket):
         base = p.probe_interval * math.sqrt(self.share) * self._rng.uniform(0.5, 1.5)
         if self._guessed:
             base *= p.guess_probe
-        return min(p.max_probe_interval, max(p.min_probe_interval, base * 2.0 ** (self._fails - self._wins)))
+        backoff = 2.0 ** (min(self._fails, p.max_probe_backoff) - self._wins)
+        return min(p.max_probe_interval, max(p.min_probe_interval, base * backoff))

@@ -297,6 +297,9 @@ class AdaptiveParams:
     #: A probed slot is kept once this many of its instances in a row were accepted.
     probe_confirm: int = 3
     min_probe_interval: float = 0.3
+    #: Refused probes in a row double the wait at most this many times: a full account refuses every
+    #: probe, and the wait must stay short enough to find the room others leave when they finish.
+    max_probe_backoff: int = 2
     max_probe_interval: float = 120.0
     #: A bucket idle this long forgets what it learned (the next burst starts afresh).
     idle_reset: float = 30.0
@@ -322,20 +325,20 @@ _REGISTRY: dict[tuple[str, ...], TokenBucket] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-#: Fixed pacing (``HEADROOM`` × the configured rate) is the default. ``AIRFLOW_MPS_PACING=adaptive`` in
-#: the environment of every worker opts in to ``_adaptive.AdaptiveBucket`` (docs/connection.md): processes
-#: that start together take turns with few throttles; where the service answers late and out of
-#: order while they meet (a host too busy), their shares come out uneven (bench P8).
+#: Adaptive pacing (``_adaptive.AdaptiveBucket``) is the default (issue 13): alone it runs just under
+#: the limit, and processes sharing one account take turns with few throttles.
+#: ``AIRFLOW_MPS_PACING=fixed`` in the environment of every worker restores fixed pacing at
+#: ``HEADROOM`` × the configured rate (docs/connection.md): a way to rule the controller out.
 def _adaptive_from_environment() -> bool:
-    return os.environ.get("AIRFLOW_MPS_PACING", "fixed").strip().lower() == "adaptive"
+    return os.environ.get("AIRFLOW_MPS_PACING", "adaptive").strip().lower() != "fixed"
 
 
 _ADAPTIVE = _adaptive_from_environment()
 
 
 def use_adaptive_pacing(enabled: bool) -> None:
-    """Choose the kind of bucket ``shared_bucket`` creates from now on (fixed unless
-    ``AIRFLOW_MPS_PACING=adaptive``).
+    """Choose the kind of bucket ``shared_bucket`` creates from now on (adaptive unless
+    ``AIRFLOW_MPS_PACING=fixed``).
 
     ``False`` restores fixed pacing at ``HEADROOM`` × the configured rate — the benchmark's baseline
     (P8) and a way to rule the controller out when diagnosing. Existing buckets are forgotten.

@@ -38,7 +38,9 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_mps.hooks import _redact
+# _adaptive: the default bucket's module, loaded with the hook (a trigger loads the hook off its
+# event loop), not by the first shared_bucket() call, which may run on the loop.
+from airflow_mps.hooks import _adaptive, _redact  # noqa: F401
 from airflow_mps.hooks._clients import (
     SharedAsyncClient,
     acquire_async_client,
@@ -66,10 +68,9 @@ log = logging.getLogger(__name__)
 #: Default rate of the account's read quota (MPS ``Describe*``): 20 requests/second, the strictest
 #: documented value (mps-api.md §0.12); a connection raises it with the ``describe_rate`` extra.
 DESCRIBE_RATE = DEFAULT_DESCRIBE_RATE
-#: Fraction of the configured rate the pacer sends at. The service counts requests in a sliding
-#: one-second window; pacing at exactly the limit lets thread-scheduling and network jitter put a
-#: 21st request into some window (measured: ~4 throttles per 100 submissions at 100%). At 97% twenty
-#: requests span 1.03 s, absorbing ~30 ms of jitter, and the rate stays above 95% of the limit.
+#: Fraction of the configured rate fixed pacing (``AIRFLOW_MPS_PACING=fixed``) sends at: the service
+#: counts a sliding one-second window, and at 97 % twenty requests span 1.03 s, absorbing ~30 ms of
+#: jitter. The default (adaptive) bucket alone keeps a narrower margin that follows the jitter it sees.
 PACING_HEADROOM = HEADROOM
 #: SDK loggers and the level we set when nobody configured them. qcloud_cos logs every HEAD 404 as a
 #: warning (object_exists) and its DEBUG output includes the security token; we report errors ourselves.

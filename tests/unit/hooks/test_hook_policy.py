@@ -9,7 +9,13 @@ import pytest
 
 from airflow_mps.errors import MpsAuthError, MpsThrottledError, MpsTransientError, MpsValidationError
 from airflow_mps.hooks._credentials import resolve_settings
-from airflow_mps.hooks._pacing import HEADROOM, TokenBucket, reset_shared_buckets, shared_bucket
+from airflow_mps.hooks._pacing import (
+    HEADROOM,
+    TokenBucket,
+    reset_shared_buckets,
+    shared_bucket,
+    use_adaptive_pacing,
+)
 from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks.failures import classify_cos_failure, classify_failure
 from airflow_mps.ownership import input_matches
@@ -82,7 +88,14 @@ def test_shared_bucket_is_per_key_and_follows_latest_rate() -> None:
     assert shared_bucket(("AKID@x", "ProcessImage"), 20) is a
     assert shared_bucket(("AKID@y", "ProcessImage"), 20) is not a
     shared_bucket(("AKID@x", "ProcessImage"), 5)
-    assert a.rate == pytest.approx(5 * HEADROOM)  # fixed pacing (the default) sends at HEADROOM of it
+    # Adaptive pacing (the default): the configured rate is the ceiling; fixed pacing sends at HEADROOM of it.
+    assert a.adaptive and a.ceiling == pytest.approx(5)
+    use_adaptive_pacing(False)
+    try:
+        fixed = shared_bucket(("AKID@x", "ProcessImage"), 5)
+        assert not fixed.adaptive and fixed.rate == pytest.approx(5 * HEADROOM)
+    finally:
+        use_adaptive_pacing(True)
     reset_shared_buckets()
 
 

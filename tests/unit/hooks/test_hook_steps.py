@@ -16,7 +16,7 @@ from airflow_mps.hooks._credentials import resolve_settings
 from airflow_mps.hooks._pacing import reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import RetryPolicy
 from airflow_mps.hooks._steps import Sleep, adrive, drive, relay
-from airflow_mps.hooks.base import PACING_HEADROOM, NeedsReconcile, _Ready, _Send
+from airflow_mps.hooks.base import NeedsReconcile, _Ready, _Send
 from airflow_mps.hooks.cos import CosHook
 from airflow_mps.hooks.mps import MpsHook, Submission, _Detail, _ListAll
 
@@ -142,7 +142,8 @@ def test_process_image_is_paced_by_its_own_quota() -> None:
     assert isinstance(next(steps), _Ready)
     pace = steps.send(SETTINGS)
     assert pace.bucket is shared_bucket((SETTINGS.pacing_key, "ProcessImage"), 20)
-    assert pace.bucket.rate == pytest.approx(20 * PACING_HEADROOM)
+    # Adaptive (the default): the connection's rate is the ceiling, never exceeded in any window.
+    assert pace.bucket.adaptive and pace.bucket.ceiling == pytest.approx(20)
 
 
 @pytest.mark.parametrize(

@@ -270,6 +270,7 @@ def test_turns_on_the_grid_never_exceed_the_ceiling() -> None:
     for t in send(bucket, clock, 200):
         bucket.on_success(t)
     assert bucket.max_in_window(1.0) <= 7  # ceil(20 / 3)
+    assert len(bucket._reserved) <= 4 * 20 + 1  # what it remembers of its turns stays small
     assert bucket.pacing_rate == pytest.approx(20 / 3 / (1 + OPEN.shared_margin), rel=1e-3)
 
 
@@ -364,6 +365,50 @@ def test_a_refused_probe_is_given_back_and_the_next_one_waits_twice_as_long() ->
     bucket.on_throttled(sent, message(21))  # the holder of that turn was first
     assert bucket.failed_probes == 1 and bucket._held == frozenset({0})
     assert bucket._next_probe - clock.now > wait
+
+
+def test_refused_probes_in_a_row_lengthen_the_wait_only_so_far() -> None:
+    """A full account refuses every probe; the wait doubles at most ``max_probe_backoff`` times, so
+    that the room others leave when they finish is found in seconds, not minutes."""
+    params = AdaptiveParams(start_window=1_000_000, probe_interval=4.0, max_probe_backoff=2)
+    bucket, clock = settled(group=4, rank=0, params=params)
+    for _ in range(6):
+        bucket._next_probe = clock.now
+        (t,) = send(bucket, clock)
+        bucket.on_success(t)
+        (probe,) = bucket._probing
+        sent = next(t for t in send(bucket, clock, 4) if grid_slot(t) % 4 == probe)
+        bucket.on_throttled(sent, message(21))
+    assert bucket.failed_probes == 6
+    assert bucket._next_probe - clock.now <= 4.0 * math.sqrt(1 / 4) * 1.5 * 2**2  # not 2**6
+
+
+def test_a_process_that_lost_its_turn_tries_every_other_turn_before_halving() -> None:
+    """Two processes of eight drew the same turn; the loser looks for the free one among all seven
+    others (each try costs one refusal) before it settles for half a turn."""
+    bucket, clock = settled(group=8, rank=3)
+    lost = send(bucket, clock, 3)
+    clock.now += 0.15
+    for t in lost:  # three instances in a row refused: another process holds turn 3
+        bucket.on_throttled(t, message(21))
+    assert bucket.moves == 1
+    while bucket.cuts == 0 and bucket.moves < 20:
+        (t,) = send(bucket, clock)
+        bucket.on_throttled(t, message(21))  # that turn is somebody's too
+    assert bucket.moves == 7 and bucket.cuts == 1 and bucket.share == pytest.approx(1 / 16)
+
+
+def test_reservations_voided_by_a_change_of_turn_do_not_delay_the_next_ones() -> None:
+    """Eight workers sleep toward eight turns (eight windows ahead); the bucket moves to another
+    turn: the void reservations give their places back, and the first worker to reserve again
+    sends at the new turn's next instance, not after the eight void ones."""
+    bucket, clock = settled(group=20, rank=5)
+    sleeping = [bucket._reserve() for _ in range(8)]
+    assert max(delay for delay, _ in sleeping) > 7 * 20 * WIDTH
+    bucket._move(clock.now)  # e.g. turn 5 was lost to another process
+    assert not any(bucket.still_valid(ticket) for _, ticket in sleeping)
+    delay, ticket = bucket._reserve()
+    assert bucket.still_valid(ticket) and delay <= 20 * WIDTH + 1e-9
 
 
 def test_probes_the_service_keeps_accepting_reclaim_the_account_fast() -> None:
@@ -465,6 +510,20 @@ def test_an_idle_bucket_forgets_the_group() -> None:
 
 
 # ---- the registry ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "adaptive"),
+    [(None, True), ("adaptive", True), ("fixed", False), (" Fixed ", False), ("", True)],
+)
+def test_pacing_is_adaptive_unless_the_environment_says_fixed(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, adaptive: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("AIRFLOW_MPS_PACING", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_MPS_PACING", value)
+    assert _pacing._adaptive_from_environment() is adaptive
+
+
 def test_shared_buckets_adapt_unless_fixed_pacing_is_chosen() -> None:
     default = _pacing._ADAPTIVE
     reset_shared_buckets()
