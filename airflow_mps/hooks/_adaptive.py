@@ -52,14 +52,14 @@ class AdaptiveBucket(TokenBucket):
     **Contests.** Two requests in one slot: the first is kept; a bucket sends later in its slot the
     larger its share, so the smaller holder wins. Three evenly spaced refusals of a residue mean
     another sender there: leave it that slot (at its grain), or — our only residue — move (our
-    tickets name candidates), halving after ``max_moves``. A refusal counting ``storm_factor ×
+    tickets name candidates, then any other), halving when none is free. A refusal counting ``storm_factor ×
     limit`` is somebody's storm and costs nothing; refusals of over ``crowd_fraction`` of what we
     sent halve our share (shares adding up to more than the limit: a group measured wrong).
 
     **Probing.** Holding less than everything, now and then take more (small holders more often): a
-    refused probe is given back and the next waits twice as long; one accepted ``probe_confirm``
-    times is kept and the next comes twice as fast, taking twice as much. Holding everything, the
-    bucket is alone again.
+    refused probe is given back and the next waits twice as long (up to ``2**max_probe_backoff``);
+    one accepted ``probe_confirm`` times is kept and the next comes twice as fast, taking twice as
+    much. Holding everything, the bucket is alone again.
 
     Feedback: ``on_success(sent_at)``, ``on_throttled(sent_at, message)`` (``sent_at`` = ``now()``
     after ``acquire``). Thread- and asyncio-safe: one lock, never held while waiting. The clock is
@@ -85,12 +85,7 @@ class AdaptiveBucket(TokenBucket):
         self._slots = _slots(ceiling, self.params.window)
         self._tie = self._rng.uniform(0.0, self.params.tie_break)
         #: Counters for benchmarks and logs.
-        self.storms = 0
-        self.cuts = 0
-        self.moves = 0
-        self.widenings = 0
-        self.probes = 0
-        self.failed_probes = 0
+        self.storms = self.cuts = self.moves = self.widenings = self.probes = self.failed_probes = 0
         #: The last storm's raw group estimate and the counts it read them from (for benchmarks).
         self.estimate: float | None = None
         self.tickets_seen: list[int] = []
@@ -105,17 +100,14 @@ class AdaptiveBucket(TokenBucket):
         self._order: list[int] = [0]
         self._margin = self._margin_base = p.start_margin
         self._margin_at = now
-        self._last_widen = -math.inf
-        self._last_grant = -math.inf
-        #: Grid slots reserved in each epoch: one send per slot; reservations voided by a change of
-        #: turns (a new epoch) hold no place, so the next ones are not queued behind them.
+        self._last_widen = self._last_grant = self._hold_until = -math.inf
+        #: Grid slot → the epoch it was reserved in (void reservations of older epochs hold no place).
         self._reserved: dict[int, int] = {}
         self._window_cap = p.start_window
         self._granted: list[float] = []  # send times reserved, not yet claimed (while it is closed)
         self._answered: deque[float] = deque(maxlen=256)  # sent_at of recent answers
         self._refusals: deque[float] = deque(maxlen=64)  # when recent refusals came back
         self._crowd: deque[float] = deque(maxlen=64)  # sent_at of recent refusals on the grid
-        self._hold_until = -math.inf
         self._tickets: list[tuple[float, int]] | None = None  # a storm's (sent, seen)
         self._incumbent = False  # we had the window to ourselves when the storm began
         self._guessed = False  # our share was guessed, not measured
@@ -129,8 +121,7 @@ class AdaptiveBucket(TokenBucket):
         self._lost_slot: tuple[int, int | None] = (0, None)
         self._probing: frozenset[int] = frozenset()
         self._probe_ok: dict[int, int] = {}
-        self._wins = 0
-        self._fails = 0
+        self._wins = self._fails = 0
         self._next_probe = math.inf
 
     # ---- state ------------------------------------------------------------------------------
@@ -355,14 +346,12 @@ class AdaptiveBucket(TokenBucket):
             return
         tickets, self._tickets = sorted(self._tickets), None
         p = self.params
-        self.tickets_seen = [seen for _, seen in tickets[:8]]
-        self.estimate = None
+        self.tickets_seen, self.estimate = [seen for _, seen in tickets[:8]], None
         group = self._measure(tickets) if tickets else None
         self._guessed = group is None  # no group measured: what we take is a guess, probe sooner
         if group is None and self._incumbent:
             group = 2  # we had the account; somebody came: too few tickets to say more, halve
-        self._moving = 0
-        self._wins = self._fails = 0
+        self._moving = self._wins = self._fails = 0
         self._group = group
         if group is not None:
             # Our usual place in an interval is our rank (jitter shifts single ones); others: moves.
@@ -372,20 +361,17 @@ class AdaptiveBucket(TokenBucket):
             self._candidates = [r for r in counts if r != self._rank]
             self._hold(group, {self._rank})
         else:
-            self._rank = None
-            self._candidates = []
+            self._rank, self._candidates = None, []
             self._hold(self._slots, {self._rng.randrange(self._slots)})
         self._next_probe = now + self._interval()
         self.epoch += 1
 
     def _measure(self, tickets: list[tuple[float, int]]) -> int | None:
-        """The group size: how much the service's count grew from our first ticket to our last (at
-        most ``gaps`` later), per request of ours sent in between — plus one if we had filled the
-        window alone before (our requests of a window ago left it as fast as we sent: the growth is
-        the others'). Jitter moves a single ticket by a place or two; the sum over several
-        intervals much less. None when there are too few tickets or the count grew by one per
-        request of ours although we had not filled the window (it was already full and only we
-        were adding to it: we came late)."""
+        """The group size: the growth of the service's count from our first ticket to our last (at
+        most ``gaps`` later) per request of ours sent in between, plus one if we had filled the
+        window alone (our old requests left it as fast as we sent). Summing over intervals evens out
+        jitter. None with too few tickets, or with a growth of one per request of ours although we
+        had not filled the window (we came late to a full one)."""
         window = tickets[: self.params.gaps + 1]
         first = window[0]
         for last in reversed(window[1:]):
@@ -568,8 +554,8 @@ class AdaptiveBucket(TokenBucket):
         self._move(now, lost=residue, slot=slot)
 
     def _move(self, now: float, lost: int | None = None, slot: int | None = None) -> None:
-        """Try another residue (one our storm tickets named first, then any); after ``max_moves``
-        refused tries, keep half of the slot we had (the other half is the winner's)."""
+        """Try another residue (one our storm tickets named first, then any); after as many refused
+        tries as there are other residues (at least ``max_moves``), keep half of the slot we had."""
         p = self.params
         if lost is not None:
             self._lost_slot = (lost, slot)
@@ -605,7 +591,7 @@ class AdaptiveBucket(TokenBucket):
     def _interval(self) -> float:
         """Wait before the next probe: ``sqrt(share)`` makes small holders probe more often while the
         whole account's probing grows only slowly with the number of processes; doubled per refused
-        probe in a row, halved per kept one."""
+        probe in a row (at most ``max_probe_backoff`` times), halved per kept one."""
         p = self.params
         base = p.probe_interval * math.sqrt(self.share) * self._rng.uniform(0.5, 1.5)
         if self._guessed:

@@ -333,7 +333,8 @@ def test_processes_that_start_seconds_apart_stay_safe() -> None:
     """Runs that start 2 s apart: the first has the account to itself and keeps most of it — a
     latecomer meets a full window, learns no group size from it, and takes one slot per window, then
     probes. What holds: nothing fails, few requests are refused, nobody exceeds the ceiling, and
-    everyone progresses. (The whole run is far from the limit: 0.56-0.75 over seeds.)"""
+    everyone progresses. (The whole run stays below the limit: 0.61-0.84 of it over
+    ten seeds, median 0.80; 10 s apart 0.67-0.76.)"""
     clock = SimClock()
     clients = [
         Client(i, AdaptiveBucket(LIMIT, clock=clock, seed=40 + i), 300, start=2.0 * i) for i in range(4)
