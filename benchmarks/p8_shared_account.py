@@ -4,10 +4,11 @@ Design §7 / issue 13: several Airflow workers (a backfill's runs, or several DA
 account at once. Each process paces on its own, so only the service's throttling connects them.
 One emulator subprocess (20/s ProcessImage, 150 ms injected latency), K worker processes
 (``_p8_worker.py``, each the batch operator's ``execute()`` with ``wait_for_completion=False``),
-started together; K = 4 and K = 8, each with adaptive pacing (``AIRFLOW_MPS_PACING=adaptive``) and
-with fixed pacing (the default and baseline: every process at 97 % of the limit, relying on
-throttle retries), in one run. Every process does one tiny warm-up run first (``_Workers.warm``):
-no measured run pays for the others' first use of their processes.
+started together; K = 4 and K = 8, each with adaptive pacing (the default) and with fixed pacing
+(``AIRFLOW_MPS_PACING=fixed``, the baseline: every process at 97 % of the limit, relying on throttle
+retries), in one run. Every process does one tiny warm-up run first (``_Workers.warm``), so no
+process starts its interpreter during a measured run; the K = 8 runs are still the first real runs
+of four of the eight processes (their submitter threads start then).
 
 Per (K, mode): aggregate ÷ limit = images submitted by all ÷ (last submission answered − first
 submission sent) ÷ 20/s; throttled share = ``RequestLimitExceeded`` answers ÷ ProcessImage requests
