@@ -35,9 +35,11 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from airflow_mps.steps import adrive, drive
 
 #: Fraction of the configured rate a fixed bucket paces at. The service counts requests in a sliding
 #: one-second window; pacing at exactly the limit lets thread scheduling and network jitter put a 21st
@@ -172,29 +174,21 @@ class TokenBucket:
         A reservation voided while waiting (the bucket paused, or gave up the slot it was in) is
         dropped and a new one made: it was planned for a rate the service has since refused.
         """
-        waited = 0.0
-        delay, ticket = self._reserve()
-        while True:
-            if delay > 0:
-                (sleep or time.sleep)(delay)
-                waited += delay
-            claimed = self._claim(ticket)
-            if claimed is None:
-                delay, ticket = self._reserve()
-            elif claimed > 0:
-                delay = claimed
-            else:
-                return waited
+        return drive(self._waits(), lambda delay: (sleep or time.sleep)(delay))
 
     async def aacquire(self) -> float:
         """Wait (without blocking the event loop) until the caller's slot; return the time waited."""
         import asyncio
 
+        return await adrive(self._waits(), asyncio.sleep)
+
+    def _waits(self) -> Generator[float, None, float]:
+        """``acquire`` as a step machine: yields each wait (seconds), returns the time waited in all."""
         waited = 0.0
         delay, ticket = self._reserve()
         while True:
             if delay > 0:
-                await asyncio.sleep(delay)
+                yield delay
                 waited += delay
             claimed = self._claim(ticket)
             if claimed is None:

@@ -85,18 +85,10 @@ def paced(
                 bucket.on_throttled(sent, message(count))
 
     for i in range(n):
-        delay, ticket = bucket._reserve()
-        while True:
+        for delay in bucket._waits():  # acquire's own waits, each on the fake clock
             target = clock.now + delay
             deliver(target)
             clock.now = max(clock.now, target)
-            claimed = bucket._claim(ticket)
-            if claimed is None:
-                delay, ticket = bucket._reserve()
-            elif claimed > 0:
-                delay = claimed
-            else:
-                break
         times.append(clock.now)
         heapq.heappush(pending, (clock.now + rtt(i), clock.now, seen(i)))
     deliver(clock.now + 10.0)
