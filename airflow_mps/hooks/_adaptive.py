@@ -335,7 +335,6 @@ class AdaptiveBucket(TokenBucket):
         # ... and the refusals of what we still have in flight come back (they are our tickets).
         answered = max(self.ledger, default=sent) + 1.5 * self._usual_latency()
         self._hold_until = max(drained, answered)
-        self._last_grant = max(self._last_grant, self._hold_until - p.window / self._slots)
         self._probing = frozenset()
         self.epoch += 1
 
