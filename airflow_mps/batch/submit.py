@@ -4,7 +4,9 @@ The hook's process-wide token bucket paces ``ProcessImage`` at the connection's 
 ``concurrency`` threads keep the limit saturated even with slow round trips (8 threads at 150 ms
 saturate 20/s). At most ``2 × concurrency`` submissions are queued or in flight (a bounded window,
 refilled as each completes): waiting on a set of all N futures per completion was O(N²) — for 10,000
-images, tens of seconds of lock churn competing with the submit threads for the GIL.
+images, tens of seconds of lock churn competing with the submit threads for the GIL. Every thread is
+started before the first request (:func:`_start_threads`), so the process is paced evenly from its
+first second.
 
 Each task id goes to the :class:`~airflow_mps.batch.ledger.SubmissionLedger` as its call returns (flushed
 at least every :data:`~airflow_mps.batch.ledger.FLUSH_SECONDS`; the wait below wakes that often even
@@ -19,6 +21,7 @@ other error stops the batch: nothing new starts, what is in flight completes and
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -45,6 +48,34 @@ class SubmitListener(Protocol):
     ) -> None: ...
 
     def drain(self) -> None: ...
+
+
+#: How long the submitter waits for its threads to start before it submits anyway (see _start_threads).
+THREAD_START_SECONDS = 30.0
+
+
+def _start_threads(pool: ThreadPoolExecutor, count: int) -> None:
+    """Start ``count`` threads of ``pool`` before the first request, so that the process sends at its
+    paced rate from its first second.
+
+    The pool starts a thread per submission, one at a time, each start waiting for the new thread to
+    run; on a host busy with other processes (a backfill's tasks all starting at once) starting eight
+    took half a second while the first thread already sent — a trickle, then a burst. Other processes
+    on the account read their share from how the refusal counts grow per request of theirs (adaptive
+    pacing, ``hooks/_adaptive.py``): an uneven first second misled them (bench P8, issue 13). Here
+    every thread is started and parked before anything is paced; a thread that cannot start in
+    :data:`THREAD_START_SECONDS` only delays the batch (the barrier breaks, submission goes on)."""
+    if count <= 1:
+        return
+    barrier = threading.Barrier(count + 1)
+    parked = [pool.submit(barrier.wait, THREAD_START_SECONDS) for _ in range(count)]
+    try:
+        barrier.wait(THREAD_START_SECONDS)
+    except threading.BrokenBarrierError:
+        _log.warning(
+            "Not all %d submitter threads started in %.0fs; submitting anyway", count, THREAD_START_SECONDS
+        )
+    wait(parked)
 
 
 class SubmissionStopped(Exception):
@@ -100,6 +131,7 @@ class BatchSubmitter:
             return self.submitted, self.rejected
         upcoming = iter(items)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mps-submit") as pool:
+            _start_threads(pool, min(self.concurrency, len(items)))
             self._refill(pool, upcoming)
             while self._in_flight:
                 done, _ = wait(self._in_flight, timeout=FLUSH_SECONDS, return_when=FIRST_COMPLETED)
