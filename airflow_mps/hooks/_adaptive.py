@@ -40,10 +40,10 @@ class AdaptiveBucket(TokenBucket):
       rate send one request each per interval, so our tickets are K apart and one interval's K
       tickets are consecutive. K is the count's growth per request of ours over up to ``gaps``
       intervals (plus one if we had filled the window alone: our old requests left as fast as we
-      sent), rounded to the nearest of ``GROUP_SIZES``; our rank is our usual ``ticket mod K``. We
-      send nothing until our requests have left the window, then take turn ``rank`` of ``K``. A
-      count growing by one per request of ours means we came late to a full account: one slot per
-      window, then probing.
+      sent), rounded to the nearest of ``GROUP_SIZES``; our rank is our usual ``ticket mod K``
+      after the first interval (else the first's). We send nothing until our requests have left
+      the window, then take turn ``rank`` of ``K``. A count growing by one per request of ours
+      means we came late to a full account: one slot per window, then probing.
     * **Shared** (the grid): every process cuts wall-clock time into the same slots, ``window × (1 +
       shared_margin) ÷ limit`` wide, numbered from the epoch; a bucket holds residues ``H`` modulo
       ``M`` and sends only in slots ``g mod M`` in ``H``. After a storm ``M = K``, ``H = {rank}``:
@@ -353,11 +353,13 @@ class AdaptiveBucket(TokenBucket):
         self._moving = self._wins = self._fails = 0
         self._group = group
         if group is not None:
-            # Our usual place in an interval is our rank (jitter shifts single ones); others: moves.
+            # Rank: our usual place after the first interval (where each process's first refusal
+            # lands ahead of or behind a neighbour's), else the first; the other places: moves.
             seen = [t % group for _, t in tickets[: p.gaps + 1]] or [self._rng.randrange(group)]
-            counts = {r: seen.count(r) for r in seen}
-            self._rank = max(counts, key=lambda r: counts[r])
-            self._candidates = [r for r in counts if r != self._rank]
+            later = seen[1:]
+            usual = max(later, key=later.count, default=seen[0])
+            self._rank = usual if later.count(usual) > 1 else seen[0]
+            self._candidates = [r for r in dict.fromkeys(seen) if r != self._rank]
             self._hold(group, {self._rank})
         else:
             self._rank, self._candidates = None, []

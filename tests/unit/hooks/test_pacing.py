@@ -206,6 +206,32 @@ def test_the_group_survives_a_place_swapped_in_one_interval() -> None:
     assert bucket.group == 4 and bucket._rank == 2
 
 
+@pytest.mark.parametrize(
+    ("tickets", "rank"),
+    [
+        # A P8 run (K = 8): two neighbours swapped places after the first interval and drifted.
+        # Counting the first ticket too, both took turn 6 and turn 7 stayed empty for the run.
+        ((22, 31, 39, 46), 7),
+        ((23, 30, 38, 45), 6),
+        # Usual places (the first ticket agrees, or is outvoted by the later ones).
+        ((21, 29, 37, 45), 5),
+        ((21, 28, 36, 44), 4),
+        # No later place repeats: the first ticket's place decides.
+        ((24, 33, 42, 47), 0),
+    ],
+)
+def test_the_rank_is_our_usual_place_after_the_first_interval(tickets: tuple[int, ...], rank: int) -> None:
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=2)
+    send(bucket, clock, 5)
+    times = send(bucket, clock, len(tickets))
+    clock.now = times[-1] + 0.15
+    for t, seen in zip(times, tickets, strict=True):
+        bucket.on_throttled(t, message(seen))
+    send(bucket, clock)
+    assert bucket.group == 8 and bucket._rank == rank
+
+
 def test_a_latecomer_to_a_full_account_starts_with_one_slot_per_window() -> None:
     """The account was already full when we started: the count grew by one per request of ours
     (only we were adding to a window that others keep full). No group to measure: one slot of the
