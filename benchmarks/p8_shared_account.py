@@ -6,9 +6,11 @@ One emulator subprocess (20/s ProcessImage, 150 ms injected latency), K worker p
 (``_p8_worker.py``, each the batch operator's ``execute()`` with ``wait_for_completion=False``),
 started together; K = 4 and K = 8, each with adaptive pacing (the default) and with fixed pacing
 (``AIRFLOW_MPS_PACING=fixed``, the baseline: every process at 97 % of the limit, relying on throttle
-retries), in one run. Every process does one tiny warm-up run first (``_Workers.warm``), so no
-process starts its interpreter during a measured run; the K = 8 runs are still the first real runs
-of four of the eight processes (their submitter threads start then).
+retries), in one run. Every measured run gets K fresh processes, as Airflow runs each task in a
+process of its own, and each does one tiny warm-up run first (``_Workers.warm``), so no process
+starts its interpreter during a measured run and all K are equally warm (processes reused across
+runs were not: at K = 8, four with two real runs behind them met four on their first, which started
+submitting ~0.3 s later).
 
 Per (K, mode): aggregate ÷ limit = images submitted by all ÷ (last submission answered − first
 submission sent) ÷ 20/s; throttled share = ``RequestLimitExceeded`` answers ÷ ProcessImage requests
@@ -41,7 +43,7 @@ MODES = ("adaptive", "fixed")
 
 
 class _Workers:
-    """K worker processes, started once and reused by every run (start-up cost paid once)."""
+    """K worker processes for one measured run (and its warm-up), started before it."""
 
     def __init__(self, k: int) -> None:
         # The workers' stderr (Airflow's logs), read back only to explain a failure; closed in close().
@@ -87,8 +89,8 @@ class _Workers:
         """One tiny run in every process at once, before any measured run: the first run of a
         process is slower than the rest (first use of its code paths, the SDK's, a new process's
         memory), and K processes doing that at once keep a 2-core host busy for about a second,
-        during which answers come late and out of order. Measured runs start equally warm: the
-        first adaptive run does not pay for the processes the fixed run then reuses."""
+        during which answers come late and out of order. The measured run starts with every
+        process equally warm."""
         parts = [harness.seed(emu, WARM_IMAGES) for _ in self.procs]
         self.run(len(self.procs), "fixed", parts, WARM_IMAGES)
 
@@ -127,14 +129,16 @@ def p8_shared_account(sizes: Any) -> Result:
     runs: dict[str, dict[str, Any]] = {}
     with harness.emulator(workers=16) as emu:
         harness.use_connection(emu)  # the workers inherit the connection through the environment
-        workers = _Workers(max(k for k, _ in plan))
-        try:
-            workers.warm(emu)
-            for k, n in plan:
-                for mode in MODES:
+        for k, n in plan:
+            for mode in MODES:
+                # K fresh processes per run, as Airflow runs every task in a process of its own:
+                # all equally warm (one tiny run each), whatever ran before.
+                workers = _Workers(k)
+                try:
+                    workers.warm(emu)
                     runs[f"k{k}_{mode}"] = _measure(workers, emu, k, n, mode, sizes)
-        finally:
-            workers.close()
+                finally:
+                    workers.close()
     adaptive = [runs[f"k{k}_adaptive"] for k, _ in plan]
     fixed = [runs[f"k{k}_fixed"] for k, _ in plan]
     value = min(r["aggregate_ratio"] for r in adaptive)
