@@ -41,9 +41,10 @@ class AdaptiveBucket(TokenBucket):
       tickets are consecutive. K is the count's growth per request of ours over up to ``gaps``
       intervals (plus one if we had filled the window alone: our old requests left as fast as we
       sent), rounded to the nearest of ``GROUP_SIZES``; our rank is our usual ``ticket mod K``
-      after the first interval (else the first's). We send nothing until our requests have left
-      the window, then take turn ``rank`` of ``K``. A count growing by one per request of ours
-      means we came late to a full account: one slot per window, then probing.
+      after the first interval (where each first refusal lands ahead of or behind a neighbour's;
+      with no usual place, the first's). We send nothing until our requests have left the window,
+      then take turn ``rank`` of ``K``. A count growing by one per request of ours means we came
+      late to a full account: one slot per window, then probing.
     * **Shared** (the grid): every process cuts wall-clock time into the same slots, ``window × (1 +
       shared_margin) ÷ limit`` wide, numbered from the epoch; a bucket holds residues ``H`` modulo
       ``M`` and sends only in slots ``g mod M`` in ``H``. After a storm ``M = K``, ``H = {rank}``:
@@ -290,9 +291,8 @@ class AdaptiveBucket(TokenBucket):
         self._trips.append((sent_at, latency))
 
     def _steady(self) -> bool:
-        """Whether the last round trips took about as long as each other: a host too busy to
-        answer (every process starting at once) answers late and unevenly, and is not sent more
-        until it settles."""
+        """Whether the last round trips took about as long as each other: a host too busy to answer
+        (every process starting at once) answers late and unevenly, and gets no more until then."""
         if len(self._latencies) < 2:
             return False
         last, before = self._latencies[-1], self._latencies[-2]
@@ -353,8 +353,7 @@ class AdaptiveBucket(TokenBucket):
         self._moving = self._wins = self._fails = 0
         self._group = group
         if group is not None:
-            # Rank: our usual place after the first interval (where each process's first refusal
-            # lands ahead of or behind a neighbour's), else the first; the other places: moves.
+            # Rank: our usual place after the first interval (see the class docstring); others: moves.
             seen = [t % group for _, t in tickets[: p.gaps + 1]] or [self._rng.randrange(group)]
             later = seen[1:]
             usual = max(later, key=later.count, default=seen[0])
