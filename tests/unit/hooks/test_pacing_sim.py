@@ -348,10 +348,10 @@ def test_processes_that_start_seconds_apart_stay_safe() -> None:
 
 
 def test_eight_processes_starting_within_a_third_of_a_second_stay_safe() -> None:
-    """K = 8 whose starts spread over 0.3 s (bench P8's K = 8 run, where four processes are on their
-    first real run, starts 0.28 s apart): the storm meets the late ones still in slow start, so the
-    counts grow by about 6 per request where there are 8; shares add up to more than the limit, are
-    halved, and are probed back slowly. What holds: nothing fails, nobody exceeds the ceiling. (Not
+    """K = 8 whose starts spread over 0.3 s (bench P8's K = 8 runs that missed the target started
+    their first submissions 0.26-0.28 s apart): the storm meets the late ones still in slow start,
+    so the counts grow by about 6 per request where there are 8; shares add up to more than the
+    limit, are halved, and are probed back slowly. What holds: nothing fails, nobody exceeds the ceiling. (Not
     fair and not full — the known gap of issue 13: 0.58-0.88 of the limit over ten seeds, median
     0.69, 4.5-9.4 % refused; within 0.15 s 0.63-0.97, median 0.89; within 0.05 s 0.96-0.97.)"""
     clock, clients = _processes(8, 150, seed=1, spread=0.3)
