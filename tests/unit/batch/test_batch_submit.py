@@ -21,13 +21,11 @@ class RecordingHook:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.threads_at_call: list[int] = []
-        self.callers: set[str] = set()
 
     def process_image(self, request: Any) -> Any:
         running = sum(1 for t in threading.enumerate() if t.name.startswith("mps-submit"))
         with self.lock:
             self.threads_at_call.append(running)
-            self.callers.add(threading.current_thread().name)
         return SimpleNamespace(task_id=f"task-{request}")
 
 
