@@ -63,7 +63,6 @@ from airflow_mps.utils.events import EVENT_ERROR, EVENT_TIMEOUT
 from airflow_mps.utils.metrics import MpsMetrics
 from airflow_mps.utils.rendered import RenderedFieldsMixin
 from airflow_mps.utils.results import airflow_exception_for, result_from_event
-from airflow_mps.waits.task import Describe, Sleep, TaskStep, wait_for_task
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -71,6 +70,7 @@ if TYPE_CHECKING:
 
     from airflow_mps.hooks.mps import MpsHook
     from airflow_mps.models import ImageTaskStatus
+    from airflow_mps.waits.task import TaskStep
 
 __all__ = ["MpsBaseOperator"]
 
@@ -199,6 +199,8 @@ class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
         Returns the final status (the caller decides success vs failure). Raises ``AirflowException``
         (retryable) at the deadline.
         """
+        from airflow_mps.waits.task import wait_for_task  # worker-time only: keeps it out of DAG parsing (P5)
+
         steps = wait_for_task(mps_task_id, end_time=end_time, poll_interval=self.poll_interval, log=self.log)
         outcome = drive(steps, self._perform)
         if outcome.event == EVENT_TIMEOUT:
@@ -215,6 +217,8 @@ class MpsBaseOperator(RenderedFieldsMixin, BaseOperator):
 
     def _perform(self, step: TaskStep) -> Any:
         """One step of an in-worker wait (the reply the step machine expects)."""
+        from airflow_mps.waits.task import Describe, Sleep
+
         if isinstance(step, Describe):
             try:
                 return self.hook.describe_image_task(step.task_id)
