@@ -40,7 +40,7 @@ since ``start_date``. Process past days with a backfill — one run per day, ``-
    and writes a manifest (one JSON line per image) next to the outputs in ``enhanced/dt=<day>/``.
    Images whose output already exists are skipped, so reruns and backfills are idempotent; a retry
    never submits an image twice. More than 5 % failed images (``max_failed_ratio``) fail the task.
-   It runs in the pool ``MPS_DAGS_POOL`` (below), the only task of the DAG that does.
+   It runs in the pool ``MPS_DAGS_POOL`` when one is set (below), the only task of the DAG that does.
 3. ``publish``: records an asset event on the enhanced prefix, keyed by the partition on
    Airflow >= 3.3, so downstream DAGs scheduled on that asset see which day is ready.
 4. ``notify``: POSTs the run's summary (counts, manifest URI, failed inputs) to a webhook through the
@@ -53,31 +53,34 @@ since ``start_date``. Process past days with a backfill — one run per day, ``-
    the only leaf, and a run whose batch failed would still be marked successful. It is skipped on a
    good run.
 
-**The pool.** ``enhance`` takes one slot of the Airflow pool ``MPS_DAGS_POOL`` (default ``mps``) while
-it runs on a worker: while it lists and submits, and again briefly when it resumes to write the
+**The pool (opt-in).** With ``MPS_DAGS_POOL`` set to an Airflow pool, ``enhance`` takes one slot of it
+while it runs on a worker: while it lists and submits, and again briefly when it resumes to write the
 manifest. A pool counts only queued and running tasks unless it was created with
 ``--include-deferred``, so a deferred batch, waiting on MPS in the triggerer, holds no slot. One
 submitter alone uses the account's whole ``ProcessImage`` limit (20/s), so a pool of 1 per account
 lets a backfill's runs (and every other DAG submitting to the account through the same pool) submit
-one at a time instead of throttling each other. Create it once, before the first run::
+one at a time instead of sharing the limit. Create it once, then set ``MPS_DAGS_POOL=mps`` where the
+DAG file is parsed::
 
     airflow pools set mps 1 "MPS ProcessImage submitters (one account)"
 
-(without ``--include-deferred``). Airflow never queues a task whose pool does not exist: it stays
-``scheduled``; only the scheduler's log and ``airflow tasks failed-deps`` say why. So the DAG has a
-``dagrun_timeout`` (``MPS_DAGS_RUN_TIMEOUT``, default 24 hours, longer than the marker wait of 12
-hours plus the batch's own ``timeout`` of 6): the scheduler fails a run still unfinished after it and
-skips its waiting tasks, and the DAG's ``on_failure_callback`` posts that to the webhook, naming the
-pool. ``MPS_DAGS_POOL=""`` runs ``enhance`` in Airflow's ``default_pool`` instead (no dedicated pool).
+(without ``--include-deferred``). Unset (the default), ``enhance`` runs in Airflow's ``default_pool``
+and concurrent submitters share the account through the hook's adaptive pacing (docs/performance.md:
+four at once reach 0.98 of the limit with under 2 % of calls refused). A pool you name must exist:
+Airflow never queues a task whose pool does not exist; it stays ``scheduled``, and only the
+scheduler's log and ``airflow tasks failed-deps`` say why. So the DAG has a ``dagrun_timeout``
+(``MPS_DAGS_RUN_TIMEOUT``, default 24 hours, longer than the marker wait of 12 hours plus the batch's
+own ``timeout`` of 6): the scheduler fails a run still unfinished after it and skips its waiting
+tasks, and the DAG's ``on_failure_callback`` posts that to the webhook, naming the pool.
 
 Prerequisites: the ``tencentcloud_default`` connection (credentials, region; see docs/connection.md),
-``apache-airflow-providers-http`` installed, the pool above, and a writer that puts
+``apache-airflow-providers-http`` installed, and a writer that puts
 ``raw/dt=<day>/_SUCCESS`` after each day's images. Optional: an ``mps_webhook`` HTTP connection.
 Configuration (environment, read at parse time; every value has an offline default):
 ``MPS_DAGS_BUCKET`` (default ``photos-1250000000``), ``MPS_DAGS_START_DATE`` (default ``2026-11-01``),
 ``MPS_DAGS_TIMEZONE`` (default ``UTC``), ``MPS_DAGS_WEBHOOK_CONN_ID`` (default ``mps_webhook``),
 ``MPS_DAGS_POLL_INTERVAL`` (seconds, default 30; MPS polls and marker checks),
-``MPS_DAGS_MARKER_TIMEOUT`` (seconds, default 43200), ``MPS_DAGS_POOL`` (default ``mps``),
+``MPS_DAGS_MARKER_TIMEOUT`` (seconds, default 43200), ``MPS_DAGS_POOL`` (default unset: ``default_pool``),
 ``MPS_DAGS_RUN_TIMEOUT`` (seconds, default 86400).
 """
 
@@ -119,8 +122,8 @@ WEBHOOK_CONN_ID = os.environ.get("MPS_DAGS_WEBHOOK_CONN_ID", "mps_webhook")
 # How long to wait for a day's _SUCCESS marker before failing the run (seconds).
 MARKER_TIMEOUT = float(os.environ.get("MPS_DAGS_MARKER_TIMEOUT", str(12 * 3600)))
 # The pool `enhance` takes a slot of while it submits: one per account, one slot (docstring, "The pool").
-# Empty: Airflow's default_pool, i.e. no dedicated pool.
-POOL = os.environ.get("MPS_DAGS_POOL", "mps") or "default_pool"
+# Unset or empty: Airflow's default_pool, i.e. no dedicated pool (a copied DAG runs without creating one).
+POOL = os.environ.get("MPS_DAGS_POOL", "") or "default_pool"
 # The scheduler fails a run still unfinished after this long (seconds). It is what ends, loudly, a run
 # whose task waits for a pool that does not exist: Airflow would keep that task scheduled forever.
 RUN_TIMEOUT = float(os.environ.get("MPS_DAGS_RUN_TIMEOUT", str(24 * 3600)))

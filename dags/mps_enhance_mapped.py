@@ -13,18 +13,17 @@ At most ``MPS_DAGS_MAX_ACTIVE`` (default 8) instances of ``enhance_one`` run at 
 (``max_active_tis_per_dagrun``; Airflow 3.3 counts deferred instances too, 3.0 only running ones); a
 deferred instance, waiting on MPS in the triggerer, holds no worker slot.
 
-Each instance also takes a slot of the pool ``MPS_DAGS_POOL`` (default ``mps``) while it runs on a
-worker — its one ``ProcessImage`` call, then briefly again to read the result — and none while
-deferred: the same pool as ``mps_enhance_daily``'s batch, so the account's submitters take turns. With
-the recommended pool of 1 the instances submit one after another (each holds the slot for its own
-start on a worker and one call), and wait while a batch of the account submits. Create the pool first
-(``airflow pools set mps 1 "MPS ProcessImage submitters (one account)"``); ``MPS_DAGS_POOL=""`` uses
-Airflow's ``default_pool`` instead. A task whose pool does not exist is never queued (it stays
-``scheduled``; only the scheduler's log and ``airflow tasks failed-deps`` say why), so the DAG has a
-``dagrun_timeout`` (``MPS_DAGS_RUN_TIMEOUT``, default 24 hours): the scheduler fails a run still
-unfinished after it.
+With ``MPS_DAGS_POOL`` set (see ``mps_enhance_daily``, "The pool"), each instance also takes a slot of
+that pool while it runs on a worker — its one ``ProcessImage`` call, then briefly again to read the
+result — and none while deferred: the same pool as ``mps_enhance_daily``'s batch, so the account's
+submitters take turns. With the recommended pool of 1 the instances submit one after another (each
+holds the slot for its own start on a worker and one call), and wait while a batch of the account
+submits. Unset (the default), the instances run in Airflow's ``default_pool``. A pool you name must
+exist: a task whose pool does not exist is never queued (it stays ``scheduled``; only the scheduler's
+log and ``airflow tasks failed-deps`` say why), so the DAG has a ``dagrun_timeout``
+(``MPS_DAGS_RUN_TIMEOUT``, default 24 hours): the scheduler fails a run still unfinished after it.
 
-Prerequisites: the ``tencentcloud_default`` connection and the pool. Configuration (environment, parse
+Prerequisites: the ``tencentcloud_default`` connection (nothing else). Configuration (environment, parse
 time): ``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_TIMEZONE``, ``MPS_DAGS_POLL_INTERVAL``,
 ``MPS_DAGS_POOL``, ``MPS_DAGS_RUN_TIMEOUT`` as for ``mps_enhance_daily``, and ``MPS_DAGS_MAX_ACTIVE``.
 """
@@ -55,8 +54,8 @@ START_DATE = pendulum.instance(
 # How often to ask MPS about unfinished work (seconds); the demo and tests use 1 or less.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
 MAX_ACTIVE = int(os.environ.get("MPS_DAGS_MAX_ACTIVE", "8"))
-# The account's submitters' pool, as in mps_enhance_daily (empty: Airflow's default_pool).
-POOL = os.environ.get("MPS_DAGS_POOL", "mps") or "default_pool"
+# The account's submitters' pool, as in mps_enhance_daily (unset or empty: Airflow's default_pool).
+POOL = os.environ.get("MPS_DAGS_POOL", "") or "default_pool"
 # The scheduler fails a run still unfinished after this long (seconds): the end of a run whose tasks
 # wait for a pool that does not exist.
 RUN_TIMEOUT = float(os.environ.get("MPS_DAGS_RUN_TIMEOUT", str(24 * 3600)))

@@ -9,13 +9,13 @@ It converts ``cos://<bucket>/raw/dt=<day>/landscape.jpg`` to PNG, where ``<day>`
 param when given, else the run's logical date — or, for a manual run without a logical date (Airflow 3
 allows one; ``{{ ds }}`` is then undefined), the day the run was triggered (``dag_run.run_after``).
 
-``submit`` takes a slot of the pool ``MPS_DAGS_POOL`` (default ``mps``) for its one ``ProcessImage``
-call, the pool every submitting task of the example DAGs shares (see ``mps_enhance_daily``: create it
-with ``airflow pools set mps 1 "MPS ProcessImage submitters (one account)"``); ``wait`` needs none. A
-task whose pool does not exist stays ``scheduled`` forever, so the scheduler fails a run still
-unfinished after ``MPS_DAGS_RUN_TIMEOUT`` (``dagrun_timeout``, default 24 hours).
+With ``MPS_DAGS_POOL`` set, ``submit`` takes a slot of that pool for its one ``ProcessImage`` call, the
+pool every submitting task of the example DAGs shares (see ``mps_enhance_daily``, "The pool"); ``wait``
+needs none. Unset (the default), ``submit`` runs in Airflow's ``default_pool``. A task whose pool does
+not exist stays ``scheduled`` forever, so the scheduler fails a run still unfinished after
+``MPS_DAGS_RUN_TIMEOUT`` (``dagrun_timeout``, default 24 hours).
 
-Prerequisites: the ``tencentcloud_default`` connection and the pool. Configuration (environment, parse
+Prerequisites: the ``tencentcloud_default`` connection (nothing else). Configuration (environment, parse
 time): ``MPS_DAGS_BUCKET``, ``MPS_DAGS_START_DATE``, ``MPS_DAGS_POLL_INTERVAL``, ``MPS_DAGS_POOL``,
 ``MPS_DAGS_RUN_TIMEOUT`` as for ``mps_enhance_daily``.
 """
@@ -34,8 +34,8 @@ BUCKET = os.environ.get("MPS_DAGS_BUCKET", "photos-1250000000")
 START_DATE = datetime.fromisoformat(os.environ.get("MPS_DAGS_START_DATE", "2026-11-01"))
 # How often to ask MPS about unfinished work (seconds); the demo and tests use 1.
 POLL_INTERVAL = float(os.environ.get("MPS_DAGS_POLL_INTERVAL", "30"))
-# The account's submitters' pool, as in mps_enhance_daily (empty: Airflow's default_pool).
-POOL = os.environ.get("MPS_DAGS_POOL", "mps") or "default_pool"
+# The account's submitters' pool, as in mps_enhance_daily (unset or empty: Airflow's default_pool).
+POOL = os.environ.get("MPS_DAGS_POOL", "") or "default_pool"
 # The scheduler fails a run still unfinished after this long (seconds): the end of a run whose task
 # waits for a pool that does not exist.
 RUN_TIMEOUT = float(os.environ.get("MPS_DAGS_RUN_TIMEOUT", str(24 * 3600)))

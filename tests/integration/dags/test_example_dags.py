@@ -330,7 +330,9 @@ def test_wait_external_submits_then_sensor_waits(env: tuple[EmulatorServer, _Rec
     assert out.data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_enhance_daily_reports_a_timed_out_run_to_the_webhook(env: tuple[EmulatorServer, _Receiver]) -> None:
+def test_enhance_daily_reports_a_timed_out_run_to_the_webhook(
+    env: tuple[EmulatorServer, _Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """When the scheduler fails a run at ``dagrun_timeout`` (a task waiting for a pool that does not
     exist never finishes), ``notify`` never runs; the DAG's failure callback posts instead, naming the
     day and the pool. Called here with the context the DAG processor builds (reason, run id, run);
@@ -339,6 +341,7 @@ def test_enhance_daily_reports_a_timed_out_run_to_the_webhook(env: tuple[Emulato
 
     _, receiver = env
     posts = _posts_during(receiver)
+    monkeypatch.setenv("MPS_DAGS_POOL", "mps")  # the opt-in pool a deployment named but never created
     dag = _dagbag().dags["mps_enhance_daily"]
     callbacks = (
         dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]

@@ -3,7 +3,8 @@ and PostgreSQL as the metadata DB (both real servers started here), two Celery w
 scheduler, dag-processor, triggerer and api-server run ``mps_enhance_daily`` against the emulator at 20
 ProcessImage/s, in two phases:
 
-1. **The pool does not exist yet** (a fresh deployment; the DAG's pool is ``mps``, the default). A
+1. **The pool does not exist yet** (a fresh deployment told ``MPS_DAGS_POOL=mps``, the documented
+   setting for one account's submitters). A
    manual run's ``enhance`` stays ``scheduled`` — Airflow queues no task of a missing pool; only the
    scheduler's log and ``airflow tasks failed-deps`` say why — until the DAG's ``dagrun_timeout``
    (``MPS_DAGS_RUN_TIMEOUT``, short for this phase: the DAG processor runs with it) fails the run; the
@@ -71,7 +72,7 @@ DAYS = 4
 IMAGES_PER_DAY = int(os.environ.get("AIRFLOW_MPS_DISTRIBUTED_IMAGES", "50"))
 RATE = 20  # ProcessImage/s of the emulated account
 WORKERS = 2
-POOL = "mps"  # the DAG's default MPS_DAGS_POOL
+POOL = "mps"  # the documented MPS_DAGS_POOL (opt-in; unset, the DAG uses default_pool)
 #: Phase 1's dagrun_timeout (s): long enough for the run's sensor to finish on a cold Celery worker.
 MISSING_POOL_TIMEOUT = 30
 SUBMITTING = ("queued", "running")  # the states a pool without include_deferred counts
@@ -310,6 +311,7 @@ def test_celery_backfill_submits_one_batch_at_a_time_through_the_pool(tmp_path: 
             MPS_DAGS_BUCKET=BUCKET,
             MPS_DAGS_START_DATE=f"{first_day:%Y-%m-%d}",
             MPS_DAGS_POLL_INTERVAL="2",
+            MPS_DAGS_POOL=POOL,
         )
         _airflow(env, "db", "migrate", timeout=300)
         start_api_server(procs, env, logs)
