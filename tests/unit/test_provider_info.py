@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -146,3 +147,14 @@ def test_every_hook_sensor_and_trigger_module_is_listed(kind: str) -> None:
             found.add(module.__name__)
     listed = set(_listed(kind))
     assert found == listed, {"unlisted": found - listed, "listed without one": listed - found}
+
+
+def test_the_providers_page_links_a_live_page_not_a_placeholder() -> None:
+    """Airflow's Providers page links the package name to the ``Documentation`` Project-URL (without
+    one, to a dead airflow.apache.org URL). Until the repository is published the one live page is the
+    service's documentation, the integration's ``external-doc-url``; no unpublished home is named."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    urls = tomllib.loads(pyproject.read_text())["project"]["urls"]
+    (integration,) = get_provider_info()["integrations"]
+    assert urls == {"Documentation": integration["external-doc-url"]}
