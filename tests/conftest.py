@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +67,33 @@ def mps_client(emulator):
 def cos_client(emulator):
     """Official `CosS3Client` (IP/Port mode, no retries) pointed at the session emulator."""
     return emulator.cos_client()
+
+
+# --------------------------------------------------------------------------------------------------
+# Artifacts a person should look at (the emulator page's browser screenshots): kept under
+# .test-artifacts/ after the run and listed at the end of the terminal output, pass or fail.
+ARTIFACTS_DIR = REPO_ROOT / ".test-artifacts"
+_ARTIFACTS: list[tuple[str, Path]] = []
+
+
+@pytest.fixture
+def artifact(request: pytest.FixtureRequest) -> Callable[[str, str], Path]:
+    """``artifact(name, what)`` -> a path under ``.test-artifacts/<test name>/`` to write to; the path
+    and ``what`` are printed in the run's summary."""
+
+    def make(name: str, what: str) -> Path:
+        folder = ARTIFACTS_DIR / request.node.name.replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        _ARTIFACTS.append((what, path))
+        return path
+
+    return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    written = [(what, path) for what, path in _ARTIFACTS if path.is_file()]
+    if written:
+        terminalreporter.section("artifacts")
+        for what, path in written:
+            terminalreporter.write_line(f"{what}: {path}")

@@ -2,7 +2,8 @@
 
 Debian's ``chromium`` (``/usr/bin/chromium``; ``.ci/run`` installs it). Without it the test skips
 locally and fails in CI (``CI=true``), so the browser check cannot silently vanish there. Screenshots
-are kept in the test's ``tmp_path`` and their paths printed (``pytest -s`` shows them).
+are kept under ``.test-artifacts/`` and listed in the "artifacts" section at the end of the run's
+output.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,6 @@ def _screenshot(url: str, out: Path, profile: Path) -> Image.Image:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and out.is_file(), proc.stderr[-2000:]
-    print(f"screenshot of {url}: {out}")
     return Image.open(out).convert("RGB")
 
 
@@ -131,15 +131,17 @@ def _magenta(px: tuple[int, int, int]) -> bool:
     return px[0] > 225 and px[1] < 45 and px[2] > 225
 
 
-def test_task_list_and_task_page_render_in_chromium(site: dict[str, Any], tmp_path: Path) -> None:
-    listing_png = tmp_path / "emulator-task-list.png"
+def test_task_list_and_task_page_render_in_chromium(
+    site: dict[str, Any], tmp_path: Path, artifact: Callable[[str, str], Path]
+) -> None:
+    listing_png = artifact("emulator-task-list.png", "screenshot of the emulator's task list (Chromium)")
     listing = _screenshot(site["base"] + "/", listing_png, tmp_path / "profile")
     _assert_nontrivial(listing, listing_png)
     assert _count(listing, _near(SUCCESS_RGB, 3)) > 100, "no SUCCESS badge"
     assert _count(listing, _near(FAIL_RGB, 3)) > 100, "no FAIL badge"
     assert _count(listing, _magenta) > 200, "the input/output thumbnails did not load"
 
-    task_png = tmp_path / "emulator-task-page.png"
+    task_png = artifact("emulator-task-page.png", "screenshot of an emulator task page (Chromium)")
     page = _screenshot(site["base"] + task_path(site["ok"]), task_png, tmp_path / "profile")
     _assert_nontrivial(page, task_png)
     assert _count(page, _near(SUCCESS_RGB, 3)) > 100
