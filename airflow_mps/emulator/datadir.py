@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no advisory locks there: the lock is skipped
 
 #: The lock file's name inside the data dir.
 LOCK_NAME = "emulator.lock"

@@ -63,7 +63,7 @@ except ImportError:  # pragma: no cover - common-compat too old to know the mixi
         from airflow.sdk import ResumableJobMixin  # type: ignore[no-redef,unused-ignore]  # same class as compat on 3.3
     except ImportError:
 
-        class ResumableJobMixin:  # type: ignore[no-redef]
+        class ResumableJobMixin:  # type: ignore[no-redef]  # stand-in for the SDK class on old Airflow
             """Last-resort stand-in: no task state store, so every try submits (as before 3.3)."""
 
             external_id_key: str = "remote_job_id"
@@ -73,9 +73,9 @@ except ImportError:  # pragma: no cover - common-compat too old to know the mixi
                 self.durable = False
 
             def execute_resumable(self, context: Any) -> Any:
-                external_id = self.submit_job(context)  # type: ignore[attr-defined]
-                self.poll_until_complete(external_id, context)  # type: ignore[attr-defined]
-                return self.get_job_result(external_id, context)  # type: ignore[attr-defined]
+                external_id = self.submit_job(context)  # type: ignore[attr-defined]  # the operator defines it
+                self.poll_until_complete(external_id, context)  # type: ignore[attr-defined]  # the operator defines it
+                return self.get_job_result(external_id, context)  # type: ignore[attr-defined]  # the operator defines it
 
 
 if TYPE_CHECKING:

@@ -648,3 +648,32 @@ def test_constants_finder_sees_the_originals() -> None:
     """Guard against a finder that finds nothing: it sees each original where it is defined."""
     found = {copy.split(": ", 1)[1] for copy in _constant_copies(MODULES[CONSTANTS_HOME])}
     assert found == {"the task states", "the 7-day retention", "the API time format"}
+
+
+# ------------------------------------------------------------------------------------------------ types
+_IGNORE = re.compile(r"#\s*type:\s*ignore(?P<codes>\[[^\]]*\])?(?P<rest>.*)$")
+
+
+def _bare_ignores(text: str) -> list[str]:
+    """``type: ignore`` comments without an error code or without a reason after them."""
+    bare = []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _IGNORE.search(line)
+        if match and (not match["codes"] or not re.match(r"\s+#\s*\S", match["rest"])):
+            bare.append(f"{number}: {line.strip()}")
+    return bare
+
+
+def test_the_ignore_finder_tells_a_reason_from_none() -> None:
+    assert _bare_ignores("x = f()  # type: ignore[attr-defined]  # the operator defines it") == []
+    assert _bare_ignores("x = f()  # type: ignore[attr-defined]") == [
+        "1: x = f()  # type: ignore[attr-defined]"
+    ]
+    assert _bare_ignores("x = f()  # type: ignore  # why") == ["1: x = f()  # type: ignore  # why"]
+
+
+@pytest.mark.parametrize("name", _cases("types"))
+def test_every_type_ignore_names_its_code_and_reason(name: str) -> None:
+    """mypy runs at 0 errors (issue 10 item 6); an escape from it says which error and why, on the line."""
+    bare = _bare_ignores(MODULES[name].path.read_text())
+    assert not bare, f"{MODULES[name].rel}: " + "; ".join(bare)
