@@ -53,7 +53,13 @@ from airflow_mps.hooks.base import (
 )
 from airflow_mps.hooks.cos import CosHook, CosObject
 from airflow_mps.hooks.failures import Failure, classify_failure
-from airflow_mps.models.constants import API_TIME_FORMAT, LISTED_TASK_STATES, TASK_STATES
+from airflow_mps.models.constants import (
+    API_TIME_FORMAT,
+    FINISH,
+    LISTED_TASK_STATES,
+    TASK_STATES,
+    format_api_time,
+)
 from airflow_mps.ownership import MAX_DESCRIBES, DetailStep, ListStep, task_finder
 
 if TYPE_CHECKING:
@@ -197,9 +203,7 @@ def _format_time(value: datetime | str | None, field: str) -> str | None:
             raise MpsValidationError(field=field, value=value, allowed="YYYY-MM-DDThh:mm:ssZ (UTC)") from None
         return value
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).strftime(API_TIME_FORMAT)
+        return format_api_time(value)
     raise MpsValidationError(field=field, value=value, allowed="a datetime or a YYYY-MM-DDThh:mm:ssZ string")
 
 
@@ -525,7 +529,7 @@ class MpsHook(TencentCloudBaseHook):
             settings = self.get_settings()
             saved, self.retry_policy = self.retry_policy, RetryPolicy(max_retry_seconds=10)
             try:
-                response = self._call("DescribeImageTasks", {"Status": "FINISH", "Limit": 1}, idempotent=True)
+                response = self._call("DescribeImageTasks", {"Status": FINISH, "Limit": 1}, idempotent=True)
             finally:
                 self.retry_policy = saved
         except MpsError as exc:
