@@ -30,10 +30,10 @@ harness.isolate_airflow()
 
 
 def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
-    from airflow_mps.hooks import _pacing
+    from airflow_mps.hooks import _buckets
     from airflow_mps.hooks.mps import MpsHook
 
-    _pacing.use_adaptive_pacing(mode == "adaptive")  # also forgets the previous run's buckets
+    _buckets.use_adaptive_pacing(mode == "adaptive")  # also forgets the previous run's buckets
     starts: list[float] = []
     ends: list[float] = []
     real = MpsHook.process_image
@@ -56,7 +56,7 @@ def run(mode: str, part: str, concurrency: int) -> dict[str, Any]:
         summary = op.execute(harness.context())
     finally:
         MpsHook.process_image = real  # type: ignore[method-assign]
-    buckets = [b for key, b in _pacing._REGISTRY.items() if key[-1] == "ProcessImage"]  # bench-only peek
+    buckets = [b for key, b in _buckets._REGISTRY.items() if key[-1] == "ProcessImage"]  # bench-only peek
     bucket = buckets[0] if buckets else None
     return {
         "mode": mode,

@@ -116,7 +116,7 @@ def _keys(part: str, n: int) -> list[str]:
 
 
 def _reset_pacing() -> None:
-    from airflow_mps.hooks._pacing import reset_shared_buckets
+    from airflow_mps.hooks._buckets import reset_shared_buckets
 
     reset_shared_buckets()
 

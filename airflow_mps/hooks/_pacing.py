@@ -8,12 +8,11 @@ trip and a backoff. Pacing keeps us under the limit in the first place. Buckets 
 
 Buckets are shared by every hook in the process that uses the same SecretId and endpoint (the limit
 is per account). Separate processes — several Airflow workers, the runs of a backfill — cannot see
-each other's buckets. The default bucket is fixed (:class:`TokenBucket` at ``HEADROOM`` of the
-connection's rate; separate processes overlap and the throttling retry absorbs it).
-``AIRFLOW_MPS_PACING=adaptive`` selects ``_adaptive.AdaptiveBucket`` (issue 13; the idea of botocore's
-``adaptive`` retry mode, a client that follows what the service answers), which reads the service's
-refusals to find the other processes and take turns with them. The configured rate is the ceiling
-either way.
+each other's buckets. The default bucket is ``_adaptive.AdaptiveBucket`` (issue 13; the idea of
+botocore's ``adaptive`` retry mode, a client that follows what the service answers), which reads the
+service's refusals to find the other processes and take turns with them; ``AIRFLOW_MPS_PACING=fixed``
+selects :class:`TokenBucket` at ``HEADROOM`` of the connection's rate. The configured rate is the
+ceiling either way. ``_buckets`` keeps the process-wide registry of both kinds.
 
 The hook's side of the contract::
 
@@ -30,7 +29,6 @@ now (``0.0``), reserve again (``None``: the reservation was voided), or wait a l
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 import time
@@ -313,60 +311,3 @@ def _slots(ceiling: float, window: float) -> int:
 def _check_rate(rate: float) -> None:
     if rate <= 0:
         raise ValueError(f"rate must be > 0 requests/second, got {rate!r}")
-
-
-_REGISTRY: dict[tuple[str, ...], TokenBucket] = {}
-_REGISTRY_LOCK = threading.Lock()
-
-
-#: Adaptive pacing (``_adaptive.AdaptiveBucket``) is the default (issue 13): alone it runs just under
-#: the limit, and processes sharing one account take turns with few throttles.
-#: ``AIRFLOW_MPS_PACING=fixed`` in the environment of every worker restores fixed pacing at
-#: ``HEADROOM`` × the configured rate (docs/connection.md): a way to rule the controller out.
-def _adaptive_from_environment() -> bool:
-    return os.environ.get("AIRFLOW_MPS_PACING", "adaptive").strip().lower() != "fixed"
-
-
-_ADAPTIVE = _adaptive_from_environment()
-
-
-def use_adaptive_pacing(enabled: bool) -> None:
-    """Choose the kind of bucket ``shared_bucket`` creates from now on (adaptive unless
-    ``AIRFLOW_MPS_PACING=fixed``).
-
-    ``False`` restores fixed pacing at ``HEADROOM`` × the configured rate — the benchmark's baseline
-    (P8) and a way to rule the controller out when diagnosing. Existing buckets are forgotten.
-    """
-    global _ADAPTIVE
-    with _REGISTRY_LOCK:
-        _ADAPTIVE = bool(enabled)
-        _REGISTRY.clear()
-
-
-def shared_bucket(key: tuple[str, ...], rate: float, burst: int = 1) -> TokenBucket:
-    """Return the process-wide bucket for ``key`` (account, endpoint, action), creating it if needed.
-
-    ``rate`` is the configured limit: an adaptive bucket's ceiling, a fixed bucket paces at
-    ``HEADROOM`` of it. The most recently configured rate wins, so all hooks sharing the account
-    follow one rate.
-    """
-    with _REGISTRY_LOCK:
-        bucket = _REGISTRY.get(key)
-        if bucket is None:
-            if _ADAPTIVE:
-                from airflow_mps.hooks._adaptive import AdaptiveBucket
-
-                bucket = _REGISTRY[key] = AdaptiveBucket(rate, burst)
-            else:
-                bucket = _REGISTRY[key] = TokenBucket(rate * HEADROOM, burst)
-        else:
-            wanted = float(rate) if bucket.adaptive else float(rate) * HEADROOM
-            if bucket.ceiling != wanted:
-                bucket.set_rate(wanted)
-        return bucket
-
-
-def reset_shared_buckets() -> None:
-    """Forget every shared bucket (tests use this to start from an idle limiter)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.clear()

@@ -38,9 +38,8 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-# _adaptive: the default bucket's module, loaded with the hook (a trigger loads the hook off its
-# event loop), not by the first shared_bucket() call, which may run on the loop.
-from airflow_mps.hooks import _adaptive, _redact  # noqa: F401
+from airflow_mps.hooks import _redact
+from airflow_mps.hooks._buckets import shared_bucket
 from airflow_mps.hooks._clients import (
     SharedAsyncClient,
     acquire_async_client,
@@ -56,7 +55,7 @@ from airflow_mps.hooks._credentials import (
     proxy_password,
     resolve_settings,
 )
-from airflow_mps.hooks._pacing import HEADROOM, TokenBucket, shared_bucket
+from airflow_mps.hooks._pacing import HEADROOM, TokenBucket
 from airflow_mps.hooks._retry import Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks._steps import Sleep, Steps, adrive, drive
 from airflow_mps.hooks.failures import Failure, classify_failure

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from airflow_mps.errors import MpsAuthError, MpsTransientError
-from airflow_mps.hooks._pacing import reset_shared_buckets, shared_bucket
+from airflow_mps.hooks._buckets import reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import RetryPolicy
 from airflow_mps.hooks.mps import LISTED_STATUSES, PACING_HEADROOM, MpsHook
 from airflow_mps.models import ProcessImageRequest

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from airflow_mps.errors import MpsError
-from airflow_mps.hooks._pacing import reset_shared_buckets
+from airflow_mps.hooks._buckets import reset_shared_buckets
 from airflow_mps.hooks._retry import RetryPolicy
 from airflow_mps.hooks.failures import CERTIFICATE_ERROR_CODE
 from airflow_mps.hooks.mps import MpsHook

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from airflow_mps.hooks._pacing import reset_shared_buckets
+from airflow_mps.hooks._buckets import reset_shared_buckets
 from airflow_mps.hooks._retry import RetryPolicy
 from airflow_mps.hooks.mps import MpsHook
 from airflow_mps.models import ProcessImageRequest

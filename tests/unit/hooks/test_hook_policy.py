@@ -8,14 +8,9 @@ import threading
 import pytest
 
 from airflow_mps.errors import MpsAuthError, MpsThrottledError, MpsTransientError, MpsValidationError
+from airflow_mps.hooks._buckets import reset_shared_buckets, shared_bucket, use_adaptive_pacing
 from airflow_mps.hooks._credentials import resolve_settings
-from airflow_mps.hooks._pacing import (
-    HEADROOM,
-    TokenBucket,
-    reset_shared_buckets,
-    shared_bucket,
-    use_adaptive_pacing,
-)
+from airflow_mps.hooks._pacing import HEADROOM, TokenBucket
 from airflow_mps.hooks._retry import Arrival, Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks.failures import classify_cos_failure, classify_failure
 from airflow_mps.ownership import input_matches

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from airflow_mps.errors import MpsAmbiguousSubmissionError, MpsAuthError, MpsThrottledError
+from airflow_mps.hooks._buckets import reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._credentials import resolve_settings
-from airflow_mps.hooks._pacing import reset_shared_buckets, shared_bucket
 from airflow_mps.hooks._retry import RetryPolicy
 from airflow_mps.hooks._steps import Sleep, adrive, drive, relay
 from airflow_mps.hooks.base import NeedsReconcile, _Ready, _Send

@@ -18,17 +18,10 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_mps.hooks import _pacing
+from airflow_mps.hooks import _buckets
 from airflow_mps.hooks._adaptive import AdaptiveBucket
-from airflow_mps.hooks._pacing import (
-    HEADROOM,
-    AdaptiveParams,
-    TokenBucket,
-    reset_shared_buckets,
-    shared_bucket,
-    throttle_counts,
-    use_adaptive_pacing,
-)
+from airflow_mps.hooks._buckets import reset_shared_buckets, shared_bucket, use_adaptive_pacing
+from airflow_mps.hooks._pacing import HEADROOM, AdaptiveParams, TokenBucket, throttle_counts
 
 #: Slow start off: these tests drive the other rules without answering every request.
 OPEN = AdaptiveParams(start_window=1_000_000)
@@ -539,11 +532,11 @@ def test_pacing_is_adaptive_unless_the_environment_says_fixed(
         monkeypatch.delenv("AIRFLOW_MPS_PACING", raising=False)
     else:
         monkeypatch.setenv("AIRFLOW_MPS_PACING", value)
-    assert _pacing._adaptive_from_environment() is adaptive
+    assert _buckets._adaptive_from_environment() is adaptive
 
 
 def test_shared_buckets_adapt_unless_fixed_pacing_is_chosen() -> None:
-    default = _pacing._ADAPTIVE
+    default = _buckets._ADAPTIVE
     reset_shared_buckets()
     try:
         use_adaptive_pacing(False)
