@@ -97,3 +97,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("artifacts")
         for what, path in written:
             terminalreporter.write_line(f"{what}: {path}")
+
+
+@pytest.fixture
+def stats(monkeypatch: pytest.MonkeyPatch):  # -> tests.metrics_support.StatsStub
+    """Airflow's ``Stats`` replaced by a recorder for the provider's metrics."""
+    from airflow_mps.utils import metrics as metrics_module
+    from tests.metrics_support import StatsStub
+
+    stub = StatsStub()
+    monkeypatch.setattr(metrics_module, "_airflow_stats", lambda: stub)
+    return stub

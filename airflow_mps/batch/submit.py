@@ -16,6 +16,11 @@ image is queued (see :mod:`airflow_mps.batch.overlap`).
 An image MPS refuses (``InvalidParameter*``, not found) is that image's failure; the rest goes on. Any
 other error stops the batch: nothing new starts, what is in flight completes and is recorded, then
 :class:`SubmissionStopped` is raised (a retry submits only what is missing).
+
+Each call that creates a task is timed (monotonic, pacing and the hook's retries included) in its
+thread and reported to ``on_latency`` by the collecting thread, one call at a time: the operator's
+``mps.submit.latency`` (:mod:`airflow_mps.utils.metrics`) needs no lock, and a refused call is not
+timed, as in the single-image operator.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-#: One submission's result: the hook's answer (``.task_id``), and our clock when it was sent / received.
-_Sent = tuple[Any, float, float]
+#: One submission's result: the hook's answer (``.task_id``), our clock when it was sent / received, and
+#: how long the call took (monotonic seconds).
+_Sent = tuple[Any, float, float, float]
 
 
 class SubmitListener(Protocol):
@@ -98,6 +104,8 @@ class BatchSubmitter:
     :param ledger: where each submission is recorded as it completes.
     :param concurrency: submitter threads; the window is twice that.
     :param listener: told of each task as it is created, and drained when the last item is queued.
+    :param on_latency: told how long each call that created a task took (seconds), on the collecting
+        thread; it must not raise (the operator's ``metrics.submit_latency`` never does).
     """
 
     def __init__(
@@ -109,6 +117,7 @@ class BatchSubmitter:
         concurrency: int,
         listener: SubmitListener | None = None,
         log: WaitLog | None = None,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.hook = hook
         self.build = build
@@ -117,6 +126,7 @@ class BatchSubmitter:
         self.window = 2 * concurrency
         self.listener = listener
         self.log: WaitLog = log or _log
+        self.on_latency = on_latency
         #: input URI → task id of what this try submitted.
         self.submitted: dict[str, str] = {}
         #: input URI → MPS's refusal of that one image.
@@ -148,9 +158,9 @@ class BatchSubmitter:
 
     def _one(self, item: BatchItem) -> _Sent:
         request = self.build(item)
-        sent = time.time()
+        sent, started = time.time(), time.monotonic()
         submission = self.hook.process_image(request)
-        return submission, sent, time.time()
+        return submission, sent, time.time(), time.monotonic() - started
 
     def _refill(self, pool: ThreadPoolExecutor, upcoming: Iterator[BatchItem]) -> None:
         """Queue items until the window is full; drain the listener once the last one is queued."""
@@ -168,12 +178,14 @@ class BatchSubmitter:
             return
         err = future.exception()
         if err is None:
-            submission, sent, received = future.result()
+            submission, sent, received, took = future.result()
             task_id = submission.task_id
             self.submitted[item.input_uri] = task_id
             self.ledger.add(item.input_uri, task_id)
             if self.listener is not None:
                 self.listener.add(task_id, item.input_uri, sent, received)
+            if self.on_latency is not None:
+                self.on_latency(took)
         elif isinstance(err, (MpsInvalidParameterError, MpsResourceNotFoundError)):
             self.rejected[item.input_uri] = err  # this image only; the batch goes on
         elif self.fatal is None:

@@ -388,6 +388,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             concurrency=self.submit_concurrency,
             listener=watcher,
             log=self.log,
+            on_latency=self.metrics.submit_latency,  # mps.submit.latency: once per task it creates
         )
         try:
             return submitter.run(items)
@@ -475,6 +476,7 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
                 end_time=end_time,
                 window_start=window_start,
                 prior_calls=[state.listing_calls, state.detail_calls],
+                task_count=len(state.pending),
             ),
             end_time=end_time,
         )
@@ -560,8 +562,9 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         return summary
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage datasets: the source prefix (or listed inputs) in, the destination prefix out.
-        ``None`` without the OpenLineage provider (imports stay inside the method)."""
+        """OpenLineage datasets: the source prefix (or listed inputs) in, the destination prefix out; a
+        bucket root is named ``/`` (as the Amazon and Google providers name theirs). ``None`` without
+        the OpenLineage provider (imports stay inside the method)."""
         from airflow_mps.utils.lineage import openlineage_from_pairs
 
         try:
@@ -569,6 +572,6 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
         except Exception:  # lineage never fails a task
             return None
         sources = cfg.source if isinstance(cfg.source, list) else [cfg.source]
-        inputs = [(f"cosn://{src.bucket}", src.key) for src in sources]
-        outputs = [(f"cosn://{cfg.destination.bucket}", cfg.destination.key)]
+        inputs = [(f"cosn://{src.bucket}", src.key or "/") for src in sources]
+        outputs = [(f"cosn://{cfg.destination.bucket}", cfg.destination.key or "/")]
         return openlineage_from_pairs(inputs, outputs)

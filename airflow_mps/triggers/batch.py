@@ -38,6 +38,10 @@ the task list travels in the kwargs and the results in the event, as before::
 
     {"status", "error", "results": pack([[task_id, input, state, outputs, code, message, request_id]]),
      "carry": <opaque text from the operator, echoed>, "window_start", "listing_calls", "detail_calls"}
+
+Log lines stay readable: the trigger's ``repr`` (which Airflow's ``BaseTrigger`` builds from every
+serialized kwarg, the packed ``tasks`` blob included) is one short line — task count, connection and
+region, deadline, polling, where the state is — never the blob, the ``state_token`` or the ``carry``.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ class MpsImageBatchTrigger(BaseTrigger):
     :param state: ``cos://bucket/key`` of the wait document (:mod:`airflow_mps.batch.state`): pending
         tasks and known results are read from it, the results written to it.
     :param state_token: the token the wait document must carry (it ties the document to this deferral).
+    :param task_count: how many tasks were pending when the operator deferred; for the log line only
+        (the wait document is the truth). Without it, counted from ``tasks`` when they are inline.
     """
 
     def __init__(
@@ -124,6 +130,7 @@ class MpsImageBatchTrigger(BaseTrigger):
         prior_calls: list[int] | None = None,
         state: str | None = None,
         state_token: str | None = None,
+        task_count: int | None = None,
     ) -> None:
         super().__init__()
         if state is None and tasks is None:
@@ -139,6 +146,8 @@ class MpsImageBatchTrigger(BaseTrigger):
         self.prior_calls = [int(n) for n in prior_calls] if prior_calls else None
         self.state = state
         self.state_token = state_token
+        self.task_count = int(task_count) if task_count is not None else None
+        self._tasks_counted: int | None = None  # _inline_count's memo
         self._last_checkpoint = time.monotonic()
         self._checkpointed = -1
 
@@ -157,8 +166,31 @@ class MpsImageBatchTrigger(BaseTrigger):
                 "prior_calls": self.prior_calls,
                 "state": self.state,
                 "state_token": self.state_token,
+                "task_count": self.task_count,
             },
         )
+
+    def __repr__(self) -> str:
+        """``<MpsImageBatchTrigger <n> tasks on <conn>/<region> until <UTC deadline>, polling every <s>s,
+        state <cos:// location | inline>>``: no packed blob, token or carry in the triggerer's log."""
+        count = self.task_count if self.task_count is not None else self._inline_count()
+        tasks = f"{count} tasks" if count is not None else "a batch's tasks"
+        return (
+            f"<{type(self).__name__} {tasks} on {self.tencentcloud_conn_id}/"
+            f"{self.region or 'connection region'} until {format_api_time(self.end_time)}, polling every "
+            f"{self.poll_interval:g}s, state {self.state or 'inline'}>"
+        )
+
+    def _inline_count(self) -> int | None:
+        """How many tasks the inline ``tasks`` blob holds (unpacked once, then remembered)."""
+        if self.tasks is None:
+            return None
+        if self._tasks_counted is None:
+            try:
+                self._tasks_counted = len(unpack(self.tasks))
+            except Exception:  # an unreadable blob: the wait reports it, the log line does not
+                return None
+        return self._tasks_counted
 
     def _hook(self) -> Any:
         from airflow_mps.hooks.mps import MpsHook  # lazy: keeps the SDK out of DAG parsing

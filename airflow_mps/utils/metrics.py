@@ -15,7 +15,8 @@ name                          kind     meaning (extra tags)
                                        ``output_exists`` — the batch's skip-existing)
 ``mps.calls.throttled``       counter  an API attempt refused by rate limiting (``RequestLimitExceeded``),
                                        retried by the hook (``action`` when known)
-``mps.submit.latency``        timer    one ``ProcessImage`` call, pacing and retries included
+``mps.submit.latency``        timer    one ``ProcessImage`` call that created a task, pacing and retries
+                                       included (the batch: every image's call, from its submitter)
 ============================  =======  =====================================================================
 
 Every metric carries ``dag_id``, ``task_id`` and ``operator`` (the operator's class name) tags; StatsD
@@ -25,7 +26,10 @@ The API (the batch operator uses the same): ``metrics = MpsMetrics.for_operator(
 then ``metrics.submitted(n)``, ``.succeeded(n)``, ``.failed(n, code=...)``,
 ``.skipped(n, reason=...)``, ``.throttled(n, action=...)``, ``.submit_latency(seconds)`` or
 ``with metrics.timing_submit(): ...``, and ``metrics.watch_throttling(hook)`` to count the throttled
-attempts a hook retries internally. No call ever raises: metrics never fail a task.
+attempts a hook retries internally. No call ever raises: metrics never fail a task. The batch operator
+hands ``metrics.submit_latency`` to its submitter (:mod:`airflow_mps.batch.submit`), which times each
+call in its thread and reports it from the collecting thread: latency samples reach ``Stats`` one at a
+time.
 """
 
 from __future__ import annotations
@@ -154,7 +158,8 @@ class MpsMetrics:
 
     # -- latency ---------------------------------------------------------------------------------
     def submit_latency(self, seconds: float) -> None:
-        """One ``ProcessImage`` call took ``seconds`` (pacing and retries included)."""
+        """One ``ProcessImage`` call took ``seconds`` (pacing and retries included). A few microseconds
+        when metrics are off: the batch calls it once per image."""
         self._emit("timing", SUBMIT_LATENCY, timedelta(seconds=max(0.0, seconds)), None)
 
     @contextlib.contextmanager

@@ -14,33 +14,18 @@ import pytest
 pytest.importorskip("PIL")
 from PIL import Image
 
-from airflow_mps.utils import metrics as metrics_module
 from airflow_mps.utils.metrics import CALLS_THROTTLED, IMAGES_SUBMITTED, IMAGES_SUCCEEDED, SUBMIT_LATENCY
+from tests.metrics_support import StatsStub
 
 BUCKET = "metrics-1250000000"
 
 
-class StatsStub:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any, dict[str, str]]] = []
-
-    def incr(self, stat: str, count: int = 1, rate: float = 1, *, tags: dict[str, str] | None = None) -> None:
-        self.calls.append(("incr", stat, count, dict(tags or {})))
-
-    def timing(self, stat: str, dt: Any, *, tags: dict[str, str] | None = None) -> None:
-        self.calls.append(("timing", stat, dt, dict(tags or {})))
-
-    def total(self, stat: str) -> int:
-        return sum(value if kind == "incr" else 1 for kind, name, value, _ in self.calls if name == stat)
-
-
 def test_throttled_attempts_submission_and_success_are_counted(
-    emulator: Any, monkeypatch: pytest.MonkeyPatch
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, stats: StatsStub
 ) -> None:
     from airflow_mps.operators.mps import MpsProcessImageOperator
 
-    stub = StatsStub()
-    monkeypatch.setattr(metrics_module, "_airflow_stats", lambda: stub)
+    stub = stats
     monkeypatch.setenv("AIRFLOW_CONN_TENCENTCLOUD_DEFAULT", emulator.connection_uri())
     emulator.cos_backend.create_bucket(BUCKET)
     key = f"raw/{uuid.uuid4().hex[:8]}.png"

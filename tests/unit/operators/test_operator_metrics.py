@@ -28,37 +28,9 @@ from airflow_mps.utils.metrics import (
     MpsMetrics,
 )
 from tests.hook_contract import SubmitsImageTasks
+from tests.metrics_support import StatsStub
 
 HAS_TASK_STATE_STORE = bool(MpsProcessImageOperator(task_id="probe", input="x").durable)
-
-
-class StatsStub:
-    """Records what Airflow's ``Stats`` would have been given."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any, dict[str, str]]] = []
-
-    def incr(self, stat: str, count: int = 1, rate: float = 1, *, tags: dict[str, str] | None = None) -> None:
-        self.calls.append(("incr", stat, count, dict(tags or {})))
-
-    def timing(self, stat: str, dt: Any, *, tags: dict[str, str] | None = None) -> None:
-        self.calls.append(("timing", stat, dt, dict(tags or {})))
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for kind, stat, value, _ in self.calls:
-            out[stat] = out.get(stat, 0) + (value if kind == "incr" else 1)
-        return out
-
-    def tags_of(self, stat: str) -> list[dict[str, str]]:
-        return [tags for _, name, _, tags in self.calls if name == stat]
-
-
-@pytest.fixture
-def stats(monkeypatch: pytest.MonkeyPatch) -> StatsStub:
-    stub = StatsStub()
-    monkeypatch.setattr(metrics_module, "_airflow_stats", lambda: stub)
-    return stub
 
 
 def _status(state: str, task_id: str = "task-1", err: str | None = None) -> ImageTaskStatus:
