@@ -688,3 +688,25 @@ def test_every_type_ignore_names_its_code_and_reason(name: str) -> None:
     """mypy runs at 0 errors (issue 10 item 6); an escape from it says which error and why, on the line."""
     bare = _bare_ignores(MODULES[name].path.read_text())
     assert not bare, f"{MODULES[name].rel}: " + "; ".join(bare)
+
+
+# ------------------------------------------------------------------------------------------------ the doc
+def _unmapped(doc: str) -> list[str]:
+    """Modules of the package that docs/internals.md never names as a file (``keys.py``,
+    ``mps/models.py``, …); a package's ``__init__`` is named by its room."""
+    missing = []
+    for module in MODULES.values():
+        rel = module.path.relative_to(PACKAGE_DIR).as_posix()
+        if rel.endswith("__init__.py"):
+            continue
+        parts = rel.split("/")
+        tails = {"/".join(parts[i:]) for i in range(len(parts))}
+        if not any(re.search(r"[`(/ ]" + re.escape(tail) + r"\b", doc) for tail in tails):
+            missing.append(rel)
+    return sorted(missing)
+
+
+def test_the_map_names_every_module() -> None:
+    """docs/internals.md is the map of the code (issue 10 item 8): a new module gets a line there."""
+    assert _unmapped(DOC.read_text()) == []
+    assert _unmapped("") != []  # the finder sees modules at all
