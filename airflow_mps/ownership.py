@@ -8,35 +8,41 @@ Three callers need to know which tasks on the service came from *their* ProcessI
   task instead of creating a second one; apache/airflow#59075);
 * the batch operator, on a retry, for every item a previous try submitted but never recorded.
 
-The rules live here once, I/O-free: this module lists nothing and describes nothing. :func:`task_finder`
-is a step machine — a generator that yields the I/O it needs (:class:`ListStep`, :class:`DetailStep`)
-and is sent the answers — so the hook's sync and async paths (and the operators, through
-``MpsHook.find_tasks_for``) drive the very same rules with their own I/O. :func:`match_listed_rows` is
-the batch form: many wanted inputs against one set of listing rows.
+The rules live here once, I/O-free: this module lists nothing and describes nothing. Both searches
+are step machines — generators that yield the I/O they need and are sent the answers — driven by
+their callers with their own I/O: :func:`task_finder` (one request; :class:`ListStep`,
+:class:`DetailStep`) by the hook's sync and async paths (and the operators, through
+``MpsHook.find_tasks_for``), :func:`batch_finder` (many inputs against one listing;
+:class:`DetailsStep`) by :mod:`airflow_mps.batch.adopt`. They share every rule:
+
+* **Input**: a listed row's ``Input`` is read by :func:`airflow_mps.models.parse_listed_input` (one
+  parser for every form the service, the SDK and the emulator send); a row that names no input is
+  described and the task's ``InputInfo`` decides (:func:`described_row`).
+* **Order**: candidates newest first (:func:`newest_first`).
+* **Cap**: rows naming no input cost one DescribeImageTaskDetail each and are described only up to a
+  cap (:func:`_describable`); one request refuses past it, a batch describes the newest.
+* **Request**: a task with our input that provably came from another request is not ours
+  (:meth:`Fingerprint.conflict`, ``ImageTaskStatus.conflicts_with``).
 
 What the service lets us see (issue 11; api.json for DescribeImageTasks): only ``PROCESSING`` and
 ``FINISH`` tasks are listable (``Status`` is required and enumerates those two), and a row's ``Input``
-is an unpublished string the official example omits. So the finder lists those two statuses only,
-and a row that names no input is *described* — bounded: only rows created inside the window, newest
-first, at most ``max_describes`` of them (past the cap it refuses with a clear error rather than
-spend the account's Describe quota for minutes). A task still ``WAITING`` is invisible to the
+is an unpublished string the official example omits. A task still ``WAITING`` is invisible to the
 listing, so an empty result is **not** proof that nothing was created; what a caller may conclude
 from it is its own rule (the hook's: keep looking until a settle deadline, then
 ``MpsAmbiguousSubmissionError``, never a blind resubmission — docs/reliability.md).
 
-Reading a listed ``Input`` is :func:`airflow_mps.models.parse_listed_input` (one parser for every
-form the service, the SDK and the emulator send); the domain constants (task states, the API time
-format) are :mod:`airflow_mps.models.constants`'. Stdlib, ``airflow_mps.errors`` and
-``airflow_mps.models`` only.
+The domain constants (task states, the API time format) are :mod:`airflow_mps.models.constants`'.
+Stdlib, ``airflow_mps.errors`` and ``airflow_mps.models`` only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Generator, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Generator, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from airflow_mps.errors import MpsAmbiguousSubmissionError
 from airflow_mps.models.constants import API_TIME_FORMAT, LISTED_TASK_STATES
@@ -45,11 +51,19 @@ if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo
 
 __all__ = [
+    "DESCRIBES_PER_INPUT",
     "MAX_DESCRIBES",
+    "MIN_BATCH_DESCRIBES",
     "DetailStep",
+    "DetailsStep",
+    "Fingerprint",
     "ListStep",
+    "batch_describe_cap",
+    "batch_finder",
+    "described_row",
     "input_matches",
     "match_listed_rows",
+    "newest_first",
     "task_finder",
 ]
 
@@ -58,7 +72,33 @@ log = logging.getLogger(__name__)
 #: Default cap on the listed tasks :func:`task_finder` describes because their row names no input:
 #: 200 DescribeImageTaskDetail calls are 10 s of the default 20/s Describe quota.
 MAX_DESCRIBES = 200
+#: :func:`batch_finder`'s cap: ``max(MIN_BATCH_DESCRIBES, DESCRIBES_PER_INPUT × inputs)`` for the
+#: inputs that would be submitted again. Describing one row costs a Describe call (1/20 s at the
+#: strictest documented limit), about what resubmitting the image would cost in time — without paying
+#: MPS twice — so a few per missing image are worth it, and no more.
+MIN_BATCH_DESCRIBES = 500
+DESCRIBES_PER_INPUT = 4
+
 K = TypeVar("K", bound=Hashable)
+R = TypeVar("R", bound="_Listed")
+
+
+class _Listed(Protocol):
+    """What ordering needs of a listing row (``ImageTaskInfo``, or a test's stand-in)."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def create_time(self) -> str | None: ...
+
+
+class _Log(Protocol):
+    """The logger methods :func:`batch_finder` uses (a stdlib logger, an adapter, Airflow's task log)."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +117,86 @@ class DetailStep:
     raw dict: the rules need ``InputInfo``, which ``ImageTaskStatus`` does not keep)."""
 
     task_id: str
+
+
+@dataclass(frozen=True)
+class DetailsStep:
+    """I/O request of :func:`batch_finder`: the raw DescribeImageTaskDetail ``Response`` of each of
+    ``task_ids`` → a mapping task id → response, ``None`` for a task MPS no longer knows. The driver
+    may describe them concurrently (a batch has many)."""
+
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a ProcessImage request leaves on the task it creates: how to tell that task from another
+    request's with the same input (another pipeline reading the same images — thumbnails next to
+    enhanced copies).
+
+    ``kind``, ``bucket``, ``key``: the input, as :func:`airflow_mps.models.request_input` reads it
+    (``key`` is the URL for a URL input). ``image_task``: the ImageTask sent. ``output_bucket`` and
+    ``output_key`` (or ``output_dir``): where the outputs must be; ``None`` = not checked.
+    """
+
+    kind: str | None
+    bucket: str | None
+    key: str
+    image_task: Mapping[str, Any] | None = None
+    output_bucket: str | None = None
+    output_key: str | None = None
+    output_dir: str | None = None
+
+    @classmethod
+    def of_body(cls, body: Mapping[str, Any]) -> Fingerprint | None:
+        """The fingerprint of a ProcessImage API body; ``None`` when it has no recognisable input.
+
+        Only an absolute ``OutputPath`` without a ``{…}`` placeholder is checked as an output key (else
+        ``OutputDir``): predicting the service's naming wrongly would turn our own task into "not
+        ours" and cause the duplicate reconciliation exists to prevent. A caller that knows the
+        rendered key (the batch plans it) builds the fingerprint itself, with ``output_key`` set.
+        """
+        from airflow_mps.models import request_input
+
+        ours = request_input(body)
+        if ours is None:
+            return None
+        kind, bucket, key = ours
+        output_path = body.get("OutputPath")
+        absolute = isinstance(output_path, str) and output_path.startswith("/") and "{" not in output_path
+        storage = (body.get("OutputStorage") or {}).get("CosOutputStorage") or {}
+        return cls(
+            kind,
+            bucket,
+            key,
+            image_task=body.get("ImageTask"),
+            output_bucket=storage.get("Bucket") or (bucket if kind == "COS" else None),
+            output_key=output_path if absolute else None,
+            output_dir=body.get("OutputDir") if not absolute else None,
+        )
+
+    def names(self, listed: Any) -> bool | None:
+        """Whether a listed ``Input`` (or an ``InputInfo`` object) names this input; None when it
+        names nothing (:func:`airflow_mps.models.listed_input_matches`)."""
+        from airflow_mps.models import listed_input_matches
+
+        return listed_input_matches(listed, self.kind, self.bucket, self.key)
+
+    def conflict(self, detail: Mapping[str, Any], task_id: str) -> str | None:
+        """Why the task of this DescribeImageTaskDetail ``Response`` is another request's, or ``None``.
+
+        Proofs (``ImageTaskStatus.conflicts_with``): the echoed ImageTask contradicts ours, or the task
+        finished with outputs outside our output key / directory. Without a proof the task counts as
+        ours (null tolerance). Every search of this module asks this, and only this.
+        """
+        from airflow_mps.models import ImageTaskStatus
+
+        return ImageTaskStatus.from_api(detail, task_id=task_id).conflicts_with(
+            image_task=self.image_task,
+            output_bucket=self.output_bucket,
+            output_key=self.output_key,
+            output_dir=self.output_dir,
+        )
 
 
 def task_finder(
@@ -101,8 +221,7 @@ def task_finder(
       More than ``max_describes`` rows naming nothing → ``MpsAmbiguousSubmissionError``
       (code ``AmbiguousSubmission.TooManyCandidates``), before any describe.
     * **Request**: a task with our input that provably came from another request
-      (``ImageTaskStatus.conflicts_with``: echoed ImageTask, outputs outside our absolute OutputPath /
-      OutputDir) is not ours.
+      (:meth:`Fingerprint.conflict`) is not ours.
     * **Narrowing**: when some matches were created in or after ``since``'s second, only those count.
 
     Empty: no listable task is ours — a task still WAITING is not seen, so this is not proof that
@@ -115,9 +234,7 @@ def task_finder(
     A generator that yields what it needs (:class:`ListStep`, :class:`DetailStep`) and is sent the
     answer; it returns the ids. ``since`` and ``until`` must be timezone-aware (UTC).
     """
-    from airflow_mps.models import listed_input_matches, request_input
-
-    ours = request_input(body)
+    ours = Fingerprint.of_body(body)
     if ours is None:  # no input we could recognise a task by
         return []
     memo: dict[str, bool] = {} if known is None else known
@@ -130,45 +247,200 @@ def task_finder(
         listed = yield ListStep(status, start.strftime(API_TIME_FORMAT), end_text)
         for row in listed:
             rows.setdefault(row.task_id, row)
-    candidates: list[tuple[str, datetime | None, bool | None]] = []
-    for task_id, row in rows.items():
+    candidates: list[tuple[ImageTaskInfo, bool | None]] = []
+    for row in newest_first(rows.values()):
         created = _parse_time(row.create_time)
         if created is not None and (created < start_floor or (end is not None and created > end)):
             continue
-        if memo.get(task_id) is False:
+        if memo.get(row.task_id) is False:
             continue
-        verdict = listed_input_matches(row.input, *ours)
+        verdict = ours.names(row.input)
         if verdict is False:
-            memo[task_id] = False
+            memo[row.task_id] = False
             continue
-        candidates.append((task_id, created, verdict))
-    candidates.sort(key=_newest_first)
-    unnamed = sum(1 for _task_id, _created, verdict in candidates if verdict is None)
-    if unnamed > max_describes:
-        raise MpsAmbiguousSubmissionError(
-            "AmbiguousSubmission.TooManyCandidates",
-            f"{unnamed} tasks created between {start.strftime(API_TIME_FORMAT)} and "
-            f"{end_text or 'now'} are listed without an Input; telling ours among them takes one "
-            f"DescribeImageTaskDetail each, more than the cap of {max_describes} (raise it with "
-            "MpsHook(reconcile_max_describes=...) or find_tasks_for(max_describes=...))",
-        )
+        candidates.append((row, verdict))
+    _describable(
+        [row for row, verdict in candidates if verdict is None],
+        max_describes,
+        past_cap="refuse",
+        window=(start.strftime(API_TIME_FORMAT), end_text or "now"),
+    )
     matches: list[tuple[str, datetime | None]] = []
-    for task_id, created, verdict in candidates:
+    for row, verdict in candidates:
         # Same input (or the listing names none): the detail tells our task from another pipeline's.
-        detail = yield DetailStep(task_id)
+        detail = yield DetailStep(row.task_id)
         if verdict is None:  # the listing carries no input: ask the task itself
-            verdict = _input_info_matches(detail.get("InputInfo"), body)
-        if verdict and _same_request(detail, body, task_id):
-            matches.append((task_id, created))
+            verdict = bool(ours.names(described_row(row, detail).input))
+        reason = ours.conflict(detail, row.task_id) if verdict else None
+        if reason is not None:
+            log.info("Reconciliation: task %s has our input but is not ours: %s", row.task_id, reason)
+        if verdict and reason is None:
+            matches.append((row.task_id, _parse_time(row.create_time)))
         else:
-            memo[task_id] = False
+            memo[row.task_id] = False
     return _narrow(matches, since)
 
 
-def _newest_first(candidate: tuple[str, datetime | None, bool | None]) -> tuple[float, str]:
-    """Sort key: newest ``CreateTime`` first (an unknown time first of all), then task id."""
-    task_id, created, _verdict = candidate
-    return (-created.timestamp() if created is not None else float("-inf"), task_id)
+def batch_finder(
+    rows: Iterable[ImageTaskInfo],
+    wanted: Mapping[K, Fingerprint],
+    *,
+    needed: Iterable[K] | None = None,
+    max_describes: int | None = None,
+    chunk: int = 1,
+    listed_since: str = "the window start",
+    log: _Log = log,
+) -> Generator[DetailsStep, Mapping[str, Mapping[str, Any] | None], dict[K, str]]:
+    """The task each wanted input's request created, among listed ``rows``: handle → task id.
+
+    ``wanted`` maps the caller's handle (an input URI) to the fingerprint of its request (COS inputs);
+    ``rows`` are the listing rows of every status (a task id listed twice counts once). The rules of
+    :func:`task_finder`, for many inputs at once:
+
+    * **Input**: a row naming an input is a candidate for that input only (:func:`match_listed_rows`);
+      a row naming none is described, and the task's ``InputInfo`` decides (:func:`described_row`) —
+      the detail that names the input also verifies it: one call per row.
+    * **Order**: newest first (:func:`newest_first`); rows naming no input ``chunk`` per step, and
+      only until every ``needed`` handle (default: all) has its task — none at all when no handle is
+      needed: the other handles' outputs exist, and are adopted only when their task names itself.
+    * **Cap**: at most ``max_describes`` rows naming no input (default
+      :func:`batch_describe_cap` of the needed handles). Unlike one request, a batch does not refuse
+      past the cap: it describes the newest and warns — an image whose earlier task is older may be
+      submitted twice, the rest of the batch goes on.
+    * **Request**: :meth:`Fingerprint.conflict`, as for one request. Unlike one request — where several
+      matches are an ambiguity its caller judges — a handle takes the newest candidate that nothing
+      proves another's: a retry adopts one task per image, and any task of its own will do.
+
+    A generator that yields :class:`DetailsStep` s and is sent their answers; returns the found tasks.
+    """
+    inputs: dict[tuple[str, str], K] = {}
+    for handle, print_ in wanted.items():
+        if print_.kind != "COS" or not print_.bucket:
+            raise ValueError(
+                f"batch_finder matches COS inputs, not {print_.kind} {print_.bucket}/{print_.key}"
+            )
+        inputs[(print_.bucket, print_.key)] = handle
+    named: list[ImageTaskInfo] = []
+    unnamed: list[ImageTaskInfo] = []
+    for row in rows:
+        (named if _names_input(row) else unnamed).append(row)
+    need = set(wanted) if needed is None else set(needed) & set(wanted)
+    details: dict[str, Mapping[str, Any] | None] = {}
+    found: dict[K, str] = {}
+
+    def verify(candidates: Mapping[K, list[str]]) -> Generator[DetailsStep, Any, None]:
+        """Keep, for each handle still unmatched, its newest candidate that is provably not another's."""
+        todo = {handle: ids for handle, ids in candidates.items() if handle not in found}
+        missing = sorted({t for ids in todo.values() for t in ids if t not in details})
+        if missing:
+            details.update((yield DetailsStep(tuple(missing))))
+        for handle, task_ids in todo.items():
+            task_id = _first_ours(task_ids, details, wanted[handle], handle, log)
+            if task_id is not None:
+                found[handle] = task_id
+
+    yield from verify(match_listed_rows(named, inputs))
+    unnamed = newest_first(unnamed) if need else []
+    cap = batch_describe_cap(len(need)) if max_describes is None else max_describes
+    unnamed = _describable(unnamed, cap, past_cap="newest", window=(listed_since, "now"), log=log)
+    step = max(1, chunk)
+    for start in range(0, len(unnamed), step):
+        if need <= found.keys():
+            break  # every handle that needs one has its task: older rows cannot change that
+        batch = unnamed[start : start + step]
+        fetched = yield DetailsStep(tuple(row.task_id for row in batch))
+        details.update(fetched)
+        described = [described_row(row, d) for row in batch if (d := fetched.get(row.task_id))]
+        open_inputs = {at: handle for at, handle in inputs.items() if handle not in found}
+        yield from verify(match_listed_rows(described, open_inputs))
+    return found
+
+
+def batch_describe_cap(inputs: int) -> int:
+    """How many rows naming no input :func:`batch_finder` describes for ``inputs`` needed handles."""
+    return max(MIN_BATCH_DESCRIBES, DESCRIBES_PER_INPUT * inputs)
+
+
+def _first_ours(
+    task_ids: Sequence[str],
+    details: Mapping[str, Mapping[str, Any] | None],
+    ours: Fingerprint,
+    handle: Hashable,
+    log: _Log,
+) -> str | None:
+    """The first of ``task_ids`` (newest first) that MPS still knows and nothing proves another's."""
+    for task_id in task_ids:
+        detail = details.get(task_id)
+        if detail is None:  # gone: nothing to adopt
+            continue
+        reason = ours.conflict(detail, task_id)
+        if reason is None:
+            return task_id
+        log.info("Not adopting task %s for %s: %s", task_id, handle, reason)
+    return None
+
+
+def _describable(
+    unnamed: list[R],
+    cap: int,
+    *,
+    past_cap: Literal["refuse", "newest"],
+    window: tuple[str, str],
+    log: _Log = log,
+) -> list[R]:
+    """The rows naming no input (newest first) that a search describes: all, when at most ``cap``.
+
+    Past the cap, ``past_cap`` decides — the one deliberate difference between the searches: one
+    request ``"refuse"`` s (``MpsAmbiguousSubmissionError``, before any describe: its caller may look
+    again, and never guesses), a batch describes the ``"newest"`` ``cap`` and warns (refusing would
+    fail every image for the sake of the few whose earlier task is older). ``window`` (start, end)
+    is what the messages name.
+    """
+    if len(unnamed) <= cap:
+        return unnamed
+    start, end = window
+    if past_cap == "refuse":
+        raise MpsAmbiguousSubmissionError(
+            "AmbiguousSubmission.TooManyCandidates",
+            f"{len(unnamed)} tasks created between {start} and {end} are listed without an Input; "
+            f"telling ours among them takes one DescribeImageTaskDetail each, more than the cap of {cap} "
+            "(raise it with MpsHook(reconcile_max_describes=...) or find_tasks_for(max_describes=...))",
+        )
+    log.warning(
+        "Adoption: %d tasks listed since %s name no input; describing the newest %d of them (cap). "
+        "An image whose earlier task is among the %d older ones may be submitted twice.",
+        len(unnamed),
+        start,
+        cap,
+        len(unnamed) - cap,
+    )
+    return unnamed[:cap]
+
+
+def newest_first(rows: Iterable[R]) -> list[R]:
+    """``rows`` newest ``CreateTime`` first — a row whose time is unset or unreadable first of all (nothing
+    proves it older) — then by task id: the order every search describes and verifies candidates in."""
+    return sorted(rows, key=_age)
+
+
+def _age(row: _Listed) -> tuple[float, str]:
+    created = _parse_time(row.create_time)
+    return (-created.timestamp() if created is not None else float("-inf"), row.task_id)
+
+
+def described_row(row: ImageTaskInfo, detail: Mapping[str, Any]) -> ImageTaskInfo:
+    """A listing row that names no input, as its task's DescribeImageTaskDetail ``Response`` names it:
+    ``Input`` is the detail's ``InputInfo`` (as JSON, a form ``parse_listed_input`` reads; ``None`` when
+    the detail names none either). The one way both searches learn the input a row did not name."""
+    info = detail.get("InputInfo")
+    return replace(row, input=json.dumps(info, sort_keys=True) if isinstance(info, Mapping) else None)
+
+
+def _names_input(row: ImageTaskInfo) -> bool:
+    """Whether a listing row's ``Input`` names an input at all (else the row must be described)."""
+    from airflow_mps.models import parse_listed_input
+
+    return parse_listed_input(row.input) is not None
 
 
 def match_listed_rows(
@@ -184,20 +456,19 @@ def match_listed_rows(
     A row is a candidate for an input when its ``Input`` names that key and no other bucket (a form
     that names no bucket, a bare ``/key``, matches that key in every wanted bucket). Rows naming
     another storage, a URL, or nothing at all match nothing. A task id listed twice (it moved on
-    between two status listings) counts once. Each handle's candidates come newest first (by
-    ``CreateTime``, then task id), the order to verify them in; handles without candidates are absent.
+    between two status listings) counts once. Each handle's candidates come newest first
+    (:func:`newest_first`), the order to verify them in; handles without candidates are absent.
 
     Matching by input is not proof of ownership: another pipeline reading the same partition creates
-    tasks with the same inputs. The caller describes each candidate in this order and keeps the first
-    that ``ImageTaskStatus.conflicts_with(image_task=…, output_bucket=…, output_key=…)`` clears — the
-    rule the single-task finder applies too.
+    tasks with the same inputs. :func:`batch_finder` describes each candidate in this order and keeps
+    the first that :meth:`Fingerprint.conflict` clears — the rule the single-task finder applies too.
     """
     from airflow_mps.models import parse_listed_input
 
     by_key: dict[str, list[tuple[str, K]]] = {}
     for (bucket, key), handle in wanted.items():
         by_key.setdefault(key, []).append((bucket, handle))
-    found: dict[K, list[tuple[str, str]]] = {}
+    found: dict[K, list[ImageTaskInfo]] = {}
     seen: set[str] = set()
     for row in rows:
         parsed = parse_listed_input(row.input)
@@ -207,25 +478,15 @@ def match_listed_rows(
         _kind, listed_bucket, listed_key = parsed
         for bucket, handle in by_key.get(listed_key, ()):
             if listed_bucket is None or listed_bucket == bucket:
-                found.setdefault(handle, []).append((row.create_time or "", row.task_id))
-    return {
-        handle: [task_id for _created, task_id in sorted(pairs, reverse=True)]
-        for handle, pairs in found.items()
-    }
+                found.setdefault(handle, []).append(row)
+    return {handle: [row.task_id for row in newest_first(listed)] for handle, listed in found.items()}
 
 
 def input_matches(listed: Any, body: Mapping[str, Any]) -> bool | None:
     """Whether a listed ``Input`` (or an ``InputInfo`` object) names the input of ``body``; None when
-    it names nothing (or ``body`` has no recognisable input).
-
-    One parser for the hook and the batch operator: :func:`airflow_mps.models.listed_input_matches`.
-    """
-    from airflow_mps.models import listed_input_matches, request_input
-
-    ours = request_input(body)
-    if ours is None:
-        return None
-    return listed_input_matches(listed, *ours)
+    it names nothing (or ``body`` has no recognisable input). :meth:`Fingerprint.names` of the body."""
+    ours = Fingerprint.of_body(body)
+    return None if ours is None else ours.names(listed)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -249,37 +510,3 @@ def _narrow(matches: list[tuple[str, datetime | None]], since: datetime) -> list
     floor = since.replace(microsecond=0)
     strict = [task_id for task_id, created in matches if (created or floor) >= floor]
     return strict if strict else [task_id for task_id, _created in matches]
-
-
-def _input_info_matches(info: Any, body: Mapping[str, Any]) -> bool:
-    """Whether a DescribeImageTaskDetail ``InputInfo`` object is our input."""
-    if not isinstance(info, Mapping):
-        return False
-    return bool(input_matches(info, body))
-
-
-def _same_request(detail: Mapping[str, Any], body: Mapping[str, Any], task_id: str) -> bool:
-    """False when a task with our input provably came from another request (another pipeline).
-
-    Proofs (``ImageTaskStatus.conflicts_with``): the echoed ImageTask contradicts ours, or the task
-    finished with outputs outside our absolute ``OutputPath`` / our ``OutputDir``. Without a proof
-    the task counts as ours (null tolerance). A relative OutputPath or the default naming is not
-    checked: predicting the service's naming wrongly would turn our own task into "not ours" and
-    cause the duplicate reconciliation exists to prevent.
-    """
-    from airflow_mps.models import ImageTaskStatus, request_input
-
-    status = ImageTaskStatus.from_api(detail, task_id=task_id)
-    output_path = body.get("OutputPath")
-    absolute = isinstance(output_path, str) and output_path.startswith("/") and "{" not in output_path
-    storage = (body.get("OutputStorage") or {}).get("CosOutputStorage") or {}
-    ours = request_input(body)
-    reason = status.conflicts_with(
-        image_task=body.get("ImageTask"),
-        output_bucket=storage.get("Bucket") or (ours[1] if ours and ours[0] == "COS" else None),
-        output_key=output_path if absolute else None,
-        output_dir=body.get("OutputDir") if not absolute else None,
-    )
-    if reason is not None:
-        log.info("Reconciliation: task %s has our input but is not ours: %s", task_id, reason)
-    return reason is None

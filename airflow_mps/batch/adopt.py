@@ -2,9 +2,10 @@
 
 The ledger (``task_state_store``) names most of them. What it lost — a worker that died between
 ``ProcessImage`` and the ledger write, or Airflow < 3.3 with no store at all — is found by listing the
-tasks created since the first try's window start (:func:`reconcile`) and matching their inputs with the
-one ownership rule, :func:`airflow_mps.ownership.match_listed_rows`; each candidate is described and
-kept only when nothing proves it is someone else's. Adopted tasks are then checked once
+tasks created since the first try's window start (:func:`reconcile`). Which listed task is an item's is
+decided by :func:`airflow_mps.ownership.batch_finder` — the rules the single-image paths use too
+(input, newest first, the describe cap, the conflict proof); this module is its I/O driver: it lists,
+and describes what the finder asks for on a few threads. Adopted tasks are then checked once
 (:func:`check_adopted`): FINISHed with a failure, or gone, → resubmitted.
 
 What the documented service lets a listing see (issue 11; docs/batch.md, "Durability"):
@@ -14,16 +15,13 @@ What the documented service lets a listing see (issue 11; docs/batch.md, "Durabi
   answers for a WAITING task); before listing for unrecorded ones, :func:`wait_until_started` lets the
   previous try's newest recorded task leave WAITING, so the few sent after it are listable too.
 * A listing row need not carry ``Input`` (its format is unpublished; the official example omits it).
-  Rows that name no input are described, newest first and at most :func:`describe_cap` of them, and
-  matched on the detail's ``InputInfo`` — the rule of :func:`airflow_mps.ownership.task_finder`
-  ("the listing names no input → ask the task itself"), applied here through the same
-  ``match_listed_rows`` with the detail's ``InputInfo`` in place of the listing's ``Input``. The
-  detail that names the input also verifies it: one call per candidate.
+  Rows that name no input are described, newest first and at most
+  :func:`airflow_mps.ownership.batch_describe_cap` of them, and matched on the detail's ``InputInfo``;
+  the detail that names the input also verifies it: one call per candidate.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_mps.batch.plan import BatchItem, CosLocation
 from airflow_mps.errors import MpsError, MpsInvalidParameterError, MpsResourceNotFoundError
 from airflow_mps.models.constants import FINISH, PROCESSING, WAITING
+from airflow_mps.ownership import DetailsStep, Fingerprint, batch_finder, match_listed_rows
+from airflow_mps.steps import drive
 
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo
@@ -43,12 +43,9 @@ if TYPE_CHECKING:
 #: FINISH | PROCESSING; the strict emulator refuses WAITING with InvalidParameterValue).
 RECONCILE_STATUSES = (PROCESSING, FINISH)
 
-#: Rows that name no input are described to learn it, newest first, at most
-#: ``max(MIN_DESCRIBE_CAP, DESCRIBES_PER_ITEM × gap)`` of them: describing one costs a Describe call
-#: (1/20 s at the strictest documented limit), about what resubmitting the image would cost in time
-#: — without paying MPS twice — so a few per missing image are worth it, and no more.
-MIN_DESCRIBE_CAP = 500
-DESCRIBES_PER_ITEM = 4
+#: Rows naming no input are described ``DESCRIBE_CHUNK_PER_WORKER × workers`` per step, so the search
+#: stops soon after every missing image has its task.
+DESCRIBE_CHUNK_PER_WORKER = 4
 
 #: How long a retry lets the previous try's newest recorded task leave WAITING before listing.
 SETTLE_MAX_SECONDS = 600.0
@@ -56,16 +53,24 @@ SETTLE_MAX_SECONDS = 600.0
 _log = logging.getLogger(__name__)
 
 
-def describe_cap(gap: int) -> int:
-    """How many input-less listing rows a retry describes for ``gap`` items without a known task."""
-    return max(MIN_DESCRIBE_CAP, DESCRIBES_PER_ITEM * gap)
+def fingerprint(
+    item: BatchItem, image_task: Mapping[str, Any] | None, destination: CosLocation
+) -> Fingerprint:
+    """What ``item``'s request leaves on its task. The output key is the one the plan rendered (MPS
+    fills the request's ``{format}`` to it), so unlike a request body's placeholder path it is checked."""
+    return Fingerprint(
+        "COS",
+        item.input_bucket,
+        item.input_key,
+        image_task=image_task,
+        output_bucket=destination.bucket,
+        output_key=item.output_key,
+    )
 
 
 def listed_candidates(rows: Iterable[Any], items: Sequence[BatchItem]) -> dict[str, list[str]]:
     """Input URI → ids of listed tasks that may be that item's, newest first: the one ownership rule,
     :func:`airflow_mps.ownership.match_listed_rows` (the caller verifies each candidate)."""
-    from airflow_mps.ownership import match_listed_rows
-
     return match_listed_rows(rows, {(item.input_bucket, item.input_key): item.input_uri for item in items})
 
 
@@ -95,15 +100,6 @@ def _describe_raw(hook: Any, task_id: str) -> Mapping[str, Any] | None:
     return response
 
 
-def _as_row(task_id: str, create_time: str | None, detail: Mapping[str, Any]) -> ImageTaskInfo:
-    """A listing row naming the input the task's detail names (what ``match_listed_rows`` reads)."""
-    from airflow_mps.models import ImageTaskInfo
-
-    info = detail.get("InputInfo")
-    named = json.dumps(info, sort_keys=True) if isinstance(info, Mapping) else None
-    return ImageTaskInfo(task_id=task_id, create_time=create_time, input=named)
-
-
 def reconcile(
     hook: Any,
     items: Sequence[BatchItem],
@@ -118,99 +114,37 @@ def reconcile(
 ) -> dict[str, str]:
     """Find tasks an earlier try created for ``items`` but never recorded: input URI → task id.
 
-    Rows are matched by their ``Input``; rows without one are described — newest first, at most
-    :func:`describe_cap` of ``needed``, and only until every ``needed`` item is matched — and matched
-    by the detail's ``InputInfo``. ``needed`` are the input URIs that would otherwise be submitted
-    (no output yet; default: all): items whose output exists are adopted when their task turns up,
-    but never paid a describe call for. Every candidate is kept only when nothing proves it is
-    someone else's: its echoed ImageTask agrees with ours and, once finished, its output is at our
-    output key (``ImageTaskStatus.conflicts_with``). ``known_ids`` (tasks already adopted) are never
-    candidates.
+    Lists, then drives :func:`airflow_mps.ownership.batch_finder` (its docstring has the rules):
+    rows are matched by their ``Input``; rows without one are described — newest first, at most
+    :func:`~airflow_mps.ownership.batch_describe_cap` of ``needed``, and only until every ``needed``
+    item is matched. ``needed`` are the input URIs that would otherwise be submitted (no output yet;
+    default: all): items whose output exists are adopted when their task turns up, but never paid a
+    describe call for. Every candidate is kept only when nothing proves it is someone else's
+    (:meth:`~airflow_mps.ownership.Fingerprint.conflict`). ``known_ids`` (tasks already adopted) are
+    never candidates.
     """
     logger: WaitLog = log or _log
     if not items:
         return {}
     known = set(known_ids)
     rows = [row for row in list_recent(hook, window_start, logger) if row.task_id not in known]
-    by_uri = {item.input_uri: item for item in items}
-    wanted = set(by_uri) if needed is None else set(needed) & set(by_uri)
-    details: dict[str, Mapping[str, Any] | None] = {}
-    found: dict[str, str] = {}
-
-    def verify(candidates: Mapping[str, list[str]]) -> None:
-        """Keep, for each item still unmatched, its newest candidate that is provably not another's."""
-        todo = {uri: ids for uri, ids in candidates.items() if uri not in found}
-        missing = sorted({t for ids in todo.values() for t in ids if t not in details})
-        details.update(_describe_all(hook, missing, workers))
-        for uri, task_ids in todo.items():
-            task_id = _first_ours(task_ids, details, by_uri[uri], image_task, destination, logger)
-            if task_id is not None:
-                found[uri] = task_id
-
-    named = [row for row in rows if row.input]
-    verify(listed_candidates(named, items))
-    unnamed = sorted((row for row in rows if not row.input), key=_newest_first, reverse=True)
-    if not wanted:
-        unnamed = []  # nothing would be submitted: no describe call is worth paying
-    cap = describe_cap(len(wanted))
-    if len(unnamed) > cap:
-        logger.warning(
-            "Adoption: %d tasks listed since %s name no input; describing the newest %d of them (cap). "
-            "An image whose earlier task is among the %d older ones may be submitted twice.",
-            len(unnamed),
-            window_start,
-            cap,
-            len(unnamed) - cap,
-        )
-        unnamed = unnamed[:cap]
-    chunk = max(1, 4 * workers)
-    for start in range(0, len(unnamed), chunk):
-        if wanted <= found.keys():
-            break  # every item that needs one has its task: older rows cannot change that
-        batch = unnamed[start : start + chunk]
-        fetched = _describe_all(hook, [r.task_id for r in batch], workers)
-        details.update(fetched)
-        described = [_as_row(r.task_id, r.create_time, d) for r in batch if (d := fetched[r.task_id])]
-        verify(listed_candidates(described, [by_uri[u] for u in by_uri if u not in found]))
-    return found
+    finder = batch_finder(
+        rows,
+        {item.input_uri: fingerprint(item, image_task, destination) for item in items},
+        needed=needed,
+        chunk=DESCRIBE_CHUNK_PER_WORKER * workers,
+        listed_since=window_start,
+        log=logger,
+    )
+    return drive(finder, lambda step: _describe_all(hook, step, workers), throw=())
 
 
-def _newest_first(row: Any) -> tuple[str, str]:
-    """Sort key of a listing row: ``CreateTime``, then task id (the order ``match_listed_rows`` uses)."""
-    return (row.create_time or "", row.task_id)
-
-
-def _describe_all(hook: Any, task_ids: Sequence[str], workers: int) -> dict[str, Mapping[str, Any] | None]:
+def _describe_all(hook: Any, step: DetailsStep, workers: int) -> dict[str, Mapping[str, Any] | None]:
     """Task id → its raw detail (``None``: gone), on a few threads (the hook paces Describe calls)."""
-    if not task_ids:
+    if not step.task_ids:
         return {}
-    with ThreadPoolExecutor(max(1, min(workers, len(task_ids)))) as pool:
-        return dict(pool.map(lambda t: (t, _describe_raw(hook, t)), task_ids))
-
-
-def _first_ours(
-    task_ids: Sequence[str],
-    details: Mapping[str, Mapping[str, Any] | None],
-    item: BatchItem,
-    image_task: Mapping[str, Any] | None,
-    destination: CosLocation,
-    log: WaitLog,
-) -> str | None:
-    """The first of ``task_ids`` (newest first) that nothing proves to be another request's."""
-    from airflow_mps.models import ImageTaskStatus
-
-    for task_id in task_ids:
-        detail = details.get(task_id)
-        if detail is None:  # gone: nothing to adopt
-            continue
-        status = ImageTaskStatus.from_api(detail, task_id=task_id)
-        reason = status.conflicts_with(
-            image_task=image_task, output_bucket=destination.bucket, output_key=item.output_key
-        )
-        if reason is None:
-            return task_id
-        log.info("Not adopting task %s for %s: %s", task_id, item.input_uri, reason)
-    return None
+    with ThreadPoolExecutor(max(1, min(workers, len(step.task_ids)))) as pool:
+        return dict(pool.map(lambda t: (t, _describe_raw(hook, t)), step.task_ids))
 
 
 def wait_until_started(

@@ -19,10 +19,16 @@ import pytest
 from tests import hook_contract
 from tests.hook_contract import REAL_HOOKS
 
-#: The test modules whose fakes stand for a hook (the batch fakes join when the batch branch lands).
+#: The test modules whose fakes stand for a hook.
 FAKE_MODULES = (
     "tests.unit.operators.test_operator_mps",
     "tests.unit.operators.test_operator_metrics",
+    "tests.unit.operators.test_operator_batch_rendered",
+    "tests.unit.batch.test_batch_adopt",
+    "tests.unit.batch.test_batch_overlap",
+    "tests.unit.batch.test_batch_resume",
+    "tests.unit.batch.test_batch_state",
+    "tests.unit.batch.test_batch_submit",
     "tests.unit.triggers.test_trigger_mps",
     "tests.unit.sensors.test_cos_sensor",
     "tests.unit.waits.test_cos_wait",
@@ -32,6 +38,16 @@ EXPECTED_FAKES = {
     "test_operator_mps.FakeHook",
     "test_operator_mps.ListingHook",
     "test_operator_metrics.FakeHook",
+    "test_operator_batch_rendered.NoCallsHook",
+    "test_batch_adopt.StrictHook",
+    "test_batch_adopt.Statuses",
+    "test_batch_overlap.FakeSyncHook",
+    "test_batch_overlap.CountingSubmitHook",
+    "test_batch_overlap.HangingAsyncHook",
+    "test_batch_resume.EmptyListings",
+    "test_batch_state.FinishedHook",
+    "test_batch_state.MemoryCos",
+    "test_batch_submit.RecordingHook",
     "test_trigger_mps.ScriptedHook",
     "test_trigger_mps.HangingHook",
     "test_trigger_mps.FleetHook",
@@ -54,12 +70,15 @@ def _load(path: str) -> type:
 
 
 def _members(protocol: type) -> list[str]:
-    """The methods a Protocol declares, its bases' included."""
+    """The methods a Protocol declares, its bases' included: public ones, and a private hook method a
+    consumer calls (``_describe_response``); never the dunders ``typing.Protocol`` adds."""
     names: list[str] = []
     for klass in reversed(protocol.__mro__):
         if getattr(klass, "_is_protocol", False) and klass.__module__ == hook_contract.__name__:
             names += [
-                n for n, v in vars(klass).items() if callable(v) and not n.startswith("_") and n not in names
+                n
+                for n, v in vars(klass).items()
+                if inspect.isfunction(v) and not (n.startswith("__") and n.endswith("__")) and n not in names
             ]
     return names
 
@@ -189,3 +208,11 @@ def test_the_checker_catches_a_drifted_fake() -> None:
     assert _fake_problems(renamed, real)
     assert _fake_problems(no_region, real)
     assert _fake_problems(other_default, real)
+
+
+def test_a_private_hook_method_a_consumer_calls_is_part_of_the_contract() -> None:
+    """``_describe_response`` (read by the batch's adoption) is checked like a public method; the
+    dunders ``typing.Protocol`` puts on every Protocol are not methods of the contract."""
+    from tests.hook_contract import AdoptsImageTasks
+
+    assert _members(AdoptsImageTasks) == ["list_image_tasks", "_describe_response"]

@@ -12,6 +12,8 @@ from airflow_mps.batch import adopt
 from airflow_mps.batch.plan import BatchItem, CosLocation
 from airflow_mps.errors import MpsInvalidParameterError, MpsResourceNotFoundError
 from airflow_mps.models import ImageTaskInfo
+from airflow_mps.ownership import MIN_BATCH_DESCRIBES, batch_describe_cap
+from tests.hook_contract import AdoptsImageTasks, DescribesImageTasks
 
 BUCKET = "b-1250000000"
 DEST = CosLocation(BUCKET, "out/")
@@ -26,7 +28,7 @@ def _info(key: str, bucket: str = BUCKET) -> dict[str, Any]:
     return {"Type": "COS", "CosInputInfo": {"Bucket": bucket, "Region": "ap-guangzhou", "Object": "/" + key}}
 
 
-class StrictHook:
+class StrictHook(AdoptsImageTasks):
     """Listings of PROCESSING/FINISH only (WAITING refused) and, unless ``echo``, no ``Input``."""
 
     def __init__(self, tasks: dict[str, dict[str, Any]], *, echo: bool = False) -> None:
@@ -36,7 +38,7 @@ class StrictHook:
         self.listed: list[str] = []
         self.described: list[str] = []
 
-    def list_image_tasks(self, status: str, start_time: Any = None) -> Any:
+    def list_image_tasks(self, status: str, start_time: Any = None, **_: Any) -> Any:
         if status not in ("PROCESSING", "FINISH"):
             raise MpsInvalidParameterError("InvalidParameterValue", f"Status {status} is not supported")
         self.listed.append(status)
@@ -120,7 +122,7 @@ def test_the_describe_cap_bounds_the_work_and_says_so(caplog: pytest.LogCaptureF
             hook, [_item("a")], "2026-11-01T00:00:00Z", image_task=TASK, destination=DEST, workers=4
         )
     assert found == {}
-    assert len(hook.described) == adopt.describe_cap(1) == adopt.MIN_DESCRIBE_CAP
+    assert len(hook.described) == batch_describe_cap(1) == MIN_BATCH_DESCRIBES  # ownership's one cap rule
     assert "describing the newest 500" in caplog.text and "200 older" in caplog.text
 
 
@@ -146,7 +148,9 @@ def test_a_finished_task_whose_output_is_elsewhere_is_not_adopted() -> None:
     assert found == {}
 
 
-class Statuses:
+class Statuses(DescribesImageTasks):
+    """``describe_image_task`` answering from a script of states (``gone``: MPS no longer knows it)."""
+
     def __init__(self, states: list[str]) -> None:
         self.states = states
         self.calls = 0

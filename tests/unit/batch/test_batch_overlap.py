@@ -29,6 +29,7 @@ from airflow_mps.batch.progress import (
 )
 from airflow_mps.errors import MpsAuthError
 from airflow_mps.models.constants import format_api_time, parse_api_time
+from tests.hook_contract import PollsImageTasksAsync, SendsImageTasks, WatchesImageTasks
 
 SRC = "cos://photos-1250000000/raw/dt=2026-11-01/"
 DST = "cos://photos-1250000000/enhanced/dt=2026-11-01/"
@@ -119,7 +120,7 @@ def test_trigger_serialize_round_trips_known_results_and_floors() -> None:
 # ------------------------------------------------------------------------------------------ watcher
 
 
-class FakeSyncHook:
+class FakeSyncHook(WatchesImageTasks):
     """Sync hook stand-in: a fixed set of FINISHed tasks, and detail calls that can be held in flight."""
 
     def __init__(self, finished: list[str], *, hold: bool = False) -> None:
@@ -132,7 +133,7 @@ class FakeSyncHook:
         self.release = threading.Event()
         self._lock = threading.Lock()
 
-    def list_image_tasks(self, status: str, start_time: Any = None) -> Any:
+    def list_image_tasks(self, status: str, start_time: Any = None, **_: Any) -> Any:
         assert status == "FINISH"
         self.list_calls += 1
         return iter(
@@ -203,7 +204,9 @@ def test_after_drain_no_new_detail_call_starts() -> None:
 # ---------------------------------------------------------------------------------------- submitter
 
 
-class CountingSubmitHook:
+class CountingSubmitHook(SendsImageTasks):
+    """``process_image`` that counts its calls and, from call ``fail_at`` on, raises a terminal error."""
+
     def __init__(self, fail_at: int | None = None) -> None:
         self.calls = 0
         self.fail_at = fail_at
@@ -279,7 +282,7 @@ def test_a_terminal_error_stops_the_window_from_refilling() -> None:
 # ------------------------------------------------------------------------------------------ trigger
 
 
-class HangingAsyncHook:
+class HangingAsyncHook(PollsImageTasksAsync):
     """An async hook whose listing never answers (a stalled connection)."""
 
     def __init__(self) -> None:
@@ -287,7 +290,7 @@ class HangingAsyncHook:
         self.cancelled = 0
         self.closed = 0
 
-    async def alist_image_tasks(self, status: str, start_time: Any = None) -> Any:
+    async def alist_image_tasks(self, status: str, start_time: Any = None, **_: Any) -> Any:
         self.calls += 1
         try:
             await asyncio.Event().wait()

@@ -10,6 +10,7 @@ from typing import Any
 from airflow_mps.batch.ledger import SubmissionLedger
 from airflow_mps.batch.plan import BatchConfig, BatchItem, CosLocation
 from airflow_mps.batch.resume import Try, TryContext, open_try, skip_existing
+from tests.hook_contract import ListsImageTasks
 
 BUCKET = "b-1250000000"
 DEST = CosLocation(BUCKET, "out/")
@@ -24,13 +25,13 @@ class Store(dict):  # type: ignore[type-arg]
         self[key] = value
 
 
-class EmptyListings:
+class EmptyListings(ListsImageTasks):
     """An account whose listings show nothing (the previous try's tasks are all still WAITING)."""
 
     def __init__(self, events: list[str]) -> None:
         self.events = events
 
-    def list_image_tasks(self, status: str, start_time: Any = None) -> Any:
+    def list_image_tasks(self, status: str, start_time: Any = None, **_: Any) -> Any:
         self.events.append(f"list {status}")
         return iter(())
 

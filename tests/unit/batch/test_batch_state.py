@@ -13,6 +13,7 @@ import pytest
 
 from airflow_mps.batch import state as batch_state
 from airflow_mps.batch.progress import SUCCEEDED
+from tests.hook_contract import PollsImageTasksAsync, ReadsAndWritesCosObjects
 
 #: What a MySQL TEXT column holds is 64 KiB; the provider's own bound is half that, at any N.
 LIMIT = 32 * 1024
@@ -20,7 +21,7 @@ BUCKET = "photos-1250000000"
 DEST = "enhanced/dt=2026-11-01/"
 
 
-class MemoryCos:
+class MemoryCos(ReadsAndWritesCosObjects):
     """The two calls the trigger and the operator make on COS, in memory."""
 
     def __init__(self) -> None:
@@ -38,7 +39,7 @@ class MemoryCos:
         return "etag"
 
 
-class FinishedHook:
+class FinishedHook(PollsImageTasksAsync):
     """Async MPS stand-in: every task is FINISHed and succeeded."""
 
     def __init__(self, task_ids: list[str]) -> None:
@@ -46,7 +47,7 @@ class FinishedHook:
         self.listed = 0
         self.described = 0
 
-    async def alist_image_tasks(self, status: str, start_time: Any = None) -> Any:
+    async def alist_image_tasks(self, status: str, start_time: Any = None, **_: Any) -> Any:
         self.listed += 1
         for task_id in self.task_ids:
             yield SimpleNamespace(task_id=task_id, create_time=None)

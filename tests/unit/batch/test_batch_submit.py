@@ -13,9 +13,10 @@ from airflow_mps.batch import submit as submit_mod
 from airflow_mps.batch.ledger import SubmissionLedger
 from airflow_mps.batch.plan import BatchItem
 from airflow_mps.batch.submit import BatchSubmitter
+from tests.hook_contract import SendsImageTasks
 
 
-class RecordingHook:
+class RecordingHook(SendsImageTasks):
     """``process_image`` that records how many submitter threads were running at each call."""
 
     def __init__(self) -> None:

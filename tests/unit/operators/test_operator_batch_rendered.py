@@ -16,13 +16,14 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_mps.operators.batch import REQUIRED_FIELDS, MpsBatchProcessImageOperator
+from tests.hook_contract import ReadsConnectionSettings
 
 SOURCE = "cos://raw-1250000000/raw/dt=2026-11-01/"
 DESTINATION = "cos://raw-1250000000/enhanced/dt=2026-11-01/"
 EMPTY_TEXTS = ["None", "", "  ", "null", "NULL", "[]", "undefined"]
 
 
-class NoCallsHook:
+class NoCallsHook(ReadsConnectionSettings):
     """Stands in for ``MpsHook``: the connection's region can be read; any API call fails the test."""
 
     def __init__(self, region: str | None = "ap-guangzhou") -> None:
