@@ -45,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from airflow_mps.errors import MpsAmbiguousSubmissionError
-from airflow_mps.models.constants import API_TIME_FORMAT, LISTED_TASK_STATES
+from airflow_mps.models.constants import API_TIME_FORMAT, LISTED_TASK_STATES, parse_api_time
 
 if TYPE_CHECKING:
     from airflow_mps.models import ImageTaskInfo
@@ -491,12 +491,8 @@ def input_matches(listed: Any, body: Mapping[str, Any]) -> bool | None:
 
 def _parse_time(value: str | None) -> datetime | None:
     """The UTC datetime of an API time string; None when unset (``0000-…``), absent or unparsable."""
-    if not value or value.startswith("0000"):
-        return None
-    try:
-        return datetime.strptime(value, API_TIME_FORMAT).replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
+    seconds = parse_api_time(value)
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 def _narrow(matches: list[tuple[str, datetime | None]], since: datetime) -> list[str]:
