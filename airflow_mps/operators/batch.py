@@ -31,6 +31,7 @@ while a DAG file is parsed (benchmark P5; ``airflow_mps.operators.mps`` re-expor
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -543,7 +544,11 @@ class MpsBatchProcessImageOperator(MpsBaseOperator):
             manifest_uri,
         )
         self.metrics.succeeded(summary["succeeded"])
-        self.metrics.failed(summary["failed"])
+        # Failed images by their MPS error code, like the single-image operator's (a tag per code).
+        by_code = Counter(str(failed["code"] or "") for failed in report.failed_inputs)
+        for code, count in sorted(by_code.items()):
+            self.metrics.failed(count, code=code or None)
+        self.metrics.failed(summary["failed"] - sum(by_code.values()))
         self.metrics.skipped(summary["skipped"], reason="output_exists")
         # Also under key "summary", so a downstream report (trigger_rule all_done) sees it when the
         # policy below fails the task and no return value is pushed.

@@ -123,6 +123,9 @@ def test_every_batch_metric_against_the_emulator(conn: Any, stats: StatsStub) ->
     assert stats.total(IMAGES_SUBMITTED) == GOOD + 1
     assert stats.total(IMAGES_SUCCEEDED) == GOOD
     assert stats.total(IMAGES_FAILED) == 1
+    # Tagged with the corrupt image's MPS error code, as the single-image operator tags it.
+    [failed_tags] = [tags for kind, name, value, tags in stats.calls if name == IMAGES_FAILED and value]
+    assert failed_tags["code"] == first["failed_inputs"][0]["code"] and failed_tags["code"]
     assert stats.total(IMAGES_SKIPPED) == 0
     # Every throttled attempt the worker's hook retried: the one injected, and any the pacing drew.
     assert stats.total(CALLS_THROTTLED) == _mps(conn, "throttled") >= 1
