@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from airflow_mps.emulator.testing import MemoryTaskStateStore
+from tests.retry_support import RETRY_PATIENCE
 
 BUCKET = "faults-1250000000"
 N = 16
@@ -66,12 +67,6 @@ def _seed(put: Any, png: bytes, n: int = N, extra: dict[str, bytes] | None = Non
 
 def _put(server: Any) -> Any:
     return lambda key, data: server.cos_backend.put_object(BUCKET, key, data, "image/png")
-
-
-#: A retry's patience for what a killed try sent but never recorded (the hook's
-#: ``reconcile_deadline_seconds``, 60 s by default): these tests retry at once, and the emulator's
-#: tasks leave WAITING within milliseconds, so a short one keeps each retry from waiting a minute.
-RETRY_PATIENCE = 2.0
 
 
 def _batch(part: str, **kwargs: Any) -> Any:
@@ -349,10 +344,12 @@ WORKER = textwrap.dedent(
     op = MpsBatchProcessImageOperator(task_id="batch", source=source, destination=dest,
         image_task={"EncodeConfig": {"Format": "JPEG"}}, deferrable=False, poll_interval=0.3,
         submit_concurrency=2)
-    op.hook.reconcile_deadline_seconds = 2.0  # a retry's patience (60 s by default): it retries at once
+    op.hook.reconcile_deadline_seconds = RETRY_PATIENCE  # it retries at once
     ctx = {"ti": SimpleNamespace(try_number=int(try_number)), "task_state_store": FileStore(store)}
     print(json.dumps(op.execute(ctx)))
     """
+).replace(
+    "= RETRY_PATIENCE  # it retries at once", f"= {RETRY_PATIENCE!r}  # RETRY_PATIENCE: it retries at once"
 )
 
 

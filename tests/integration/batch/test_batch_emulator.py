@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_mps.emulator.testing import MemoryTaskStateStore
+from tests.retry_support import RETRY_PATIENCE
 
 BUCKET = "batch-1250000000"
 FAILED_CODE = "ResourceNotFound.DownloadError"
@@ -77,12 +78,6 @@ def _seed(emulator: Any, png: bytes, n: int) -> str:
     for i in range(n):
         emulator.cos_backend.put_object(BUCKET, f"raw/{part}/sub{i % 3}/img_{i:04d}.png", png, "image/png")
     return part
-
-
-#: A retry's patience for what a killed try sent but never recorded (the hook's
-#: ``reconcile_deadline_seconds``, 60 s by default): these tests retry at once, and the emulator's
-#: tasks leave WAITING within milliseconds, so a short one keeps each retry from waiting a minute.
-RETRY_PATIENCE = 2.0
 
 
 def _operator(part: str, **kwargs: Any) -> Any:

@@ -32,6 +32,7 @@ from airflow_mps.utils.metrics import (
     SUBMIT_LATENCY,
 )
 from tests.metrics_support import StatsStub
+from tests.retry_support import RETRY_PATIENCE
 
 BUCKET = "batchmetrics-1250000000"
 GOOD = 6
@@ -76,7 +77,7 @@ def _operator(part: str, *, deferrable: bool) -> Any:
             poll_interval=0.2,
             deferrable=deferrable,
         )
-    op.hook.reconcile_deadline_seconds = 2.0
+    op.hook.reconcile_deadline_seconds = RETRY_PATIENCE
     return op
 
 
