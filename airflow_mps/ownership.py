@@ -240,11 +240,12 @@ def task_finder(
     memo: dict[str, bool] = {} if known is None else known
     start = since - timedelta(seconds=skew_seconds)
     start_floor = start.replace(microsecond=0)
+    start_text = start.strftime(API_TIME_FORMAT)
     end = None if until is None else until + timedelta(seconds=skew_seconds)
     end_text = None if end is None else end.strftime(API_TIME_FORMAT)
     rows: dict[str, ImageTaskInfo] = {}
     for status in LISTED_TASK_STATES:  # lifecycle order: a task moving on is seen in the later listing
-        listed = yield ListStep(status, start.strftime(API_TIME_FORMAT), end_text)
+        listed = yield ListStep(status, start_text, end_text)
         for row in listed:
             rows.setdefault(row.task_id, row)
     candidates: list[tuple[ImageTaskInfo, bool | None]] = []
@@ -263,7 +264,7 @@ def task_finder(
         [row for row, verdict in candidates if verdict is None],
         max_describes,
         past_cap="refuse",
-        window=(start.strftime(API_TIME_FORMAT), end_text or "now"),
+        window=(start_text, end_text or "now"),
     )
     matches: list[tuple[str, datetime | None]] = []
     for row, verdict in candidates:
@@ -424,8 +425,8 @@ def newest_first(rows: Iterable[R]) -> list[R]:
 
 
 def _age(row: _Listed) -> tuple[float, str]:
-    created = _parse_time(row.create_time)
-    return (-created.timestamp() if created is not None else float("-inf"), row.task_id)
+    created = parse_api_time(row.create_time)
+    return (-created if created is not None else float("-inf"), row.task_id)
 
 
 def described_row(row: ImageTaskInfo, detail: Mapping[str, Any]) -> ImageTaskInfo:

@@ -10,6 +10,10 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.metrics_support import StatsStub
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +104,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
-def stats(monkeypatch: pytest.MonkeyPatch):  # -> tests.metrics_support.StatsStub
+def stats(monkeypatch: pytest.MonkeyPatch) -> StatsStub:
     """Airflow's ``Stats`` replaced by a recorder for the provider's metrics."""
     from airflow_mps.utils import metrics as metrics_module
     from tests.metrics_support import StatsStub

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mps.batch.plan import BatchItem, CosLocation
 from airflow_mps.errors import MpsError, MpsInvalidParameterError, MpsResourceNotFoundError
 from airflow_mps.models.constants import FINISH, PROCESSING, WAITING
-from airflow_mps.ownership import DetailsStep, Fingerprint, batch_finder, match_listed_rows
+from airflow_mps.ownership import DetailsStep, Fingerprint, batch_finder
 from airflow_mps.steps import drive
 
 if TYPE_CHECKING:
@@ -66,12 +66,6 @@ def fingerprint(
         output_bucket=destination.bucket,
         output_key=item.output_key,
     )
-
-
-def listed_candidates(rows: Iterable[Any], items: Sequence[BatchItem]) -> dict[str, list[str]]:
-    """Input URI → ids of listed tasks that may be that item's, newest first: the one ownership rule,
-    :func:`airflow_mps.ownership.match_listed_rows` (the caller verifies each candidate)."""
-    return match_listed_rows(rows, {(item.input_bucket, item.input_key): item.input_uri for item in items})
 
 
 def list_recent(hook: Any, window_start: str, log: WaitLog | None = None) -> list[ImageTaskInfo]:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from airflow_mps.batch.adopt import listed_candidates
 from airflow_mps.batch.plan import BatchItem, CosLocation
 from airflow_mps.batch.progress import FAILED, SUCCEEDED, BatchWaitState, CreateClock
 from airflow_mps.batch.report import BatchReport, make_carry
@@ -24,6 +23,7 @@ from airflow_mps.errors import (
     MpsThrottledError,
 )
 from airflow_mps.models.constants import format_api_time
+from airflow_mps.ownership import match_listed_rows
 from airflow_mps.waits.batch import (
     ERROR,
     RESOLVED,
@@ -204,7 +204,7 @@ def test_the_waits_listing_half_adds_direct_checks_when_due() -> None:
 # ------------------------------------------------------------------------ the pure halves around it
 
 
-def test_listed_candidates_match_by_input_newest_first_once_per_task() -> None:
+def test_listed_rows_match_items_by_input_newest_first_once_per_task() -> None:
     items = [BatchItem("b-1", "raw/a.png", "out/a.jpg"), BatchItem("b-1", "raw/c.png", "out/c.jpg")]
 
     def row(task_id: str, listed: str, created: str) -> Any:
@@ -217,7 +217,8 @@ def test_listed_candidates_match_by_input_newest_first_once_per_task() -> None:
         row("elsewhere", "cos://b-2/raw/c.png", "2026-11-01T00:00:05Z"),
         row("url", "https://example.com/raw/c.png", "2026-11-01T00:00:05Z"),
     ]
-    assert listed_candidates(rows, items) == {"cos://b-1/raw/a.png": ["new", "old"]}
+    wanted = {(item.input_bucket, item.input_key): item.input_uri for item in items}  # as adoption asks
+    assert match_listed_rows(rows, wanted) == {"cos://b-1/raw/a.png": ["new", "old"]}
 
 
 def test_report_keeps_input_order_rejections_history_and_the_policy() -> None:
