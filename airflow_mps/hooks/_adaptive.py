@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_mps.hooks._pacing import (
-    GROUP_SIZES,
     AdaptiveParams,
     TokenBucket,
     _check_rate,
     _slots,
+    measure_group,
     throttle_counts,
 )
 
@@ -42,9 +42,11 @@ class AdaptiveBucket(TokenBucket):
       intervals (plus one if we had filled the window alone: our old requests left as fast as we
       sent), rounded to the nearest of ``GROUP_SIZES``; our rank is our usual ``ticket mod K``
       after the first interval (where each first refusal lands ahead of or behind a neighbour's;
-      with no usual place, the first's). We send nothing until our requests have left the window,
-      then take turn ``rank`` of ``K``. A count growing by one per request of ours means we came
-      late to a full account: one slot per window, then probing.
+      with no usual place, the first's). Until ``gaps`` of ours went out after the first refusal
+      we go on at our pace (round trips shorter than our interval leave nothing in flight to
+      measure with); then nothing until our requests have left the window, then turn ``rank`` of
+      ``K``. A count growing by one per request of ours means we came late to a full account: one
+      slot per window, then probing.
     * **Shared** (the grid): every process cuts wall-clock time into the same slots, ``window × (1 +
       shared_margin) ÷ limit`` wide, numbered from the epoch; a bucket holds residues ``H`` modulo
       ``M`` and sends only in slots ``g mod M`` in ``H``. After a storm ``M = K``, ``H = {rank}``:
@@ -110,6 +112,7 @@ class AdaptiveBucket(TokenBucket):
         self._refusals: deque[float] = deque(maxlen=64)  # when recent refusals came back
         self._crowd: deque[float] = deque(maxlen=64)  # sent_at of recent refusals on the grid
         self._tickets: list[tuple[float, int]] | None = None  # a storm's (sent, seen)
+        self._measuring = 0  # sends left to measure a storm with
         self._incumbent = False  # we had the window to ourselves when the storm began
         self._guessed = False  # our share was guessed, not measured
         self._latencies: deque[float] = deque(maxlen=64)  # recent round trips
@@ -186,6 +189,11 @@ class AdaptiveBucket(TokenBucket):
                 self._last_grant = -math.inf
             elif now - self._last_grant > p.idle_reset and now > self._hold_until + p.idle_reset:
                 self._start(now)  # idle for a while: what we learned may be stale
+            if self._measuring > 0 and self._tickets is not None:  # a storm's measuring sends
+                self._measuring -= 1
+                send_at = max(now, self._last_grant + p.window * (1.0 + self._margin) / self._slots)
+                self._last_grant = send_at
+                return send_at - now, (self.epoch, None, self._mod, send_at)
             if now < self._hold_until:  # a storm's window is draining: wait, then reserve again
                 return self._hold_until - now, (self.epoch, _HOLD, 0, self._hold_until)
             self._settle(now)
@@ -335,6 +343,11 @@ class AdaptiveBucket(TokenBucket):
         # ... and the refusals of what we still have in flight come back (they are our tickets).
         answered = max(self.ledger, default=sent) + 1.5 * self._usual_latency()
         self._hold_until = max(drained, answered)
+        # Too few in flight to measure (round trips shorter than our interval): keep sending at our
+        # pace until ``gaps`` went out after this one — the others do the same, so the counts still
+        # grow by the whole group (stopping at once, each would read only those not yet stopped).
+        self._measuring = max(0, p.gaps - sum(1 for t in self.ledger if t > sent))
+        self._last_grant = max(self.ledger, default=now)  # reservations voided here hold no place
         self._probing = frozenset()
         self.epoch += 1
 
@@ -345,8 +358,8 @@ class AdaptiveBucket(TokenBucket):
             return
         tickets, self._tickets = sorted(self._tickets), None
         p = self.params
-        self.tickets_seen, self.estimate = [seen for _, seen in tickets[:8]], None
-        group = self._measure(tickets) if tickets else None
+        self.tickets_seen = [seen for _, seen in tickets[:8]]
+        group, self.estimate = measure_group(tickets, self.ledger, p.gaps, self._incumbent)
         self._guessed = group is None  # no group measured: what we take is a guess, probe sooner
         if group is None and self._incumbent:
             group = 2  # we had the account; somebody came: too few tickets to say more, halve
@@ -366,24 +379,6 @@ class AdaptiveBucket(TokenBucket):
         self._next_probe = now + self._interval()
         self.epoch += 1
 
-    def _measure(self, tickets: list[tuple[float, int]]) -> int | None:
-        """The group size: the growth of the service's count from our first ticket to our last (at
-        most ``gaps`` later) per request of ours sent in between, plus one if we had filled the
-        window alone (our old requests left it as fast as we sent). Summing over intervals evens out
-        jitter. None with too few tickets, or with a growth of one per request of ours although we
-        had not filled the window (we came late to a full one)."""
-        window = tickets[: self.params.gaps + 1]
-        first = window[0]
-        for last in reversed(window[1:]):
-            ours = sum(1 for t in self.ledger if first[0] < t <= last[0])
-            if ours > 0 and last[1] > first[1]:
-                estimate = (last[1] - first[1]) / ours + (1.0 if self._incumbent else 0.0)
-                self.estimate = round(estimate, 2)
-                if estimate < 1.5:
-                    return None
-                return min(GROUP_SIZES, key=lambda size: abs(math.log(size / estimate)))
-        return None
-
     # ---- feedback -----------------------------------------------------------------------------
     def on_success(self, sent_at: float | None = None) -> None:
         """A call paced by this bucket was answered (not throttled): narrow the margin, confirm a
@@ -399,6 +394,9 @@ class AdaptiveBucket(TokenBucket):
             if self._alone:
                 self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
                 return
+            if self._tickets is not None and sent_at is not None:  # accepted while measuring: in
+                drained = sent_at + p.window * (1.0 + p.shared_margin) + self._width()  # the window
+                self._hold_until = max(self._hold_until, drained)
             if self._tickets is not None or sent_at is None or sent_at < self._hold_until:
                 return
             residue = self._slot(sent_at) % self._mod

@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -262,7 +262,8 @@ class AdaptiveParams:
     max_yield: float = 0.010
     tie_break: float = 0.001
     probe_delay: float = 0.005
-    #: How many intervals of our storm tickets (from the first) measure the group.
+    #: How many intervals of our storm tickets (from the first) measure the group; a storm sends
+    #: that many after its first refusal if fewer were in flight.
     gaps: int = 3
     #: A throttle counting ``storm_factor × limit`` requests on the grid is another process's storm
     #: (it stops by itself within a second): nothing is given up for it.
@@ -302,6 +303,28 @@ class AdaptiveParams:
 #: group must agree; a backfill's runs (``max_active_runs``) come in sizes like these. A group of
 #: another size (7, 9, ...) settles by probing and the crowding rule instead of exactly.
 GROUP_SIZES = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
+
+
+def measure_group(
+    tickets: list[tuple[float, int]], ours: Sequence[float], gaps: int, incumbent: bool
+) -> tuple[int | None, float | None]:
+    """``(group size, raw estimate)`` from a storm's ``(sent, seen)`` tickets, sorted by send time:
+    the growth of the service's count from our first ticket to our last (at most ``gaps`` later)
+    per request of ours (send times ``ours``) in between, plus one if we had filled the window alone
+    (our old requests left it as fast as we sent); summing over intervals evens out jitter. The
+    size is None with too few tickets, or with a growth of one per request of ours although we had
+    not filled the window (we came late to a full one)."""
+    if not tickets:
+        return None, None
+    first = tickets[0]
+    for last in reversed(tickets[1 : gaps + 1]):
+        between = sum(1 for t in ours if first[0] < t <= last[0])
+        if between > 0 and last[1] > first[1]:
+            estimate = (last[1] - first[1]) / between + (1.0 if incumbent else 0.0)
+            if estimate < 1.5:
+                return None, round(estimate, 2)
+            return min(GROUP_SIZES, key=lambda size: abs(math.log(size / estimate))), round(estimate, 2)
+    return None, None
 
 
 def _slots(ceiling: float, window: float) -> int:

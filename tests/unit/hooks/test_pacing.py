@@ -185,6 +185,35 @@ def test_a_storm_measures_the_group_takes_a_rank_and_waits_for_the_window_to_dra
     assert all(b - a == pytest.approx(4 * WIDTH, abs=1e-6) for a, b in itertools.pairwise(times))
 
 
+def test_short_round_trips_keep_sending_until_the_group_is_measured() -> None:
+    """The real service from the same region, or the emulator on the same host, answers before our
+    next request leaves: at the first refusal nothing of ours is in flight to measure the group
+    with. Stopping there, each process would read only those that had not stopped yet (bench P8's
+    K = 8 read groups of 5-12). Instead the bucket sends ``gaps`` more at its pace — every process
+    does, so the count grows by the whole group between ours — and then pauses as before."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=3)
+    tickets = iter(range(26, 100, 8))  # eight processes; our first refusal was the window's 26th
+    times = paced(bucket, clock, 9, rtt=lambda i: 0.004, seen=lambda i: None if i < 5 else next(tickets))
+    measuring = times[5:]
+    assert bucket.storms == 1 and len(measuring) == 1 + OPEN.gaps
+    assert all(b - a == pytest.approx(1.01 / 20, rel=0.02) for a, b in itertools.pairwise(measuring))
+    after = send(bucket, clock)[0]  # then paused until our requests have left the window
+    assert after >= times[0] + OPEN.window
+    assert bucket.group == 8 and bucket._rank == 26 % 8 and bucket.tickets_seen == [26, 34, 42, 50]
+
+
+def test_a_request_accepted_while_measuring_is_waited_out_too() -> None:
+    """A measuring send the service accepted (the window had room after all) counts against the
+    account for a window: the pause lasts until it has left it as well."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=3)
+    outcome = {5: 27, 6: None, 7: 43, 8: 51}
+    times = paced(bucket, clock, 9, rtt=lambda i: 0.004, seen=lambda i: outcome.get(i))
+    assert bucket.storms == 1
+    assert send(bucket, clock)[0] >= times[6] + OPEN.window
+
+
 def test_the_group_survives_a_place_swapped_in_one_interval() -> None:
     """Jitter let a neighbour's request in ahead of ours once: one gap is 5, the next 3 — the count
     over three intervals still grew by 12, and our usual place (mod 4) is still our rank."""
