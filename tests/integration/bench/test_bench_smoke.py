@@ -89,3 +89,21 @@ def test_unknown_scenario_is_refused_before_any_work(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "P99" in proc.stderr and "P1" in proc.stderr
     assert not (tmp_path / "latest.json").exists()
+
+
+def test_the_pacing_board_runs_its_rows() -> None:
+    """``benchmarks/pacing_board.py`` (the simulation board for pacing changes, docs/performance.md):
+    one row and a parameter override, every seed run, the summary printed."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pacing_board.py"), "k2.005", "max_probe_backoff=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "AdaptiveParams overrides: {'max_probe_backoff': 1}; 10 seeds per row"
+    assert lines[1].startswith("k2.005    aggregate min 0.") and "refused median" in lines[1]
+    assert lines[2].startswith("mean of the medians: 0.")

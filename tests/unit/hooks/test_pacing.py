@@ -2,7 +2,7 @@
 
 ``test_pacing_sim.py`` checks what the rules add up to (K processes sharing one account); these pin
 each rule: alone (the jitter margin, slow start, holding back behind a late request), storms (the
-group and rank from the service's counts, the pause, measuring again after disorder, the
+group and rank from the service's counts, the pause, measuring sends at short round trips, the
 latecomer), the grid (turns, the ceiling), contests, probing, voided and late reservations, and
 the module's shared-bucket registry.
 """

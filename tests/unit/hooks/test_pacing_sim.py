@@ -119,6 +119,9 @@ class Client:
     done_at: float | None = None
     accept_times: list[float] = field(default_factory=list)
     remaining: int = 0
+    #: Times (``(from, to)``, on the simulation clock) this process is not scheduled: a request the
+    #: bucket let go then leaves only at the end (its ``sent_at`` stays the bucket's time).
+    stalls: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.remaining = self.images
@@ -194,7 +197,8 @@ def simulate(
             return
         sent_at = clock.now
         client.sent += 1
-        arrive = sent_at + net.delay(rng, sent_at - t_start)
+        leaves = next((end for begin, end in client.stalls if begin <= sent_at < end), sent_at)
+        arrive = leaves + net.delay(rng, sent_at - t_start)
 
         def at_service() -> None:
             ok, seen = service.check(clock.now, client.index)
@@ -261,6 +265,20 @@ def _processes(
         for i in range(k)
     ]
     return clock, clients
+
+
+def _stalls(
+    rng: random.Random, start: float, *, until: float = 2.0, per_second: float = 5.0, mean: float = 0.03
+) -> list[tuple[float, float]]:
+    """A process starting on a host busier than its cores (eight Airflow workers and the emulator on
+    two): descheduled ``per_second`` times a second for ``mean`` seconds on average (exponential),
+    during its first ``until`` seconds."""
+    stalls, t = [], 0.0
+    while (t := t + rng.expovariate(per_second)) < until:
+        length = rng.expovariate(1.0 / mean)
+        stalls.append((start + t, start + t + length))
+        t += length
+    return stalls
 
 
 def _whole_run(outcome: Outcome, start: float) -> tuple[float, float, float]:
@@ -374,6 +392,21 @@ def test_eight_processes_starting_within_a_third_of_a_second_stay_safe() -> None
     seeds, median 0.69, 4.5-9.4 % refused; within 0.15 s 0.63-0.97, median 0.89; within 0.05 s
     0.96-0.97.)"""
     clock, clients = _processes(8, 150, seed=1, spread=0.3)
+    _stays_safe(clock, clients, seed=1, refused_at_most=0.10)
+
+
+def test_eight_processes_that_stall_while_starting_stay_safe() -> None:
+    """Bench P8's K = 8 on its 2-core host: the emulator decides within 4 ms of receiving a request
+    (p99, measured), yet each process's storm tickets come back out of order — requests held on the
+    client for tens of milliseconds, then sent in a bunch — while K = 4's are in order. Modelled as
+    each process descheduled five times a second for 30 ms on average during its first 2 s: the
+    counts grow unevenly, groups of 3-10 are read where there are 8 and two processes often take one
+    turn, as in the bench. What holds: nothing fails, nobody exceeds the ceiling. (Not fair and not
+    full — the gap of issue 13 that remains; see docs/performance.md for the numbers.)"""
+    clock, clients = _processes(8, 150, seed=1)
+    rng = random.Random(1)
+    for client in clients:
+        client.stalls = _stalls(rng, clock.now + client.start)
     _stays_safe(clock, clients, seed=1, refused_at_most=0.10)
 
 

@@ -1,0 +1,124 @@
+"""The adaptive pacer on a board of simulated worlds: how a controller change moves every scenario.
+
+Issue 13's controller (``airflow_mps/hooks/_adaptive.py``) trades one scenario for another easily; a
+change is judged on all of them at once, each over several seeds, in the deterministic simulation of
+``tests/unit/hooks/test_pacing_sim.py`` (the real bucket on a fake clock against the emulator's
+limiter semantics). Not part of ``make bench``: it measures no code speed, takes ~10 s, and its
+numbers are the simulation's (bench P8 measures the real processes).
+
+    .venv/bin/python benchmarks/pacing_board.py                      # every row, 10 seeds
+    .venv/bin/python benchmarks/pacing_board.py k8.stall k8.005      # some rows
+    .venv/bin/python benchmarks/pacing_board.py max_probe_backoff=1  # AdaptiveParams overrides
+
+Rows: ``k<K>.<round trip>`` — K processes of equal work starting within 50 ms, at the bench's 150 ms,
+20 ms or 5 ms one-way delay; ``.jit`` 10 ms mean jitter; ``.sp3`` starts spread over 0.33 s (``l``:
+at 5 ms); ``.busy`` a host too busy to answer in order for 0.7 s (``l``: at 5 ms); ``.stall`` each
+process descheduled 5×/s for 30 ms on average in its first 2 s (``2``: twice as often and as long);
+``stag2`` four processes 2 s apart; ``u4`` partitions of 100/200/300/400 images (``l``: at 5 ms).
+Per row: aggregate ÷ limit (min and median over the seeds) and the refused share (median and max),
+measured as bench P8 measures them; last, the mean of the medians.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from airflow_mps.hooks._adaptive import AdaptiveBucket
+from airflow_mps.hooks._pacing import AdaptiveParams
+from tests.unit.hooks import test_pacing_sim as sim
+
+SEEDS = 10
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    sizes: tuple[int, ...]
+    network: sim.Network
+    spread: float = 0.05
+    apart: float = 0.0  # seconds between starts (instead of a random spread)
+    stalls: float = 0.0  # stall intensity (1: 5 per second of 30 ms on average)
+
+
+def _rows() -> list[Row]:
+    net = sim.Network
+    n20, n5 = net(base=0.02, jitter_mean=0.003), net(base=0.005, jitter_mean=0.002)
+    return [
+        Row("k4.150", (300,) * 4, net()),
+        Row("k8.150", (150,) * 8, net()),
+        Row("k4.020", (300,) * 4, n20),
+        Row("k8.020", (150,) * 8, n20),
+        Row("k2.005", (600,) * 2, n5),
+        Row("k3.005", (400,) * 3, n5),
+        Row("k4.005", (300,) * 4, n5),
+        Row("k8.005", (150,) * 8, n5),
+        Row("k4.jit", (300,) * 4, net(base=0.003, jitter_mean=0.01), spread=0.1),
+        Row("k8.jit", (150,) * 8, net(base=0.003, jitter_mean=0.01), spread=0.1),
+        Row("k8.sp3", (150,) * 8, net(), spread=0.33),
+        Row("k8.sp3l", (150,) * 8, n5, spread=0.33),
+        Row("k4.busy", (300,) * 4, net(busy_for=0.7, busy_delay=0.1)),
+        Row("k8.busy", (150,) * 8, net(busy_for=0.7, busy_delay=0.1)),
+        Row("k8.busyl", (150,) * 8, net(base=0.005, jitter_mean=0.002, busy_for=0.7, busy_delay=0.1)),
+        Row("k4.stall", (300,) * 4, net(), stalls=1.0),
+        Row("k8.stall", (150,) * 8, net(), stalls=1.0),
+        Row("k8.stall2", (150,) * 8, net(), stalls=2.0),
+        Row("stag2", (300,) * 4, net(), apart=2.0),
+        Row("u4", (100, 200, 300, 400), net()),
+        Row("u4l", (100, 200, 300, 400), n5),
+    ]
+
+
+def run(row: Row, seed: int, params: AdaptiveParams) -> tuple[float, float]:
+    """(aggregate ÷ limit, refused share) of one seed of one row."""
+    clock = sim.SimClock()
+    rng = random.Random(seed)
+    clients = []
+    for i, images in enumerate(row.sizes):
+        start = row.apart * i if row.apart else rng.uniform(0.0, row.spread)
+        bucket = AdaptiveBucket(sim.LIMIT, clock=clock, seed=seed * 100 + i, params=params)
+        client = sim.Client(i, bucket, images, start=start)
+        if row.stalls:
+            client.stalls = sim._stalls(
+                rng, clock.now + start, per_second=5.0 * row.stalls, mean=0.03 * row.stalls
+            )
+        clients.append(client)
+    first = clock.now
+    outcome = sim.simulate(clients, clock, seed=seed, network=row.network, until=900)
+    aggregate, refused, _ = sim._whole_run(outcome, first)
+    return aggregate, refused
+
+
+def main(argv: list[str]) -> None:
+    defaults = AdaptiveParams()
+    overrides = {
+        key: type(getattr(defaults, key))(value) for key, value in (a.split("=", 1) for a in argv if "=" in a)
+    }
+    only = [a for a in argv if "=" not in a]
+    params = dataclasses.replace(defaults, **overrides)
+    print(f"AdaptiveParams overrides: {overrides or 'none'}; {SEEDS} seeds per row")
+    medians = []
+    for row in _rows():
+        if only and row.name not in only:
+            continue
+        results = [run(row, seed, params) for seed in range(1, SEEDS + 1)]
+        aggregates = [a for a, _ in results]
+        refused = [r for _, r in results]
+        medians.append(statistics.median(aggregates))
+        print(
+            f"{row.name:9s} aggregate min {min(aggregates):.3f} median {statistics.median(aggregates):.3f}"
+            f"   refused median {statistics.median(refused):5.1%} max {max(refused):5.1%}",
+            flush=True,
+        )
+    if medians:
+        print(f"mean of the medians: {statistics.mean(medians):.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
