@@ -17,25 +17,16 @@ REPO = Path(__file__).resolve().parents[3]
 ROW_KEYS = {"id", "title", "value", "target", "better", "met", "baseline", "detail"}
 
 
+def _script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/<name> <args>`` in a subprocess from the repository root."""
+    command = [sys.executable, str(REPO / "benchmarks" / name), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "run.py"),
-            "--smoke",
-            "--only",
-            "P5,P7",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=REPO,
-        check=False,
-    )
+    proc = _script("run.py", "--smoke", "--only", "P5,P7", "--out", str(out), timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| P5 |" in proc.stdout and "| P7 |" in proc.stdout  # the table is printed
     data = json.loads((out / "latest.json").read_text())
@@ -94,14 +85,7 @@ def test_unknown_scenario_is_refused_before_any_work(tmp_path: Path) -> None:
 def test_the_pacing_board_runs_its_rows() -> None:
     """``benchmarks/pacing_board.py`` (the simulation board for pacing changes, docs/performance.md):
     one row and a parameter override, every seed run, the summary printed."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "pacing_board.py"), "k2.005", "max_probe_backoff=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        check=False,
-    )
+    proc = _script("pacing_board.py", "k2.005", "max_probe_backoff=1", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0] == "AdaptiveParams overrides: {'max_probe_backoff': 1}; 10 seeds per row"
