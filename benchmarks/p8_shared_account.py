@@ -24,6 +24,7 @@ start-up storm and the tail). Value = the worse whole-run aggregate of K = 4 and
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -117,10 +118,15 @@ def _measure(workers: _Workers, emu: Any, k: int, n: int, mode: str, sizes: Any)
     parts = [harness.seed(emu, n) for _ in range(k)]
     harness.set_latency(emu, sizes.latency_ms)
     time.sleep(1.2)  # the previous run's requests leave the one-second window
+    emu.admin("reset-stats", "POST", {})  # the limiter lag below is this run's
     before = harness.action_counts(emu)
     results = workers.run(k, mode, parts, sizes.p8_concurrency)
     after = harness.action_counts(emu)
-    return _summarise(k, n, mode, results, before, after)
+    summary = _summarise(k, n, mode, results, before, after)
+    # The emulator's own delay (receipt + injected latency → the limiter's decision): small means
+    # that out-of-order storm tickets were the clients' doing, not the service's (docs/performance.md).
+    summary["emulator_limiter_lag_ms"] = emu.stats()["limiter_lag_ms"].get("ProcessImage")
+    return summary
 
 
 def p8_shared_account(sizes: Any) -> Result:
@@ -205,4 +211,11 @@ def _summarise(
         "completion_spread_ratio": round((max(ends) - min(ends)) / span, 4),
         "process_rates_per_s": sorted(round(x, 2) for x in rates),
         "buckets": [r["bucket"] for r in results],
+        # Processes whose storm counts, in the order they sent, went down somewhere: their requests
+        # reached the service in another order than they left (held on a busy client, or jitter).
+        "storm_tickets_out_of_order": sum(
+            1
+            for r in results
+            if any(b <= a for a, b in itertools.pairwise((r["bucket"] or {}).get("tickets_seen") or []))
+        ),
     }

@@ -50,6 +50,9 @@ class EmulatorRequest:
     headers: Headers
     body: bytes = b""
     client: tuple[str, int] = ("127.0.0.1", 0)
+    #: ``time.monotonic()`` when the request reached the service: its receipt plus the injected
+    #: network delay (None when it did not come through the HTTP server).
+    arrived: float | None = None
 
 
 @dataclass

@@ -313,6 +313,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     def _serve_api(self, service: str, action: str, head: EmulatorRequest, target: str) -> None:
         """An MPS or COS call: counted, faulted as the fault plan decides, delayed, dispatched, answered."""
         app = self.server.app
+        received = time.monotonic()
         app.stats.count(action, "received")
         decided = app.faults.for_request(action)
         if decided.terminal == "reset_before":
@@ -332,6 +333,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             head.headers,
             body,
             self.client_address,
+            arrived=received + delay,
         )
         if decided.terminal:
             response = app.injected(service, action, decided.terminal, head.path, decided.api_error)

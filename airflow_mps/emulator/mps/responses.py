@@ -163,6 +163,8 @@ class MpsApi:
                 f"The API does not support the region `{region}`; MPS regions: {', '.join(self.config.regions())}.",
             )
         allowed, count, limit = self.backend.limiter.check(caller.secret_id, action)
+        if request.arrived is not None:
+            self.backend.stats.limiter_lag(action, time.monotonic() - request.arrived)
         if not allowed:
             raise ApiError("RequestLimitExceeded", throttle_message(count, limit))
         try:

@@ -136,6 +136,23 @@ def test_latency_fault_fires_and_requests_still_succeed(emulator: EmulatorServer
     assert emulator.stats()["actions"]["DescribeImageTasks"]["succeeded"] == 3
 
 
+def test_the_limiter_lag_excludes_the_injected_latency(emulator: EmulatorServer, mps_client: Any) -> None:
+    """Stats report, per action, how long after a request reached the service (its receipt plus the
+    injected network delay) the rate limiter decided on it: the emulator's own delay, which bench P8
+    reports to tell it from the clients'. With 300 ms injected, the lag stays far below it."""
+    emulator.faults.latency(300, "Describe*")
+    req = models.DescribeImageTasksRequest()
+    req.Status = "FINISH"
+    started = time.monotonic()
+    for _ in range(3):
+        mps_client.DescribeImageTasks(req)
+    assert time.monotonic() - started >= 0.9  # the latency was injected
+    lag = emulator.stats()["limiter_lag_ms"]["DescribeImageTasks"]
+    assert lag["n"] == 3 and 0 <= lag["p50"] <= lag["p99"] <= lag["max"] < 150
+    emulator.app.stats.reset()  # the admin API's reset-stats
+    assert emulator.stats()["limiter_lag_ms"] == {}
+
+
 def test_fail_tasks_next_n(emulator: EmulatorServer, mps_client: Any, cos_client: Any) -> None:
     emulator.ensure_bucket(BUCKET)  # a PUT never creates the bucket (COS: NoSuchBucket)
     cos_client.put_object(Bucket=BUCKET, Key="raw/ok.png", Body=_png())
