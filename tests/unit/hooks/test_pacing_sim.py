@@ -364,8 +364,8 @@ def test_processes_that_start_seconds_apart_stay_safe() -> None:
     """Runs that start 2 s apart: the first has the account to itself and keeps most of it — a
     latecomer meets a full window, learns no group size from it, and takes one slot per window, then
     probes. What holds: nothing fails, few requests are refused, nobody exceeds the ceiling, and
-    everyone progresses. (The whole run stays below the limit: 0.62-0.89 of it over ten seeds,
-    median 0.73; 10 s apart 0.69-0.82, median 0.76.)"""
+    everyone progresses. (The whole run stays below the limit: 0.71-0.84 of it over ten seeds,
+    median 0.77; 10 s apart 0.63-0.79, median 0.72 — benchmarks/pacing_board.py's seeding.)"""
     clock = SimClock()
     clients = [
         Client(i, AdaptiveBucket(LIMIT, clock=clock, seed=40 + i), 300, start=2.0 * i) for i in range(4)
