@@ -316,7 +316,7 @@ def test_emulator_killed_and_restarted_mid_batch(
         proc.stop()
 
 
-WORKER = textwrap.dedent(
+WORKER = f"RETRY_PATIENCE = {RETRY_PATIENCE!r}  # tests/retry_support.py\n" + textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
@@ -348,8 +348,6 @@ WORKER = textwrap.dedent(
     ctx = {"ti": SimpleNamespace(try_number=int(try_number)), "task_state_store": FileStore(store)}
     print(json.dumps(op.execute(ctx)))
     """
-).replace(
-    "= RETRY_PATIENCE  # it retries at once", f"= {RETRY_PATIENCE!r}  # RETRY_PATIENCE: it retries at once"
 )
 
 
