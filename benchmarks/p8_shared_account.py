@@ -121,11 +121,11 @@ def _measure(workers: _Workers, emu: Any, k: int, n: int, mode: str, sizes: Any)
     emu.admin("reset-stats", "POST", {})  # the limiter lag below is this run's
     before = harness.action_counts(emu)
     results = workers.run(k, mode, parts, sizes.p8_concurrency)
-    after = harness.action_counts(emu)
-    summary = _summarise(k, n, mode, results, before, after)
+    stats = emu.stats()
+    summary = _summarise(k, n, mode, results, before, dict(stats["actions"]))
     # The emulator's own delay (receipt + injected latency → the limiter's decision): small means
     # that out-of-order storm tickets were the clients' doing, not the service's (docs/performance.md).
-    summary["emulator_limiter_lag_ms"] = emu.stats()["limiter_lag_ms"].get("ProcessImage")
+    summary["emulator_limiter_lag_ms"] = stats["limiter_lag_ms"].get("ProcessImage")
     return summary
 
 
