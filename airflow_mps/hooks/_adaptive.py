@@ -118,7 +118,7 @@ class AdaptiveBucket(TokenBucket):
         self._latencies: deque[float] = deque(maxlen=64)  # recent round trips
         self._trips: deque[tuple[float, float]] = deque(maxlen=64)  # (sent, round trip) of recent answers
         self._group: int | None = None
-        self._rank: int | None = None
+        self.rank: int | None = None  # our turn among them (public for benchmarks)
         self._candidates: list[int] = []
         self._lost: dict[int, list[int]] = {}
         self._moving = 0
@@ -370,11 +370,11 @@ class AdaptiveBucket(TokenBucket):
             seen = [t % group for _, t in tickets[: p.gaps + 1]] or [self._rng.randrange(group)]
             later = seen[1:]
             usual = max(later, key=later.count, default=seen[0])
-            self._rank = usual if later.count(usual) > 1 else seen[0]
-            self._candidates = [r for r in dict.fromkeys(seen) if r != self._rank]
-            self._hold(group, {self._rank})
+            self.rank = usual if later.count(usual) > 1 else seen[0]
+            self._candidates = [r for r in dict.fromkeys(seen) if r != self.rank]
+            self._hold(group, {self.rank})
         else:
-            self._rank, self._candidates = None, []
+            self.rank, self._candidates = None, []
             self._hold(self._slots, {self._rng.randrange(self._slots)})
         self._next_probe = now + self._interval()
         self.epoch += 1

@@ -7,6 +7,7 @@ emulator). Checks structure and internal consistency only — never a timing or 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,10 +85,11 @@ def test_unknown_scenario_is_refused_before_any_work(tmp_path: Path) -> None:
 
 def test_the_pacing_board_runs_its_rows() -> None:
     """``benchmarks/pacing_board.py`` (the simulation board for pacing changes, docs/performance.md):
-    one row and a parameter override, every seed run, the summary printed."""
-    proc = _script("pacing_board.py", "k2.005", "max_probe_backoff=1", timeout=120)
+    one row, a parameter override and a seed count, every seed run, the summary printed."""
+    proc = _script("pacing_board.py", "k2.005", "max_probe_backoff=1", "--seeds", "4", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert lines[0] == "AdaptiveParams overrides: {'max_probe_backoff': 1}; 10 seeds per row"
+    assert lines[0] == "AdaptiveParams overrides: {'max_probe_backoff': 1}; 4 seeds per row"
     assert lines[1].startswith("k2.005    aggregate min 0.") and "refused median" in lines[1]
+    assert re.search(r"turns exact +\d/4 +P8 met +\d/4$", lines[1]), lines[1]
     assert lines[2].startswith("mean of the medians: 0.")

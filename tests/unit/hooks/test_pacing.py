@@ -179,7 +179,7 @@ def test_a_storm_measures_the_group_takes_a_rank_and_waits_for_the_window_to_dra
     delay = bucket.reserve()  # paused: one window (and a slot) after our oldest request
     assert clock.now + delay >= early[0] + OPEN.window
     times = send(bucket, clock, 10)
-    assert bucket.group == 4 and bucket._rank == 3 and bucket.share == pytest.approx(1 / 4)
+    assert bucket.group == 4 and bucket.rank == 3 and bucket.share == pytest.approx(1 / 4)
     assert times[0] >= early[0] + OPEN.window
     assert {grid_slot(t) % 4 for t in times} == {3}  # our turns on the common grid
     assert all(b - a == pytest.approx(4 * WIDTH, abs=1e-6) for a, b in itertools.pairwise(times))
@@ -200,7 +200,7 @@ def test_short_round_trips_keep_sending_until_the_group_is_measured() -> None:
     assert all(b - a == pytest.approx(1.01 / 20, rel=0.02) for a, b in itertools.pairwise(measuring))
     after = send(bucket, clock)[0]  # then paused until our requests have left the window
     assert after >= times[0] + OPEN.window
-    assert bucket.group == 8 and bucket._rank == 26 % 8 and bucket.tickets_seen == [26, 34, 42, 50]
+    assert bucket.group == 8 and bucket.rank == 26 % 8 and bucket.tickets_seen == [26, 34, 42, 50]
 
 
 def test_a_request_accepted_while_measuring_is_waited_out_too() -> None:
@@ -225,7 +225,7 @@ def test_the_group_survives_a_place_swapped_in_one_interval() -> None:
     for t, seen in zip(times, (22, 27, 30, 34), strict=True):
         bucket.on_throttled(t, message(seen))
     send(bucket, clock)
-    assert bucket.group == 4 and bucket._rank == 2
+    assert bucket.group == 4 and bucket.rank == 2
 
 
 @pytest.mark.parametrize(
@@ -251,7 +251,7 @@ def test_the_rank_is_our_usual_place_after_the_first_interval(tickets: tuple[int
     for t, seen in zip(times, tickets, strict=True):
         bucket.on_throttled(t, message(seen))
     send(bucket, clock)
-    assert bucket.group == 8 and bucket._rank == rank
+    assert bucket.group == 8 and bucket.rank == rank
 
 
 def test_a_latecomer_to_a_full_account_starts_with_one_slot_per_window() -> None:
@@ -299,7 +299,7 @@ def settled(
     send(bucket, clock, 3)
     storm(bucket, clock, first_ticket=21 + rank + group - 21 % group, group=group)
     send(bucket, clock)
-    assert bucket.group == group and bucket._rank == rank
+    assert bucket.group == group and bucket.rank == rank
     return bucket, clock
 
 
@@ -352,7 +352,7 @@ def test_losing_every_instance_of_our_turn_moves_us_to_the_turn_our_tickets_name
     for t, seen in zip(times, (22, 26, 31, 34), strict=True):  # places 2, 2, 3, 2 (mod 4)
         bucket.on_throttled(t, message(seen))
     send(bucket, clock)
-    assert bucket._rank == 2
+    assert bucket.rank == 2
     lost = send(bucket, clock, 3)
     clock.now += 0.15
     for t in lost:  # three instances in a row refused: another process holds turn 2
