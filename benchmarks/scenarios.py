@@ -45,7 +45,7 @@ class Sizes:
     p7_images: int = 12
     p7_overhead_calls: int = 200
     p8_n4: int = 300  # images per process, K = 4
-    p8_n8: int = 150  # images per process, K = 8
+    p8_n8: int = 300  # images per process, K = 8 (the issue's own 8 × 300)
     p8_concurrency: int = 8
     p9_n: tuple[int, int] = (1000, 20000)  # (small, large) batch sizes, limits lifted
     latency_ms: float = DEFAULT_LATENCY_MS

@@ -259,8 +259,9 @@ class AdaptiveBucket(TokenBucket):
     def _claim(self, ticket: Any) -> float | None:
         """Send now? Not if the reservation was voided, nor if the caller woke up so late that it
         would land in the next slot (on a busy host sleepers wake in bunches): it reserves again.
-        Alone, not before the request a window back is surely out of the service's window: if
-        that one reached the service late (its answer took longer than usual), wait as much."""
+        Alone or measuring a storm, never ``limit`` + 1 sends in a window, and not before the
+        request a window back is surely out of the service's window: if that one reached the service
+        late (its answer took longer than usual), wait as much (up to ``hold_back`` of a slot)."""
         with self._lock:
             p = self.params
             now = self._clock()
@@ -268,9 +269,10 @@ class AdaptiveBucket(TokenBucket):
             if not self.still_valid(ticket) or now > ticket[3] + p.late * slot:
                 self._ungrant(ticket[3])
                 return None
-            if self._alone and len(self.ledger) >= self._slots:
-                ready = self._arrived(self.ledger[-self._slots]) + p.window * (1 + self._margin)
-                limit = ticket[3] + p.hold_back * slot  # held back at most this much in all
+            if ticket[1] is None and len(self.ledger) >= self._slots:  # not a turn on the grid
+                back, span = self.ledger[-self._slots], p.window * (1 + self._margin)
+                ready = self._arrived(back) + span
+                limit = max(ticket[3] + p.hold_back * slot, back + span)  # the ceiling holds anyway
                 if ready > now + 1e-6 and limit > now + 1e-6:
                     return min(ready, limit) - now
             self._ungrant(ticket[3])

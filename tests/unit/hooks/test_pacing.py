@@ -88,9 +88,12 @@ def paced(
     return times
 
 
-def storm(bucket: AdaptiveBucket, clock: FakeClock, first_ticket: int, group: int, n: int = 4) -> list[float]:
-    """Our part of a storm of ``group`` processes at the full rate: ``n`` sends, then their
-    refusals come back a round trip later, each ticket ``group`` above our previous one."""
+def storm(
+    bucket: AdaptiveBucket, clock: FakeClock, first_ticket: int, group: int, n: int = 1 + OPEN.gaps
+) -> list[float]:
+    """Our part of a storm of ``group`` processes at the full rate: ``n`` sends (the first refusal
+    and the ``gaps`` that measure the group), then their refusals come back a round trip later, each
+    ticket ``group`` above our previous one."""
     times = send(bucket, clock, n)
     clock.now = times[-1] + 0.15
     for i, t in enumerate(times):
@@ -193,14 +196,17 @@ def test_short_round_trips_keep_sending_until_the_group_is_measured() -> None:
     does, so the count grows by the whole group between ours — and then pauses as before."""
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=3)
-    tickets = iter(range(26, 100, 8))  # eight processes; our first refusal was the window's 26th
-    times = paced(bucket, clock, 9, rtt=lambda i: 0.004, seen=lambda i: None if i < 5 else next(tickets))
+    tickets = iter(range(26, 200, 8))  # eight processes; our first refusal was the window's 26th
+    times = paced(
+        bucket, clock, 6 + OPEN.gaps, rtt=lambda i: 0.004, seen=lambda i: None if i < 5 else next(tickets)
+    )
     measuring = times[5:]
     assert bucket.storms == 1 and len(measuring) == 1 + OPEN.gaps
     assert all(b - a == pytest.approx(1.01 / 20, rel=0.02) for a, b in itertools.pairwise(measuring))
     after = send(bucket, clock)[0]  # then paused until our requests have left the window
     assert after >= times[0] + OPEN.window
-    assert bucket.group == 8 and bucket.rank == 26 % 8 and bucket.tickets_seen == [26, 34, 42, 50]
+    assert bucket.group == 8 and bucket.rank == 26 % 8
+    assert bucket.tickets_seen == list(range(26, 26 + 8 * (1 + OPEN.gaps), 8))[:8]
 
 
 def test_a_request_accepted_while_measuring_is_waited_out_too() -> None:
@@ -208,21 +214,22 @@ def test_a_request_accepted_while_measuring_is_waited_out_too() -> None:
     account for a window: the pause lasts until it has left it as well."""
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=3)
-    outcome = {5: 27, 6: None, 7: 43, 8: 51}
-    times = paced(bucket, clock, 9, rtt=lambda i: 0.004, seen=lambda i: outcome.get(i))
+    outcome = {5: 27, 6: None} | {i: 27 + 8 * (i - 5) for i in range(7, 6 + OPEN.gaps)}
+    times = paced(bucket, clock, 6 + OPEN.gaps, rtt=lambda i: 0.004, seen=lambda i: outcome.get(i))
     assert bucket.storms == 1
     assert send(bucket, clock)[0] >= times[6] + OPEN.window
 
 
 def test_the_group_survives_a_place_swapped_in_one_interval() -> None:
     """Jitter let a neighbour's request in ahead of ours once: one gap is 5, the next 3 — the count
-    over three intervals still grew by 12, and our usual place (mod 4) is still our rank."""
+    over the intervals still grew by 4 per interval, and our usual place (mod 4) is still our rank."""
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=2)
     send(bucket, clock, 5)
-    times = send(bucket, clock, 4)
+    tickets = (22, 27, 30, *range(34, 34 + 4 * (OPEN.gaps - 2), 4))
+    times = send(bucket, clock, len(tickets))
     clock.now = times[-1] + 0.15
-    for t, seen in zip(times, (22, 27, 30, 34), strict=True):
+    for t, seen in zip(times, tickets, strict=True):
         bucket.on_throttled(t, message(seen))
     send(bucket, clock)
     assert bucket.group == 4 and bucket.rank == 2
@@ -231,15 +238,15 @@ def test_the_group_survives_a_place_swapped_in_one_interval() -> None:
 @pytest.mark.parametrize(
     ("tickets", "rank"),
     [
-        # A P8 run (K = 8): two neighbours swapped places after the first interval and drifted.
-        # Counting the first ticket too, both took turn 6 and turn 7 stayed empty for the run.
-        ((22, 31, 39, 46), 7),
-        ((23, 30, 38, 45), 6),
+        # Two neighbours swapping places from one interval to the next, as in a P8 run (K = 8):
+        # counting the first ticket too, both took turn 6 there and turn 7 stayed empty.
+        ((22, 31, 39, 46, 55, 63, 70, 79), 7),
+        ((23, 30, 38, 47, 54, 62, 71, 78), 6),
         # Usual places (the first ticket agrees, or is outvoted by the later ones).
-        ((21, 29, 37, 45), 5),
-        ((21, 28, 36, 44), 4),
+        ((21, 29, 37, 45, 53, 61, 69, 77), 5),
+        ((21, 28, 36, 44, 52, 60, 68, 76), 4),
         # No later place repeats: the first ticket's place decides.
-        ((24, 33, 42, 47), 0),
+        ((24, 33, 42, 51, 60, 69, 78, 80), 0),
     ],
 )
 def test_the_rank_is_our_usual_place_after_the_first_interval(tickets: tuple[int, ...], rank: int) -> None:
@@ -281,7 +288,7 @@ def test_refusals_of_requests_sent_before_the_pause_are_echoes() -> None:
 def test_a_pause_makes_sleeping_workers_reserve_again() -> None:
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=6)
-    times = send(bucket, clock, 6)
+    times = send(bucket, clock, 2 + OPEN.gaps)  # as many sent after the refused one as measure a group
     delay, ticket = bucket._reserve()  # a worker is sleeping toward this send ...
     bucket.on_throttled(times[1], message(24))  # ... when the storm arrives
     assert bucket.storms == 1 and not bucket.still_valid(ticket)
@@ -307,9 +314,10 @@ def test_turns_on_the_grid_never_exceed_the_ceiling() -> None:
     bucket, clock = settled(
         group=3, rank=1, params=AdaptiveParams(start_window=1_000_000, probe_interval=1e6)
     )
-    for t in send(bucket, clock, 200):
+    times = send(bucket, clock, 200)
+    for t in times:
         bucket.on_success(t)
-    assert bucket.max_in_window(1.0) <= 7  # ceil(20 / 3)
+    assert max(sum(1 for u in times if t <= u < t + 1.0) for t in times) <= 7  # ceil(20 / 3)
     assert len(bucket._reserved) <= 4 * 20 + 1  # what it remembers of its turns stays small
     assert bucket.pacing_rate == pytest.approx(20 / 3 / (1 + OPEN.shared_margin), rel=1e-3)
 
@@ -347,9 +355,10 @@ def test_losing_every_instance_of_our_turn_moves_us_to_the_turn_our_tickets_name
     clock = FakeClock()
     bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=8)
     send(bucket, clock, 3)
-    times = send(bucket, clock, 4)
+    tickets = (22, 26, 31, *range(34, 34 + 4 * (OPEN.gaps - 2), 4))  # places 2, 2, 3, 2, ... (mod 4)
+    times = send(bucket, clock, len(tickets))
     clock.now = times[-1] + 0.15
-    for t, seen in zip(times, (22, 26, 31, 34), strict=True):  # places 2, 2, 3, 2 (mod 4)
+    for t, seen in zip(times, tickets, strict=True):
         bucket.on_throttled(t, message(seen))
     send(bucket, clock)
     assert bucket.rank == 2
@@ -462,7 +471,7 @@ def test_probes_the_service_keeps_accepting_reclaim_the_account_fast() -> None:
     while bucket.shared() and clock.now < start + 60:
         paced(bucket, clock, 8)
     assert not bucket.shared() and bucket.share == 1.0
-    assert clock.now - start < 20 and bucket.failed_probes == 0 and bucket.throttles == 4
+    assert clock.now - start < 20 and bucket.failed_probes == 0 and bucket.throttles == 1 + OPEN.gaps
 
 
 # ---- reservations -----------------------------------------------------------------------------------
