@@ -17,6 +17,7 @@ from airflow_mps.hooks._pacing import (
     _check_rate,
     _slots,
     measure_group,
+    storm_rank,
     throttle_counts,
 )
 
@@ -367,13 +368,8 @@ class AdaptiveBucket(TokenBucket):
             group = 2  # we had the account; somebody came: too few tickets to say more, halve
         self._moving = self._wins = self._fails = 0
         self._group = group
-        if group is not None:
-            # Rank: our usual place after the first interval (see the class docstring); others: moves.
-            seen = [t % group for _, t in tickets[: p.gaps + 1]] or [self._rng.randrange(group)]
-            later = seen[1:]
-            usual = max(later, key=later.count, default=seen[0])
-            self.rank = usual if later.count(usual) > 1 else seen[0]
-            self._candidates = [r for r in dict.fromkeys(seen) if r != self.rank]
+        if group is not None:  # our turn; the other places our tickets showed are where to move
+            self.rank, self._candidates = storm_rank(tickets, group, p.gaps, self._rng)
             self._hold(group, {self.rank})
         else:
             self.rank, self._candidates = None, []

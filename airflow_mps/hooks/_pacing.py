@@ -29,6 +29,7 @@ now (``0.0``), reserve again (``None``: the reservation was voided), or wait a l
 from __future__ import annotations
 
 import math
+import random
 import re
 import threading
 import time
@@ -329,6 +330,20 @@ def measure_group(
                 return None, round(estimate, 2)
             return min(GROUP_SIZES, key=lambda size: abs(math.log(size / estimate))), round(estimate, 2)
     return None, None
+
+
+def storm_rank(
+    tickets: list[tuple[float, int]], group: int, gaps: int, rng: random.Random
+) -> tuple[int, list[int]]:
+    """``(rank, other places)`` from a storm's ``(sent, seen)`` tickets, sorted by send time: our
+    usual place (``seen mod group``) after the first interval — where each first refusal lands ahead
+    of or behind a neighbour's — if it repeats, else the first ticket's place (at random with no
+    ticket); the other places the tickets showed, in order, are where to move if the turn is lost."""
+    seen = [t % group for _, t in tickets[: gaps + 1]] or [rng.randrange(group)]
+    later = seen[1:]
+    usual = max(later, key=later.count, default=seen[0])
+    rank = usual if later.count(usual) > 1 else seen[0]
+    return rank, [r for r in dict.fromkeys(seen) if r != rank]
 
 
 def _slots(ceiling: float, window: float) -> int:

@@ -13,6 +13,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import random
 import threading
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ import pytest
 from airflow_mps.hooks import _buckets
 from airflow_mps.hooks._adaptive import AdaptiveBucket
 from airflow_mps.hooks._buckets import reset_shared_buckets, shared_bucket, use_adaptive_pacing
-from airflow_mps.hooks._pacing import HEADROOM, AdaptiveParams, TokenBucket, throttle_counts
+from airflow_mps.hooks._pacing import HEADROOM, AdaptiveParams, TokenBucket, storm_rank, throttle_counts
 
 #: Slow start off: these tests drive the other rules without answering every request.
 OPEN = AdaptiveParams(start_window=1_000_000)
@@ -259,6 +260,18 @@ def test_the_rank_is_our_usual_place_after_the_first_interval(tickets: tuple[int
         bucket.on_throttled(t, message(seen))
     send(bucket, clock)
     assert bucket.group == 8 and bucket.rank == rank
+
+
+def test_two_neighbours_swapping_places_every_interval_take_different_turns() -> None:
+    """Two processes' requests reach the service in either order from one interval to the next:
+    each one's places are the other's complement (5, 6, 5, 6, ... and 6, 5, 6, 5, ...), so their
+    usual places over the later intervals differ — and each keeps the other's as where to move."""
+    rng = random.Random(1)
+    first = [(i, 21 + 8 * i + i % 2) for i in range(1 + OPEN.gaps)]
+    second = [(i, 22 + 8 * i - i % 2) for i in range(1 + OPEN.gaps)]
+    assert storm_rank(first, 8, OPEN.gaps, rng) == (6, [5])
+    assert storm_rank(second, 8, OPEN.gaps, rng) == (5, [6])
+    assert storm_rank([], 8, OPEN.gaps, rng)[0] in range(8)  # no ticket: a random turn
 
 
 def test_a_latecomer_to_a_full_account_starts_with_one_slot_per_window() -> None:
