@@ -34,7 +34,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -209,14 +209,19 @@ class TokenBucket:
 
     def max_in_window(self, window: float = 1.0) -> int:
         """Largest number of grants in any half-open window of ``window`` seconds (from the ledger)."""
-        times = sorted(self.ledger)
-        best = 0
-        start = 0
-        for end, t in enumerate(times):
-            while t - times[start] >= window - 1e-9:  # float tolerance on the boundary
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return most_in_window(self.ledger, window)
+
+
+def most_in_window(times: Iterable[float], window: float = 1.0) -> int:
+    """Largest number of ``times`` in any half-open window of ``window`` seconds."""
+    ordered = sorted(times)
+    best = 0
+    start = 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window - 1e-9:  # float tolerance on the boundary
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 @dataclass(frozen=True)
