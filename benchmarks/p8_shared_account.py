@@ -118,11 +118,10 @@ def _measure(workers: _Workers, emu: Any, k: int, n: int, mode: str, sizes: Any)
     parts = [harness.seed(emu, n) for _ in range(k)]
     harness.set_latency(emu, sizes.latency_ms)
     time.sleep(1.2)  # the previous run's requests leave the one-second window
-    emu.admin("reset-stats", "POST", {})  # the limiter lag below is this run's
-    before = harness.action_counts(emu)
+    emu.admin("reset-stats", "POST", {})  # the counts and the limiter lag below are this run's
     results = workers.run(k, mode, parts, sizes.p8_concurrency)
     stats = emu.stats()
-    summary = _summarise(k, n, mode, results, before, dict(stats["actions"]))
+    summary = _summarise(k, n, mode, results, dict(stats["actions"]))
     # The emulator's own delay (receipt + injected latency → the limiter's decision): small means
     # that out-of-order storm tickets were the clients' doing, not the service's (docs/performance.md).
     summary["emulator_limiter_lag_ms"] = stats["limiter_lag_ms"].get("ProcessImage")
@@ -174,10 +173,10 @@ def p8_shared_account(sizes: Any) -> Result:
 
 
 def _summarise(
-    k: int, n: int, mode: str, results: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any]
+    k: int, n: int, mode: str, results: list[dict[str, Any]], actions: dict[str, Any]
 ) -> dict[str, Any]:
-    received = count(after, "ProcessImage") - count(before, "ProcessImage")
-    throttled = count(after, "ProcessImage", "throttled") - count(before, "ProcessImage", "throttled")
+    received = count(actions, "ProcessImage")
+    throttled = count(actions, "ProcessImage", "throttled")
     submitted = sum(r["submitted"] for r in results)
     first = min(r["first_submit"] for r in results if r["first_submit"] is not None)
     ends = [r["last_submit_end"] for r in results if r["last_submit_end"] is not None]
