@@ -15,7 +15,8 @@ Rows: ``k<K>.<round trip>`` — K processes of equal work starting within 50 ms,
 20 ms or 5 ms one-way delay; ``.jit`` 10 ms mean jitter; ``.sp3`` starts spread over 0.33 s (``l``:
 at 5 ms); ``.busy`` a host too busy to answer in order for 0.7 s (``l``: at 5 ms); ``.stall`` each
 process descheduled 5×/s for 30 ms on average in its first 2 s (``2``: twice as often and as long);
-``stag2`` four processes 2 s apart; ``u4`` partitions of 100/200/300/400 images (``l``: at 5 ms).
+``stag2`` four processes 2 s apart (``stag10``: 10 s; ``stag1k8``: eight, 1 s apart); ``late2`` two of
+600 images, the second 5 s after the first; ``u4`` partitions of 100/200/300/400 images (``l``: at 5 ms).
 Per row: aggregate ÷ limit (min and median over the seeds) and the refused share (median and max),
 measured as bench P8 measures them; "turns exact": the seeds in which every process's last storm
 read the group size it is in and the ranks came out distinct (a wrong group or a turn taken twice
@@ -76,6 +77,9 @@ def _rows() -> list[Row]:
         Row("k8.stall", (300,) * 8, net(), stalls=1.0),
         Row("k8.stall2", (300,) * 8, net(), stalls=2.0),
         Row("stag2", (300,) * 4, net(), apart=2.0),
+        Row("stag10", (300,) * 4, net(), apart=10.0),
+        Row("stag1k8", (300,) * 8, net(), apart=1.0),
+        Row("late2", (600,) * 2, net(), apart=5.0),
         Row("u4", (100, 200, 300, 400), net()),
         Row("u4l", (100, 200, 300, 400), n5),
     ]

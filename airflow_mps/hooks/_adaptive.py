@@ -469,7 +469,7 @@ class AdaptiveBucket(TokenBucket):
             crowded = self._crowded(now)
             if not crowded and seen is not None and counts is not None and seen >= p.storm_factor * counts[1]:
                 return  # somebody's storm: it stops by itself, and nobody should pay for it
-            horizon = 2 * max(p.loss_span * self._mod, p.max_mod * self._slots)
+            horizon = 2 * max(p.loss_span * self._mod, p.loss_windows * self._slots)
             lost = [g for g in self._lost.get(residue, []) if slot - horizon < g < slot]
             period = self._period(lost, slot)
             if period is None:  # a lone refusal: jitter, or a probe that took a passing hole

@@ -406,6 +406,21 @@ def test_losing_on_a_grain_of_its_own_leaves_the_other_process_that_grain() -> N
     assert bucket.share == pytest.approx(4 / 20)
 
 
+def test_a_turn_shared_with_an_equal_holder_is_left_not_split_finer_than_a_window() -> None:
+    """Two processes took turn 2 of 8 and win it in turn as jitter falls: our losses can land
+    every third instance (24 slots apart), which is no grain of one slot per window. We do not keep
+    two instances in three of a 24-slot grain (both would, and neither move): we move."""
+    bucket, clock = settled(group=8, rank=2)
+    times = send(bucket, clock, 7)
+    lost = times[::3]
+    assert [grid_slot(t) % 24 for t in lost] == [grid_slot(lost[0]) % 24] * 3
+    clock.now += 0.15
+    for t in lost:
+        bucket.on_throttled(t, message(21))
+    assert bucket._mod == 8 and bucket.moves == 1
+    assert bucket._held == bucket._probing and 2 not in bucket._held
+
+
 def test_the_smaller_holder_sends_first_within_a_slot() -> None:
     """Two processes in one slot: the service keeps the earlier request, so contests move slots
     from larger holders to smaller ones."""
