@@ -62,8 +62,9 @@ class AdaptiveBucket(TokenBucket):
 
     **Probing.** Holding less than everything, now and then take more (small holders more often): a
     refused probe is given back and the next waits twice as long (up to ``2**max_probe_backoff``);
-    one accepted ``probe_confirm`` times is kept and the next comes twice as fast, taking twice as
-    much. Holding everything, the bucket is alone again.
+    one accepted ``probe_confirm`` times is kept and the next comes at once, taking twice as much
+    (room found is often more room: a process that finished left its whole turn). Holding
+    everything, the bucket is alone again.
 
     Feedback: ``on_success(sent_at)``, ``on_throttled(sent_at, message)`` (``sent_at`` = ``now()``
     after ``acquire``). Thread- and asyncio-safe: one lock, never held while waiting. The clock is
@@ -406,10 +407,10 @@ class AdaptiveBucket(TokenBucket):
                 self._probing = self._probing - {residue}
                 if self._moving:
                     self._moving = 0  # moved to a free slot
-                elif not self._probing:  # every slot of the probe kept: probe again sooner
-                    self._wins += 1
+                elif not self._probing:  # every slot of the probe kept: there may be more room
+                    self._wins += 1  # (a finished process leaves its whole turn): look again now
                     self._fails = 0
-                    self._next_probe = now + self._interval()
+                    self._next_probe = now + p.min_probe_interval
             if len(self._held) == self._mod and not self._probing:
                 self._alone = True  # every slot is ours: nobody else is sending
                 self._margin = self._margin_base = p.start_margin

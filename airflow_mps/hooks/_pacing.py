@@ -298,8 +298,8 @@ class AdaptiveParams:
     crowd_refusals: int = 3
     crowd_fraction: float = 0.25
     #: Probing: the wait before taking more is ``probe_interval × sqrt(share)`` (× 0.5–1.5 at random),
-    #: doubled after every refused probe and halved after every probe kept, within
-    #: [``min_probe_interval``, ``max_probe_interval``].
+    #: doubled after every refused probe, within [``min_probe_interval``, ``max_probe_interval``];
+    #: after a probe kept, ``min_probe_interval``.
     probe_interval: float = 45.0
     #: ... times ``guess_probe`` when our share was a guess (no group could be measured).
     guess_probe: float = 0.25

@@ -496,17 +496,17 @@ def test_reservations_voided_by_a_change_of_turn_do_not_delay_the_next_ones() ->
 
 
 def test_probes_the_service_keeps_accepting_reclaim_the_account_fast() -> None:
-    """Everyone else left: each probe is accepted three times in a row and kept; the next comes
-    sooner and takes twice as much; holding every turn, the bucket is alone again."""
-    bucket, clock = settled(
-        group=8, rank=3, params=AdaptiveParams(start_window=1_000_000, probe_interval=8.0)
-    )
+    """Everyone else left: each probe is accepted three times in a row and kept; the next comes at
+    once and takes twice as much; holding every turn, the bucket is alone again — in seconds, not
+    the tens of seconds a share of 1/8 waits between probes (``probe_interval × sqrt(1/8)``)."""
+    bucket, clock = settled(group=8, rank=3, params=AdaptiveParams(start_window=1_000_000))
     start = clock.now
     bucket._next_probe = clock.now
     while bucket.shared() and clock.now < start + 60:
         paced(bucket, clock, 8)
     assert not bucket.shared() and bucket.share == 1.0
-    assert clock.now - start < 20 and bucket.failed_probes == 0 and bucket.throttles == 1 + OPEN.gaps
+    assert bucket.probes == 3  # one turn, then two, then the other four
+    assert clock.now - start < 8 and bucket.failed_probes == 0 and bucket.throttles == 1 + OPEN.gaps
 
 
 # ---- reservations -----------------------------------------------------------------------------------
