@@ -331,6 +331,10 @@ class AdaptiveBucket(TokenBucket):
         """The grid slot a request sent at ``sent`` was in (offsets stay within the slot)."""
         return math.floor(sent / self._width())
 
+    def _drained(self, arrived: float) -> float:
+        """When a request that reached the service at ``arrived`` is surely out of its window."""
+        return arrived + self.params.window * (1.0 + self.params.shared_margin) + self._width()
+
     # ---- storms -------------------------------------------------------------------------------
     def _storm(self, sent: float, now: float, seen: int | None) -> None:
         """Company: stop, measure the group from the tickets still arriving, resume on the grid once
@@ -343,7 +347,7 @@ class AdaptiveBucket(TokenBucket):
         self._incumbent = sum(1 for t in self.ledger if sent - p.window < t <= sent) >= 0.9 * self._slots
         # Our requests in the window, at when they reached the service: none may count against us.
         mine = [a for a in (self._arrived(t) for t in self.ledger if t <= sent) if a > sent - p.window]
-        drained = min(mine, default=sent) + p.window * (1.0 + p.shared_margin) + self._width()
+        drained = self._drained(min(mine, default=sent))
         # ... and the refusals of what we still have in flight come back (they are our tickets).
         answered = max(self.ledger, default=sent) + 1.5 * self._usual_latency()
         self._hold_until = max(drained, answered)
@@ -394,8 +398,7 @@ class AdaptiveBucket(TokenBucket):
                 self._margin = max(p.min_margin, self._margin_base - p.margin_decay * (now - self._margin_at))
                 return
             if self._tickets is not None and sent_at is not None:  # accepted while measuring: in
-                drained = sent_at + p.window * (1.0 + p.shared_margin) + self._width()  # the window
-                self._hold_until = max(self._hold_until, drained)
+                self._hold_until = max(self._hold_until, self._drained(sent_at))  # the window
             if self._tickets is not None or sent_at is None or sent_at < self._hold_until:
                 return
             residue = self._slot(sent_at) % self._mod
