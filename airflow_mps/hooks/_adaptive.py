@@ -590,8 +590,8 @@ class AdaptiveBucket(TokenBucket):
 
     def _interval(self) -> float:
         """Wait before the next probe: ``sqrt(share)`` makes small holders probe more often while the
-        whole account's probing grows only slowly with the number of processes; doubled per refused
-        probe in a row (at most ``max_probe_backoff`` times), halved per kept one."""
+        whole account's probing grows slowly with the number of processes; doubled per refused probe
+        in a row (up to ``max_probe_backoff`` times), halved per kept one (felt after a move's cut)."""
         p = self.params
         base = p.probe_interval * math.sqrt(self.share) * self._rng.uniform(0.5, 1.5)
         if self._guessed:

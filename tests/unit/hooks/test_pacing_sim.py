@@ -343,8 +343,9 @@ def test_processes_that_start_together_take_turns_at_short_round_trips(
     """The same at a 5 ms round trip (the real service from its own region; the emulator on the
     same host): an answer is back before the next request leaves, so a refusal finds nothing of
     ours in flight to measure the group with — the bucket keeps measuring for ``gaps`` more sends.
-    (Without it: 0.59-0.78 of the limit over eight seeds. K = 8 × 300 here: 0.95-0.97 in six seeds of
-    ten; in the other four the turns are misread, 0.61-0.87, docs/performance.md.)"""
+    (Without it: 0.59-0.78 of the limit over eight seeds. K = 8 × 300 here, the pacing board's ten
+    seeds at 34cef65: P8's targets met in eight; in the other two the turns are misread, down to
+    0.73, docs/performance.md.)"""
     _share(k, images, seed, network=Network(base=0.005, jitter_mean=0.002))
 
 
@@ -364,8 +365,8 @@ def test_processes_that_start_seconds_apart_stay_safe() -> None:
     """Runs that start 2 s apart: the first has the account to itself and keeps most of it — a
     latecomer meets a full window, learns no group size from it, and takes one slot per window, then
     probes. What holds: nothing fails, few requests are refused, nobody exceeds the ceiling, and
-    everyone progresses. (The whole run stays below the limit: 0.62-0.87 of it over thirty seeds,
-    median 0.78; 10 s apart 0.54-0.83, median 0.71 — benchmarks/pacing_board.py's seeding.)"""
+    everyone progresses. (The whole run stays below the limit: a median of 0.79 over thirty seeds,
+    0.72 at worst; 10 s apart 0.73, 0.62 at worst — benchmarks/pacing_board.py's seeding, 34cef65.)"""
     clock = SimClock()
     clients = [
         Client(i, AdaptiveBucket(LIMIT, clock=clock, seed=40 + i), 300, start=2.0 * i) for i in range(4)
@@ -403,8 +404,8 @@ def test_eight_processes_that_stall_while_starting_stay_safe() -> None:
     process descheduled five times a second for 30 ms on average during its first 2 s: the counts
     grow unevenly, groups of 3-10 are read where there are 8 and two processes often take one
     turn. What holds: nothing fails, nobody exceeds the ceiling. (Seven-interval storms read it
-    right more often — P8's targets met in 10 seeds of 30 at 300 images, was 2 — but not reliably;
-    docs/performance.md.)"""
+    right more often — P8's targets met in 10 seeds of 30 at 300 images, was 2; 16 since turns are
+    refined no finer than a window (959e568) — but not reliably; docs/performance.md.)"""
     clock, clients = _processes(8, 150, seed=1)
     rng = random.Random(1)
     for client in clients:
