@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from airflow_mps.batch.ledger import FLUSH_SECONDS, SubmissionLedger
 from airflow_mps.batch.plan import BatchItem
@@ -82,6 +82,14 @@ def _start_threads(pool: ThreadPoolExecutor, count: int) -> None:
             "Not all %d submitter threads started in %.0fs; submitting anyway", count, THREAD_START_SECONDS
         )
     wait(parked)
+
+
+class _PacingState(Protocol):
+    """What ``hook.pacing(action)`` returns (``hooks._pacing.PacingState``; batch does not import hooks)."""
+
+    def since(self, earlier: Any) -> _PacingState: ...
+
+    def describe(self) -> str: ...
 
 
 class SubmissionStopped(Exception):
@@ -140,6 +148,7 @@ class BatchSubmitter:
         if not items:
             return self.submitted, self.rejected
         upcoming = iter(items)
+        pacing, started = self._pacing(), time.monotonic()
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mps-submit") as pool:
             _start_threads(pool, min(self.concurrency, len(items)))
             self._refill(pool, upcoming)
@@ -151,10 +160,33 @@ class BatchSubmitter:
                 self._log_progress(len(items))
                 self._refill(pool, upcoming)
         self.ledger.flush()
-        self.log.info("Submitted %d tasks (%d rejected)", len(self.submitted), len(self.rejected))
+        elapsed = time.monotonic() - started
+        self.log.info(
+            "Submitted %d tasks (%d rejected) in %.1fs (%.1f/s)",
+            len(self.submitted),
+            len(self.rejected),
+            elapsed,
+            len(self.submitted) / elapsed if elapsed > 0 else 0.0,
+        )
+        now = self._pacing()
+        if now is not None:
+            self.log.info("ProcessImage pacing: %s", now.since(pacing).describe())
         if self.fatal is not None:
             raise SubmissionStopped(self.fatal, len(self.submitted), len(items)) from self.fatal
         return self.submitted, self.rejected
+
+    def _pacing(self) -> _PacingState | None:
+        """The hook's ProcessImage pacing now (None for a hook that does not pace): the summary line
+        says whether a slow batch shared the account. A log line never fails a batch."""
+        read = getattr(self.hook, "pacing", None)
+        if read is None:
+            return None
+        try:
+            state = read("ProcessImage")
+        except Exception as err:  # the connection could not be read: the calls will say why
+            _log.debug("No pacing state for the summary: %s", err)
+            return None
+        return cast("_PacingState", state)
 
     def _one(self, item: BatchItem) -> _Sent:
         request = self.build(item)

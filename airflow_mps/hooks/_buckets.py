@@ -12,7 +12,7 @@ import os
 import threading
 
 from airflow_mps.hooks._adaptive import AdaptiveBucket
-from airflow_mps.hooks._pacing import HEADROOM, TokenBucket
+from airflow_mps.hooks._pacing import HEADROOM, PacingState, TokenBucket
 
 _REGISTRY: dict[tuple[str, ...], TokenBucket] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -67,3 +67,25 @@ def reset_shared_buckets() -> None:
     """Forget every shared bucket (tests use this to start from an idle limiter)."""
     with _REGISTRY_LOCK:
         _REGISTRY.clear()
+
+
+def pacing_state(bucket: TokenBucket, action: str) -> PacingState:
+    """A snapshot of ``bucket``, the process-wide bucket of ``action``, fixed or adaptive (read
+    without its lock: a line for a log, taken when the calls it describes have been answered)."""
+    if isinstance(bucket, AdaptiveBucket):
+        group = bucket.group
+        mode = "alone" if not bucket.shared() else ("turns" if group is not None else "late")
+        rate, share, storms = bucket.pacing_rate, bucket.share, bucket.storms
+    else:
+        mode, rate, share, group, storms = "fixed", bucket.rate, 1.0, None, 0
+    return PacingState(
+        action=action,
+        mode=mode,
+        rate=rate,
+        ceiling=bucket.ceiling,
+        share=share,
+        group=group,
+        accepted=bucket.successes,
+        throttled=bucket.throttles,
+        storms=storms,
+    )

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from airflow_mps.steps import adrive, drive
@@ -355,6 +355,66 @@ def storm_rank(
     usual = max(later, key=later.count, default=seen[0])
     rank = usual if later.count(usual) > 1 else seen[0]
     return rank, [r for r in dict.fromkeys(seen) if r != rank]
+
+
+@dataclass(frozen=True)
+class PacingState:
+    """How this process paces one API action, as ``_buckets.pacing_state`` read it: what a batch reports
+    when it has submitted, so that a batch that ran slowly because others shared the account says so.
+
+    ``mode`` is ``"fixed"`` (``AIRFLOW_MPS_PACING=fixed``), ``"alone"`` (the whole limit), ``"turns"``
+    (sharing after a storm that measured ``group`` processes) or ``"late"`` (it came to an account
+    others kept full: a small share, probing for more). The counts are since the bucket was made, or
+    since an earlier state with :meth:`since`.
+    """
+
+    action: str
+    mode: str
+    #: Calls per second it sends at now, and the connection's rate (fixed pacing: the pace).
+    rate: float
+    ceiling: float
+    share: float
+    group: int | None
+    accepted: int
+    throttled: int
+    storms: int
+
+    def since(self, earlier: PacingState | None) -> PacingState:
+        """This state with the counts since ``earlier`` (a state of the same bucket)."""
+        if earlier is None:
+            return self
+        return replace(
+            self,
+            accepted=self.accepted - earlier.accepted,
+            throttled=self.throttled - earlier.throttled,
+            storms=self.storms - earlier.storms,
+        )
+
+    def describe(self) -> str:
+        """One line for a task log, e.g. ``sharing the account (the last storm found 4 processes):
+        25% of the 20/s limit, 4.9/s; 9 of 309 ProcessImage requests throttled (2.9%)``."""
+        limit = f"{self.ceiling:g}/s"
+        if self.mode == "fixed":
+            how = f"fixed pacing at {self.rate:.1f}/s (AIRFLOW_MPS_PACING=fixed)"
+        elif self.mode == "alone":
+            how = f"alone on the account at {self.rate:.1f}/s (limit {limit})"
+        elif self.mode == "turns":
+            how = (
+                f"sharing the account (the last storm found {self.group} processes): "
+                f"{self.share:.0%} of the {limit} limit, {self.rate:.1f}/s"
+            )
+        else:
+            how = (
+                f"came to an account others kept full: {self.share:.0%} of the {limit} limit, "
+                f"{self.rate:.1f}/s, probing for more (batches that start seconds apart share "
+                "unevenly: docs/batch.md, Pools)"
+            )
+        sent = self.accepted + self.throttled
+        refused = f"{self.throttled} of {sent} {self.action} requests throttled"
+        if sent:
+            refused += f" ({self.throttled / sent:.1%})"
+        storms = f"; {self.storms} storm{'' if self.storms == 1 else 's'}" if self.storms else ""
+        return f"{how}; {refused}{storms}"
 
 
 def _slots(ceiling: float, window: float) -> int:

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_mps.hooks import _redact
-from airflow_mps.hooks._buckets import shared_bucket
+from airflow_mps.hooks._buckets import pacing_state, shared_bucket
 from airflow_mps.hooks._clients import (
     SharedAsyncClient,
     acquire_async_client,
@@ -55,7 +55,7 @@ from airflow_mps.hooks._credentials import (
     proxy_password,
     resolve_settings,
 )
-from airflow_mps.hooks._pacing import HEADROOM, TokenBucket
+from airflow_mps.hooks._pacing import HEADROOM, PacingState, TokenBucket
 from airflow_mps.hooks._retry import Decision, RetryClock, RetryPolicy
 from airflow_mps.hooks._steps import Sleep, Steps, adrive, drive
 from airflow_mps.hooks.failures import Failure, classify_failure
@@ -490,6 +490,11 @@ class TencentCloudBaseHook(BaseHook):
         """The process-wide bucket of ``action``'s quota for this account (shared by every hook)."""
         name, rate = self._pacing(settings, action)
         return shared_bucket((settings.pacing_key, name), rate)  # the ceiling; fixed pacing keeps HEADROOM
+
+    def pacing(self, action: str) -> PacingState:
+        """How this process paces ``action`` on this connection's account now: alone, sharing the
+        account, fixed; its rate and what was refused (a batch logs it when it has submitted)."""
+        return pacing_state(self._bucket(self.get_settings(), action), action)
 
     # ---- the retry driver -----------------------------------------------------------------------
     def _after_failure(

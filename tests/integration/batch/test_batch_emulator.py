@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -171,6 +172,28 @@ def test_300_images_at_the_limit_with_latency(conn: Any, png: bytes) -> None:
     assert lines[0]["output"].startswith(f"cos://{BUCKET}/enhanced/{part}/sub0/") and lines[0][
         "output"
     ].endswith(".jpg")
+
+
+def test_the_submission_summary_says_how_the_account_was_paced(
+    conn: Any, png: bytes, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A batch that ran below the limit must say why: its summary names the pacing (alone, sharing
+    # after a storm, late to a full account, fixed) and what the service refused — counted by the
+    # process's own bucket, so they must be the emulator's own counts of this batch's requests.
+    part = _seed(conn, png, 40)
+    capfd.readouterr()
+    summary = _run(_operator(part, submit_concurrency=4), _context(MemoryTaskStateStore()))
+    assert summary["succeeded"] == 40
+    logged = capfd.readouterr()
+    text = logged.out + logged.err  # the task logger writes to the console here
+    assert re.search(r"Submitted 40 tasks \(0 rejected\) in \d+\.\d+s \(\d+\.\d+/s\)", text)
+    (pacing,) = re.findall(r"ProcessImage pacing: [^\n\[]*", text)
+    received, throttled = _count(conn, "ProcessImage"), _count(conn, "ProcessImage", "throttled")
+    assert received == 40 + throttled
+    assert f"; {throttled} of {received} ProcessImage requests throttled" in pacing
+    if throttled == 0:  # nothing refused: nothing could have shown another process
+        assert pacing.startswith("ProcessImage pacing: alone on the account at ")
+        assert "(limit 20/s)" in pacing
 
 
 def test_status_calls_per_image_stay_low(conn: Any, png: bytes, listing: str) -> None:
