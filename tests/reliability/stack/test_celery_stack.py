@@ -34,6 +34,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -389,6 +390,14 @@ def test_celery_backfill_submits_one_batch_at_a_time_through_the_pool(tmp_path: 
         }
         assert all(received.values()), received
 
+        # Every batch said in its task log how the account was paced while it submitted.
+        pacing = [
+            match
+            for path in sorted((home / "logs").rglob("*.log"))
+            for match in re.findall(r"ProcessImage pacing: [^\"\n]*", path.read_text(errors="replace"))
+        ]
+        assert len(pacing) >= DAYS, (pacing, logs_tail(logs, 2000))
+
         windows = _windows(sampler.samples, day_names, IMAGES_PER_DAY)
         ordered = sorted(windows.items(), key=lambda kv: kv[1][0])
         first, last = ordered[0][1][0], max(end for _, end in windows.values())
@@ -408,7 +417,8 @@ def test_celery_backfill_submits_one_batch_at_a_time_through_the_pool(tmp_path: 
                 for day, (start, end) in ordered
             )
             + f"; hand-off gaps {', '.join(f'{g:.1f}' for g in gaps)} s; workloads per worker {received}; "
-            f"wall {time.monotonic() - started:.0f} s"
+            f"wall {time.monotonic() - started:.0f} s\n"
+            + "\n".join(f"[celery, pool {POOL!r} of 1] {line}" for line in pacing)
         )
     finally:
         procs.stop_all(keep=("postgres", "redis"))
