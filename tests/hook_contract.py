@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from airflow_mps.ownership import MAX_DESCRIBES
 
 if TYPE_CHECKING:
+    from airflow_mps.hooks._pacing import PacingState
     from airflow_mps.hooks.base import ClientSettings
     from airflow_mps.hooks.cos import CosObject
     from airflow_mps.models import ImageTaskInfo, ImageTaskStatus, ProcessImageRequest, Submission
@@ -134,6 +135,12 @@ class ReadsAndWritesCosObjects(Protocol):
     ) -> str: ...
 
 
+class ReportsPacing(SendsImageTasks, Protocol):
+    """The batch submitter's summary (batch/submit.py): how ProcessImage was paced while it submitted."""
+
+    def pacing(self, action: str) -> PacingState: ...
+
+
 class ReadsConnectionSettings(Protocol):
     """The operators' region check (operators/base.py): the connection's settings, before any API call."""
 
@@ -159,6 +166,7 @@ REAL_HOOKS: dict[type, tuple[str, ...]] = {
     PollsImageTasksAsync: ("airflow_mps.hooks.mps:MpsHook",),
     ChecksCosObjects: ("airflow_mps.hooks.cos:CosHook", "airflow_mps.hooks.mps:MpsHook"),
     ReadsAndWritesCosObjects: ("airflow_mps.hooks.cos:CosHook", "airflow_mps.hooks.mps:MpsHook"),
+    ReportsPacing: ("airflow_mps.hooks.mps:MpsHook",),
     ReadsConnectionSettings: ("airflow_mps.hooks.mps:MpsHook", "airflow_mps.hooks.cos:CosHook"),
     ChecksCosObjectsFromTrigger: ("airflow_mps.hooks.cos:CosHook",),
 }

@@ -87,7 +87,7 @@ def _start_threads(pool: ThreadPoolExecutor, count: int) -> None:
 class _PacingState(Protocol):
     """What ``hook.pacing(action)`` returns (``hooks._pacing.PacingState``; batch does not import hooks)."""
 
-    def since(self, earlier: Any) -> _PacingState: ...
+    def since(self, earlier: Any) -> _PacingState | None: ...
 
     def describe(self) -> str: ...
 
@@ -168,25 +168,35 @@ class BatchSubmitter:
             elapsed,
             len(self.submitted) / elapsed if elapsed > 0 else 0.0,
         )
-        now = self._pacing()
-        if now is not None:
-            self.log.info("ProcessImage pacing: %s", now.since(pacing).describe())
+        self._log_pacing(pacing)
         if self.fatal is not None:
             raise SubmissionStopped(self.fatal, len(self.submitted), len(items)) from self.fatal
         return self.submitted, self.rejected
 
     def _pacing(self) -> _PacingState | None:
-        """The hook's ProcessImage pacing now (None for a hook that does not pace): the summary line
-        says whether a slow batch shared the account. A log line never fails a batch."""
+        """The hook's ProcessImage pacing now (None for a hook that does not pace, or cannot say)."""
         read = getattr(self.hook, "pacing", None)
         if read is None:
             return None
         try:
-            state = read("ProcessImage")
-        except Exception as err:  # the connection could not be read: the calls will say why
+            return cast("_PacingState", read("ProcessImage"))
+        except Exception as err:  # the connection could not be read: the calls say why, not this line
             _log.debug("No pacing state for the summary: %s", err)
             return None
-        return cast("_PacingState", state)
+
+    def _log_pacing(self, before: _PacingState | None) -> None:
+        """Log how ProcessImage was paced while this batch submitted (alone, sharing the account, late
+        to a full one), with its answers: a slow batch says whether others shared the account. Only
+        with a state from the start (the counts are this batch's); a log line never fails a batch."""
+        if before is None:
+            return
+        try:
+            after = self._pacing()
+            delta = after.since(before) if after is not None else None
+            if delta is not None:
+                self.log.info("ProcessImage pacing: %s", delta.describe())
+        except Exception as err:
+            _log.debug("No pacing summary: %s", err)
 
     def _one(self, item: BatchItem) -> _Sent:
         request = self.build(item)

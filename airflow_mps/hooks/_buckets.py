@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Literal
 
 from airflow_mps.hooks._adaptive import AdaptiveBucket
 from airflow_mps.hooks._pacing import HEADROOM, PacingState, TokenBucket
@@ -72,12 +73,18 @@ def reset_shared_buckets() -> None:
 def pacing_state(bucket: TokenBucket, action: str) -> PacingState:
     """A snapshot of ``bucket``, the process-wide bucket of ``action``, fixed or adaptive (read
     without its lock: a line for a log, taken when the calls it describes have been answered)."""
+    mode: Literal["fixed", "alone", "measuring", "turns", "late"] = "fixed"
+    rate, share, group, measured, storms = bucket.rate, 1.0, None, False, 0
     if isinstance(bucket, AdaptiveBucket):
         group = bucket.group
-        mode = "alone" if not bucket.shared() else ("turns" if group is not None else "late")
+        if not bucket.shared():
+            mode = "alone"
+        elif bucket._tickets is not None:  # a storm's pause: its tickets are still being read
+            mode = "measuring"
+        else:
+            mode = "turns" if group is not None else "late"
+        measured = group is not None and not bucket._guessed  # an incumbent's "2" when tickets were few
         rate, share, storms = bucket.pacing_rate, bucket.share, bucket.storms
-    else:
-        mode, rate, share, group, storms = "fixed", bucket.rate, 1.0, None, 0
     return PacingState(
         action=action,
         mode=mode,
@@ -85,7 +92,9 @@ def pacing_state(bucket: TokenBucket, action: str) -> PacingState:
         ceiling=bucket.ceiling,
         share=share,
         group=group,
+        measured=measured,
         accepted=bucket.successes,
         throttled=bucket.throttles,
         storms=storms,
+        bucket=id(bucket),
     )

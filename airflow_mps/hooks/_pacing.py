@@ -35,8 +35,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 from airflow_mps.steps import adrive, drive
 
@@ -362,59 +362,70 @@ class PacingState:
     """How this process paces one API action, as ``_buckets.pacing_state`` read it: what a batch reports
     when it has submitted, so that a batch that ran slowly because others shared the account says so.
 
-    ``mode`` is ``"fixed"`` (``AIRFLOW_MPS_PACING=fixed``), ``"alone"`` (the whole limit), ``"turns"``
-    (sharing after a storm that measured ``group`` processes) or ``"late"`` (it came to an account
-    others kept full: a small share, probing for more). The counts are since the bucket was made, or
-    since an earlier state with :meth:`since`.
+    ``mode`` is ``"fixed"`` (``AIRFLOW_MPS_PACING=fixed``), ``"alone"`` (the whole limit),
+    ``"measuring"`` (a storm: other processes were just found, their number is being read), ``"turns"``
+    (sharing after a storm: ``group`` processes, ``measured`` or — too few tickets — guessed) or
+    ``"late"`` (it came to an account others kept full: a small share, probing for more). The counts
+    (answers the bucket was told of: accepted, throttled) are since the bucket was made, or since an
+    earlier state of the same bucket with :meth:`since`.
     """
 
     action: str
-    mode: str
+    mode: Literal["fixed", "alone", "measuring", "turns", "late"]
     #: Calls per second it sends at now, and the connection's rate (fixed pacing: the pace).
     rate: float
     ceiling: float
     share: float
     group: int | None
+    measured: bool
     accepted: int
     throttled: int
     storms: int
+    #: Which bucket this was read from (a registry reset between two states makes a new one).
+    bucket: int = field(default=0, compare=False, repr=False)
 
-    def since(self, earlier: PacingState | None) -> PacingState:
-        """This state with the counts since ``earlier`` (a state of the same bucket)."""
-        if earlier is None:
-            return self
-        return replace(
+    def since(self, earlier: PacingState | None) -> PacingState | None:
+        """This state with the counts since ``earlier``; None when they cannot be told apart (no
+        earlier state, or one of another bucket) — never the counts of something else."""
+        if earlier is None or earlier.bucket != self.bucket:
+            return None
+        delta = replace(
             self,
             accepted=self.accepted - earlier.accepted,
             throttled=self.throttled - earlier.throttled,
             storms=self.storms - earlier.storms,
         )
+        return delta if min(delta.accepted, delta.throttled, delta.storms) >= 0 else None
 
     def describe(self) -> str:
         """One line for a task log, e.g. ``sharing the account (the last storm found 4 processes):
-        25% of the 20/s limit, 4.9/s; 9 of 309 ProcessImage requests throttled (2.9%)``."""
+        25% of the 20/s limit, 4.9/s; ProcessImage: 300 accepted, 9 throttled (2.9%); 1 storm``."""
         limit = f"{self.ceiling:g}/s"
         if self.mode == "fixed":
             how = f"fixed pacing at {self.rate:.1f}/s (AIRFLOW_MPS_PACING=fixed)"
         elif self.mode == "alone":
             how = f"alone on the account at {self.rate:.1f}/s (limit {limit})"
+        elif self.mode == "measuring":
+            how = "other processes just found on the account, measuring how many (a storm)"
         elif self.mode == "turns":
-            how = (
-                f"sharing the account (the last storm found {self.group} processes): "
-                f"{self.share:.0%} of the {limit} limit, {self.rate:.1f}/s"
+            found = (
+                f"the last storm found {self.group} processes"
+                if self.measured
+                else f"a storm too short to measure, taken as {self.group} processes"
             )
+            how = f"sharing the account ({found}): {self.share:.0%} of the {limit} limit, {self.rate:.1f}/s"
         else:
             how = (
                 f"came to an account others kept full: {self.share:.0%} of the {limit} limit, "
                 f"{self.rate:.1f}/s, probing for more (batches that start seconds apart share "
                 "unevenly: docs/batch.md, Pools)"
             )
-        sent = self.accepted + self.throttled
-        refused = f"{self.throttled} of {sent} {self.action} requests throttled"
-        if sent:
-            refused += f" ({self.throttled / sent:.1%})"
+        answered = self.accepted + self.throttled
+        counts = f"{self.action}: {self.accepted} accepted, {self.throttled} throttled"
+        if answered:
+            counts += f" ({self.throttled / answered:.1%})"
         storms = f"; {self.storms} storm{'' if self.storms == 1 else 's'}" if self.storms else ""
-        return f"{how}; {refused}{storms}"
+        return f"{how}; {counts}{storms}"
 
 
 def _slots(ceiling: float, window: float) -> int:

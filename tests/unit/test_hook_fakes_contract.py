@@ -48,6 +48,7 @@ EXPECTED_FAKES = {
     "test_batch_state.FinishedHook",
     "test_batch_state.MemoryCos",
     "test_batch_submit.RecordingHook",
+    "test_batch_submit.PacedHook",
     "test_trigger_mps.ScriptedHook",
     "test_trigger_mps.HangingHook",
     "test_trigger_mps.FleetHook",

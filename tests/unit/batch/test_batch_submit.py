@@ -1,5 +1,6 @@
-"""The batch submitter's threads (airflow_mps/batch/submit.py): every one started before the first
-request, so a process's first second is paced like the rest (issue 13, bench P8)."""
+"""The batch submitter (airflow_mps/batch/submit.py): every thread started before the first request,
+so a process's first second is paced like the rest (issue 13, bench P8); and the summary it logs —
+the batch's rate and how the account was paced while it submitted."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from airflow_mps.batch import submit as submit_mod
 from airflow_mps.batch.ledger import SubmissionLedger
 from airflow_mps.batch.plan import BatchItem
 from airflow_mps.batch.submit import BatchSubmitter
-from tests.hook_contract import SendsImageTasks
+from airflow_mps.hooks._buckets import pacing_state
+from airflow_mps.hooks._pacing import HEADROOM, TokenBucket
+from tests.hook_contract import ReportsPacing, SendsImageTasks
 
 
 class RecordingHook(SendsImageTasks):
@@ -69,3 +72,63 @@ def test_a_thread_that_cannot_start_delays_the_batch_but_does_not_stop_it(
     hook = RecordingHook()
     submitted, _ = _submitter(hook, 4).run(_items(10))
     assert len(submitted) == 10
+
+
+class Lines:
+    """A task log that keeps what it was told (``WaitLog``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: Any, /, *args: Any) -> None:
+        self.lines.append(msg % args)
+
+    warning = error = info
+
+
+class PacedHook(RecordingHook, ReportsPacing):
+    """A hook with a real (fixed) bucket that is told of each answer, as ``MpsHook`` tells its own;
+    ``pacing`` raises when ``broken`` (a connection that cannot be read)."""
+
+    def __init__(self, broken: bool = False) -> None:
+        super().__init__()
+        self.broken = broken
+        self.bucket = TokenBucket(20 * HEADROOM)
+
+    def pacing(self, action: str) -> Any:
+        if self.broken:
+            raise RuntimeError("the connection could not be read")
+        return pacing_state(self.bucket, action)
+
+    def process_image(self, request: Any) -> Any:
+        self.bucket.on_success(0.0)
+        return super().process_image(request)
+
+
+def _logged(hook: RecordingHook, n: int) -> list[str]:
+    log = Lines()
+    submitter = BatchSubmitter(
+        hook, lambda item: item.input_key, SubmissionLedger(None), concurrency=4, log=log
+    )
+    submitted, _ = submitter.run(_items(n))
+    assert len(submitted) == n
+    return log.lines
+
+
+def test_the_summary_names_the_rate_and_the_pacing_with_this_batchs_answers_only() -> None:
+    hook = PacedHook()
+    for _ in range(5):  # an earlier batch in this worker process
+        hook.bucket.on_success(0.0)
+    lines = _logged(hook, 12)
+    assert any(line.startswith("Submitted 12 tasks (0 rejected) in ") for line in lines)
+    assert lines[-1] == (
+        "ProcessImage pacing: fixed pacing at 19.4/s (AIRFLOW_MPS_PACING=fixed); "
+        "ProcessImage: 12 accepted, 0 throttled (0.0%)"
+    )
+
+
+def test_a_hook_that_cannot_say_how_it_paces_costs_only_the_pacing_line() -> None:
+    for hook in (PacedHook(broken=True), RecordingHook()):
+        lines = _logged(hook, 6)
+        assert any(line.startswith("Submitted 6 tasks (0 rejected) in ") for line in lines)
+        assert not any("pacing" in line for line in lines)
