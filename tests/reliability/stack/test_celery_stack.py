@@ -390,13 +390,17 @@ def test_celery_backfill_submits_one_batch_at_a_time_through_the_pool(tmp_path: 
         }
         assert all(received.values()), received
 
-        # Every partition's batch said in its task log how the account was paced while it submitted.
-        said: dict[str, list[str]] = {day: [] for day in day_names}
-        for path in sorted((home / "logs").rglob("*.log")):
-            for day in (d for d in day_names if d in str(path)):
-                said[day] += re.findall(r"ProcessImage pacing: [^\"\n]*", path.read_text(errors="replace"))
-        assert all(said.values()), (said, logs_tail(logs, 2000))
-        pacing = [f"{day}: {line}" for day, lines in said.items() for line in lines]
+        # Every backfill run's batch said in its task log how the account was paced while it submitted
+        # (a run's logical date is the day after its partition's).
+        said: dict[str, list[str]] = {}
+        for path in sorted((home / "logs").rglob("task_id=enhance/attempt=*.log")):
+            run = path.parent.parent.name
+            if run.startswith("run_id=backfill__") and ".trigger." not in path.name:
+                said.setdefault(run, []).extend(
+                    re.findall(r"ProcessImage pacing: [^\"\n]*", path.read_text(errors="replace"))
+                )
+        assert len(said) == DAYS and all(said.values()), (said, logs_tail(logs, 2000))
+        pacing = [f"{run[len('run_id=') :]}: {line}" for run, lines in said.items() for line in lines]
 
         windows = _windows(sampler.samples, day_names, IMAGES_PER_DAY)
         ordered = sorted(windows.items(), key=lambda kv: kv[1][0])
