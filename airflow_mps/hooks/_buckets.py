@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Literal
 
 from airflow_mps.hooks._adaptive import AdaptiveBucket
-from airflow_mps.hooks._pacing import HEADROOM, PacingState, TokenBucket
+from airflow_mps.hooks._pacing import HEADROOM, PacingMode, PacingState, TokenBucket
 
 _REGISTRY: dict[tuple[str, ...], TokenBucket] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -73,7 +72,7 @@ def reset_shared_buckets() -> None:
 def pacing_state(bucket: TokenBucket, action: str) -> PacingState:
     """A snapshot of ``bucket``, the process-wide bucket of ``action``, fixed or adaptive (read
     without its lock: a line for a log, taken when the calls it describes have been answered)."""
-    mode: Literal["fixed", "alone", "measuring", "turns", "late"] = "fixed"
+    mode: PacingMode = "fixed"
     rate, share, group, measured, storms = bucket.rate, 1.0, None, False, 0
     if isinstance(bucket, AdaptiveBucket):
         group = bucket.group

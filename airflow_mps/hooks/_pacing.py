@@ -357,6 +357,10 @@ def storm_rank(
     return rank, [r for r in dict.fromkeys(seen) if r != rank]
 
 
+#: What a bucket is doing, as :class:`PacingState` names it.
+PacingMode = Literal["fixed", "alone", "measuring", "turns", "late"]
+
+
 @dataclass(frozen=True)
 class PacingState:
     """How this process paces one API action, as ``_buckets.pacing_state`` read it: what a batch reports
@@ -371,7 +375,7 @@ class PacingState:
     """
 
     action: str
-    mode: Literal["fixed", "alone", "measuring", "turns", "late"]
+    mode: PacingMode
     #: Calls per second it sends at now, and the connection's rate (fixed pacing: the pace).
     rate: float
     ceiling: float
