@@ -78,11 +78,11 @@ def pacing_state(bucket: TokenBucket, action: str) -> PacingState:
         group = bucket.group
         if not bucket.shared():
             mode = "alone"
-        elif bucket._tickets is not None:  # a storm's pause: its tickets are still being read
+        elif bucket.measuring:  # a storm's pause: its tickets are still being read
             mode = "measuring"
         else:
             mode = "turns" if group is not None else "late"
-        measured = group is not None and not bucket._guessed  # an incumbent's "2" when tickets were few
+        measured = group is not None and not bucket.guessed  # an incumbent's "2" when tickets were few
         rate, share, storms = bucket.pacing_rate, bucket.share, bucket.storms
     return PacingState(
         action=action,
