@@ -2,7 +2,7 @@
 
 Issue 13's controller (``airflow_mps/hooks/_adaptive.py``) trades one scenario for another easily; a
 change is judged on all of them at once, each over several seeds, in the deterministic simulation of
-``tests/unit/hooks/test_pacing_sim.py`` (the real bucket on a fake clock against the emulator's
+``tests/pacing_sim.py`` (the real bucket on a fake clock against the emulator's
 limiter semantics). Not part of ``make bench``: it measures no code speed, takes ~10 s, and its
 numbers are the simulation's (bench P8 measures the real processes).
 
@@ -39,7 +39,7 @@ from p8_shared_account import TARGET_AGGREGATE, TARGET_THROTTLED  # bench P8's t
 
 from airflow_mps.hooks._adaptive import AdaptiveBucket
 from airflow_mps.hooks._pacing import AdaptiveParams
-from tests.unit.hooks import test_pacing_sim as sim
+from tests import pacing_sim as sim
 
 SEEDS = 10
 
@@ -95,13 +95,13 @@ def run(row: Row, seed: int, params: AdaptiveParams) -> tuple[float, float, bool
         bucket = AdaptiveBucket(sim.LIMIT, clock=clock, seed=seed * 100 + i, params=params)
         client = sim.Client(i, bucket, images, start=start)
         if row.stalls:
-            client.stalls = sim._stalls(
+            client.stalls = sim.stalls(
                 rng, clock.now + start, per_second=5.0 * row.stalls, mean=0.03 * row.stalls
             )
         clients.append(client)
     first = clock.now
     outcome = sim.simulate(clients, clock, seed=seed, network=row.network, until=900)
-    aggregate, refused, _ = sim._whole_run(outcome, first)
+    aggregate, refused, _ = sim.whole_run(outcome, first)
     buckets = [c.bucket for c in clients if isinstance(c.bucket, AdaptiveBucket)]
     ranks = {b.rank for b in buckets}
     exact = all(b.group == len(clients) for b in buckets) and len(ranks) == len(clients)
