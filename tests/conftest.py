@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,18 @@ def emulator(tmp_path_factory: pytest.TempPathFactory):
 
     with EmulatorServer(data_dir=tmp_path_factory.mktemp("emulator")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[None]:
+    """Reset (create + migrate) the isolated SQLite metadata DB configured above, once per test
+    process. Only here: a reset later in the session would orphan what earlier tests in the same
+    process cached (serialized DAG versions), and under pytest-xdist a worker runs tests of many
+    directories in any order."""
+    from airflow.utils import db
+
+    db.resetdb()
+    yield
 
 
 @pytest.fixture(autouse=True)

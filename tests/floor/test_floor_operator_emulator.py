@@ -74,10 +74,7 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture(scope="module")
-def dags(emu: EmulatorServer) -> dict[str, Any]:
-    from airflow.utils import db
-
-    db.resetdb()
+def dags(emu: EmulatorServer, airflow_db: None) -> dict[str, Any]:
     spec = importlib.util.spec_from_file_location(
         "mps_operator_test_dags", TEST_DAGS / "mps_operator_test_dags.py"
     )
