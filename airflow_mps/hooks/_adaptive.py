@@ -58,7 +58,8 @@ class AdaptiveBucket(GridTurns, TokenBucket):
     **Contests.** Two requests in one slot: the first is kept; a bucket sends later in its slot the
     larger its share, so the smaller holder wins. Three evenly spaced refusals of a residue mean
     another sender there: leave it that slot (at its grain), or — our only residue — move (our
-    tickets name candidates, then any other), halving when none is free. A refusal counting ``storm_factor ×
+    tickets name candidates, then any other), halving when none is free (a latecomer keeps its one slot per
+    window: that slot finds the room an incumbent leaves). A refusal counting ``storm_factor ×
     limit`` is somebody's storm and costs nothing; refusals of over ``crowd_fraction`` of what we
     sent halve our share (shares adding up to more than the limit: a group measured wrong).
 

@@ -42,6 +42,7 @@ class GridTurns:
     _fails: int
     _next_probe: float
     _candidates: list[int]
+    _group: int | None
     _guessed: bool
 
     @property
@@ -229,7 +230,8 @@ class GridTurns:
 
     def _move(self, now: float, lost: int | None = None, slot: int | None = None) -> None:
         """Try another residue (one our storm tickets named first, then any); after as many refused
-        tries as there are other residues (at least ``max_moves``), keep half of the slot we had."""
+        tries as there are other residues (at least ``max_moves``), keep half of the slot we had —
+        or, a latecomer at one slot per window, the slot itself."""
         p = self.params
         if lost is not None:
             self._lost_slot = (lost, slot)
@@ -255,6 +257,14 @@ class GridTurns:
                 return
         residue, lost_slot = self._lost_slot
         self._moving = 0
+        if self._group is None and self._mod >= self._slots:
+            # A latecomer (no group: it came to a full account) keeps one slot per window: that slot
+            # is how it finds the room an incumbent leaves when it finishes, and at half a slot every
+            # doubling back waits twice as long (pacing board, late2: median 0.797 -> 0.831).
+            self._hold(self._mod, {residue})
+            self._next_probe = now + self._interval()
+            self.epoch += 1
+            return
         mod = self._mod * 2
         kept = residue + self._mod if lost_slot is not None and lost_slot % mod == residue else residue
         self._hold(mod, {kept})

@@ -482,6 +482,33 @@ def test_a_process_that_lost_its_turn_tries_every_other_turn_before_halving() ->
     assert bucket.moves == 7 and bucket.cuts == 1 and bucket.share == pytest.approx(1 / 16)
 
 
+def test_a_latecomer_whose_every_move_is_refused_keeps_one_slot_per_window() -> None:
+    """A latecomer (one slot per window, no group) loses its slot to the incumbent and every other
+    slot it tries is full too: it stays at one slot per window rather than half of one — that slot
+    is how it finds the room the incumbent leaves when it finishes, and from half a slot every
+    doubling back would wait twice as long. A bucket with a measured group still halves (above)."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=4)
+    storm(bucket, clock, first_ticket=21, group=1)
+    send(bucket, clock)
+    assert bucket.group is None and bucket.share == pytest.approx(1 / 20)
+    lost = send(bucket, clock, 3)
+    clock.now += 0.15
+    for t in lost:  # three instances in a row refused: the incumbent sends in our slot
+        bucket.on_throttled(t, message(21))
+    assert bucket.moves == 1
+    while bucket.moves < 40:
+        moves = bucket.moves
+        (t,) = send(bucket, clock)
+        bucket.on_throttled(t, message(21))  # that slot is the incumbent's too
+        if bucket.moves == moves:
+            break  # every other slot tried: the bucket settled
+    assert bucket.moves == 19 and bucket.cuts == 0
+    assert bucket._mod == 20 and bucket.share == pytest.approx(1 / 20) and not bucket._probing
+    times = send(bucket, clock, 3)
+    assert len({grid_slot(t) % 20 for t in times}) == 1 and times[-1] - times[0] < 2 * 20 * WIDTH + 0.01
+
+
 def test_reservations_voided_by_a_change_of_turn_do_not_delay_the_next_ones() -> None:
     """Eight workers sleep toward eight turns (eight windows ahead); the bucket moves to another
     turn: the void reservations give their places back, and the first worker to reserve again
