@@ -55,8 +55,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory):
 def airflow_db() -> Iterator[None]:
     """Reset (create + migrate) the isolated SQLite metadata DB configured above, once per test
     process. Only here: a reset later in the session would orphan what earlier tests in the same
-    process cached (serialized DAG versions), and under pytest-xdist a worker runs tests of many
-    directories in any order."""
+    process cached (serialized DAG versions), and one process runs several test directories (the
+    floor lane runs tests/unit, tests/integration and tests/floor together)."""
     from airflow.utils import db
 
     db.resetdb()

@@ -261,14 +261,12 @@ class GridTurns:
             # A latecomer (no group: it came to a full account) keeps one slot per window: that slot
             # is how it finds the room an incumbent leaves when it finishes, and at half a slot every
             # doubling back waits twice as long (pacing board, late2: median 0.797 -> 0.831).
-            self._hold(self._mod, {residue})
-            self._next_probe = now + self._interval()
-            self.epoch += 1
-            return
-        mod = self._mod * 2
-        kept = residue + self._mod if lost_slot is not None and lost_slot % mod == residue else residue
+            mod, kept = self._mod, residue
+        else:
+            mod = self._mod * 2
+            kept = residue + self._mod if lost_slot is not None and lost_slot % mod == residue else residue
+            self.cuts += 1
         self._hold(mod, {kept})
-        self.cuts += 1
         self._next_probe = now + self._interval()
         self.epoch += 1
 
