@@ -64,10 +64,12 @@ class AdaptiveBucket(GridTurns, TokenBucket):
     sent halve our share (shares adding up to more than the limit: a group measured wrong).
 
     **Probing.** Holding less than everything, now and then take more (small holders more often): a
-    refused probe is given back and the next waits twice as long (up to ``2**max_probe_backoff``);
-    one accepted ``probe_confirm`` times is kept and the next comes at once, taking twice as much
-    (room found is often more room: a process that finished left its whole turn). Holding
-    everything, the bucket is alone again.
+    refused probe is given back and the next waits twice as long (up to ``2**max_probe_backoff``;
+    not at all below the fair share of the group we measured: squeezed there, the room we lost is
+    likely still free); a probe whose every slot was accepted over a window, and ``probe_confirm``
+    times in all, is kept and the next comes at once, taking twice as much (room found is often more
+    room: a process that finished left its whole turn). Holding everything, the bucket is alone
+    again.
 
     Feedback: ``on_success(sent_at)``, ``on_throttled(sent_at, message)`` (``sent_at`` = ``now()``
     after ``acquire``). Thread- and asyncio-safe: one lock, never held while waiting. The clock is
@@ -130,6 +132,7 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         self._lost_slot: tuple[int, int | None] = (0, None)
         self._probing: frozenset[int] = frozenset()
         self._probe_ok: dict[int, int] = {}
+        self._probe_need = p.probe_confirm
         self._wins = self._fails = 0
         self._next_probe = math.inf
 

@@ -303,11 +303,14 @@ class AdaptiveParams:
     probe_interval: float = 45.0
     #: ... times ``guess_probe`` when our share was a guess (no group could be measured).
     guess_probe: float = 0.25
-    #: A probed slot is kept once this many of its instances in a row were accepted.
+    #: A probe is kept once this many of its instances in a row were accepted — and each of its
+    #: residues over a window's slots (one residue of 4 stands for 5 slots of 20, any of which a
+    #: latecomer may hold); a probe of 4 residues at one slot per window is kept in one window.
     probe_confirm: int = 3
     min_probe_interval: float = 0.3
     #: Refused probes in a row double the wait at most this many times: a full account refuses every
     #: probe, and the wait must stay short enough to find the room others leave when they finish.
+    #: A bucket holding less than ``1 / group`` (squeezed by a contest or a crowd) does not back off.
     max_probe_backoff: int = 2
     max_probe_interval: float = 120.0
     #: A bucket idle this long forgets what it learned (the next burst starts afresh).

@@ -387,7 +387,7 @@ def test_losing_every_instance_of_our_turn_moves_us_to_the_turn_our_tickets_name
     for t in lost:  # three instances in a row refused: another process holds turn 2
         bucket.on_throttled(t, message(21))
     assert bucket.moves == 1 and bucket._probing == frozenset({3})
-    for t in send(bucket, clock, OPEN.probe_confirm):
+    for t in send(bucket, clock, 20 // 4):  # a window of turn 3's instances, all accepted
         bucket.on_success(t)
     assert bucket._held == frozenset({3}) and not bucket._probing
 
@@ -451,20 +451,55 @@ def test_a_refused_probe_is_given_back_and_the_next_one_waits_twice_as_long() ->
     assert bucket._next_probe - clock.now > wait
 
 
+def refuse_probes(bucket: AdaptiveBucket, clock: FakeClock, n: int) -> None:
+    """``n`` probes in a row, each started at once and refused at its first instance (a full account)."""
+    for _ in range(n):
+        bucket._next_probe = clock.now
+        (t,) = send(bucket, clock)
+        bucket.on_success(t)
+        (probe,) = bucket._probing
+        mod = bucket._mod
+        sent = next(t for t in send(bucket, clock, mod) if grid_slot(t) % mod == probe)
+        bucket.on_throttled(sent, message(21))
+
+
 def test_refused_probes_in_a_row_lengthen_the_wait_only_so_far() -> None:
     """A full account refuses every probe; the wait doubles at most ``max_probe_backoff`` times, so
     that the room others leave when they finish is found in seconds, not minutes."""
     params = AdaptiveParams(start_window=1_000_000, probe_interval=4.0, max_probe_backoff=2)
     bucket, clock = settled(group=4, rank=0, params=params)
-    for _ in range(6):
-        bucket._next_probe = clock.now
-        (t,) = send(bucket, clock)
-        bucket.on_success(t)
-        (probe,) = bucket._probing
-        sent = next(t for t in send(bucket, clock, 4) if grid_slot(t) % 4 == probe)
-        bucket.on_throttled(sent, message(21))
+    refuse_probes(bucket, clock, 6)
     assert bucket.failed_probes == 6
     assert bucket._next_probe - clock.now <= 4.0 * math.sqrt(1 / 4) * 1.5 * 2**2  # not 2**6
+
+
+def test_a_process_squeezed_below_its_fair_share_probes_without_backing_off() -> None:
+    """One of four that lost half its turn (a crowd halved it): the room it lost is likely still
+    there, so refused probes do not lengthen its wait — unlike a process at its fair share (above)."""
+    params = AdaptiveParams(start_window=1_000_000, probe_interval=4.0, max_probe_backoff=2)
+    bucket, clock = settled(group=4, rank=0, params=params)
+    bucket._halve(clock.now)
+    assert bucket.share == pytest.approx(1 / 8) and bucket.group == 4
+    refuse_probes(bucket, clock, 6)
+    assert bucket.failed_probes == 6
+    assert bucket._next_probe - clock.now <= 4.0 * math.sqrt(1 / 8) * 1.5  # not doubled
+
+
+def test_a_probe_of_a_coarse_turn_is_kept_after_a_window_of_its_instances() -> None:
+    """At a share of 1/4 one turn stands for five slots of every window, any of which another sender
+    may hold (a latecomer's one slot per window): three acceptances are not enough, five are."""
+    bucket, clock = settled(group=4, rank=0)
+    bucket._next_probe = clock.now
+    (t,) = send(bucket, clock)
+    bucket.on_success(t)
+    (probe,) = bucket._probing
+    instances = [t for t in send(bucket, clock, 40) if grid_slot(t) % 4 == probe]
+    for t in instances[:3]:
+        bucket.on_success(t)
+    assert bucket._probing == frozenset({probe})
+    for t in instances[3:5]:
+        bucket.on_success(t)
+    assert not bucket._probing and bucket._held == frozenset({0, probe})
 
 
 def test_a_process_that_lost_its_turn_tries_every_other_turn_before_halving() -> None:
@@ -534,6 +569,25 @@ def test_probes_the_service_keeps_accepting_reclaim_the_account_fast() -> None:
     assert not bucket.shared() and bucket.share == 1.0
     assert bucket.probes == 3  # one turn, then two, then the other four
     assert clock.now - start < 8 and bucket.failed_probes == 0 and bucket.throttles == 1 + OPEN.gaps
+
+
+def test_a_latecomer_whose_incumbent_left_takes_the_account_back_fast() -> None:
+    """A latecomer at one slot per window finds the incumbent gone: its probes of one slot, two,
+    four, eight and the last four are each kept once every slot in them was accepted and the probe
+    three times in all — three windows, two, then about one each — not three windows each (here,
+    answers 150 ms after each send: 12.6 s, and 21.1 s when every probe waited three windows)."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=AdaptiveParams(start_window=1_000_000), seed=4)
+    storm(bucket, clock, first_ticket=21, group=1)
+    send(bucket, clock)
+    assert bucket.group is None and bucket.share == pytest.approx(1 / 20)
+    start = clock.now
+    bucket._next_probe = clock.now
+    while bucket.shared() and clock.now < start + 60:
+        paced(bucket, clock, max(2, round(bucket.share * 20)))  # about a window of sends
+    assert not bucket.shared() and bucket.share == 1.0
+    assert bucket.probes == 5 and bucket.failed_probes == 0
+    assert clock.now - start < 15
 
 
 # ---- reservations -----------------------------------------------------------------------------------
