@@ -281,13 +281,19 @@ def test_two_neighbours_swapping_places_every_interval_take_different_turns() ->
     assert storm_rank([], 8, OPEN.gaps, rng)[0] in range(8)  # no ticket: a random turn
 
 
+def late() -> tuple[AdaptiveBucket, FakeClock]:
+    """A bucket whose storm counted only its own requests: it came late to a full account."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=4)
+    storm(bucket, clock, first_ticket=21, group=1)
+    return bucket, clock
+
+
 def test_a_latecomer_to_a_full_account_starts_with_one_slot_per_window() -> None:
     """The account was already full when we started: the count grew by one per request of ours
     (only we were adding to a window that others keep full). No group to measure: one slot of the
     grid, then probes."""
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=4)
-    storm(bucket, clock, first_ticket=21, group=1)
+    bucket, clock = late()
     times = send(bucket, clock, 3)
     assert bucket.group is None and bucket.shared() and bucket.share == pytest.approx(1 / 20)
     assert len({grid_slot(t) % 20 for t in times}) == 1
@@ -522,9 +528,7 @@ def test_a_latecomer_whose_every_move_is_refused_keeps_one_slot_per_window() -> 
     slot it tries is full too: it stays at one slot per window rather than half of one — that slot
     is how it finds the room the incumbent leaves when it finishes, and from half a slot every
     doubling back would wait twice as long. A bucket with a measured group still halves (above)."""
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, params=OPEN, seed=4)
-    storm(bucket, clock, first_ticket=21, group=1)
+    bucket, clock = late()
     send(bucket, clock)
     assert bucket.group is None and bucket.share == pytest.approx(1 / 20)
     lost = send(bucket, clock, 3)
@@ -576,9 +580,7 @@ def test_a_latecomer_whose_incumbent_left_takes_the_account_back_fast() -> None:
     four, eight and the last four are each kept once every slot in them was accepted and the probe
     three times in all — three windows, two, then about one each — not three windows each (here,
     answers 150 ms after each send: 12.6 s, and 21.1 s when every probe waited three windows)."""
-    clock = FakeClock()
-    bucket = AdaptiveBucket(20, clock=clock, params=AdaptiveParams(start_window=1_000_000), seed=4)
-    storm(bucket, clock, first_ticket=21, group=1)
+    bucket, clock = late()
     send(bucket, clock)
     assert bucket.group is None and bucket.share == pytest.approx(1 / 20)
     start = clock.now
