@@ -133,6 +133,7 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         self._probing: frozenset[int] = frozenset()
         self._probe_ok: dict[int, int] = {}
         self._probe_need = p.probe_confirm
+        self._probe_lost = False
         self._wins = self._fails = 0
         self._next_probe = math.inf
 

@@ -39,6 +39,7 @@ class GridTurns:
     _probing: frozenset[int]
     _probe_ok: dict[int, int]
     _probe_need: int
+    _probe_lost: bool
     _wins: int
     _fails: int
     _next_probe: float
@@ -168,6 +169,7 @@ class GridTurns:
         a latecomer's ramp of 2, 4, 8 residues at one slot per window confirms in a window, not in
         three (pacing board, two × 600 five seconds apart: mean 0.809 -> 0.845)."""
         self._probe_ok = {}
+        self._probe_lost = False
         confirm = self.params.probe_confirm
         self._probe_need = max(math.ceil(confirm / len(self._probing)), math.ceil(self._slots / self._mod))
 
@@ -212,6 +214,9 @@ class GridTurns:
         if self._moving:  # moving off a contested slot: try the next one
             self._move(now)
             return
+        if self._probe_lost:  # another of its residues was refused already: one probe, one failure
+            return
+        self._probe_lost = True
         self.failed_probes += 1
         self._fails += 1
         self._wins = 0

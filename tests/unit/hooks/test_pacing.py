@@ -479,6 +479,25 @@ def test_refused_probes_in_a_row_lengthen_the_wait_only_so_far() -> None:
     assert bucket._next_probe - clock.now <= 4.0 * math.sqrt(1 / 4) * 1.5 * 2**2  # not 2**6
 
 
+def test_a_probe_refused_in_each_of_its_turns_is_one_failure() -> None:
+    """A probe of two turns into a full account is refused in both: one failed probe, one doubling
+    of the wait. Counted per turn, a probe of two backed off twice and one of eight to the limit at
+    once (pacing board, sixty seeds: K = 8 with 10 ms jitter 0.764 -> 0.817)."""
+    params = AdaptiveParams(start_window=1_000_000, probe_interval=4.0, max_probe_backoff=3)
+    bucket, clock = settled(group=4, rank=0, params=params)
+    bucket._wins = 1  # the last probe was kept: this one takes two turns
+    bucket._next_probe = clock.now
+    (t,) = send(bucket, clock)
+    bucket.on_success(t)
+    probes, mod = set(bucket._probing), bucket._mod
+    assert len(probes) == 2
+    times = send(bucket, clock, 2 * mod)
+    for probe in probes:
+        bucket.on_throttled(next(t for t in times if grid_slot(t) % mod == probe), message(21))
+    assert bucket._probing == frozenset() and bucket._held == frozenset({0})
+    assert bucket.failed_probes == 1 and bucket._fails == 1
+
+
 def test_a_process_squeezed_below_its_fair_share_probes_without_backing_off() -> None:
     """One of four that lost half its turn (a crowd halved it): the room it lost is likely still
     there, so refused probes do not lengthen its wait — unlike a process at its fair share (above)."""
