@@ -3,7 +3,7 @@
 Issue 13's controller (``airflow_mps/hooks/_adaptive.py``) trades one scenario for another easily; a
 change is judged on all of them at once, each over several seeds, in the deterministic simulation of
 ``tests/pacing_sim.py`` (the real bucket on a fake clock against the emulator's
-limiter semantics). Not part of ``make bench``: it measures no code speed, takes ~10 s, and its
+limiter semantics). Not part of ``make bench``: it measures no code speed, takes ~30 s, and its
 numbers are the simulation's (bench P8 measures the real processes).
 
     .venv/bin/python benchmarks/pacing_board.py                      # every row, 10 seeds
@@ -16,7 +16,9 @@ Rows: ``k<K>.<round trip>`` — K processes of equal work starting within 50 ms,
 at 5 ms); ``.busy`` a host too busy to answer in order for 0.7 s (``l``: at 5 ms); ``.stall`` each
 process descheduled 5×/s for 30 ms on average in its first 2 s (``2``: twice as often and as long);
 ``stag2`` four processes 2 s apart (``stag10``: 10 s; ``stag1k8``: eight, 1 s apart); ``late2`` two of
-600 images, the second 5 s after the first; ``u4`` partitions of 100/200/300/400 images (``l``: at 5 ms).
+600 images, the second 5 s after the first; ``u4`` partitions of 100/200/300/400 images (``l``: at 5 ms);
+``x4`` / ``x10``: four / ten times the images — runs of minutes, where the refusal budget's probes
+have been earned (``k8x4``, eight equal starts, is the long run with no room to find).
 Per row: aggregate ÷ limit (min, mean and median over the seeds: where seeds split into a good and a
 bad mode, as the unequal sizes do, a change can move the median across the gap while the mean
 stays put) and the refused share (median and max),
@@ -84,6 +86,10 @@ def _rows() -> list[Row]:
         Row("late2", (600,) * 2, net(), apart=5.0),
         Row("u4", (100, 200, 300, 400), net()),
         Row("u4l", (100, 200, 300, 400), n5),
+        Row("u4x4", (400, 800, 1200, 1600), net()),
+        Row("u4x10", (1000, 2000, 3000, 4000), net()),
+        Row("stag10x4", (1200,) * 4, net(), apart=10.0),
+        Row("k8x4", (1200,) * 8, net()),
     ]
 
 

@@ -136,6 +136,8 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         self._probe_lost = False
         self._wins = self._fails = 0
         self._next_probe = math.inf
+        self._tokens = 0.0  # the refusal budget: + probe_budget per call accepted, - 1 per refused
+        self._budget_from, self._budget_wait = math.inf, None
 
     # ---- state ------------------------------------------------------------------------------
     @property
@@ -341,7 +343,7 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         else:
             self.rank, self._candidates = None, []
             self._hold(self._slots, {self._rng.randrange(self._slots)})
-        self._next_probe = now + self._interval()
+        self._defer_probe(now)
         self.epoch += 1
 
     # ---- feedback -----------------------------------------------------------------------------
@@ -350,6 +352,7 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         probe, maybe start one."""
         with self._lock:
             self.successes += 1
+            self._tokens = min(self.params.probe_tokens, self._tokens + self.params.probe_budget)
             p = self.params
             now = self._clock()
             self._answer(sent_at)
@@ -373,6 +376,7 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         """The service refused a call sent at ``sent_at`` with ``message`` (``RequestLimitExceeded``)."""
         with self._lock:
             self.throttles += 1
+            self._tokens = max(-self.params.probe_debt, self._tokens - 1.0)
             p = self.params
             now = self._clock()
             self._answer(sent_at)

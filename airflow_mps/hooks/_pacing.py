@@ -313,6 +313,15 @@ class AdaptiveParams:
     #: A bucket holding less than ``1 / group`` (squeezed by a contest or a crowd) does not back off.
     max_probe_backoff: int = 2
     max_probe_interval: float = 120.0
+    #: The refusal budget: every call accepted earns ``probe_budget`` of a token (up to
+    #: ``probe_tokens``), every call refused spends one (down to ``-probe_debt``: a start-up storm
+    #: is paid back, not carried through the whole run); with a token in hand a bucket may probe
+    #: every ``budget_probe_interval`` (× 0.5–1.5) seconds whatever its back-off. A burst's refused
+    #: share stays near ``probe_budget`` where the back-off alone would let room stand idle.
+    probe_budget: float = 0.03
+    probe_tokens: float = 4.0
+    probe_debt: float = 8.0
+    budget_probe_interval: float = 2.0
     #: A bucket idle this long forgets what it learned (the next burst starts afresh).
     idle_reset: float = 30.0
 

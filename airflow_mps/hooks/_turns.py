@@ -43,6 +43,9 @@ class GridTurns:
     _wins: int
     _fails: int
     _next_probe: float
+    _tokens: float
+    _budget_from: float
+    _budget_wait: float | None
     _candidates: list[int]
     _group: int | None
     _guessed: bool
@@ -121,7 +124,7 @@ class GridTurns:
                 self._next_probe = now + p.min_probe_interval
         if len(self._held) == self._mod and not self._probing:
             return True
-        if not self._probing and not self._moving and now >= self._next_probe:
+        if not self._probing and not self._moving and self._probe_due(now):
             self._probe(now)
         return False
 
@@ -195,7 +198,7 @@ class GridTurns:
         self._lost.clear()
         self.cuts += 1
         self._wins = 0
-        self._next_probe = max(self._next_probe, now + self._interval())
+        self._defer_probe(now, at_least=True)
         self.epoch += 1
 
     def _period(self, lost: list[int], slot: int) -> int | None:
@@ -220,7 +223,7 @@ class GridTurns:
         self.failed_probes += 1
         self._fails += 1
         self._wins = 0
-        self._next_probe = now + self._interval()
+        self._defer_probe(now)
 
     def _give_up(self, residue: int, slot: int, period: int, now: float) -> None:
         """Another process keeps winning this slot, every ``period`` slots: leave it that much — the
@@ -233,13 +236,13 @@ class GridTurns:
             self._hold(mod, held)
             self.cuts += 1
             self._wins = 0
-            self._next_probe = max(self._next_probe, now + self._interval())
+            self._defer_probe(now, at_least=True)
             return
         if len(self._held) > 1:
             self._hold(self._mod, self._held - {residue})
             self.cuts += 1
             self._wins = 0
-            self._next_probe = max(self._next_probe, now + self._interval())
+            self._defer_probe(now, at_least=True)
             return
         self._moving = 0
         self._move(now, lost=residue, slot=slot)
@@ -283,8 +286,30 @@ class GridTurns:
             kept = residue + self._mod if lost_slot is not None and lost_slot % mod == residue else residue
             self.cuts += 1
         self._hold(mod, {kept})
-        self._next_probe = now + self._interval()
+        self._defer_probe(now)
         self.epoch += 1
+
+    def _probe_due(self, now: float) -> bool:
+        """Time to probe: the wait is over — or the refusals we met this burst are still within the
+        budget (``probe_budget`` of what was accepted, in tokens) and ``budget_probe_interval`` has
+        passed. The wait alone backs off to minutes in an account that stays full, which in a long
+        run leaves the room a finished process leaves idle for minutes; the budget bounds what
+        faster probing may cost at a share of our own traffic, whatever the group."""
+        if now >= self._next_probe:
+            return True
+        p = self.params
+        if self._tokens < 1.0:
+            return False
+        if self._budget_wait is None:  # drawn when first needed: no draw where it never is
+            self._budget_wait = p.budget_probe_interval * self._rng.uniform(0.5, 1.5)
+        return now >= self._budget_from + self._budget_wait
+
+    def _defer_probe(self, now: float, at_least: bool = False) -> None:
+        """Wait :meth:`_interval` before the next probe (or keep a later time, ``at_least``); a
+        probe on the budget waits afresh too."""
+        due = now + self._interval()
+        self._next_probe = max(self._next_probe, due) if at_least else due
+        self._budget_from, self._budget_wait = now, None
 
     def _interval(self) -> float:
         """Wait before the next probe: ``sqrt(share)`` makes small holders probe more often while the

@@ -498,6 +498,36 @@ def test_a_probe_refused_in_each_of_its_turns_is_one_failure() -> None:
     assert bucket.failed_probes == 1 and bucket._fails == 1
 
 
+def budget_run(budget: float, n: int) -> AdaptiveBucket:
+    """A bucket at its fair share of four whose waits back off to minutes, then ``n`` calls in which
+    every probe is refused (a full account) and every other call accepted."""
+    params = AdaptiveParams(
+        start_window=1_000_000, probe_interval=100.0, max_probe_backoff=2, probe_budget=budget
+    )
+    bucket, clock = settled(group=4, rank=0, params=params)
+    refuse_probes(bucket, clock, 2)
+    for _ in range(n):
+        (t,) = send(bucket, clock)
+        if grid_slot(t) % bucket._mod in bucket._probing:
+            bucket.on_throttled(t, message(21))
+        else:
+            bucket.on_success(t)
+    return bucket
+
+
+def test_probes_spend_the_refusal_budget_and_no_more() -> None:
+    """Backed off to minutes, a bucket still probes every couple of seconds while its refusals are
+    few — three in a hundred accepted calls buy one — so that in a long run the room a finished
+    process leaves does not stand idle for the back-off (pacing board, partitions of 1,000 to 4,000
+    images: 0.899 -> 0.955 of the limit); in a full account it pays at most what it earned."""
+    spent = budget_run(0.03, 2_000)
+    kept = budget_run(0.0, 2_000)
+    assert kept.failed_probes <= 2 + 4  # the two it started with, then the backed-off waits only
+    budgeted = spent.failed_probes - kept.failed_probes
+    assert budgeted >= 0.02 * 2_000  # most of what it earned, after the debt of its start
+    assert spent.throttles <= 0.03 * spent.successes + spent.params.probe_debt + 1 + 2
+
+
 def test_a_process_squeezed_below_its_fair_share_probes_without_backing_off() -> None:
     """One of four that lost half its turn (a crowd halved it): the room it lost is likely still
     there, so refused probes do not lengthen its wait — unlike a process at its fair share (above)."""
