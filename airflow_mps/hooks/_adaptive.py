@@ -352,8 +352,8 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         probe, maybe start one."""
         with self._lock:
             self.successes += 1
-            self._tokens = min(self.params.probe_tokens, self._tokens + self.params.probe_budget)
             p = self.params
+            self._tokens = min(p.probe_tokens, self._tokens + p.probe_budget)
             now = self._clock()
             self._answer(sent_at)
             if self._window_cap < _OPEN and self._steady():
@@ -376,8 +376,8 @@ class AdaptiveBucket(GridTurns, TokenBucket):
         """The service refused a call sent at ``sent_at`` with ``message`` (``RequestLimitExceeded``)."""
         with self._lock:
             self.throttles += 1
-            self._tokens = max(-self.params.probe_debt, self._tokens - 1.0)
             p = self.params
+            self._tokens = max(-p.probe_debt, self._tokens - 1.0)
             now = self._clock()
             self._answer(sent_at)
             self._refusals.append(now)
