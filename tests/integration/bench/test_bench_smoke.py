@@ -94,3 +94,22 @@ def test_the_pacing_board_runs_its_rows() -> None:
     assert "refused median" in lines[1]
     assert re.search(r"turns exact +\d/4 +P8 met +\d/4$", lines[1]), lines[1]
     assert re.match(r"mean of the medians: 0\.\d{3}; of the means: 0\.\d{3}$", lines[2]), lines[2]
+
+
+def test_the_pacing_trace_shows_one_seed_turn_by_turn() -> None:
+    """``benchmarks/pacing_trace.py`` (docs/performance.md reads its traces): one seed of a board
+    world, each process's storm reading, its turn changes in time order and the service's verdicts
+    in a span; a world the board lacks is refused with the list of those it has."""
+    proc = _script("pacing_trace.py", "k8.005", "15", "--service", "9.8,11.8", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert re.match(r"k8\.005 seed 15, overrides none: aggregate 0\.\d{3} of the limit, ", lines[0]), lines[0]
+    assert sum(1 for line in lines if line.startswith("  process ")) == 8
+    settled = [line for line in lines if re.match(r" +\d+\.\d\d  p\d  settle +1:\[0\] -> 8:\[\d\]$", line)]
+    assert len(settled) == 8, lines[:20]
+    verdicts = [
+        line for line in lines if re.search(r"slot \d+ \(residue \d of 8\)  (accepted|REFUSED)$", line)
+    ]
+    assert verdicts and all(9.8 <= float(line.split()[0]) <= 11.8 for line in verdicts)
+    refused = _script("pacing_trace.py", "k9.000", "1", timeout=120)
+    assert refused.returncode != 0 and "k8.005" in refused.stderr
