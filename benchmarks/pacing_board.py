@@ -34,8 +34,10 @@ import dataclasses
 import random
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -93,22 +95,37 @@ def _rows() -> list[Row]:
     ]
 
 
-def run(row: Row, seed: int, params: AdaptiveParams) -> tuple[float, float, bool]:
-    """(aggregate ÷ limit, refused share, turns exact) of one seed of one row."""
+#: Makes process ``i``'s bucket on the simulation clock (the trace swaps in one that records its turns).
+BucketFactory = Callable[[int, sim.SimClock, int, AdaptiveParams], AdaptiveBucket]
+
+
+def _adaptive(i: int, clock: sim.SimClock, seed: int, params: AdaptiveParams) -> AdaptiveBucket:
+    return AdaptiveBucket(sim.LIMIT, clock=clock, seed=seed, params=params)
+
+
+def simulate(
+    row: Row, seed: int, params: AdaptiveParams, make: BucketFactory = _adaptive
+) -> tuple[float, list[sim.Client], sim.Outcome]:
+    """``(start time, clients, outcome)`` of one seed of one row: the board's seeding of the starts,
+    stalls and bucket seeds, shared with ``pacing_trace.py`` so that a traced seed is the board's."""
     clock = sim.SimClock()
     rng = random.Random(seed)
     clients = []
     for i, images in enumerate(row.sizes):
         start = row.apart * i if row.apart else rng.uniform(0.0, row.spread)
-        bucket = AdaptiveBucket(sim.LIMIT, clock=clock, seed=seed * 100 + i, params=params)
-        client = sim.Client(i, bucket, images, start=start)
+        client = sim.Client(i, make(i, clock, seed * 100 + i, params), images, start=start)
         if row.stalls:
             client.stalls = sim.stalls(
                 rng, clock.now + start, per_second=5.0 * row.stalls, mean=0.03 * row.stalls
             )
         clients.append(client)
     first = clock.now
-    outcome = sim.simulate(clients, clock, seed=seed, network=row.network, until=900)
+    return first, clients, sim.simulate(clients, clock, seed=seed, network=row.network, until=900)
+
+
+def run(row: Row, seed: int, params: AdaptiveParams) -> tuple[float, float, bool]:
+    """(aggregate ÷ limit, refused share, turns exact) of one seed of one row."""
+    first, clients, outcome = simulate(row, seed, params)
     aggregate, refused, _ = sim.whole_run(outcome, first)
     buckets = [c.bucket for c in clients if isinstance(c.bucket, AdaptiveBucket)]
     ranks = {b.rank for b in buckets}
@@ -116,18 +133,23 @@ def run(row: Row, seed: int, params: AdaptiveParams) -> tuple[float, float, bool
     return aggregate, refused, exact
 
 
-def main(argv: list[str]) -> None:
+def overrides_from(argv: list[str]) -> dict[str, Any]:
+    """``AdaptiveParams`` overrides from ``name=value`` arguments, typed as the defaults are."""
     defaults = AdaptiveParams()
-    overrides = {
+    return {
         key: type(getattr(defaults, key))(value) for key, value in (a.split("=", 1) for a in argv if "=" in a)
     }
+
+
+def main(argv: list[str]) -> None:
+    overrides = overrides_from(argv)
     seeds = SEEDS
     if "--seeds" in argv:
         at = argv.index("--seeds")
         seeds = int(argv[at + 1])
         argv = argv[:at] + argv[at + 2 :]
     only = [a for a in argv if "=" not in a]
-    params = dataclasses.replace(defaults, **overrides)
+    params = dataclasses.replace(AdaptiveParams(), **overrides)
     print(f"AdaptiveParams overrides: {overrides or 'none'}; {seeds} seeds per row")
     medians, means = [], []
     for row in _rows():

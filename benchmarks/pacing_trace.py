@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pacing_board import _rows
+from pacing_board import _rows, overrides_from, simulate
 
 from airflow_mps.hooks._adaptive import AdaptiveBucket
 from airflow_mps.hooks._pacing import AdaptiveParams, _slots
@@ -91,35 +90,26 @@ def main(argv: list[str]) -> None:
         first, last = argv[at + 1].split(",")
         service_span = float(first), float(last)
         argv = argv[:at] + argv[at + 2 :]
-    defaults = AdaptiveParams()
-    overrides = {
-        key: type(getattr(defaults, key))(value) for key, value in (a.split("=", 1) for a in argv if "=" in a)
-    }
+    overrides = overrides_from(argv)
     name, seed = (a for a in argv if "=" not in a)
     rows = {row.name: row for row in _rows()}
     if name not in rows:
         raise SystemExit(f"no world {name!r}; the board's worlds: {', '.join(rows)}")
-    row, params = rows[name], dataclasses.replace(defaults, **overrides)
-    clock, rng, events = sim.SimClock(), random.Random(int(seed)), []
-    origin, clients = clock.now, []
-    for i, images in enumerate(row.sizes):
-        start = row.apart * i if row.apart else rng.uniform(0.0, row.spread)
-        bucket = TracedBucket(
+    row, params = rows[name], dataclasses.replace(AdaptiveParams(), **overrides)
+    events: list[Event] = []
+
+    def traced(i: int, clock: sim.SimClock, bucket_seed: int, params: AdaptiveParams) -> TracedBucket:
+        return TracedBucket(
             sim.LIMIT,
             clock=clock,
-            seed=int(seed) * 100 + i,
+            seed=bucket_seed,
             params=params,
             process=i,
             events=events,
-            origin=origin,
+            origin=clock.now,
         )
-        client = sim.Client(i, bucket, images, start=start)
-        if row.stalls:
-            client.stalls = sim.stalls(
-                rng, clock.now + start, per_second=5.0 * row.stalls, mean=0.03 * row.stalls
-            )
-        clients.append(client)
-    outcome = sim.simulate(clients, clock, seed=int(seed), network=row.network, until=900)
+
+    origin, clients, outcome = simulate(row, int(seed), params, traced)
     aggregate, refused, spread = sim.whole_run(outcome, origin)
     print(
         f"{name} seed {seed}, overrides {overrides or 'none'}: aggregate {aggregate:.3f} of the limit, "
