@@ -10,6 +10,7 @@ of ``make bench``; a tool for reading a controller change's worst seeds.
     .venv/bin/python benchmarks/pacing_trace.py k8.005 15
     .venv/bin/python benchmarks/pacing_trace.py k8.005 15 --service 9.8,11.8
     .venv/bin/python benchmarks/pacing_trace.py k8.stall 4 max_probe_backoff=1
+    .venv/bin/python benchmarks/pacing_trace.py k8.005 14 --draw 2   # the board's --draws 3, third
 
 Times are seconds from the first process's start; ``8:[0, 5]p[5]`` is residues 0 and 5 of 8 held,
 5 of them being probed.
@@ -90,6 +91,11 @@ def main(argv: list[str]) -> None:
         first, last = argv[at + 1].split(",")
         service_span = float(first), float(last)
         argv = argv[:at] + argv[at + 2 :]
+    draw = 0
+    if "--draw" in argv:
+        at = argv.index("--draw")
+        draw = int(argv[at + 1])
+        argv = argv[:at] + argv[at + 2 :]
     overrides = overrides_from(argv)
     name, seed = (a for a in argv if "=" not in a)
     rows = {row.name: row for row in _rows()}
@@ -109,10 +115,10 @@ def main(argv: list[str]) -> None:
             origin=clock.now,
         )
 
-    origin, clients, outcome = simulate(row, int(seed), params, traced)
+    origin, clients, outcome = simulate(row, int(seed), params, traced, draw)
     aggregate, refused, spread = sim.whole_run(outcome, origin)
     print(
-        f"{name} seed {seed}, overrides {overrides or 'none'}: aggregate {aggregate:.3f} of the limit, "
+        f"{name} seed {seed}{f' draw {draw}' if draw else ''}, overrides {overrides or 'none'}: aggregate {aggregate:.3f} of the limit, "
         f"{refused:.1%} refused, completion spread {spread:.1f} s"
     )
     for client in clients:

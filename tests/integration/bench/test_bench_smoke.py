@@ -94,6 +94,26 @@ def test_the_pacing_board_runs_its_rows() -> None:
     assert "refused median" in lines[1]
     assert re.search(r"turns exact +\d/4 +P8 met +\d/4$", lines[1]), lines[1]
     assert re.match(r"mean of the medians: 0\.\d{3}; of the means: 0\.\d{3}$", lines[2]), lines[2]
+    assert len(lines) == 3  # no equal-start world of eight asked for: no count of them
+
+
+def test_the_pacing_board_judges_over_draws_in_parallel() -> None:
+    """``--draws`` runs each world under several sets of the buckets' random draws (the board's noise,
+    docs/performance.md), ``--jobs`` in worker processes; the counts come out per draw, and the same
+    seed and draw give the same result however they were run."""
+    proc = _script("pacing_board.py", "k8.150", "--seeds", "2", "--draws", "2", "--jobs", "2", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "AdaptiveParams overrides: none; 2 seeds × 2 draws per row"
+    assert re.search(r"turns exact +\d/4 +P8 met +(\d)/4$", lines[1]), lines[1]
+    last = re.match(
+        r"P8 met, equal-start worlds \(1 here\), per draw: (\d), (\d) of 2 \(total (\d)\)$", lines[3]
+    )
+    assert last, lines[3]
+    per_draw = [int(last[1]), int(last[2])]
+    assert sum(per_draw) == int(last[3]) == int(re.search(r"P8 met +(\d)/4$", lines[1])[1])  # type: ignore[index]
+    serial = _script("pacing_board.py", "k8.150", "--seeds", "2", "--draws", "2", timeout=240)
+    assert serial.stdout.splitlines()[1:] == lines[1:]
 
 
 def test_the_pacing_trace_shows_one_seed_turn_by_turn() -> None:
