@@ -63,7 +63,9 @@ class AdaptiveBucket(GridTurns, TokenBucket):
     limit`` is somebody's storm and costs nothing; refusals of over ``crowd_fraction`` of what we
     sent halve our share (shares adding up to more than the limit: a group measured wrong).
 
-    **Probing.** Holding less than everything, now and then take more (small holders more often): a
+    **Probing.** Holding less than everything, now and then take more (small holders more often) —
+    but not for ``storm_quiet`` after a storm that measured the group (nobody has finished yet: a
+    probe then can only feed on a passing hole, pushing a neighbour off its turn): a
     refused probe is given back and the next waits twice as long (up to ``2**max_probe_backoff``;
     not at all below the fair share of the group we measured: squeezed there, the room we lost is
     likely still free); a probe whose every slot was accepted over a window, and ``probe_confirm``
@@ -344,6 +346,8 @@ class AdaptiveBucket(GridTurns, TokenBucket):
             self.rank, self._candidates = None, []
             self._hold(self._slots, {self._rng.randrange(self._slots)})
         self._defer_probe(now)
+        if group is not None and not self._guessed:  # nobody has finished yet: no room to find
+            self._next_probe = max(self._next_probe, now + p.storm_quiet * self._rng.uniform(0.5, 1.5))
         self.epoch += 1
 
     # ---- feedback -----------------------------------------------------------------------------

@@ -303,6 +303,12 @@ class AdaptiveParams:
     probe_interval: float = 45.0
     #: ... times ``guess_probe`` when our share was a guess (no group could be measured).
     guess_probe: float = 0.25
+    #: After a storm that measured its group, the first probe waits at least ``storm_quiet`` (× 0.5–1.5
+    #: at random) seconds: every process of the group holds its share and none has finished yet, so
+    #: a probe then can only be kept by feeding on a passing hole, pushing a neighbour off its turn
+    #: (pacing board, sixty seeds under four sets of draws: P8's targets met in the eight equal-start
+    #: worlds 1,531 -> 1,613 of 1,920, mean of the means 0.901 -> 0.907; docs/performance.md).
+    storm_quiet: float = 40.0
     #: A probe is kept once this many of its instances in a row were accepted — and each of its
     #: residues over a window's slots (one residue of 4 stands for 5 slots of 20, any of which a
     #: latecomer may hold); a probe of 4 residues at one slot per window is kept in one window.

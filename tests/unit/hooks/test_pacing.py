@@ -10,6 +10,7 @@ the module's shared-bucket registry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import math
@@ -526,6 +527,37 @@ def test_probes_spend_the_refusal_budget_and_no_more() -> None:
     budgeted = spent.failed_probes - kept.failed_probes
     assert budgeted >= 0.02 * 2_000  # most of what it earned, after the debt of its start
     assert spent.throttles <= 0.03 * spent.successes + spent.params.probe_debt + 1 + 2
+
+
+def first_probe_after_a_storm(params: AdaptiveParams, guessed: bool = False) -> float:
+    """Seconds from a storm's settling to the bucket's first probe, every call accepted meanwhile."""
+    clock = FakeClock()
+    bucket = AdaptiveBucket(20, clock=clock, params=params, seed=5)
+    if guessed:  # the window was ours, somebody came, one ticket: a group of 2 taken, not measured
+        paced(bucket, clock, 60)
+        storm(bucket, clock, first_ticket=24, group=4, n=1)
+        send(bucket, clock, 1 + params.gaps)
+    else:
+        send(bucket, clock, 3)
+        storm(bucket, clock, first_ticket=24, group=4)
+        send(bucket, clock)
+    assert bucket.group in (2, 4) and bucket.guessed == guessed and bucket.probes == 0
+    settled_at = clock.now
+    while bucket.probes == 0 and clock.now < settled_at + 300:
+        paced(bucket, clock, 1)
+    assert bucket.probes == 1
+    return clock.now - settled_at
+
+
+def test_no_probe_for_a_while_after_a_storm_that_measured_the_group() -> None:
+    """Right after a storm every process of the group holds its share and none has finished: a probe
+    then finds no room, or is kept by feeding on a passing hole and pushes a neighbour off its turn.
+    The first one waits ``storm_quiet`` (× 0.5–1.5); a group only guessed at probes as before."""
+    fast = AdaptiveParams(start_window=1_000_000, probe_interval=4.0, storm_quiet=0.0)
+    quiet = dataclasses.replace(fast, storm_quiet=40.0)
+    assert first_probe_after_a_storm(fast) <= 4.0 * math.sqrt(1 / 4) * 1.5 + 1.0
+    assert 0.5 * 40.0 <= first_probe_after_a_storm(quiet) <= 1.5 * 40.0 + 1.0
+    assert first_probe_after_a_storm(quiet, guessed=True) <= 4.0 * math.sqrt(1 / 2) * 1.5 * 0.25 + 1.0
 
 
 def test_a_process_squeezed_below_its_fair_share_probes_without_backing_off() -> None:

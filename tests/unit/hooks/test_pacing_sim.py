@@ -20,7 +20,7 @@ import random
 import pytest
 
 from airflow_mps.hooks._adaptive import AdaptiveBucket
-from airflow_mps.hooks._pacing import TokenBucket
+from airflow_mps.hooks._pacing import AdaptiveParams, TokenBucket
 from tests.pacing_sim import (
     LIMIT,
     Client,
@@ -56,7 +56,11 @@ def _share(k: int, images: int, seed: int, network: Network | None = None, aggre
     measured, refused, spread = whole_run(outcome, start)
     assert measured >= aggregate  # the whole run, start-up and tail included
     assert refused <= 0.05
-    assert spread <= 3.0  # equal turns, equal work: they finish together
+    # Equal turns, equal work: they finish together, apart by the turns their refused requests cost
+    # each (storms and probes: up to six more for one of eight, 0.4 s a turn). A share taken from
+    # one of them shows as tens of seconds (bench P8's misses: 41 s).
+    turn = k * AdaptiveParams().window * (1 + AdaptiveParams().shared_margin) / LIMIT
+    assert spread <= 10 * turn
     # Fair: while all K submit, each gets limit ÷ K (within 5 %).
     t0 = start + 2.0
     t1 = min(c.done_at for c in clients if c.done_at is not None)
