@@ -161,10 +161,9 @@ def _met(aggregate: float, refused: float) -> bool:
     return aggregate >= TARGET_AGGREGATE and refused <= TARGET_THROTTLED
 
 
-def _run_one(job: tuple[str, int, int, AdaptiveParams]) -> tuple[str, int, int, tuple[float, float, bool]]:
-    name, seed, draw, params = job
-    row = next(r for r in _rows() if r.name == name)
-    return name, seed, draw, run(row, seed, params, draw)
+def _run_one(job: tuple[Row, int, int, AdaptiveParams]) -> tuple[str, int, int, tuple[float, float, bool]]:
+    row, seed, draw, params = job
+    return row.name, seed, draw, run(row, seed, params, draw)
 
 
 def _option(argv: list[str], flag: str, default: int) -> tuple[int, list[str]]:
@@ -185,10 +184,7 @@ def main(argv: list[str]) -> None:
     per = f"{seeds} seeds" + (f" × {draws} draws" if draws > 1 else "")
     print(f"AdaptiveParams overrides: {overrides or 'none'}; {per} per row")
     work = [
-        (row.name, seed, draw, params)
-        for row in rows
-        for seed in range(1, seeds + 1)
-        for draw in range(draws)
+        (row, seed, draw, params) for row in rows for seed in range(1, seeds + 1) for draw in range(draws)
     ]
     if jobs > 1:
         with multiprocessing.Pool(jobs) as pool:

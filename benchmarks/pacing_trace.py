@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pacing_board import _rows, overrides_from, simulate
+from pacing_board import _option, _rows, overrides_from, simulate
 
 from airflow_mps.hooks._adaptive import AdaptiveBucket
 from airflow_mps.hooks._pacing import AdaptiveParams, _slots
@@ -91,11 +91,7 @@ def main(argv: list[str]) -> None:
         first, last = argv[at + 1].split(",")
         service_span = float(first), float(last)
         argv = argv[:at] + argv[at + 2 :]
-    draw = 0
-    if "--draw" in argv:
-        at = argv.index("--draw")
-        draw = int(argv[at + 1])
-        argv = argv[:at] + argv[at + 2 :]
+    draw, argv = _option(argv, "--draw", 0)
     overrides = overrides_from(argv)
     name, seed = (a for a in argv if "=" not in a)
     rows = {row.name: row for row in _rows()}
